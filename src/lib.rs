@@ -1,1 +1,3 @@
+pub mod config;
+pub mod logging;
 pub mod proto;

@@ -1,0 +1,957 @@
+//! Configuration: the TOML file read into typed structs, checked once at load.
+//!
+//! This module owns the shape of `sngate.toml` and every default. Each section is
+//! a struct with `#[serde(deny_unknown_fields, default)]`, so a misspelt key is an
+//! error rather than a silently ignored setting, and a missing key takes the
+//! default written in its doc comment. Units live in field names (`_secs`,
+//! `_bytes`), so a reader never guesses whether `900` means seconds or
+//! milliseconds.
+//!
+//! Loading is two steps: serde turns the text into a [`Config`] (syntax, types
+//! and unknown keys are caught here, and toml's own message already names the
+//! line and column), then [`Config::validate`] checks the cross-field rules. A
+//! validation error names the dotted key (`predefined_topics[1].id`); when the
+//! config came from a document, [`ConfigError::locate`] finds that key's line
+//! through the spans toml's parser keeps ([`toml::de::DeTable`]).
+//!
+//! The annotated default file, `config/sngate.toml`, is compiled in as
+//! [`DEFAULT_CONFIG_TOML`]; a unit test keeps it equal to [`Config::default`].
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// The annotated default configuration, as printed by `sngate print-config`.
+///
+/// It parses to exactly [`Config::default()`] (checked by a unit test).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/sngate.toml");
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// The whole gateway configuration: one field per TOML section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[gateway]`: identity and MQTT-SN protocol limits.
+    pub gateway: GatewayConfig,
+    /// `[udp]`: the UDP listeners devices talk to.
+    pub udp: UdpConfig,
+    /// `[discovery]`: ADVERTISE broadcasts and SEARCHGW answers.
+    pub discovery: DiscoveryConfig,
+    /// `[timers]`: retransmission and handshake timers.
+    pub timers: TimersConfig,
+    /// `[limits]`: per-client and global resource limits.
+    pub limits: LimitsConfig,
+    /// `[[predefined_topics]]`: topic ids known to gateway and devices in advance.
+    /// Default: none.
+    pub predefined_topics: Vec<PredefinedTopic>,
+    /// `[upstream]`: the MQTT broker to bridge to. Absent (the default) means no
+    /// upstream: the gateway serves its local clients only.
+    pub upstream: Option<UpstreamConfig>,
+    /// `[log]`: log level and format.
+    pub log: LogConfig,
+}
+
+/// `[gateway]`: identity and MQTT-SN protocol limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The gateway id carried in ADVERTISE and GWINFO. Default: 1.
+    pub gateway_id: u8,
+    /// Longest client id accepted in CONNECT, in bytes. The spec says 23, but
+    /// devices commonly send IMEIs or MAC-derived ids, so the default is 64.
+    pub max_client_id_len: usize,
+    /// Largest MQTT-SN packet accepted or sent, in bytes (64..=65535).
+    /// Default: 2048.
+    pub max_packet_bytes: usize,
+    /// Accept QoS −1 PUBLISH (no connection) with predefined or short topic
+    /// ids. Default: true.
+    pub accept_qos_minus_one: bool,
+    /// Accept the Paho long-topic QoS −1 form (topic name in the PUBLISH).
+    /// Default: true.
+    pub accept_qos_minus_one_named: bool,
+    /// Keep-alive applied when a client's CONNECT carries 0, in seconds (≥ 1).
+    /// 0 would leave such a client never supervised. Default: 3600.
+    pub keep_alive_default_secs: u16,
+    /// Largest keep-alive honoured, in seconds; longer requests are clamped.
+    /// Default: 65535.
+    pub keep_alive_max_secs: u16,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            gateway_id: 1,
+            max_client_id_len: 64,
+            max_packet_bytes: 2048,
+            accept_qos_minus_one: true,
+            accept_qos_minus_one_named: true,
+            keep_alive_default_secs: 3600,
+            keep_alive_max_secs: 65535,
+        }
+    }
+}
+
+/// `[udp]`: the UDP listeners devices talk to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// Addresses to listen on, IPv4 (`"0.0.0.0:1883"`) or IPv6 (`"[::]:1883"`);
+    /// at least one. Default: `["0.0.0.0:1883"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Socket receive buffer (SO_RCVBUF), in bytes. Default: 4 MiB.
+    pub recv_buffer_bytes: usize,
+    /// Socket send buffer (SO_SNDBUF), in bytes. Default: 1 MiB.
+    pub send_buffer_bytes: usize,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::UNSPECIFIED,
+                1883,
+            ))],
+            recv_buffer_bytes: 4 * MIB,
+            send_buffer_bytes: MIB,
+        }
+    }
+}
+
+/// `[discovery]`: ADVERTISE broadcasts and SEARCHGW answers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Send ADVERTISE periodically to `advertise_group`. Default: false.
+    pub advertise: bool,
+    /// Seconds between ADVERTISE messages (≥ 1); the Duration field in the
+    /// message is clamped to 65535. Default: 900.
+    pub advertise_interval_secs: u32,
+    /// Multicast group and port ADVERTISE is sent to. Default: `"225.1.1.1:1883"`
+    /// (the Paho gateway's default group).
+    pub advertise_group: SocketAddr,
+    /// Multicast TTL (hops) for ADVERTISE and GWINFO. Default: 1 (local link).
+    pub multicast_ttl: u32,
+    /// Answer SEARCHGW with GWINFO. Default: true.
+    pub answer_searchgw: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            advertise: false,
+            advertise_interval_secs: 900,
+            advertise_group: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(225, 1, 1, 1), 1883)),
+            multicast_ttl: 1,
+            answer_searchgw: true,
+        }
+    }
+}
+
+/// `[timers]`: retransmission and handshake timers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersConfig {
+    /// Seconds before an unacknowledged message is resent (T_RETRY, ≥ 1).
+    /// Default: 10.
+    pub retry_interval_secs: u32,
+    /// Sends of one message before giving up on the client (N_RETRY, ≥ 1).
+    /// Default: 3.
+    pub max_retries: u32,
+    /// Seconds a client has to finish the WILLTOPIC/WILLMSG exchange after
+    /// CONNECT (≥ 1). Default: 10.
+    pub will_handshake_timeout_secs: u32,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        Self {
+            retry_interval_secs: 10,
+            max_retries: 3,
+            will_handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[limits]`: per-client and global resource limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most clients with a session at once (≥ 1). Default: 10000.
+    pub max_clients: usize,
+    /// Most registered topic ids per client. Default: 1000.
+    pub max_topics_per_client: usize,
+    /// Most subscriptions per client. Default: 100.
+    pub max_subscriptions_per_client: usize,
+    /// Most messages buffered for one sleeping or congested client.
+    /// Default: 1000.
+    pub max_queued_messages_per_client: usize,
+    /// Most payload bytes buffered for one client, in bytes. Default: 1 MiB.
+    pub max_queued_bytes_per_client: usize,
+    /// Most payload bytes buffered over all clients, in bytes. Default: 64 MiB.
+    pub max_queued_bytes_total: usize,
+    /// Also buffer QoS 0 messages for sleeping clients. Default: false.
+    pub queue_qos0: bool,
+    /// Most retained messages kept. Default: 10000.
+    pub max_retained_messages: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_clients: 10_000,
+            max_topics_per_client: 1000,
+            max_subscriptions_per_client: 100,
+            max_queued_messages_per_client: 1000,
+            max_queued_bytes_per_client: MIB,
+            max_queued_bytes_total: 64 * MIB,
+            queue_qos0: false,
+            max_retained_messages: 10_000,
+        }
+    }
+}
+
+/// One `[[predefined_topics]]` entry: a topic id shared by all clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredefinedTopic {
+    /// The topic id, 1..=65534, unique. Required.
+    pub id: u16,
+    /// The topic name: non-empty, no wildcards (`+`, `#`), no NUL. Required.
+    pub topic: String,
+}
+
+/// `[upstream]`: the MQTT broker to bridge to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Broker host name or IP address. Required, non-empty.
+    pub host: String,
+    /// Broker port. Default: 1883.
+    pub port: u16,
+    /// MQTT client id the gateway uses upstream. Default: `"sngate"`.
+    pub client_id: String,
+    /// MQTT user name. Default: none.
+    pub username: Option<String>,
+    /// MQTT password. Default: none.
+    pub password: Option<String>,
+    /// MQTT keep-alive towards the broker, in seconds (0 disables it).
+    /// Default: 30.
+    pub keep_alive_secs: u16,
+    /// Ask the broker for a clean session on every connect. Default: false
+    /// (the broker keeps subscriptions and queued QoS 1/2 messages across
+    /// reconnects).
+    pub clean_session: bool,
+    /// First reconnect delay after losing the broker, in seconds (≥ 1,
+    /// ≤ `reconnect_max_secs`). Default: 1.
+    pub reconnect_min_secs: u32,
+    /// Longest reconnect delay; the delay doubles up to this, in seconds.
+    /// Default: 60.
+    pub reconnect_max_secs: u32,
+    /// `[upstream.tls]`: connect with TLS. Default: absent (plain TCP).
+    pub tls: Option<TlsConfig>,
+    /// `[[upstream.rules]]`: which topics cross the bridge, in mosquitto's
+    /// bridge style. Default: empty, which means everything devices publish
+    /// goes out unchanged, and subscriptions follow local subscribers (a topic
+    /// filter a local client subscribes to is subscribed upstream too).
+    pub rules: Vec<BridgeRule>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 1883,
+            client_id: "sngate".to_owned(),
+            username: None,
+            password: None,
+            keep_alive_secs: 30,
+            clean_session: false,
+            reconnect_min_secs: 1,
+            reconnect_max_secs: 60,
+            tls: None,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[upstream.tls]`: TLS towards the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificate(s) that sign the broker's certificate.
+    /// Required.
+    pub ca_file: PathBuf,
+    /// PEM client certificate, for brokers that require client auth. Default:
+    /// none; give together with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`. Default: none; give together with
+    /// `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// One `[[upstream.rules]]` entry: a topic filter that crosses the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeRule {
+    /// Which way messages flow: `"out"` (devices to broker), `"in"` (broker
+    /// to devices; subscribed upstream) or `"both"`. Default: `"out"`, as in
+    /// mosquitto.
+    pub direction: Direction,
+    /// MQTT topic filter (local form, without prefix); `+` and `#` allowed.
+    /// Default: `"#"`.
+    pub topic: String,
+    /// Highest QoS used across the bridge for this rule (0..=2). Default: 2.
+    pub qos: u8,
+    /// Prefix of the topic on the gateway side, stripped before
+    /// `remote_prefix` is added. Default: `""`.
+    pub local_prefix: String,
+    /// Prefix of the topic on the broker side. Default: `""`.
+    pub remote_prefix: String,
+}
+
+impl Default for BridgeRule {
+    fn default() -> Self {
+        Self {
+            direction: Direction::default(),
+            topic: "#".to_owned(),
+            qos: 2,
+            local_prefix: String::new(),
+            remote_prefix: String::new(),
+        }
+    }
+}
+
+/// Which way a bridge rule carries messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Gateway to broker.
+    #[default]
+    Out,
+    /// Broker to gateway.
+    In,
+    /// Both ways.
+    Both,
+}
+
+/// `[log]`: log level and format.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive: a level (`"info"`) or per-target list
+    /// (`"info,sngate::core=debug"`). `RUST_LOG`, when set, overrides it.
+    /// Default: `"info"`.
+    pub level: String,
+    /// `"text"` (human readable) or `"json"` (one object per line), on stderr.
+    /// Default: `"text"`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read config file", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, has a value of the wrong type, or has an
+    /// unknown key. `message` is toml's, which names the line and column.
+    #[error("{}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line, column and the offending text.
+        message: String,
+    },
+    /// The config parsed but breaks a rule.
+    #[error("{}{}: invalid `{key}`: {reason}", .path.display(), LineSuffix(*.line))]
+    Invalid {
+        /// The file (empty when the config did not come from a file).
+        path: PathBuf,
+        /// The dotted key, e.g. `predefined_topics[1].id`.
+        key: String,
+        /// 1-based line of the key in the file, when it is there.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Displays `:LINE` when a line is known, as in `file.toml:12: ...`.
+struct LineSuffix(Option<usize>);
+
+impl fmt::Display for LineSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, ":{line}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: PathBuf::new(),
+            key: key.into(),
+            line: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Attributes an [`Invalid`](ConfigError::Invalid) error to the document
+    /// `toml_text` read from `path`: sets the path, and the line of the key
+    /// (or of its nearest enclosing table or array element that the document
+    /// spells out). Other variants are returned unchanged.
+    pub fn locate(self, path: &Path, toml_text: &str) -> Self {
+        match self {
+            ConfigError::Invalid {
+                key, reason, line, ..
+            } => {
+                let line = line.or_else(|| line_of_key(toml_text, &key));
+                ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key,
+                    line,
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The dotted key an [`Invalid`](ConfigError::Invalid) error is about.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_file(path)?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates `s`; `path` is used only in error messages.
+    pub fn from_toml_str(s: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::parse_unvalidated(s, path)?;
+        config.validate().map_err(|e| e.locate(path, s))?;
+        Ok(config)
+    }
+
+    /// Parses `s` without validating, for callers that change the config
+    /// (command-line overrides) before calling [`Config::validate`] once.
+    pub fn parse_unvalidated(s: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(s).map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Checks the rules that types alone cannot express. The error names the
+    /// dotted key but no file or line; see [`ConfigError::locate`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_gateway()?;
+        self.validate_udp_discovery_timers()?;
+        self.validate_predefined()?;
+        if let Some(upstream) = &self.upstream {
+            validate_upstream(upstream)?;
+        }
+        validate_log_level(&self.log.level).map_err(|r| ConfigError::invalid("log.level", r))
+    }
+
+    fn validate_gateway(&self) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        if !(64..=65535).contains(&g.max_packet_bytes) {
+            return Err(ConfigError::invalid(
+                "gateway.max_packet_bytes",
+                format!("{} is outside 64..=65535", g.max_packet_bytes),
+            ));
+        }
+        if g.max_client_id_len == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.max_client_id_len",
+                "must be at least 1",
+            ));
+        }
+        if g.keep_alive_default_secs == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.keep_alive_default_secs",
+                "must be at least 1 (0 would leave clients that send keep-alive 0 unsupervised)",
+            ));
+        }
+        if g.keep_alive_default_secs > g.keep_alive_max_secs {
+            return Err(ConfigError::invalid(
+                "gateway.keep_alive_default_secs",
+                format!(
+                    "{} is greater than gateway.keep_alive_max_secs ({})",
+                    g.keep_alive_default_secs, g.keep_alive_max_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_udp_discovery_timers(&self) -> Result<(), ConfigError> {
+        if self.udp.listen.is_empty() {
+            return Err(ConfigError::invalid(
+                "udp.listen",
+                "needs at least one address",
+            ));
+        }
+        if self.discovery.advertise_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "discovery.advertise_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        let t = &self.timers;
+        if t.retry_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "timers.retry_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if t.max_retries == 0 {
+            return Err(ConfigError::invalid(
+                "timers.max_retries",
+                "must be at least 1",
+            ));
+        }
+        if t.will_handshake_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "timers.will_handshake_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.max_clients == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_clients",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_predefined(&self) -> Result<(), ConfigError> {
+        for (i, p) in self.predefined_topics.iter().enumerate() {
+            if p.id == 0 || p.id == 0xFFFF {
+                return Err(ConfigError::invalid(
+                    format!("predefined_topics[{i}].id"),
+                    format!("{} is outside 1..=65534 (0 and 65535 are reserved)", p.id),
+                ));
+            }
+            if let Some(reason) = predefined_topic_problem(&p.topic) {
+                return Err(ConfigError::invalid(
+                    format!("predefined_topics[{i}].topic"),
+                    reason,
+                ));
+            }
+            let earlier = &self.predefined_topics[..i];
+            if let Some(j) = earlier.iter().position(|q| q.id == p.id) {
+                return Err(ConfigError::invalid(
+                    format!("predefined_topics[{i}].id"),
+                    format!(
+                        "duplicate id {} (already used by predefined_topics[{j}])",
+                        p.id
+                    ),
+                ));
+            }
+            if let Some(j) = earlier.iter().position(|q| q.topic == p.topic) {
+                return Err(ConfigError::invalid(
+                    format!("predefined_topics[{i}].topic"),
+                    format!(
+                        "topic {:?} is already predefined by predefined_topics[{j}]",
+                        p.topic
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn predefined_topic_problem(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() {
+        Some("must not be empty")
+    } else if topic.contains(['+', '#']) {
+        Some("must not contain wildcards (`+` or `#`)")
+    } else if topic.contains('\0') {
+        Some("must not contain NUL")
+    } else {
+        None
+    }
+}
+
+fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
+    if u.host.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "upstream.host",
+            "must be set to the broker's host name or address",
+        ));
+    }
+    if u.reconnect_min_secs == 0 {
+        return Err(ConfigError::invalid(
+            "upstream.reconnect_min_secs",
+            "must be at least 1",
+        ));
+    }
+    if u.reconnect_min_secs > u.reconnect_max_secs {
+        return Err(ConfigError::invalid(
+            "upstream.reconnect_min_secs",
+            format!(
+                "{} is greater than upstream.reconnect_max_secs ({})",
+                u.reconnect_min_secs, u.reconnect_max_secs
+            ),
+        ));
+    }
+    if let Some(tls) = &u.tls {
+        if tls.ca_file.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "upstream.tls.ca_file",
+                "must name the CA certificate file",
+            ));
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            let key = if tls.cert_file.is_some() {
+                "upstream.tls.key_file"
+            } else {
+                "upstream.tls.cert_file"
+            };
+            return Err(ConfigError::invalid(
+                key,
+                "cert_file and key_file must be given together",
+            ));
+        }
+    }
+    for (i, rule) in u.rules.iter().enumerate() {
+        if rule.qos > 2 {
+            return Err(ConfigError::invalid(
+                format!("upstream.rules[{i}].qos"),
+                format!("{} is outside 0..=2", rule.qos),
+            ));
+        }
+        if rule.topic.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("upstream.rules[{i}].topic"),
+                "must not be empty (use \"#\" for everything)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `level` is an `EnvFilter` directive. A bare word must be a level
+/// name: `EnvFilter` would read a typo like `"inf"` as a target name and
+/// silently log nothing else.
+fn validate_level_directive(directive: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let d = directive.trim();
+    if !d.contains(['=', '[']) && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)) {
+        return Err(format!(
+            "{d:?} is not a level (trace, debug, info, warn, error, off) \
+             or a target=level directive"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_log_level(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        return Err("must not be empty (e.g. \"info\")".to_owned());
+    }
+    for directive in level.split(',').filter(|d| !d.trim().is_empty()) {
+        validate_level_directive(directive)?;
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(drop)
+        .map_err(|e| format!("{level:?} is not a valid filter: {e}"))
+}
+
+/// Reads a config file, mapping failures to [`ConfigError::Io`].
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// One step of a dotted key: a table key or an array index.
+#[derive(Debug, PartialEq, Eq)]
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Splits `a.b[2].c` into `[Key(a), Key(b), Index(2), Key(c)]`.
+fn split_key(key: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in key.split('.') {
+        let (name, mut rest) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            out.push(Segment::Key(name));
+        }
+        while let Some(stripped) = rest.strip_prefix('[') {
+            let Some(end) = stripped.find(']') else { break };
+            if let Ok(i) = stripped[..end].parse() {
+                out.push(Segment::Index(i));
+            }
+            rest = &stripped[end + 1..];
+        }
+    }
+    out
+}
+
+/// The 1-based line where `key` (dotted) is written in `toml_text`, or where its
+/// nearest enclosing table or array element is, using toml's parser spans.
+/// `None` if the document does not parse or does not mention the key at all.
+fn line_of_key(toml_text: &str, key: &str) -> Option<usize> {
+    let root = DeTable::parse(toml_text).ok()?;
+    let mut best: Option<usize> = None;
+    let mut table: &DeTable<'_> = root.get_ref();
+    let mut value: Option<&Spanned<DeValue<'_>>> = None;
+    for segment in split_key(key) {
+        let next = match (segment, value) {
+            (Segment::Key(k), None) => table.get_key_value(k).map(|(k, v)| (k.span().start, v)),
+            (Segment::Key(k), Some(v)) => match v.get_ref() {
+                DeValue::Table(t) => t.get_key_value(k).map(|(k, v)| (k.span().start, v)),
+                _ => None,
+            },
+            (Segment::Index(i), Some(v)) => v.get_ref().get(i).map(|e| (e.span().start, e)),
+            (Segment::Index(_), None) => None,
+        };
+        let Some((offset, v)) = next else { break };
+        best = Some(offset);
+        value = Some(v);
+        if let DeValue::Table(t) = v.get_ref() {
+            table = t;
+        }
+    }
+    best.map(|offset| line_at(toml_text, offset))
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(s, Path::new("test.toml"))
+    }
+
+    fn invalid(s: &str) -> (String, Option<usize>, String) {
+        match parse(s) {
+            Err(ConfigError::Invalid {
+                key, line, reason, ..
+            }) => (key, line, reason),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_file_parses_validates_and_equals_default() {
+        let parsed = parse(DEFAULT_CONFIG_TOML).expect("default config file");
+        assert_eq!(parsed, Config::default());
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[gateway]\ngateway_id = 2\n\n[limits]\nmax_clinets = 5\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        assert!(msg.contains("max_clinets"), "{msg}");
+        assert!(msg.contains("line 5"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_predefined_id_points_at_second_id() {
+        let text = "[[predefined_topics]]\nid = 5\ntopic = \"a\"\n\n\
+                    [[predefined_topics]]\ntopic = \"b\"\nid = 5\n";
+        let (key, line, reason) = invalid(text);
+        assert_eq!(key, "predefined_topics[1].id");
+        assert_eq!(line, Some(7));
+        assert!(reason.contains("duplicate"), "{reason}");
+        let msg = parse(text).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "test.toml:7: invalid `predefined_topics[1].id`: \
+             duplicate id 5 (already used by predefined_topics[0])"
+        );
+    }
+
+    #[test]
+    fn predefined_topic_rules() {
+        // TOML string literals, as written in a file.
+        for (topic, word) in [
+            (r#""""#, "empty"),
+            (r#""a/+""#, "wildcard"),
+            (r#""a/#""#, "wildcard"),
+            (r#""a\u0000""#, "NUL"),
+        ] {
+            let text = format!("[[predefined_topics]]\nid = 1\ntopic = {topic}\n");
+            let (key, line, reason) = invalid(&text);
+            assert_eq!(key, "predefined_topics[0].topic");
+            assert_eq!(line, Some(3));
+            assert!(reason.contains(word), "{reason}");
+        }
+        for id in [0, 65535] {
+            let (key, ..) = invalid(&format!(
+                "predefined_topics = [{{ id = {id}, topic = \"t\" }}]"
+            ));
+            assert_eq!(key, "predefined_topics[0].id");
+        }
+        let (key, line, _) = invalid(
+            "predefined_topics = [\n  { id = 1, topic = \"t\" },\n  { id = 2, topic = \"t\" },\n]\n",
+        );
+        assert_eq!(
+            (key.as_str(), line),
+            ("predefined_topics[1].topic", Some(3))
+        );
+    }
+
+    #[test]
+    fn scalar_rules() {
+        let cases = [
+            ("[udp]\nlisten = []\n", "udp.listen", 2),
+            ("[timers]\nmax_retries = 0\n", "timers.max_retries", 2),
+            (
+                "[timers]\n\nretry_interval_secs = 0\n",
+                "timers.retry_interval_secs",
+                3,
+            ),
+            (
+                "[gateway]\nmax_packet_bytes = 63\n",
+                "gateway.max_packet_bytes",
+                2,
+            ),
+            (
+                "[gateway]\nmax_packet_bytes = 65536\n",
+                "gateway.max_packet_bytes",
+                2,
+            ),
+            (
+                "[gateway]\nkeep_alive_default_secs = 0\n",
+                "gateway.keep_alive_default_secs",
+                2,
+            ),
+            (
+                "[gateway]\nkeep_alive_max_secs = 60\nkeep_alive_default_secs = 61\n",
+                "gateway.keep_alive_default_secs",
+                3,
+            ),
+            ("[log]\nlevel = \"inf\"\n", "log.level", 2),
+            ("[log]\nlevel = \"info,sngate=loud\"\n", "log.level", 2),
+            ("[upstream]\nport = 1\n", "upstream.host", 1),
+            (
+                "[upstream]\nhost = \"h\"\nreconnect_min_secs = 9\nreconnect_max_secs = 8\n",
+                "upstream.reconnect_min_secs",
+                3,
+            ),
+            (
+                "[upstream]\nhost = \"h\"\n[[upstream.rules]]\ntopic = \"a\"\n[[upstream.rules]]\nqos = 3\n",
+                "upstream.rules[1].qos",
+                6,
+            ),
+        ];
+        for (text, want_key, want_line) in cases {
+            let (key, line, _) = invalid(text);
+            assert_eq!((key.as_str(), line), (want_key, Some(want_line)), "{text}");
+        }
+    }
+
+    #[test]
+    fn valid_variants_are_accepted() {
+        let c = parse(
+            "[udp]\nlisten = [\"[::]:1883\", \"127.0.0.1:10000\"]\n\
+             [log]\nlevel = \"info,sngate::core=debug\"\nformat = \"json\"\n\
+             [upstream]\nhost = \"broker\"\n[upstream.tls]\nca_file = \"/etc/ca.pem\"\n\
+             [[upstream.rules]]\ndirection = \"both\"\nqos = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.udp.listen.len(), 2);
+        assert_eq!(c.log.format, LogFormat::Json);
+        let up = c.upstream.unwrap();
+        assert_eq!(up.port, 1883);
+        assert_eq!(up.rules[0].direction, Direction::Both);
+        assert_eq!(up.rules[0].topic, "#");
+    }
+
+    #[test]
+    fn wrong_type_is_a_parse_error_with_line() {
+        let msg = parse("\n[gateway]\ngateway_id = \"one\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        let msg = parse("[upstream.rules]\n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml: "), "{msg}");
+    }
+
+    #[test]
+    fn locate_without_document_key_falls_back() {
+        let err = ConfigError::invalid("udp.listen", "x").locate(Path::new("f"), "[gateway]\n");
+        assert_eq!(err.to_string(), "f: invalid `udp.listen`: x");
+        let err = ConfigError::invalid("udp.listen", "x").locate(Path::new("f"), "not toml [");
+        assert_eq!(err.to_string(), "f: invalid `udp.listen`: x");
+    }
+
+    #[test]
+    fn split_key_handles_indices() {
+        use Segment::*;
+        assert_eq!(
+            split_key("upstream.rules[2].qos"),
+            vec![Key("upstream"), Key("rules"), Index(2), Key("qos")]
+        );
+    }
+}
