@@ -394,7 +394,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The config parsed but breaks a rule.
-    #[error("{}{}: invalid `{key}`: {reason}", .path.display(), LineSuffix(*.line))]
+    #[error("{}invalid `{key}`: {reason}", Location(.path, *.line))]
     Invalid {
         /// The file (empty when the config did not come from a file).
         path: PathBuf,
@@ -407,15 +407,20 @@ pub enum ConfigError {
     },
 }
 
-/// Displays `:LINE` when a line is known, as in `file.toml:12: ...`.
-struct LineSuffix(Option<usize>);
+/// Displays `FILE:LINE: ` or `FILE: ` (nothing for an empty path), the prefix
+/// of an [`Invalid`](ConfigError::Invalid) message.
+struct Location<'a>(&'a Path, Option<usize>);
 
-impl fmt::Display for LineSuffix {
+impl fmt::Display for Location<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(line) => write!(f, ":{line}"),
-            None => Ok(()),
+        if self.0.as_os_str().is_empty() {
+            return Ok(());
         }
+        write!(f, "{}", self.0.display())?;
+        if let Some(line) = self.1 {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")
     }
 }
 
@@ -944,6 +949,17 @@ mod tests {
         assert_eq!(err.to_string(), "f: invalid `udp.listen`: x");
         let err = ConfigError::invalid("udp.listen", "x").locate(Path::new("f"), "not toml [");
         assert_eq!(err.to_string(), "f: invalid `udp.listen`: x");
+    }
+
+    #[test]
+    fn unlocated_error_has_no_location_prefix() {
+        let mut c = Config::default();
+        c.timers.max_retries = 0;
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid `timers.max_retries`: must be at least 1"
+        );
     }
 
     #[test]
