@@ -115,11 +115,12 @@ fn decode_at_depth(buf: &[u8], inside_encapsulation: bool) -> Result<Packet, Dec
         let mut r = Reader::new(msg_type, wrapper.get(body_start..).unwrap_or_default());
         let ctrl = r.u8("Ctrl")?;
         let node_id = r.rest_bytes();
-        let inner = decode_at_depth(buf.get(length.total..).unwrap_or_default(), true)
-            .map_err(|e| match e {
+        let inner = decode_at_depth(buf.get(length.total..).unwrap_or_default(), true).map_err(
+            |e| match e {
                 DecodeError::NestedEncapsulation => e,
                 other => DecodeError::InEncapsulation(Box::new(other)),
-            })?;
+            },
+        )?;
         return Ok(Packet::Encapsulated {
             radius: ctrl & 0b11,
             node_id,

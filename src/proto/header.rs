@@ -55,11 +55,8 @@ pub fn parse_length(buf: &[u8]) -> Result<Option<Length>, DecodeError> {
 /// The size of the Length field needed for a message whose MsgType byte and
 /// variable part together take `body_len` bytes.
 pub fn field_len_for(body_len: usize) -> usize {
-    if body_len + 1 <= MAX_SHORT_FORM_LEN {
-        1
-    } else {
-        3
-    }
+    // The 1-byte form holds totals up to 255: body + 1 <= 255.
+    if body_len < MAX_SHORT_FORM_LEN { 1 } else { 3 }
 }
 
 /// The total message length for a body (MsgType plus variable part) of `body_len`.

@@ -1,0 +1,108 @@
+//! The engine's own settings, in engine terms (durations, counts). Built from the
+//! file-level `crate::config::Config` by the shell, so `core/` depends on no
+//! serde layout and tests can set exactly what they exercise.
+
+use std::time::Duration;
+
+/// Settings for [`Gateway`](super::Gateway).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Gateway id, sent in ADVERTISE and GWINFO.
+    pub gateway_id: u8,
+    /// Longest accepted client id in bytes.
+    pub max_client_id_len: usize,
+    /// Largest message sent to a device, in bytes; bigger deliveries are dropped
+    /// (fact sheet §7.4) and counted.
+    pub max_packet_bytes: usize,
+    /// Accept QoS −1 publishes (predefined ids and short names).
+    pub accept_qos_minus_one: bool,
+    /// Accept the QoS −1 publish with a full topic name (trap T-14).
+    pub accept_qos_minus_one_named: bool,
+    /// Keep-alive applied when a client asks for 0 (trap T-21).
+    pub keep_alive_default: Duration,
+    /// Longest keep-alive honoured; longer requests are capped.
+    pub keep_alive_max: Duration,
+    /// T_RETRY: wait for an acknowledgement before retransmitting.
+    pub retry_interval: Duration,
+    /// N_RETRY: retransmissions before the device is considered lost.
+    pub max_retries: u32,
+    /// How long the will handshake may take before the attempt is dropped.
+    pub will_handshake_timeout: Duration,
+    /// ADVERTISE period; `None` disables advertising.
+    pub advertise_interval: Option<Duration>,
+    /// Answer SEARCHGW with GWINFO.
+    pub answer_searchgw: bool,
+    /// Most sessions at once (connected or kept for CleanSession = false).
+    pub max_clients: usize,
+    /// Most topic ids per client.
+    pub max_topics_per_client: usize,
+    /// Most subscriptions per client.
+    pub max_subscriptions_per_client: usize,
+    /// Most messages queued per client.
+    pub max_queued_messages_per_client: usize,
+    /// Most payload bytes queued per client.
+    pub max_queued_bytes_per_client: usize,
+    /// Most payload bytes queued over all clients.
+    pub max_queued_bytes_total: usize,
+    /// Queue QoS 0 messages for disconnected CleanSession = false clients too.
+    pub queue_qos0: bool,
+    /// Buffer QoS 0 messages for sleeping clients too (v1.2 says "all messages").
+    pub sleep_buffer_qos0: bool,
+    /// Most retained messages.
+    pub max_retained_messages: usize,
+    /// Pre-defined topics: (id, name).
+    pub predefined_topics: Vec<(u16, String)>,
+    /// Forward every device publish to the upstream bridge.
+    pub upstream: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            gateway_id: 1,
+            max_client_id_len: 64,
+            max_packet_bytes: 2048,
+            accept_qos_minus_one: true,
+            accept_qos_minus_one_named: true,
+            keep_alive_default: Duration::from_secs(3600),
+            keep_alive_max: Duration::from_secs(u64::from(u16::MAX)),
+            retry_interval: Duration::from_secs(10),
+            max_retries: 3,
+            will_handshake_timeout: Duration::from_secs(10),
+            advertise_interval: None,
+            answer_searchgw: true,
+            max_clients: 10_000,
+            max_topics_per_client: 1000,
+            max_subscriptions_per_client: 100,
+            max_queued_messages_per_client: 1000,
+            max_queued_bytes_per_client: 1 << 20,
+            max_queued_bytes_total: 64 << 20,
+            queue_qos0: false,
+            sleep_buffer_qos0: true,
+            max_retained_messages: 10_000,
+            predefined_topics: Vec::new(),
+            upstream: false,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The supervision deadline for a keep-alive or sleep period, with the
+    /// tolerance of v1.2 §7.2: +50 % up to a minute, +10 % beyond.
+    pub fn with_tolerance(period: Duration) -> Duration {
+        if period <= Duration::from_secs(60) {
+            period + period / 2
+        } else {
+            period + period / 10
+        }
+    }
+
+    /// The keep-alive the engine applies for a CONNECT's Duration field.
+    pub fn effective_keep_alive(&self, requested_secs: u16) -> Duration {
+        if requested_secs == 0 {
+            self.keep_alive_default
+        } else {
+            Duration::from_secs(u64::from(requested_secs)).min(self.keep_alive_max)
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The [`Gateway`] engine: owns every session, the subscription trie, the
+//! retained store and the timers, and turns inputs (datagrams, upstream
+//! messages, the passing of time) into [`Output`]s. Sans-IO: it reads no clock
+//! (`now` is an argument) and touches no socket.
+//!
+//! This file holds the struct, the input/output plumbing, timers and routing;
+//! the per-packet handlers live in `connect.rs`, `uplink.rs`, `delivery.rs` and
+//! `subscribe.rs`, each an `impl Gateway` block for one concern.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::engine_config::EngineConfig;
+use super::output::{Output, UpstreamCommand};
+use super::peer::Peer;
+use super::retained::RetainedStore;
+use super::router::SubscriptionTrie;
+use super::session::{ClientState, Delivery, Session, SessionId};
+use super::stats::{DropReason, Stats};
+use crate::proto::{self, DecodeError, MsgType, Packet, QoS, ReturnCode, TopicRef};
+
+/// Who a subscription belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subscriber {
+    /// An MQTT-SN session.
+    Device(SessionId),
+}
+
+/// A retained message as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedMessage {
+    /// Payload (never empty: an empty retained payload deletes).
+    pub payload: Bytes,
+    /// MQTT QoS 0..=2 it was published with.
+    pub qos: u8,
+}
+
+/// A message arriving from the upstream broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamMessage {
+    /// Local topic name (after the bridge's prefix rules).
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// MQTT QoS 0..=2.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+}
+
+/// The MQTT-SN gateway engine. See the module documentation.
+pub struct Gateway {
+    pub(super) cfg: EngineConfig,
+    pub(super) sessions: HashMap<SessionId, Session>,
+    pub(super) by_client: HashMap<Arc<str>, SessionId>,
+    pub(super) by_peer: HashMap<Peer, SessionId>,
+    next_session: u64,
+    pub(super) subscriptions: SubscriptionTrie<Subscriber>,
+    /// How many sessions hold each filter, for upstream subscribe/unsubscribe.
+    pub(super) filter_refs: HashMap<String, usize>,
+    pub(super) retained: RetainedStore<RetainedMessage>,
+    pub(super) predefined_by_id: HashMap<u16, Arc<str>>,
+    pub(super) predefined_by_name: HashMap<Arc<str>, u16>,
+    pub(super) queued_bytes_total: usize,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    next_advertise: Option<Instant>,
+    outputs: VecDeque<Output>,
+    match_buf: Vec<(Subscriber, u8)>,
+    pub(super) stats: Stats,
+}
+
+impl Gateway {
+    /// A gateway with no sessions, started at `now`.
+    pub fn new(cfg: EngineConfig, now: Instant) -> Self {
+        let mut predefined_by_id = HashMap::new();
+        let mut predefined_by_name = HashMap::new();
+        for (id, name) in &cfg.predefined_topics {
+            let name: Arc<str> = Arc::from(name.as_str());
+            predefined_by_id.insert(*id, name.clone());
+            predefined_by_name.insert(name, *id);
+        }
+        let next_advertise = cfg.advertise_interval.map(|_| now);
+        Gateway {
+            retained: RetainedStore::new(cfg.max_retained_messages),
+            cfg,
+            sessions: HashMap::new(),
+            by_client: HashMap::new(),
+            by_peer: HashMap::new(),
+            next_session: 0,
+            subscriptions: SubscriptionTrie::new(),
+            filter_refs: HashMap::new(),
+            predefined_by_id,
+            predefined_by_name,
+            queued_bytes_total: 0,
+            timers: BinaryHeap::new(),
+            next_advertise,
+            outputs: VecDeque::new(),
+            match_buf: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Number of sessions (in any state).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The state of `client_id`'s session, if there is one.
+    pub fn client_state(&self, client_id: &str) -> Option<&ClientState> {
+        let sid = self.by_client.get(client_id)?;
+        self.sessions.get(sid).map(|s| &s.state)
+    }
+
+    /// Messages waiting for `client_id` (queued, not counting one in flight).
+    pub fn queued_for(&self, client_id: &str) -> usize {
+        self.by_client
+            .get(client_id)
+            .and_then(|sid| self.sessions.get(sid))
+            .map_or(0, |s| s.queue.len())
+    }
+
+    /// Replaces the pre-defined topic table (e.g. on a configuration reload).
+    pub fn set_predefined_topics(&mut self, topics: Vec<(u16, String)>) {
+        self.predefined_by_id.clear();
+        self.predefined_by_name.clear();
+        for (id, name) in &topics {
+            let name: Arc<str> = Arc::from(name.as_str());
+            self.predefined_by_id.insert(*id, name.clone());
+            self.predefined_by_name.insert(name, *id);
+        }
+        self.cfg.predefined_topics = topics;
+    }
+
+    // ----- inputs -----
+
+    /// A datagram (or serial frame) arrived from `peer`.
+    pub fn handle_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
+        self.stats.datagrams_in += 1;
+        match proto::decode(bytes) {
+            Ok(Packet::Encapsulated { node_id, inner, .. }) => {
+                let forwarded = peer.forwarded(node_id);
+                self.handle_packet(now, forwarded, *inner);
+            }
+            Ok(packet) => self.handle_packet(now, peer, packet),
+            Err(err) => self.on_decode_error(peer, err),
+        }
+    }
+
+    /// A decoded packet arrived from `peer`.
+    pub fn handle_packet(&mut self, now: Instant, peer: Peer, packet: Packet) {
+        match packet {
+            Packet::SearchGw { radius } => self.on_searchgw(peer, radius),
+            Packet::Connect {
+                will,
+                clean_session,
+                protocol_id,
+                duration,
+                client_id,
+            } => self.on_connect(
+                now,
+                peer,
+                will,
+                clean_session,
+                protocol_id,
+                duration,
+                client_id,
+            ),
+            Packet::Publish {
+                qos: QoS::MinusOne,
+                topic,
+                payload,
+                retain,
+                ..
+            } => self.on_publish_minus_one(peer, PublishTarget::Ref(topic), payload, retain, now),
+            Packet::PublishNamedMinusOne {
+                topic_name,
+                payload,
+                retain,
+                ..
+            } => self.on_publish_minus_one(
+                peer,
+                PublishTarget::Name(topic_name),
+                payload,
+                retain,
+                now,
+            ),
+            Packet::PingReq {
+                client_id: Some(client_id),
+            } => self.on_wake(now, peer, client_id),
+            // Gateway-to-client and broadcast-only messages: not for us.
+            Packet::Advertise { .. }
+            | Packet::GwInfo { .. }
+            | Packet::ConnAck { .. }
+            | Packet::WillTopicReq
+            | Packet::WillMsgReq
+            | Packet::SubAck { .. }
+            | Packet::UnsubAck { .. }
+            | Packet::WillTopicResp { .. }
+            | Packet::WillMsgResp { .. }
+            | Packet::Encapsulated { .. } => {
+                debug!(%peer, msg = %packet.msg_type(), "ignoring a message only a gateway sends");
+                self.stats.drop(DropReason::OutOfState);
+            }
+            other => match self.by_peer.get(&peer).copied() {
+                Some(sid) => self.handle_session_packet(now, sid, other),
+                None => self.on_unknown_peer(peer, other),
+            },
+        }
+    }
+
+    /// Messages from the upstream broker, routed to local subscribers.
+    pub fn handle_upstream(&mut self, now: Instant, msg: UpstreamMessage) {
+        let topic: Arc<str> = Arc::from(msg.topic.as_str());
+        self.route(
+            now,
+            &topic,
+            msg.payload,
+            msg.qos,
+            msg.retain,
+            Origin::Upstream,
+        );
+    }
+
+    /// Time has passed: fire every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(at) = self.next_advertise
+            && at <= now
+        {
+            self.advertise();
+            let interval = self.cfg.advertise_interval.unwrap_or_default();
+            self.next_advertise = Some(now + interval);
+        }
+        while let Some(Reverse((at, sid))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(session) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            if session.armed != Some(at) {
+                // Superseded by an earlier entry for the same session.
+                continue;
+            }
+            session.armed = None;
+            self.on_session_timer(now, sid);
+            self.arm(sid);
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let session = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (session, self.next_advertise) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- plumbing shared by the handlers -----
+
+    pub(super) fn transmit(&mut self, to: Peer, packet: Packet) {
+        self.stats.packets_out += 1;
+        self.outputs.push_back(Output::Transmit { to, packet });
+    }
+
+    /// Sends `packet` to the session's current peer, if it has one.
+    pub(super) fn send_to(&mut self, sid: SessionId, packet: Packet) {
+        if let Some(peer) = self.sessions.get(&sid).and_then(|s| s.peer.clone()) {
+            self.transmit(peer, packet);
+        }
+    }
+
+    pub(super) fn upstream(&mut self, cmd: UpstreamCommand) {
+        self.outputs.push_back(Output::Upstream(cmd));
+    }
+
+    /// (Re)arms the session's timer entry for its earliest deadline.
+    pub(super) fn arm(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(next) = session.next_deadline() else {
+            return;
+        };
+        if session.armed.is_none_or(|armed| next < armed) {
+            session.armed = Some(next);
+            self.timers.push(Reverse((next, sid)));
+        }
+    }
+
+    pub(super) fn new_session_id(&mut self) -> SessionId {
+        self.next_session += 1;
+        SessionId(self.next_session)
+    }
+
+    /// The topic name a device's topic reference stands for, for that device.
+    pub(super) fn resolve_topic(
+        &self,
+        session: Option<&Session>,
+        topic: &TopicRef,
+    ) -> Result<Arc<str>, ReturnCode> {
+        match topic {
+            TopicRef::Id(0) | TopicRef::Id(0xFFFF) => Err(ReturnCode::InvalidTopicId),
+            TopicRef::Id(id) => session
+                .and_then(|s| s.topics.name(*id).cloned())
+                .ok_or(ReturnCode::InvalidTopicId),
+            TopicRef::Predefined(id) => self
+                .predefined_by_id
+                .get(id)
+                .cloned()
+                .ok_or(ReturnCode::InvalidTopicId),
+            TopicRef::Short(bytes) => {
+                let name = std::str::from_utf8(bytes).map_err(|_| ReturnCode::NotSupported)?;
+                super::topic::validate_name(name).map_err(|_| ReturnCode::NotSupported)?;
+                Ok(Arc::from(name))
+            }
+        }
+    }
+
+    /// Delivers a message to every matching subscriber, updates the retained
+    /// store, and hands device messages to the upstream bridge.
+    pub(super) fn route(
+        &mut self,
+        now: Instant,
+        topic: &Arc<str>,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+        origin: Origin,
+    ) {
+        if retain {
+            if payload.is_empty() {
+                self.retained.remove(topic);
+            } else if let Err(full) = self.retained.set(
+                topic,
+                RetainedMessage {
+                    payload: payload.clone(),
+                    qos,
+                },
+            ) {
+                debug!(%topic, error = %full, "retained message not stored");
+            }
+        }
+        if self.cfg.upstream && origin == Origin::Device {
+            self.stats.upstream_out += 1;
+            self.upstream(UpstreamCommand::Publish {
+                topic: topic.to_string(),
+                payload: payload.clone(),
+                qos,
+                retain,
+            });
+        }
+        let mut matches = std::mem::take(&mut self.match_buf);
+        self.subscriptions.matches(topic, &mut matches);
+        for &(sub, sub_qos) in &matches {
+            match sub {
+                Subscriber::Device(sid) => {
+                    let delivery = Delivery {
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                        qos: qos.min(sub_qos),
+                        retain: false,
+                        reregistered: false,
+                        sent_before: false,
+                    };
+                    self.enqueue(now, sid, delivery);
+                }
+            }
+        }
+        self.match_buf = matches;
+    }
+
+    fn on_decode_error(&mut self, peer: Peer, err: DecodeError) {
+        debug!(%peer, error = %err, "dropping malformed datagram");
+        self.stats.drop(DropReason::Malformed);
+        // A reserved topic id type still gets the spec's answer (trap T-16).
+        if let DecodeError::ReservedTopicIdType { msg_type, msg_id } = err
+            && self.by_peer.contains_key(&peer)
+        {
+            let answer = match msg_type {
+                MsgType::Publish => Packet::PubAck {
+                    topic_id: 0,
+                    msg_id,
+                    return_code: ReturnCode::NotSupported,
+                },
+                MsgType::Subscribe => Packet::SubAck {
+                    qos: QoS::AtMostOnce,
+                    topic_id: 0,
+                    msg_id,
+                    return_code: ReturnCode::NotSupported,
+                },
+                _ => return,
+            };
+            self.transmit(peer, answer);
+        }
+    }
+
+    fn on_unknown_peer(&mut self, peer: Peer, packet: Packet) {
+        debug!(%peer, msg = %packet.msg_type(), "message from a peer with no session");
+        self.stats.drop(DropReason::UnknownPeer);
+        // The spec lets the gateway tell a client it cannot map to CONNECT again
+        // (v1.2 §6.13); do so for requests, never for acknowledgements or
+        // DISCONNECT, so two confused parties cannot ping-pong.
+        if matches!(
+            packet,
+            Packet::Publish { .. }
+                | Packet::Register { .. }
+                | Packet::Subscribe { .. }
+                | Packet::Unsubscribe { .. }
+                | Packet::PingReq { .. }
+                | Packet::WillTopicUpd(_)
+                | Packet::WillMsgUpd { .. }
+        ) {
+            self.transmit(peer, Packet::Disconnect { duration: None });
+        }
+    }
+
+    fn on_searchgw(&mut self, peer: Peer, radius: u8) {
+        if !self.cfg.answer_searchgw {
+            return;
+        }
+        self.stats.packets_out += 1;
+        self.outputs.push_back(Output::Broadcast {
+            packet: Packet::GwInfo {
+                gw_id: self.cfg.gateway_id,
+                gw_addr: Bytes::new(),
+            },
+            radius,
+            requester: Some(peer),
+        });
+    }
+
+    fn advertise(&mut self) {
+        let secs = self
+            .cfg
+            .advertise_interval
+            .map_or(0, |d| d.as_secs().min(u64::from(u16::MAX)) as u16);
+        self.stats.packets_out += 1;
+        self.outputs.push_back(Output::Broadcast {
+            packet: Packet::Advertise {
+                gw_id: self.cfg.gateway_id,
+                duration: secs,
+            },
+            radius: 0,
+            requester: None,
+        });
+    }
+
+    /// Fires whatever is due for one session.
+    fn on_session_timer(&mut self, now: Instant, sid: SessionId) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        let retry_due = session.inflight.as_ref().is_some_and(|i| i.deadline <= now);
+        let supervision_due = session.supervision_deadline().is_some_and(|d| d <= now);
+        let connecting = matches!(session.state, ClientState::Connecting(_));
+        if supervision_due {
+            if connecting {
+                self.abort_handshake(sid, "will handshake timed out");
+            } else {
+                self.lose(now, sid, "keep-alive or sleep timer expired");
+            }
+            return;
+        }
+        if retry_due {
+            self.retry(now, sid);
+        }
+    }
+}
+
+/// Where a routed message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// An MQTT-SN device (goes upstream too).
+    Device,
+    /// The upstream broker (never sent back up).
+    Upstream,
+}
+
+/// The topic of a QoS −1 publish.
+pub(super) enum PublishTarget {
+    /// By pre-defined id or short name.
+    Ref(TopicRef),
+    /// By full name (trap T-14).
+    Name(String),
+}

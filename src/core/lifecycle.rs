@@ -1,0 +1,529 @@
+//! A client's life: CONNECT (with CleanSession and the will handshake, trap
+//! T-13), keep-alive PINGs, will updates, DISCONNECT, sleep and wake (fact sheet
+//! §7.9, traps T-10/T-11/T-12), loss with the will published, and session
+//! takeover by client id (trap T-19). Also the dispatch of every packet that
+//! arrives from a peer with a session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info};
+
+use super::gateway::{Gateway, Origin};
+use super::session::{ClientState, Handshake, Session, SessionId, Will};
+use super::stats::DropReason;
+use crate::proto::{PROTOCOL_ID_V1_2, Packet, ReturnCode, WillTopic};
+
+impl Gateway {
+    /// Every packet from a peer that has a session.
+    pub(super) fn handle_session_packet(&mut self, now: Instant, sid: SessionId, packet: Packet) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.last_seen = now;
+        let state = session.state.clone();
+        match (state, packet) {
+            (ClientState::Connecting(Handshake::AwaitWillTopic), Packet::WillTopic(topic)) => {
+                self.on_will_topic(now, sid, topic)
+            }
+            (
+                ClientState::Connecting(Handshake::AwaitWillMsg { topic, qos, retain }),
+                Packet::WillMsg { payload },
+            ) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.will = Some(Will {
+                        topic,
+                        payload,
+                        qos,
+                        retain,
+                    });
+                }
+                self.complete_connect(now, sid);
+            }
+            (ClientState::Connecting(_), other) => {
+                debug!(msg = %other.msg_type(), "unexpected message during the will handshake");
+                self.stats.drop(DropReason::OutOfState);
+                self.send_to(sid, Packet::Disconnect { duration: None });
+                self.abort_handshake(sid, "unexpected message during the will handshake");
+            }
+            (ClientState::Active, Packet::PingReq { client_id: None }) => {
+                self.send_to(sid, Packet::PingResp)
+            }
+            (ClientState::Active | ClientState::Awake, Packet::Disconnect { duration }) => {
+                self.on_disconnect(now, sid, duration)
+            }
+            (ClientState::Asleep, Packet::Disconnect { duration }) => {
+                self.on_disconnect(now, sid, duration)
+            }
+            (ClientState::Active, Packet::WillTopicUpd(topic)) => {
+                self.on_will_topic_update(sid, topic)
+            }
+            (ClientState::Active, Packet::WillMsgUpd { payload }) => {
+                self.on_will_msg_update(sid, payload)
+            }
+            (
+                ClientState::Active,
+                Packet::Register {
+                    msg_id, topic_name, ..
+                },
+            ) => self.on_register(sid, msg_id, topic_name),
+            (
+                ClientState::Active,
+                Packet::Publish {
+                    qos,
+                    dup,
+                    retain,
+                    topic,
+                    msg_id,
+                    payload,
+                },
+            ) => self.on_publish(now, sid, qos, dup, retain, topic, msg_id, payload),
+            (ClientState::Active, Packet::PubRel { msg_id }) => self.on_pubrel(sid, msg_id),
+            (
+                ClientState::Active,
+                Packet::Subscribe {
+                    qos, msg_id, topic, ..
+                },
+            ) => self.on_subscribe(now, sid, qos, msg_id, topic),
+            (ClientState::Active, Packet::Unsubscribe { msg_id, topic }) => {
+                self.on_unsubscribe(sid, msg_id, topic)
+            }
+            // Acknowledgements of what the gateway sent: valid while the client
+            // can receive (Active, or Awake during a hand-over).
+            (
+                ClientState::Active | ClientState::Awake,
+                Packet::RegAck {
+                    topic_id,
+                    msg_id,
+                    return_code,
+                },
+            ) => self.on_regack(now, sid, topic_id, msg_id, return_code),
+            (
+                ClientState::Active | ClientState::Awake,
+                Packet::PubAck {
+                    topic_id,
+                    msg_id,
+                    return_code,
+                },
+            ) => self.on_puback(now, sid, topic_id, msg_id, return_code),
+            (ClientState::Active | ClientState::Awake, Packet::PubRec { msg_id }) => {
+                self.on_pubrec(now, sid, msg_id)
+            }
+            (ClientState::Active | ClientState::Awake, Packet::PubComp { msg_id }) => {
+                self.on_pubcomp(now, sid, msg_id)
+            }
+            (ClientState::Active | ClientState::Awake, Packet::PingResp) => {}
+            (state, other) => {
+                debug!(
+                    client = %self.client_label(sid),
+                    state = state.label(),
+                    msg = %other.msg_type(),
+                    "message not valid in this state"
+                );
+                self.stats.drop(DropReason::OutOfState);
+                // A client the gateway considers gone is told to connect again.
+                if matches!(state, ClientState::Disconnected | ClientState::Lost)
+                    && !matches!(other, Packet::Disconnect { .. })
+                {
+                    self.send_to(sid, Packet::Disconnect { duration: None });
+                }
+            }
+        }
+        self.arm(sid);
+    }
+
+    pub(super) fn client_label(&self, sid: SessionId) -> Arc<str> {
+        self.sessions
+            .get(&sid)
+            .map_or_else(|| Arc::from("?"), |s| s.client_id.clone())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_connect(
+        &mut self,
+        now: Instant,
+        peer: super::peer::Peer,
+        will: bool,
+        clean_session: bool,
+        protocol_id: u8,
+        duration: u16,
+        client_id: String,
+    ) {
+        let refuse = |gw: &mut Gateway, peer, why: &str, code| {
+            debug!(%peer, why, "refusing CONNECT");
+            gw.transmit(peer, Packet::ConnAck { return_code: code });
+        };
+        if protocol_id != PROTOCOL_ID_V1_2 {
+            return refuse(
+                self,
+                peer,
+                "unsupported protocol id",
+                ReturnCode::NotSupported,
+            );
+        }
+        if client_id.is_empty() || client_id.len() > self.cfg.max_client_id_len {
+            return refuse(
+                self,
+                peer,
+                "client id empty or too long",
+                ReturnCode::NotSupported,
+            );
+        }
+        let existing = self.by_client.get(client_id.as_str()).copied();
+        if existing.is_none() && self.sessions.len() >= self.cfg.max_clients {
+            return refuse(self, peer, "max_clients reached", ReturnCode::Congestion);
+        }
+
+        // The address now belongs to this client: another session that was
+        // using it (a device that rebooted with a new id, or a reused port)
+        // loses its mapping; it will be supervised out by its timers.
+        if let Some(other) = self.by_peer.get(&peer).copied()
+            && Some(other) != existing
+        {
+            self.by_peer.remove(&peer);
+            if let Some(s) = self.sessions.get_mut(&other) {
+                s.peer = None;
+            }
+        }
+
+        let sid = match existing {
+            Some(sid) => sid,
+            None => {
+                let sid = self.new_session_id();
+                let client_id: Arc<str> = Arc::from(client_id.as_str());
+                let session = Session::new(
+                    client_id.clone(),
+                    peer.clone(),
+                    now,
+                    self.cfg.max_topics_per_client,
+                );
+                self.sessions.insert(sid, session);
+                self.by_client.insert(client_id, sid);
+                sid
+            }
+        };
+
+        // Takeover: the session follows the client to its new address.
+        let old_peer = self.sessions.get(&sid).and_then(|s| s.peer.clone());
+        if let Some(old) = old_peer
+            && old != peer
+        {
+            if self.by_peer.get(&old) == Some(&sid) {
+                self.by_peer.remove(&old);
+            }
+            info!(client = %client_id, from = %old, to = %peer, "client moved to a new address");
+        }
+        self.by_peer.insert(peer.clone(), sid);
+
+        if clean_session {
+            self.clear_session_state(sid);
+        }
+        let keep_alive = self.cfg.effective_keep_alive(duration);
+        let handshake_deadline = now + self.cfg.will_handshake_timeout;
+        let requeued = {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            s.peer = Some(peer);
+            s.clean_session = clean_session;
+            s.keep_alive = keep_alive;
+            s.last_seen = now;
+            // The client's id table is gone after a reconnect (trap T-4): every
+            // id is registered again before the gateway publishes with it.
+            s.topics.unconfirm_all();
+            let requeued = s.requeue_inflight();
+            if clean_session {
+                s.will = None;
+            }
+            if will {
+                s.state = ClientState::Connecting(Handshake::AwaitWillTopic);
+                s.handshake_deadline = Some(handshake_deadline);
+            }
+            requeued
+        };
+        self.queued_bytes_total += requeued;
+        if will {
+            self.send_to(sid, Packet::WillTopicReq);
+            self.arm(sid);
+        } else {
+            self.complete_connect(now, sid);
+        }
+    }
+
+    /// Drops subscriptions, topic ids, queued messages and in-flight state.
+    pub(super) fn clear_session_state(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let filters: Vec<String> = s.subscriptions.drain().map(|(f, _)| f).collect();
+        s.topics.clear();
+        let freed = s.queued_bytes;
+        s.queue.clear();
+        s.queued_bytes = 0;
+        s.inflight = None;
+        s.inbound_qos2.clear();
+        self.queued_bytes_total = self.queued_bytes_total.saturating_sub(freed);
+        for filter in filters {
+            self.remove_subscription(sid, &filter);
+        }
+    }
+
+    fn on_will_topic(&mut self, now: Instant, sid: SessionId, topic: Option<WillTopic>) {
+        match topic {
+            // Empty WILLTOPIC: delete the will and finish at once (trap T-13).
+            None => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.will = None;
+                }
+                self.complete_connect(now, sid);
+            }
+            Some(w) => {
+                if super::topic::validate_name(&w.topic).is_err() {
+                    debug!(topic = %w.topic, "invalid will topic");
+                    self.send_to(
+                        sid,
+                        Packet::ConnAck {
+                            return_code: ReturnCode::NotSupported,
+                        },
+                    );
+                    self.abort_handshake(sid, "invalid will topic");
+                    return;
+                }
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.state = ClientState::Connecting(Handshake::AwaitWillMsg {
+                        topic: w.topic,
+                        qos: w.qos.as_mqtt(),
+                        retain: w.retain,
+                    });
+                }
+                self.send_to(sid, Packet::WillMsgReq);
+            }
+        }
+    }
+
+    /// CONNACK, Active, and start delivering what waited for the client.
+    fn complete_connect(&mut self, now: Instant, sid: SessionId) {
+        let pubrel = {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            s.state = ClientState::Active;
+            s.handshake_deadline = None;
+            s.last_seen = now;
+            // A PUBREL still unanswered is resent after reconnect (trap T-7).
+            s.inflight.as_mut().map(|i| {
+                i.deadline = now + self.cfg.retry_interval;
+                i.packet.clone()
+            })
+        };
+        self.send_to(
+            sid,
+            Packet::ConnAck {
+                return_code: ReturnCode::Accepted,
+            },
+        );
+        if let Some(packet) = pubrel {
+            self.send_to(sid, packet);
+        }
+        self.pump(now, sid);
+        self.arm(sid);
+    }
+
+    /// The will handshake failed: the connection attempt is dropped.
+    pub(super) fn abort_handshake(&mut self, sid: SessionId, why: &str) {
+        debug!(client = %self.client_label(sid), why, "connection attempt dropped");
+        let remove = self.sessions.get_mut(&sid).is_some_and(|s| {
+            s.state = ClientState::Disconnected;
+            s.handshake_deadline = None;
+            s.clean_session
+        });
+        self.detach_peer(sid);
+        if remove {
+            self.remove_session(sid);
+        }
+    }
+
+    fn on_will_topic_update(&mut self, sid: SessionId, topic: Option<WillTopic>) {
+        let code = match (topic, self.sessions.get_mut(&sid)) {
+            (_, None) => return,
+            (None, Some(s)) => {
+                s.will = None;
+                ReturnCode::Accepted
+            }
+            (Some(w), Some(_)) if super::topic::validate_name(&w.topic).is_err() => {
+                ReturnCode::NotSupported
+            }
+            (Some(w), Some(s)) => {
+                let payload = s.will.take().map(|old| old.payload).unwrap_or_default();
+                s.will = Some(Will {
+                    topic: w.topic,
+                    payload,
+                    qos: w.qos.as_mqtt(),
+                    retain: w.retain,
+                });
+                ReturnCode::Accepted
+            }
+        };
+        self.send_to(sid, Packet::WillTopicResp { return_code: code });
+    }
+
+    fn on_will_msg_update(&mut self, sid: SessionId, payload: Bytes) {
+        let code = match self.sessions.get_mut(&sid).map(|s| &mut s.will) {
+            None => return,
+            Some(Some(will)) => {
+                will.payload = payload;
+                ReturnCode::Accepted
+            }
+            // No will topic to attach the message to (trap T-13).
+            Some(None) => ReturnCode::NotSupported,
+        };
+        self.send_to(sid, Packet::WillMsgResp { return_code: code });
+    }
+
+    fn on_disconnect(&mut self, now: Instant, sid: SessionId, duration: Option<u16>) {
+        // Both forms are answered with a DISCONNECT without Duration.
+        self.send_to(sid, Packet::Disconnect { duration: None });
+        match duration {
+            Some(secs) => {
+                let requeued = self.sessions.get_mut(&sid).map_or(0, |s| {
+                    s.state = ClientState::Asleep;
+                    s.sleep_duration = Duration::from_secs(u64::from(secs));
+                    s.last_seen = now;
+                    s.requeue_inflight()
+                });
+                self.queued_bytes_total += requeued;
+            }
+            None => {
+                // A clean DISCONNECT discards the will.
+                let clean = self.sessions.get_mut(&sid).is_some_and(|s| {
+                    s.will = None;
+                    s.state = ClientState::Disconnected;
+                    s.clean_session
+                });
+                self.detach_peer(sid);
+                if clean {
+                    self.remove_session(sid);
+                } else {
+                    let requeued = self
+                        .sessions
+                        .get_mut(&sid)
+                        .map_or(0, |s| s.requeue_inflight());
+                    self.queued_bytes_total += requeued;
+                }
+            }
+        }
+    }
+
+    /// PINGREQ carrying a client id: a sleeping client wakes to collect its
+    /// buffered messages (fact sheet §7.9).
+    pub(super) fn on_wake(&mut self, now: Instant, peer: super::peer::Peer, client_id: String) {
+        let Some(&sid) = self.by_client.get(client_id.as_str()) else {
+            debug!(%peer, client = %client_id, "PINGREQ from an unknown client");
+            self.stats.drop(DropReason::UnknownPeer);
+            return;
+        };
+        let Some(state) = self.sessions.get(&sid).map(|s| s.state.clone()) else {
+            return;
+        };
+        match state {
+            ClientState::Asleep | ClientState::Awake => {
+                // A sleeping client may wake from a new address.
+                let old = self.sessions.get(&sid).and_then(|s| s.peer.clone());
+                if old.as_ref() != Some(&peer) {
+                    if let Some(old) = old
+                        && self.by_peer.get(&old) == Some(&sid)
+                    {
+                        self.by_peer.remove(&old);
+                    }
+                    if let Some(other) = self.by_peer.insert(peer.clone(), sid)
+                        && other != sid
+                        && let Some(s) = self.sessions.get_mut(&other)
+                    {
+                        s.peer = None;
+                    }
+                }
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.peer = Some(peer);
+                    s.last_seen = now;
+                    s.state = ClientState::Awake;
+                }
+                self.pump(now, sid);
+            }
+            ClientState::Active
+                if self.sessions.get(&sid).and_then(|s| s.peer.as_ref()) == Some(&peer) =>
+            {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.last_seen = now;
+                }
+                self.transmit(peer, Packet::PingResp);
+            }
+            _ => {
+                // Active elsewhere, connecting, or gone: not this peer's to wake.
+                debug!(%peer, client = %client_id, state = state.label(), "ignoring PINGREQ with client id");
+                self.stats.drop(DropReason::OutOfState);
+            }
+        }
+        self.arm(sid);
+    }
+
+    /// Ends an awake period: PINGRESP after the last buffered message and its
+    /// acknowledgement (trap T-11), then back to sleep with the timer restarted.
+    pub(super) fn finish_awake(&mut self, now: Instant, sid: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.state = ClientState::Asleep;
+            s.last_seen = now;
+        }
+        self.send_to(sid, Packet::PingResp);
+    }
+
+    /// The client is gone: publish its will; forget it if it asked for a clean
+    /// session, otherwise keep its subscriptions and queue for its return.
+    pub(super) fn lose(&mut self, now: Instant, sid: SessionId, why: &str) {
+        info!(client = %self.client_label(sid), why, "client lost");
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.state = ClientState::Lost;
+        let will = s.will.take();
+        let clean = s.clean_session;
+        let requeued = s.requeue_inflight();
+        self.queued_bytes_total += requeued;
+        self.detach_peer(sid);
+        if let Some(will) = will {
+            self.stats.wills_published += 1;
+            let topic: Arc<str> = Arc::from(will.topic.as_str());
+            self.route(
+                now,
+                &topic,
+                will.payload,
+                will.qos,
+                will.retain,
+                Origin::Device,
+            );
+        }
+        if clean {
+            self.remove_session(sid);
+        }
+    }
+
+    /// Forgets the session's address.
+    pub(super) fn detach_peer(&mut self, sid: SessionId) {
+        if let Some(peer) = self.sessions.get_mut(&sid).and_then(|s| s.peer.take())
+            && self.by_peer.get(&peer) == Some(&sid)
+        {
+            self.by_peer.remove(&peer);
+        }
+    }
+
+    /// Removes a session and everything that refers to it.
+    pub(super) fn remove_session(&mut self, sid: SessionId) {
+        self.clear_session_state(sid);
+        self.detach_peer(sid);
+        if let Some(s) = self.sessions.remove(&sid)
+            && self.by_client.get(&s.client_id) == Some(&sid)
+        {
+            self.by_client.remove(&s.client_id);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The gateway engine, sans-IO (see `docs/architecture.md`): every protocol
+//! behaviour of sngate lives here as plain data structures driven by inputs with
+//! an explicit `now`, so each behaviour is a fast, deterministic unit test with a
+//! virtual clock. Nothing in `core/` imports tokio, opens a socket or reads a
+//! clock; the driver (`crate::driver`) feeds it and carries out its outputs.
+//!
+//! Tour:
+//! - [`Gateway`] (`gateway.rs`): the engine's struct, inputs, outputs, timers, routing.
+//! - `lifecycle.rs`: CONNECT, will, PING, DISCONNECT, sleep/wake, loss, takeover.
+//! - `uplink.rs`: REGISTER and PUBLISH from devices.
+//! - `delivery.rs`: the per-client queue and one-in-flight delivery to devices.
+//! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained delivery.
+//! - [`session`], [`topic_table`]: per-client state and topic ids.
+//! - [`router`], [`retained`], [`topic`]: the subscription trie, retained store
+//!   and MQTT topic rules, shared by every kind of client.
+
+mod delivery;
+pub mod engine_config;
+mod gateway;
+mod lifecycle;
+pub mod output;
+pub mod peer;
+pub mod retained;
+pub mod router;
+pub mod session;
+pub mod stats;
+mod subscribe;
+pub mod topic;
+pub mod topic_table;
+mod uplink;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine_config::EngineConfig;
+pub use gateway::{Gateway, RetainedMessage, Subscriber, UpstreamMessage};
+pub use output::{Output, UpstreamCommand};
+pub use peer::{LinkAddr, Peer};
+pub use session::{ClientState, SessionId};
+pub use stats::{DropReason, Stats};

@@ -1,0 +1,62 @@
+//! What the engine asks of the outside world. The driver drains these with
+//! [`Gateway::poll_output`](super::Gateway::poll_output) after every input and
+//! carries them out in order.
+
+use bytes::Bytes;
+
+use super::peer::Peer;
+use crate::proto::Packet;
+
+/// One thing for the driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `packet` to `to` (wrapped in a forwarder encapsulation when
+    /// `to.node` is set).
+    Transmit {
+        /// Destination.
+        to: Peer,
+        /// The message.
+        packet: Packet,
+    },
+    /// Send a discovery message (ADVERTISE, GWINFO) to the configured multicast
+    /// group or broadcast address; when `requester` is set, the driver also
+    /// answers it directly, for networks where multicast does not reach back.
+    Broadcast {
+        /// The message.
+        packet: Packet,
+        /// The broadcast radius to hand to the link layer (0 = whole network).
+        radius: u8,
+        /// The peer whose SEARCHGW this answers, if any.
+        requester: Option<Peer>,
+    },
+    /// Publish a message to the upstream broker.
+    Upstream(UpstreamCommand),
+}
+
+/// A command for the upstream bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamCommand {
+    /// Publish a message upstream.
+    Publish {
+        /// The local topic name (the bridge applies its prefixes and rules).
+        topic: String,
+        /// Payload.
+        payload: Bytes,
+        /// MQTT QoS 0..=2.
+        qos: u8,
+        /// Retain flag.
+        retain: bool,
+    },
+    /// Start receiving messages matching a local topic filter from upstream.
+    Subscribe {
+        /// The local topic filter.
+        filter: String,
+        /// Maximum QoS wanted.
+        qos: u8,
+    },
+    /// Stop receiving messages matching a local topic filter from upstream.
+    Unsubscribe {
+        /// The local topic filter.
+        filter: String,
+    },
+}

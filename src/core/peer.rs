@@ -1,0 +1,80 @@
+//! Who the engine talks to: a [`Peer`] is a link address the driver can send to,
+//! plus the wireless node id when the device sits behind a forwarder (fact sheet
+//! §7.10). The engine only compares and hashes peers; it never interprets them.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+/// A link-level address: where a datagram came from or goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkAddr {
+    /// A UDP socket address.
+    Udp(SocketAddr),
+    /// A radio address on a serial-attached dongle: the port's index in the
+    /// configuration and the remote radio's address (e.g. an XBee 64-bit address).
+    Radio {
+        /// Index of the serial port.
+        port: u16,
+        /// The remote radio's address.
+        addr: u64,
+    },
+    /// A serial port with no per-device addressing (raw or SLIP framing).
+    Serial {
+        /// Index of the serial port.
+        port: u16,
+    },
+}
+
+/// An MQTT-SN peer: a link address, and for devices behind a forwarder the
+/// wireless node id the forwarder reported. Replies to a forwarded peer are
+/// wrapped in an encapsulation carrying the same node id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// The link address.
+    pub link: LinkAddr,
+    /// The wireless node id, when the message came through a forwarder.
+    pub node: Option<Bytes>,
+}
+
+impl Peer {
+    /// A peer reached directly over UDP.
+    pub fn udp(addr: SocketAddr) -> Self {
+        Peer {
+            link: LinkAddr::Udp(addr),
+            node: None,
+        }
+    }
+
+    /// The same link address, behind a forwarder, for wireless node `node`.
+    pub fn forwarded(&self, node: Bytes) -> Self {
+        Peer {
+            link: self.link.clone(),
+            node: Some(node),
+        }
+    }
+}
+
+impl fmt::Display for LinkAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkAddr::Udp(a) => write!(f, "udp:{a}"),
+            LinkAddr::Radio { port, addr } => write!(f, "serial{port}:{addr:016x}"),
+            LinkAddr::Serial { port } => write!(f, "serial{port}"),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.link)?;
+        if let Some(node) = &self.node {
+            f.write_str("/node:")?;
+            for b in node.iter() {
+                write!(f, "{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}

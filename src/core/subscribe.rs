@@ -1,0 +1,174 @@
+//! SUBSCRIBE and UNSUBSCRIBE (fact sheet §7.5, traps T-2/T-15/T-16): filters by
+//! name (with `+`/`#`), pre-defined id or short name; the SUBACK's topic id and
+//! return code; retained messages on subscribe; and keeping the upstream
+//! bridge's subscriptions equal to what local clients want.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::gateway::{Gateway, Subscriber};
+use super::output::UpstreamCommand;
+use super::session::{Delivery, SessionId};
+use crate::proto::{Packet, QoS, ReturnCode, SubscribeTopic};
+
+impl Gateway {
+    pub(super) fn on_subscribe(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        qos: QoS,
+        msg_id: u16,
+        topic: SubscribeTopic,
+    ) {
+        let granted = qos.as_mqtt();
+        let refuse = |return_code| Packet::SubAck {
+            qos: QoS::AtMostOnce,
+            topic_id: 0,
+            msg_id,
+            return_code,
+        };
+        let (filter, topic_id) = match self.subscription_filter(&topic) {
+            Ok(filter) => {
+                let topic_id = match &topic {
+                    SubscribeTopic::Predefined(id) => *id,
+                    // Short names and wildcard filters carry id 0 (traps T-2, T-15).
+                    SubscribeTopic::Short(_) => 0,
+                    SubscribeTopic::Name(name) if super::topic::has_wildcards(name) => 0,
+                    SubscribeTopic::Name(name) => {
+                        let Some(s) = self.sessions.get_mut(&sid) else {
+                            return;
+                        };
+                        match s.topics.assign(name, true) {
+                            Ok(id) => id,
+                            Err(full) => {
+                                debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
+                                return self.send_to(sid, refuse(ReturnCode::Congestion));
+                            }
+                        }
+                    }
+                };
+                (filter, topic_id)
+            }
+            Err(code) => {
+                debug!(client = %self.client_label(sid), ?topic, "refusing SUBSCRIBE");
+                return self.send_to(sid, refuse(code));
+            }
+        };
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        if !s.subscriptions.contains_key(filter.as_ref())
+            && s.subscriptions.len() >= self.cfg.max_subscriptions_per_client
+        {
+            debug!(client = %s.client_id, "subscription limit reached");
+            return self.send_to(sid, refuse(ReturnCode::Congestion));
+        }
+        self.add_subscription(sid, &filter, granted);
+        self.send_to(
+            sid,
+            Packet::SubAck {
+                qos: QoS::from_bits(granted),
+                topic_id,
+                msg_id,
+                return_code: ReturnCode::Accepted,
+            },
+        );
+        // Retained messages follow the SUBACK.
+        let retained: Vec<Delivery> = self
+            .retained
+            .matching(&filter)
+            .map(|(topic, msg)| Delivery {
+                topic: Arc::from(topic),
+                payload: msg.payload.clone(),
+                qos: msg.qos.min(granted),
+                retain: true,
+                reregistered: false,
+                sent_before: false,
+            })
+            .collect();
+        for delivery in retained {
+            self.enqueue(now, sid, delivery);
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, sid: SessionId, msg_id: u16, topic: SubscribeTopic) {
+        if let Ok(filter) = self.subscription_filter(&topic)
+            && self
+                .sessions
+                .get_mut(&sid)
+                .is_some_and(|s| s.subscriptions.remove(filter.as_ref()).is_some())
+        {
+            self.remove_subscription(sid, &filter);
+        }
+        // UNSUBACK whether or not the subscription existed (v1.2 has no code).
+        self.send_to(sid, Packet::UnsubAck { msg_id });
+    }
+
+    /// The MQTT filter a SUBSCRIBE/UNSUBSCRIBE names, or the return code refusing it.
+    fn subscription_filter(&self, topic: &SubscribeTopic) -> Result<Arc<str>, ReturnCode> {
+        match topic {
+            SubscribeTopic::Name(name) => super::topic::validate_filter(name)
+                .map(|()| Arc::from(name.as_str()))
+                .map_err(|_| ReturnCode::NotSupported),
+            SubscribeTopic::Predefined(id) => self
+                .predefined_by_id
+                .get(id)
+                .cloned()
+                .ok_or(ReturnCode::InvalidTopicId),
+            SubscribeTopic::Short(bytes) => {
+                let name = std::str::from_utf8(bytes).map_err(|_| ReturnCode::NotSupported)?;
+                // Wildcards mean nothing in a short name (trap T-15).
+                super::topic::validate_name(name).map_err(|_| ReturnCode::NotSupported)?;
+                Ok(Arc::from(name))
+            }
+        }
+    }
+
+    fn add_subscription(&mut self, sid: SessionId, filter: &str, qos: u8) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let is_new = s.subscriptions.insert(filter.to_owned(), qos).is_none();
+        self.subscriptions
+            .subscribe(filter, Subscriber::Device(sid), qos);
+        if is_new {
+            let refs = self.filter_refs.entry(filter.to_owned()).or_insert(0);
+            *refs += 1;
+            if *refs == 1 && self.cfg.upstream {
+                self.upstream(UpstreamCommand::Subscribe {
+                    filter: filter.to_owned(),
+                    qos: 2,
+                });
+            }
+        }
+    }
+
+    /// Removes one session's subscription from the trie and the upstream
+    /// reference counts (the session's own map is updated by the caller).
+    pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
+        if !self
+            .subscriptions
+            .unsubscribe(filter, Subscriber::Device(sid))
+        {
+            return;
+        }
+        let last = match self.filter_refs.get_mut(filter) {
+            Some(refs) if *refs > 1 => {
+                *refs -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if last {
+            self.filter_refs.remove(filter);
+            if self.cfg.upstream {
+                self.upstream(UpstreamCommand::Unsubscribe {
+                    filter: filter.to_owned(),
+                });
+            }
+        }
+    }
+}

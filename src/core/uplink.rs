@@ -1,0 +1,158 @@
+//! Messages from devices towards the gateway: REGISTER (fact sheet §7.3, traps
+//! T-1/T-17), PUBLISH at QoS −1..2 (§7.4, traps T-7/T-14/T-15/T-16) and the
+//! QoS 2 release. Accepted messages are handed to the router.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::gateway::{Gateway, Origin, PublishTarget};
+use super::peer::Peer;
+use super::session::{MAX_INBOUND_QOS2, SessionId};
+use super::stats::DropReason;
+use crate::proto::{Packet, QoS, ReturnCode, TopicRef};
+
+impl Gateway {
+    pub(super) fn on_register(&mut self, sid: SessionId, msg_id: u16, topic_name: String) {
+        let answer = |topic_id, return_code| Packet::RegAck {
+            topic_id,
+            msg_id,
+            return_code,
+        };
+        // Wildcards cannot be registered (trap T-17), nor can invalid names.
+        if super::topic::validate_name(&topic_name).is_err() {
+            debug!(topic = %topic_name, "refusing REGISTER of an invalid topic name");
+            return self.send_to(sid, answer(0, ReturnCode::NotSupported));
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let packet = match s.topics.assign(&topic_name, true) {
+            Ok(id) => answer(id, ReturnCode::Accepted),
+            Err(full) => {
+                debug!(client = %s.client_id, error = %full, "refusing REGISTER");
+                answer(0, ReturnCode::Congestion)
+            }
+        };
+        self.send_to(sid, packet);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_publish(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        qos: QoS,
+        dup: bool,
+        retain: bool,
+        topic: TopicRef,
+        msg_id: u16,
+        payload: Bytes,
+    ) {
+        let _ = dup; // a hint only; QoS 2 duplicates are caught by MsgId (trap T-7)
+        let resolved = self.resolve_topic(self.sessions.get(&sid), &topic);
+        let name = match resolved {
+            Ok(name) => name,
+            Err(code) => {
+                debug!(client = %self.client_label(sid), ?topic, "PUBLISH to an unusable topic");
+                // The error answer is a PUBACK whatever the QoS (fact sheet §6).
+                return self.send_to(
+                    sid,
+                    Packet::PubAck {
+                        topic_id: topic.raw(),
+                        msg_id,
+                        return_code: code,
+                    },
+                );
+            }
+        };
+        match qos {
+            QoS::AtMostOnce | QoS::MinusOne => {
+                self.accept_publish(now, &name, payload, 0, retain);
+            }
+            QoS::AtLeastOnce => {
+                self.accept_publish(now, &name, payload, 1, retain);
+                self.send_to(
+                    sid,
+                    Packet::PubAck {
+                        topic_id: topic.raw(),
+                        msg_id,
+                        return_code: ReturnCode::Accepted,
+                    },
+                );
+            }
+            QoS::ExactlyOnce => {
+                let Some(s) = self.sessions.get_mut(&sid) else {
+                    return;
+                };
+                // A retransmission of a PUBLISH not yet released is acknowledged
+                // again but not forwarded twice.
+                let first = !s.inbound_qos2.contains(&msg_id);
+                if first {
+                    if s.inbound_qos2.len() >= MAX_INBOUND_QOS2 {
+                        // Forget the oldest unreleased id rather than grow.
+                        s.inbound_qos2.pop_first();
+                    }
+                    s.inbound_qos2.insert(msg_id);
+                    self.accept_publish(now, &name, payload, 2, retain);
+                }
+                self.send_to(sid, Packet::PubRec { msg_id });
+            }
+        }
+    }
+
+    fn accept_publish(
+        &mut self,
+        now: Instant,
+        topic: &Arc<str>,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+    ) {
+        self.stats.publishes_in += 1;
+        self.route(now, topic, payload, qos, retain, Origin::Device);
+    }
+
+    pub(super) fn on_pubrel(&mut self, sid: SessionId, msg_id: u16) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.inbound_qos2.remove(&msg_id);
+        }
+        // PUBCOMP even for an unknown id: the client may be retrying after the
+        // gateway already released it.
+        self.send_to(sid, Packet::PubComp { msg_id });
+    }
+
+    /// QoS −1: no connection, no acknowledgement, to a pre-defined id, a short
+    /// name, or (Paho's form, trap T-14) a full name.
+    pub(super) fn on_publish_minus_one(
+        &mut self,
+        peer: Peer,
+        target: PublishTarget,
+        payload: Bytes,
+        retain: bool,
+        now: Instant,
+    ) {
+        let name = match target {
+            _ if !self.cfg.accept_qos_minus_one => None,
+            PublishTarget::Ref(topic @ (TopicRef::Predefined(_) | TopicRef::Short(_))) => {
+                self.resolve_topic(None, &topic).ok()
+            }
+            PublishTarget::Ref(TopicRef::Id(_)) => None,
+            PublishTarget::Name(name) if self.cfg.accept_qos_minus_one_named => {
+                super::topic::validate_name(&name)
+                    .ok()
+                    .map(|()| Arc::from(name.as_str()))
+            }
+            PublishTarget::Name(_) => None,
+        };
+        match name {
+            Some(name) => self.accept_publish(now, &name, payload, 0, retain),
+            None => {
+                debug!(%peer, "QoS -1 PUBLISH refused");
+                self.stats.drop(DropReason::QosMinusOneRefused);
+            }
+        }
+    }
+}
