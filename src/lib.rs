@@ -1,3 +1,25 @@
+//! sngate — an MQTT-SN v1.2 gateway.
+//!
+//! Battery sensors and radio nodes speak MQTT-SN over UDP or a serial radio
+//! link; sngate turns them into MQTT clients: routed locally between devices,
+//! and bridged to an upstream MQTT broker.
+//!
+//! A tour, from the wire inwards:
+//! - [`proto`] — the MQTT-SN wire format: `decode` one datagram into a typed
+//!   `Packet`, `encode` one back. Pure; never panics on any input.
+//! - [`core`] — the gateway engine, sans-IO: sessions, topic ids, QoS flows,
+//!   sleep buffers, wills, discovery and the router. Inputs carry `now`; outputs
+//!   are drained with `poll_output`. No tokio, no clock, no sockets.
+//! - [`transport`] — datagram links (UDP) that turn the medium into bytes.
+//! - [`driver`] — the one tokio task that owns the engine and wires transports,
+//!   timers and the upstream bridge to it.
+//! - [`config`] — the TOML configuration, validated once at load; [`logging`].
+//!
+//! See `docs/architecture.md` for the design and the reasons behind it.
+
 pub mod config;
+pub mod core;
+pub mod driver;
 pub mod logging;
 pub mod proto;
+pub mod transport;

@@ -10,8 +10,14 @@ use bytes::Bytes;
 /// A link-level address: where a datagram came from or goes to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LinkAddr {
-    /// A UDP socket address.
-    Udp(SocketAddr),
+    /// A UDP socket address, as seen by listener number `listener` (replies
+    /// leave from the same socket, so the device sees the same source port).
+    Udp {
+        /// Index of the UDP listener in the configuration.
+        listener: u16,
+        /// The remote address.
+        addr: SocketAddr,
+    },
     /// A radio address on a serial-attached dongle: the port's index in the
     /// configuration and the remote radio's address (e.g. an XBee 64-bit address).
     Radio {
@@ -39,10 +45,15 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer reached directly over UDP.
+    /// A peer reached directly over UDP through the first listener.
     pub fn udp(addr: SocketAddr) -> Self {
+        Self::udp_on(0, addr)
+    }
+
+    /// A peer reached directly over UDP through listener number `listener`.
+    pub fn udp_on(listener: u16, addr: SocketAddr) -> Self {
         Peer {
-            link: LinkAddr::Udp(addr),
+            link: LinkAddr::Udp { listener, addr },
             node: None,
         }
     }
@@ -59,7 +70,7 @@ impl Peer {
 impl fmt::Display for LinkAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LinkAddr::Udp(a) => write!(f, "udp:{a}"),
+            LinkAddr::Udp { addr, .. } => write!(f, "udp:{addr}"),
             LinkAddr::Radio { port, addr } => write!(f, "serial{port}:{addr:016x}"),
             LinkAddr::Serial { port } => write!(f, "serial{port}"),
         }

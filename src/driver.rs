@@ -1,0 +1,290 @@
+//! The driver: the single tokio task that owns the [`Gateway`] engine (no
+//! locks). It binds the transports, then loops: wait for a batch of datagrams,
+//! an upstream event, the engine's next deadline or shutdown; feed the engine;
+//! drain its outputs to sockets and the bridge. `now` comes from here — the
+//! engine never reads a clock.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::core::{EngineConfig, Gateway, LinkAddr, Output, Peer};
+use crate::proto::{self, Packet};
+use crate::transport::udp::{self, UdpListener};
+use crate::transport::{Batch, TransportError};
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A transport could not be set up.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The driver task ended abnormally.
+    #[error("the gateway task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Builds the engine's settings from the file-level configuration.
+pub fn engine_config(config: &Config) -> EngineConfig {
+    let secs = |s: u32| Duration::from_secs(u64::from(s));
+    EngineConfig {
+        gateway_id: config.gateway.gateway_id,
+        max_client_id_len: config.gateway.max_client_id_len,
+        max_packet_bytes: config.gateway.max_packet_bytes,
+        accept_qos_minus_one: config.gateway.accept_qos_minus_one,
+        accept_qos_minus_one_named: config.gateway.accept_qos_minus_one_named,
+        keep_alive_default: Duration::from_secs(u64::from(config.gateway.keep_alive_default_secs)),
+        keep_alive_max: Duration::from_secs(u64::from(config.gateway.keep_alive_max_secs)),
+        retry_interval: secs(config.timers.retry_interval_secs),
+        max_retries: config.timers.max_retries,
+        will_handshake_timeout: secs(config.timers.will_handshake_timeout_secs),
+        advertise_interval: config
+            .discovery
+            .advertise
+            .then(|| secs(config.discovery.advertise_interval_secs)),
+        answer_searchgw: config.discovery.answer_searchgw,
+        max_clients: config.limits.max_clients,
+        max_topics_per_client: config.limits.max_topics_per_client,
+        max_subscriptions_per_client: config.limits.max_subscriptions_per_client,
+        max_queued_messages_per_client: config.limits.max_queued_messages_per_client,
+        max_queued_bytes_per_client: config.limits.max_queued_bytes_per_client,
+        max_queued_bytes_total: config.limits.max_queued_bytes_total,
+        queue_qos0: config.limits.queue_qos0,
+        sleep_buffer_qos0: true,
+        max_retained_messages: config.limits.max_retained_messages,
+        predefined_topics: config
+            .predefined_topics
+            .iter()
+            .map(|p| (p.id, p.topic.clone()))
+            .collect(),
+        upstream: config.upstream.is_some(),
+    }
+}
+
+/// A started gateway: its listeners are bound and its task is running.
+pub struct RunningGateway {
+    udp_addrs: Vec<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// The UDP addresses actually bound (ports resolved when 0 was configured).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// Asks the gateway to stop and waits for it.
+    pub async fn shutdown(mut self) -> Result<(), DriverError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await?;
+        Ok(())
+    }
+}
+
+/// Binds every configured listener and starts the gateway task. Must be called
+/// inside a tokio runtime.
+pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
+    let (tx, inbound) = mpsc::channel::<Batch>(64);
+    let mut listeners = Vec::with_capacity(config.udp.listen.len());
+    for (index, addr) in config.udp.listen.iter().enumerate() {
+        let index = u16::try_from(index).unwrap_or(u16::MAX);
+        let listener = udp::bind(
+            index,
+            *addr,
+            config.udp.recv_buffer_bytes,
+            config.udp.send_buffer_bytes,
+        )?;
+        info!(addr = %listener.local_addr, "MQTT-SN listening on UDP");
+        listeners.push(listener);
+    }
+    let advertise_group = config
+        .discovery
+        .advertise
+        .then_some(config.discovery.advertise_group);
+    if let Some(group) = advertise_group
+        && group.ip().is_multicast()
+        && let Some(listener) = listeners.iter().find(|l| {
+            l.local_addr.is_ipv4() == group.is_ipv4() && l.local_addr.port() == group.port()
+        })
+    {
+        listener.join_multicast(group, config.discovery.multicast_ttl)?;
+        info!(%group, "joined the discovery multicast group");
+    }
+    let readers = listeners
+        .iter()
+        .map(|l| l.spawn_reader(tx.clone()))
+        .collect();
+    drop(tx);
+
+    let udp_addrs = listeners.iter().map(|l| l.local_addr).collect();
+    let gateway = Gateway::new(
+        engine_config(&config),
+        tokio::time::Instant::now().into_std(),
+    );
+    let (stop, stopped) = oneshot::channel();
+    let driver = Driver {
+        gateway,
+        listeners,
+        readers,
+        inbound,
+        advertise_group,
+        scratch: BytesMut::with_capacity(4096),
+    };
+    let task = tokio::spawn(driver.run(stopped));
+    Ok(RunningGateway {
+        udp_addrs,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Starts the gateway and runs it until `shutdown` completes.
+pub async fn run_until(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DriverError> {
+    let running = start(config).await?;
+    shutdown.await;
+    info!("shutting down");
+    running.shutdown().await
+}
+
+/// Starts the gateway and runs it until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), DriverError> {
+    run_until(config, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the gateway");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+struct Driver {
+    gateway: Gateway,
+    listeners: Vec<UdpListener>,
+    readers: Vec<JoinHandle<()>>,
+    inbound: mpsc::Receiver<Batch>,
+    advertise_group: Option<SocketAddr>,
+    scratch: BytesMut,
+}
+
+impl Driver {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        loop {
+            let deadline = self
+                .gateway
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                batch = self.inbound.recv() => {
+                    let Some(batch) = batch else { break };
+                    let now = tokio::time::Instant::now().into_std();
+                    for datagram in batch {
+                        self.gateway.handle_datagram(now, datagram.peer, &datagram.bytes);
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
+                }
+            }
+            self.flush().await;
+        }
+        for reader in &self.readers {
+            reader.abort();
+        }
+        debug!("gateway task stopped");
+    }
+
+    /// Carries out everything the engine asked for, in order.
+    async fn flush(&mut self) {
+        while let Some(output) = self.gateway.poll_output() {
+            match output {
+                Output::Transmit { to, packet } => self.send(&to, packet).await,
+                Output::Broadcast {
+                    packet, requester, ..
+                } => {
+                    if let Some(group) = self.advertise_group
+                        && let Some(listener) = self
+                            .listeners
+                            .iter()
+                            .find(|l| l.local_addr.is_ipv4() == group.is_ipv4())
+                    {
+                        let to = Peer::udp_on(listener.index, group);
+                        self.send(&to, packet.clone()).await;
+                    }
+                    if let Some(requester) = requester {
+                        self.send(&requester, packet).await;
+                    }
+                }
+                Output::Upstream(cmd) => {
+                    debug!(?cmd, "no upstream bridge configured; command dropped");
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, to: &Peer, packet: Packet) {
+        let packet = match &to.node {
+            Some(node) => Packet::Encapsulated {
+                radius: 0,
+                node_id: node.clone(),
+                inner: Box::new(packet),
+            },
+            None => packet,
+        };
+        self.scratch.clear();
+        if let Err(e) = proto::encode(&packet, &mut self.scratch) {
+            warn!(%to, error = %e, "cannot encode an outgoing message");
+            return;
+        }
+        match &to.link {
+            LinkAddr::Udp { listener, addr } => {
+                let Some(l) = self.listeners.get(usize::from(*listener)) else {
+                    return;
+                };
+                if let Err(e) = l.send_to(&self.scratch, *addr).await {
+                    debug!(%to, error = %e, "UDP send failed");
+                }
+            }
+            LinkAddr::Radio { .. } | LinkAddr::Serial { .. } => {
+                debug!(%to, "no serial transport configured for this peer");
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
