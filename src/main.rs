@@ -1,1 +1,367 @@
-fn main() {}
+//! The `sngate` command line: parse arguments, load the config, start logging,
+//! hand over to the driver.
+//!
+//! Deliberately thin: everything here is argument plumbing and error reporting.
+//! Configuration rules live in `sngate::config`, logging setup in
+//! `sngate::logging`, and the gateway itself behind `sngate::driver::run`.
+//!
+//! Exit codes: 0 success, 1 the gateway failed while running, 2 bad command line
+//! or bad configuration.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sngate::config::{self, Config, ConfigError, LogFormat, PredefinedTopic, UpstreamConfig};
+
+/// sngate: an MQTT-SN v1.2 gateway. Sensors speak MQTT-SN over UDP; sngate
+/// bridges them to MQTT.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sngate",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 success, 1 the gateway failed while running, \
+                  2 bad command line or configuration."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway in the foreground.
+    ///
+    /// Without --config the built-in defaults are used (see `sngate
+    /// print-config`). Command-line overrides replace the file's values, then
+    /// the result is validated once.
+    Run(RunArgs),
+    /// Check a config file and exit: prints "FILE: ok", or the error and exit
+    /// code 2.
+    CheckConfig {
+        /// The config file; `-` (or /dev/stdin) reads standard input.
+        file: PathBuf,
+    },
+    /// Print the default config file, every key commented, to stdout.
+    PrintConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Config file (TOML). Without it, the built-in defaults are used.
+    #[arg(short, long, value_name = "FILE", env = "SNGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, overriding [log] level: a level (trace, debug, info, warn,
+    /// error) or a tracing directive such as "info,sngate::core=debug".
+    /// RUST_LOG, when set, overrides both.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format, overriding [log] format.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
+    /// UDP address to listen on, e.g. 0.0.0.0:1883 or [::]:1883. Repeatable;
+    /// replaces [udp] listen.
+    #[arg(long = "udp", value_name = "ADDR")]
+    udp: Vec<SocketAddr>,
+    /// Upstream MQTT broker as HOST:PORT, or HOST alone to keep the configured
+    /// port (1883 by default). Sets [upstream] host and port, creating the
+    /// section if the file has none.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    upstream: Option<HostPort>,
+    /// Predefined topic as ID=TOPIC, e.g. 1=sensors/temp. Repeatable; appended
+    /// to [[predefined_topics]].
+    #[arg(long = "predefined", value_name = "ID=TOPIC", value_parser = parse_predefined)]
+    predefined: Vec<PredefinedTopic>,
+    /// Gateway id sent in ADVERTISE and GWINFO (0..=255); overrides [gateway]
+    /// gateway_id.
+    #[arg(long, value_name = "N")]
+    gateway_id: Option<u8>,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// A parsed `--upstream` value.
+#[derive(Debug, Clone)]
+struct HostPort {
+    host: String,
+    port: Option<u16>,
+}
+
+fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        // [v6] or [v6]:port
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?}: missing `]` after an IPv6 address"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("{s:?}: expected `:PORT` after `]`")),
+            },
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, Some(port)),
+            Some(_) => return Err(format!("{s:?}: write IPv6 addresses as [ADDR]:PORT")),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?}: the host is empty"));
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|e| format!("{s:?}: port {p:?}: {e}"))
+        })
+        .transpose()?;
+    Ok(HostPort {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_predefined(s: &str) -> Result<PredefinedTopic, String> {
+    let (id, topic) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ID=TOPIC"))?;
+    let id = id
+        .trim()
+        .parse::<u16>()
+        .map_err(|e| format!("{s:?}: id {id:?}: {e}"))?;
+    Ok(PredefinedTopic {
+        id,
+        topic: topic.to_owned(),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::PrintConfig => {
+            print!("{}", config::DEFAULT_CONFIG_TOML);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+/// Where a config came from, for messages: `-` is shown as `<stdin>`.
+fn display_path(file: &Path) -> PathBuf {
+    if file == Path::new("-") {
+        PathBuf::from("<stdin>")
+    } else {
+        file.to_owned()
+    }
+}
+
+/// Reads a config file, or standard input for `-`.
+fn read_config_text(file: &Path) -> Result<String, ConfigError> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| ConfigError::Io {
+                path: display_path(file),
+                source,
+            })?;
+        Ok(text)
+    } else {
+        config::read_file(file)
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    let shown = display_path(file);
+    let result =
+        read_config_text(file).and_then(|text| Config::from_toml_str(&text, &shown).map(drop));
+    match result {
+        Ok(()) => {
+            println!("{}: ok", shown.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match build_config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = sngate::logging::init(&config.log.level, config.log.format) {
+        report(&e);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(sngate::driver::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// The file (or defaults), then the command-line overrides, validated once. A
+/// validation error points into the file unless the key came from the command
+/// line.
+fn build_config(args: &RunArgs) -> Result<Config, ConfigError> {
+    let (mut config, source) = match &args.config {
+        Some(file) => {
+            let shown = display_path(file);
+            let text = read_config_text(file)?;
+            (
+                Config::parse_unvalidated(&text, &shown)?,
+                Some((shown, text)),
+            )
+        }
+        None => (Config::default(), None),
+    };
+    let overridden = apply_overrides(&mut config, args);
+    config.validate().map_err(|e| {
+        let from_cli = e
+            .key()
+            .is_some_and(|key| overridden.iter().any(|o| key.starts_with(o.as_str())));
+        match (&source, from_cli) {
+            (Some((path, text)), false) => e.locate(path, text),
+            _ => from_command_line(e),
+        }
+    })?;
+    Ok(config)
+}
+
+/// Applies the command-line overrides; returns the dotted keys they set.
+fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
+    let mut set = Vec::new();
+    if let Some(level) = &args.log_level {
+        config.log.level = level.clone();
+        set.push("log.level".to_owned());
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format.into();
+    }
+    if !args.udp.is_empty() {
+        config.udp.listen = args.udp.clone();
+        set.push("udp.listen".to_owned());
+    }
+    if let Some(HostPort { host, port }) = &args.upstream {
+        let upstream = config.upstream.get_or_insert_with(UpstreamConfig::default);
+        upstream.host = host.clone();
+        set.push("upstream.host".to_owned());
+        if let Some(port) = port {
+            upstream.port = *port;
+        }
+    }
+    for p in &args.predefined {
+        set.push(format!(
+            "predefined_topics[{}]",
+            config.predefined_topics.len()
+        ));
+        config.predefined_topics.push(p.clone());
+    }
+    if let Some(id) = args.gateway_id {
+        config.gateway.gateway_id = id;
+    }
+    set
+}
+
+/// Marks a validation error as caused by a command-line value.
+fn from_command_line(e: ConfigError) -> ConfigError {
+    match e {
+        ConfigError::Invalid {
+            key, line, reason, ..
+        } => ConfigError::Invalid {
+            path: PathBuf::from("command line"),
+            key,
+            line,
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Prints an error and its source chain to stderr.
+fn report(e: &dyn std::error::Error) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        let hp = parse_host_port("broker:8883").unwrap();
+        assert_eq!((hp.host.as_str(), hp.port), ("broker", Some(8883)));
+        let hp = parse_host_port("broker").unwrap();
+        assert_eq!((hp.host.as_str(), hp.port), ("broker", None));
+        let hp = parse_host_port("[::1]:1884").unwrap();
+        assert_eq!((hp.host.as_str(), hp.port), ("::1", Some(1884)));
+        let hp = parse_host_port("[fe80::1]").unwrap();
+        assert_eq!((hp.host.as_str(), hp.port), ("fe80::1", None));
+        for bad in [":1883", "h:99999", "h:", "::1:1883", "[::1", "[::1]x", ""] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn predefined_forms() {
+        let p = parse_predefined("7=a/b=c").unwrap();
+        assert_eq!((p.id, p.topic.as_str()), (7, "a/b=c"));
+        for bad in ["7", "x=a", "70000=a"] {
+            assert!(parse_predefined(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
