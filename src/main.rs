@@ -224,7 +224,11 @@ fn run(args: RunArgs) -> ExitCode {
         report(&e);
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Two workers: the socket reader tasks run beside the single task that owns
+    // the engine. More threads would only contend on a Pi's few cores.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sngate")
         .enable_all()
         .build()
     {

@@ -25,7 +25,7 @@ pub type Batch = Vec<Datagram>;
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// A UDP listener could not be created or bound.
-    #[error("cannot bind UDP listener {addr}: {source}")]
+    #[error("cannot bind UDP listener {addr}")]
     UdpBind {
         /// The configured address.
         addr: std::net::SocketAddr,
@@ -33,7 +33,7 @@ pub enum TransportError {
         source: std::io::Error,
     },
     /// Joining the discovery multicast group failed.
-    #[error("cannot join multicast group {group}: {source}")]
+    #[error("cannot join multicast group {group}")]
     Multicast {
         /// The group.
         group: std::net::SocketAddr,
