@@ -1,0 +1,154 @@
+//! Shared helpers for the end-to-end tests: a real gateway started in-process
+//! on an ephemeral UDP port, clients from `sngate::client`, and a raw device
+//! that speaks packet by packet when a test must see the wire order.
+//!
+//! Every wait is bounded: helpers take or use a timeout and panic with a clear
+//! message when it passes.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sngate::client::{Client, ConnectOptions, Message};
+use sngate::config::{Config, PredefinedTopic};
+use sngate::driver::{self, RunningGateway};
+use sngate::proto::{self, PROTOCOL_ID_V1_2, Packet};
+use tokio::net::UdpSocket;
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(3);
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    running: RunningGateway,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+}
+
+impl TestGateway {
+    /// Stops the gateway and waits for its task.
+    pub async fn stop(self) {
+        self.running.shutdown().await.expect("gateway shuts down");
+    }
+}
+
+/// The test configuration: the defaults, listening on an ephemeral
+/// 127.0.0.1 port, with a 1 s retry timer so retransmissions show quickly.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.udp.listen = vec!["127.0.0.1:0".parse().expect("address")];
+    config.timers.retry_interval_secs = 1;
+    config
+}
+
+/// Starts a gateway with the test configuration.
+pub async fn start_gateway() -> TestGateway {
+    start_gateway_with(|_| {}).await
+}
+
+/// Starts a gateway with the test configuration changed by `tweak`.
+pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    let mut config = test_config();
+    tweak(&mut config);
+    let running = driver::start(config).await.expect("gateway starts");
+    let addr = *running.udp_addrs().first().expect("a UDP listener");
+    TestGateway { running, addr }
+}
+
+/// A pre-defined topic entry for a configuration.
+pub fn predefined(id: u16, topic: &str) -> PredefinedTopic {
+    PredefinedTopic {
+        id,
+        topic: topic.to_owned(),
+    }
+}
+
+/// Client options for tests: a short retry timer, so a lost datagram costs
+/// a second, not ten.
+pub fn options(client_id: &str) -> ConnectOptions {
+    ConnectOptions::new(client_id).retry(Duration::from_secs(1), 3)
+}
+
+/// Connects a client with [`options`].
+pub async fn connect(gateway: SocketAddr, client_id: &str) -> Client {
+    connect_with(gateway, options(client_id)).await
+}
+
+/// Connects a client with the given options.
+pub async fn connect_with(gateway: SocketAddr, opts: ConnectOptions) -> Client {
+    let id = opts.client_id.clone();
+    Client::connect(gateway, opts)
+        .await
+        .unwrap_or_else(|e| panic!("client {id} cannot connect: {e}"))
+}
+
+/// The next message for `client`, within [`WAIT`].
+pub async fn expect_message(client: &mut Client) -> Message {
+    client
+        .recv_message(WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{}: no message: {e}", client.client_id()))
+}
+
+/// A device driven packet by packet, for tests that check what the gateway
+/// puts on the wire and in which order.
+pub struct RawDevice {
+    /// The socket, connected to the gateway.
+    pub socket: UdpSocket,
+}
+
+impl RawDevice {
+    /// A fresh socket connected to `gateway`.
+    pub async fn new(gateway: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        socket.connect(gateway).await.expect("connect UDP socket");
+        RawDevice { socket }
+    }
+
+    /// Sends one packet.
+    pub async fn send(&self, packet: &Packet) {
+        let mut buf = BytesMut::new();
+        proto::encode(packet, &mut buf).expect("encode");
+        self.send_bytes(&buf).await;
+    }
+
+    /// Sends raw bytes as one datagram.
+    pub async fn send_bytes(&self, bytes: &[u8]) {
+        self.socket.send(bytes).await.expect("send");
+    }
+
+    /// The next datagram, raw, within [`WAIT`].
+    pub async fn recv_bytes(&self) -> Vec<u8> {
+        let mut buf = vec![0u8; 65_536];
+        let n = tokio::time::timeout(WAIT, self.socket.recv(&mut buf))
+            .await
+            .expect("a datagram from the gateway in time")
+            .expect("recv");
+        buf.truncate(n);
+        buf
+    }
+
+    /// The next packet, within [`WAIT`].
+    pub async fn recv(&self) -> Packet {
+        let bytes = self.recv_bytes().await;
+        proto::decode(&bytes).unwrap_or_else(|e| panic!("gateway sent a bad datagram: {e}"))
+    }
+
+    /// CONNECT without will, expecting an accepting CONNACK.
+    pub async fn connect(&self, client_id: &str, clean_session: bool, keep_alive: u16) {
+        self.send(&Packet::Connect {
+            will: false,
+            clean_session,
+            protocol_id: PROTOCOL_ID_V1_2,
+            duration: keep_alive,
+            client_id: client_id.to_owned(),
+        })
+        .await;
+        match self.recv().await {
+            Packet::ConnAck { return_code } if return_code.is_accepted() => {}
+            other => panic!("expected an accepting CONNACK, got {other:?}"),
+        }
+    }
+}
