@@ -55,6 +55,8 @@ mod connection;
 mod discovery;
 mod link;
 mod task;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::time::Duration;
