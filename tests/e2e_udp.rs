@@ -72,6 +72,17 @@ async fn uplink_and_downlink_at_qos_0_1_2() {
     let m = expect_message(&mut a).await;
     assert_eq!((m.topic.as_str(), m.qos), ("qos/capped", QoS::AtLeastOnce));
 
+    // After UNSUBSCRIBE nothing more arrives on that topic: the next message
+    // `a` gets is the one on the topic it still holds.
+    a.unsubscribe(name("qos/to-a")).await.unwrap();
+    b.publish_named("qos/to-a", "unwanted", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    b.publish_named("qos/capped", "wanted", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(expect_message(&mut a).await.payload, "wanted");
+
     // A PUBLISH on an id the gateway never gave out is refused with 0x02.
     let refused = b
         .publish(TopicRef::Id(4321), "?", QoS::AtLeastOnce, false)
@@ -718,5 +729,145 @@ async fn sleeping_device_collects_buffered_messages_on_wake() {
     let m = expect_message(&mut sleeper).await;
     assert_eq!((m.topic.as_str(), &m.payload[..]), ("home/d", &b"5"[..]));
     sleeper.ping().await.unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn device_answering_invalid_topic_id_gets_one_reregister() {
+    let gw = start_gateway().await;
+    let raw = RawDevice::new(gw.addr).await;
+    raw.connect("forgetful", true, 60).await;
+    raw.send(&Packet::Subscribe {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        msg_id: 1,
+        topic: name("forget/me"),
+    })
+    .await;
+    let topic_id = match raw.recv().await {
+        Packet::SubAck {
+            topic_id,
+            return_code: ReturnCode::Accepted,
+            ..
+        } => topic_id,
+        other => panic!("expected SUBACK, got {other:?}"),
+    };
+    let mut publisher = connect(gw.addr, "forget-pub").await;
+    publisher
+        .publish_named("forget/me", "once", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let msg_id = match raw.recv().await {
+        Packet::Publish {
+            topic: TopicRef::Id(id),
+            msg_id,
+            ..
+        } => {
+            assert_eq!(id, topic_id);
+            msg_id
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    };
+    // The device lost its id table (trap T-3): PUBACK "invalid topic id".
+    raw.send(&Packet::PubAck {
+        topic_id,
+        msg_id,
+        return_code: ReturnCode::InvalidTopicId,
+    })
+    .await;
+    let (new_id, reg_msg_id) = match raw.recv().await {
+        Packet::Register {
+            topic_id,
+            msg_id,
+            topic_name,
+        } => {
+            assert_eq!(topic_name, "forget/me");
+            (topic_id, msg_id)
+        }
+        other => panic!("expected a REGISTER after PUBACK 0x02, got {other:?}"),
+    };
+    raw.send(&Packet::RegAck {
+        topic_id: new_id,
+        msg_id: reg_msg_id,
+        return_code: ReturnCode::Accepted,
+    })
+    .await;
+    match raw.recv().await {
+        Packet::Publish {
+            topic: TopicRef::Id(id),
+            msg_id,
+            payload,
+            ..
+        } => {
+            assert_eq!((id, &payload[..]), (new_id, &b"once"[..]));
+            raw.send(&Packet::PubAck {
+                topic_id: id,
+                msg_id,
+                return_code: ReturnCode::Accepted,
+            })
+            .await;
+        }
+        other => panic!("expected the message again after REGACK, got {other:?}"),
+    }
+    // Delivery goes on normally afterwards.
+    publisher
+        .publish_named("forget/me", "twice", QoS::AtMostOnce, false)
+        .await
+        .unwrap();
+    match raw.recv().await {
+        Packet::Publish { payload, .. } => assert_eq!(payload, "twice"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_source_port_does_not_hijack_a_session() {
+    let gw = start_gateway().await;
+    let shared = RawDevice::new(gw.addr).await;
+    // Device X on the socket, with a persistent subscription.
+    shared.connect("dev-x", false, 60).await;
+    shared
+        .send(&Packet::Subscribe {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            msg_id: 1,
+            topic: name("hijack/x"),
+        })
+        .await;
+    assert!(matches!(shared.recv().await, Packet::SubAck { .. }));
+    // Device Y now uses the same address (a reboot with a new id, or NAT).
+    shared.connect("dev-y", true, 60).await;
+    shared
+        .send(&Packet::Subscribe {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            msg_id: 2,
+            topic: name("hijack/y"),
+        })
+        .await;
+    assert!(matches!(shared.recv().await, Packet::SubAck { .. }));
+
+    let mut publisher = connect(gw.addr, "hijack-pub").await;
+    publisher
+        .publish_named("hijack/x", "for x", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    publisher
+        .publish_named("hijack/y", "for y", QoS::AtMostOnce, false)
+        .await
+        .unwrap();
+    // The socket now belongs to Y: the first thing it gets is Y's message.
+    match shared.recv().await {
+        Packet::Publish { payload, .. } => assert_eq!(payload, "for y"),
+        other => panic!("expected Y's PUBLISH, got {other:?}"),
+    }
+    // X's message waited in X's session for X to come back.
+    let mut x = connect_with(gw.addr, options("dev-x").clean_session(false)).await;
+    let m = expect_message(&mut x).await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("hijack/x", &b"for x"[..])
+    );
     gw.stop().await;
 }
