@@ -66,9 +66,14 @@ impl Gateway {
                 return;
             };
 
-            // How the client will know the topic: pre-defined id, short name,
-            // or a normal id it holds — otherwise REGISTER first.
-            let topic = if let Some(&id) = self.predefined_by_name.get(&head_topic) {
+            // How the client will know the topic: the pre-defined id it
+            // subscribed with, a short name, or a normal id it holds —
+            // otherwise REGISTER first.
+            let predefined = self
+                .predefined_by_name
+                .get(&head_topic)
+                .filter(|id| s.predefined_subscriptions.contains(id));
+            let topic = if let Some(&id) = predefined {
                 TopicRef::Predefined(id)
             } else if let Some(short) = TopicRef::short(&head_topic) {
                 short

@@ -257,6 +257,7 @@ impl Gateway {
             return;
         };
         let filters: Vec<String> = s.subscriptions.drain().map(|(f, _)| f).collect();
+        s.predefined_subscriptions.clear();
         s.topics.clear();
         let freed = s.queued_bytes;
         s.queue.clear();

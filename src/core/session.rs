@@ -5,7 +5,7 @@
 //! Sessions are keyed by client id, never by address (trap T-19); the address is
 //! just where the client was last heard from.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,11 @@ pub struct Session {
     pub topics: TopicTable,
     /// Subscriptions: filter → granted QoS.
     pub subscriptions: HashMap<String, u8>,
+    /// Pre-defined ids the client subscribed to by id: only messages on these
+    /// topics are sent with a pre-defined id; a client that reached a
+    /// pre-defined topic through a name or wildcard gets a REGISTERed id, since
+    /// it may not hold the pre-defined table.
+    pub predefined_subscriptions: HashSet<u16>,
     /// Messages waiting for delivery, oldest first.
     pub queue: VecDeque<Delivery>,
     /// Payload bytes in `queue` (and in a queued in-flight delivery).
@@ -190,6 +195,7 @@ impl Session {
             will: None,
             topics: TopicTable::new(max_topics),
             subscriptions: HashMap::new(),
+            predefined_subscriptions: HashSet::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: None,

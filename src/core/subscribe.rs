@@ -66,6 +66,9 @@ impl Gateway {
             return self.send_to(sid, refuse(ReturnCode::Congestion));
         }
         self.add_subscription(sid, &filter, granted);
+        if let (SubscribeTopic::Predefined(id), Some(s)) = (&topic, self.sessions.get_mut(&sid)) {
+            s.predefined_subscriptions.insert(*id);
+        }
         self.send_to(
             sid,
             Packet::SubAck {
@@ -94,6 +97,9 @@ impl Gateway {
     }
 
     pub(super) fn on_unsubscribe(&mut self, sid: SessionId, msg_id: u16, topic: SubscribeTopic) {
+        if let (SubscribeTopic::Predefined(id), Some(s)) = (&topic, self.sessions.get_mut(&sid)) {
+            s.predefined_subscriptions.remove(id);
+        }
         if let Ok(filter) = self.subscription_filter(&topic)
             && self
                 .sessions

@@ -919,6 +919,24 @@ fn predefined_topics_work_both_ways_and_unknown_ids_are_refused() {
 }
 
 #[test]
+fn a_wildcard_subscriber_gets_predefined_topics_by_registered_id() {
+    let mut h = Harness::with(EngineConfig {
+        predefined_topics: vec![(7, "site/alarm".into())],
+        ..EngineConfig::default()
+    });
+    let (a, s) = pub_sub(&mut h, "site/#", QoS::AtMostOnce);
+    let out = h.send(
+        &a,
+        publish(QoS::AtMostOnce, TopicRef::Predefined(7), 0, "fire"),
+    );
+    // The subscriber may not hold the pre-defined table: it is told the name.
+    match packets_to(&out, &s).as_slice() {
+        [Packet::Register { topic_name, .. }] => assert_eq!(topic_name, "site/alarm"),
+        other => panic!("REGISTER expected, got {other:?}"),
+    }
+}
+
+#[test]
 fn short_topics_need_no_register_and_wildcard_short_names_are_refused() {
     let mut h = Harness::new();
     let (a, s) = (peer(1), peer(2));
