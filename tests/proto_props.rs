@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::strategy::Union;
+use proptest::strategy::{Union, ValueTree};
 use sngate::proto::{
     Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic, decode, encode, encoded_len,
 };
@@ -14,9 +14,9 @@ use sngate::proto::{
 // ---------------------------------------------------------------------------
 // strategies
 
-/// Size limits for generated packets: full size for the round-trip properties
-/// (payloads up to 600 bytes, so that long Length forms occur), small for the
-/// 100,000-case decoder property, where generation time dominates.
+/// Size limits for generated packets: full size (payloads up to 600 bytes, so
+/// that long Length forms occur) and small (so that mutations of short
+/// messages are frequent in the decoder property).
 #[derive(Clone, Copy)]
 struct Sizes {
     text: usize,
@@ -269,9 +269,13 @@ fn plain_packet_sized(sz: Sizes) -> BoxedStrategy<Packet> {
 
 /// Any packet, forwarder encapsulations included (radius 0..=3, never nested).
 fn packet() -> BoxedStrategy<Packet> {
+    packet_sized(FULL)
+}
+
+fn packet_sized(sz: Sizes) -> BoxedStrategy<Packet> {
     prop_oneof![
-        4 => plain_packet(),
-        1 => (0u8..=3, small_bytes(), plain_packet()).prop_map(|(radius, node_id, inner)| {
+        4 => plain_packet_sized(sz),
+        1 => (0u8..=3, small_bytes(), plain_packet_sized(sz)).prop_map(|(radius, node_id, inner)| {
             Packet::Encapsulated {
                 radius,
                 node_id,
@@ -324,6 +328,22 @@ fn framed() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// A fixed pool of valid encodings of every packet kind (encapsulations
+/// included), drawn once from the packet strategy with a deterministic runner.
+/// Mutating one of these is far cheaper per case than generating a fresh packet.
+fn valid_encodings() -> Vec<Vec<u8>> {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut pool = Vec::new();
+    for sz in [SMALL, FULL] {
+        let packets = packet_sized(sz);
+        for _ in 0..1_000 {
+            let p = packets.new_tree(&mut runner).unwrap().current();
+            pool.push(encode_ok(&p).to_vec());
+        }
+    }
+    pool
+}
+
 /// Bytes the decoder should find interesting: pure noise, framed messages,
 /// framed messages behind a forwarder wrapper, and valid encodings that were
 /// then damaged (truncated, extended, one byte overwritten).
@@ -338,13 +358,12 @@ fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
             out
         }),
         3 => (
-            plain_packet_sized(SMALL),
+            proptest::sample::select(valid_encodings()),
             any::<prop::sample::Index>(),
             any::<u8>(),
             0u8..3
         )
-            .prop_map(|(p, at, byte, how)| {
-                let mut bytes = encode_ok(&p).to_vec();
+            .prop_map(|(mut bytes, at, byte, how)| {
                 let i = at.index(bytes.len());
                 match how {
                     0 => bytes.truncate(i),
