@@ -121,13 +121,13 @@ impl Gateway {
                 1 => QoS::AtLeastOnce,
                 _ => QoS::ExactlyOnce,
             };
-            let msg_id = if qos == QoS::AtMostOnce {
-                0
-            } else {
-                s.next_msg_id()
+            let msg_id = match (qos, delivery.sent_as) {
+                (QoS::AtMostOnce, _) => 0,
+                (_, Some(earlier)) => earlier,
+                _ => s.next_msg_id(),
             };
             let packet = Packet::Publish {
-                dup: delivery.sent_before,
+                dup: delivery.sent_as.is_some(),
                 qos,
                 retain: delivery.retain,
                 topic,
@@ -140,14 +140,14 @@ impl Gateway {
                 self.stats.drop(DropReason::TooLarge);
                 continue;
             }
-            if !delivery.sent_before {
+            if delivery.sent_as.is_none() {
                 self.stats.publishes_out += 1;
             }
             if qos != QoS::AtMostOnce {
                 s.inflight = Some(Inflight {
                     kind: InflightKind::Publish {
                         delivery: Delivery {
-                            sent_before: true,
+                            sent_as: Some(msg_id),
                             ..delivery
                         },
                         topic,
@@ -285,6 +285,7 @@ impl Gateway {
                 self.queued_bytes_total += delivery.payload.len();
                 s.queue.push_front(Delivery {
                     reregistered: true,
+                    sent_as: None,
                     ..delivery
                 });
             }

@@ -384,7 +384,7 @@ impl Gateway {
                         qos: qos.min(sub_qos),
                         retain: false,
                         reregistered: false,
-                        sent_before: false,
+                        sent_as: None,
                     };
                     self.enqueue(now, sid, delivery);
                 }

@@ -93,8 +93,10 @@ pub struct Delivery {
     /// Set once the client answered "invalid topic id" and the topic was
     /// registered again: a second refusal drops the message (never loop).
     pub reregistered: bool,
-    /// Set once the message was sent at least once (it is resent with DUP).
-    pub sent_before: bool,
+    /// The message id of an earlier send: a message put back in the queue (the
+    /// client went away unacknowledged) is resent with DUP and the same id, so
+    /// the client can recognise a QoS 2 duplicate.
+    pub sent_as: Option<u16>,
 }
 
 /// The one exchange in flight towards the client.

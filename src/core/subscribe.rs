@@ -88,7 +88,7 @@ impl Gateway {
                 qos: msg.qos.min(granted),
                 retain: true,
                 reregistered: false,
-                sent_before: false,
+                sent_as: None,
             })
             .collect();
         for delivery in retained {

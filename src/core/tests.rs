@@ -1543,3 +1543,66 @@ fn the_sleep_timer_replaces_keep_alive() {
     h.advance(Duration::from_secs(2));
     assert_eq!(h.gw.client_state("sleepy"), Some(&ClientState::Lost));
 }
+
+#[test]
+fn a_message_resent_after_reconnect_keeps_its_msg_id_and_sets_dup() {
+    let mut h = Harness::new();
+    let (a, s) = (peer(1), peer(2));
+    h.connect(&a, "pub", true);
+    h.connect(&s, "keeper", false);
+    h.subscribe(&s, 1, "two", QoS::ExactlyOnce);
+    let id = h.register(&a, 1, "two");
+    let out = h.send(&a, publish(QoS::ExactlyOnce, TopicRef::Id(id), 1, "once"));
+    let Some(Packet::Publish {
+        msg_id, dup: false, ..
+    }) = packets_to(&out, &s).first().cloned()
+    else {
+        panic!("first PUBLISH expected, got {out:?}");
+    };
+    // The client drops off before PUBREC and comes back.
+    h.send(&s, Packet::Disconnect { duration: None });
+    let out = h.send(
+        &s,
+        Packet::Connect {
+            will: false,
+            clean_session: false,
+            protocol_id: 1,
+            duration: 60,
+            client_id: "keeper".into(),
+        },
+    );
+    let sent = packets_to(&out, &s);
+    let Some(Packet::Register {
+        topic_id,
+        msg_id: reg,
+        ..
+    }) = sent.get(1).cloned()
+    else {
+        panic!("CONNACK then REGISTER expected, got {sent:?}");
+    };
+    let out = h.send(
+        &s,
+        Packet::RegAck {
+            topic_id,
+            msg_id: reg,
+            return_code: ReturnCode::Accepted,
+        },
+    );
+    match packets_to(&out, &s).as_slice() {
+        [
+            Packet::Publish {
+                msg_id: again,
+                dup: true,
+                payload,
+                ..
+            },
+        ] => {
+            assert_eq!(
+                *again, msg_id,
+                "same MsgId, so a QoS 2 client can drop the duplicate"
+            );
+            assert_eq!(payload, &b("once"));
+        }
+        other => panic!("resend expected, got {other:?}"),
+    }
+}
