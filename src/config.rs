@@ -260,6 +260,18 @@ pub struct UpstreamConfig {
     /// goes out unchanged, and subscriptions follow local subscribers (a topic
     /// filter a local client subscribes to is subscribed upstream too).
     pub rules: Vec<BridgeRule>,
+    /// MQTT protocol version towards the broker: 5 (MQTT 5, subscriptions
+    /// with No Local, so bridged-both-ways messages are not echoed back) or 4
+    /// (MQTT 3.1.1, for brokers without MQTT 5; see `docs/bridge.md` for the
+    /// echo this implies). Default: 5.
+    pub protocol_version: u8,
+    /// Most messages held for the broker (queued while it is unreachable, or
+    /// sent and not yet acknowledged); beyond it new messages are dropped and
+    /// counted (≥ 1). Default: 100000.
+    pub max_pending_messages: usize,
+    /// Most payload and topic bytes held for the broker, as
+    /// `max_pending_messages` (≥ 1). Default: 64 MiB.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -276,6 +288,9 @@ impl Default for UpstreamConfig {
             reconnect_max_secs: 60,
             tls: None,
             rules: Vec::new(),
+            protocol_version: 5,
+            max_pending_messages: 100_000,
+            max_pending_bytes: 64 * MIB,
         }
     }
 }
@@ -643,6 +658,20 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
                 u.reconnect_min_secs, u.reconnect_max_secs
             ),
         ));
+    }
+    if !matches!(u.protocol_version, 4 | 5) {
+        return Err(ConfigError::invalid(
+            "upstream.protocol_version",
+            format!("{} is not 4 (MQTT 3.1.1) or 5 (MQTT 5)", u.protocol_version),
+        ));
+    }
+    if u.max_pending_messages == 0 || u.max_pending_bytes == 0 {
+        let key = if u.max_pending_messages == 0 {
+            "upstream.max_pending_messages"
+        } else {
+            "upstream.max_pending_bytes"
+        };
+        return Err(ConfigError::invalid(key, "must be at least 1"));
     }
     if let Some(tls) = &u.tls {
         if tls.ca_file.as_os_str().is_empty() {
