@@ -17,6 +17,7 @@
 //!
 //! See `docs/architecture.md` for the design and the reasons behind it.
 
+pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod core;

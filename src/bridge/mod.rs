@@ -1,0 +1,782 @@
+//! The upstream bridge: one MQTT session to a broker, kept alive by a tokio
+//! task, carrying [`UpstreamCommand`]s up and [`UpstreamMessage`]s down.
+//!
+//! This module owns the task and its public face ([`spawn`],
+//! [`BridgeHandle`], [`BridgeEvent`], [`BridgeStats`]); rumqttc stays behind
+//! [`link`], topic mapping lives in [`rules`], ordered delivery in
+//! [`outbox`], reconnect timing in [`backoff`] and 3.1.1 echo suppression in
+//! [`echo`]. `docs/bridge.md` states the guarantees; in short:
+//!
+//! - **Never blocks the driver.** [`BridgeHandle::send`] pushes into an
+//!   unbounded channel that the task drains at once into its own bounded
+//!   outbox (`max_pending_messages`, `max_pending_bytes`); what does not fit
+//!   is dropped and counted.
+//! - **Always polls** the rumqttc event loop; on an error it waits a
+//!   jittered exponential backoff (`reconnect_min_secs`..`reconnect_max_secs`)
+//!   and reconnects, and it **re-subscribes everything on every CONNACK**
+//!   rather than trusting the broker's session.
+//! - **QoS 1/2 in order, at least once across a broker restart.** Messages
+//!   stay in the outbox until PUBACK/PUBCOMP, survive disconnections in
+//!   memory, and are resent in their original order on reconnection (with
+//!   their packet ids and DUP when the broker kept the session, afresh when
+//!   it did not). QoS 0 messages while disconnected are dropped and counted.
+//! - **No echo (MQTT 5).** Upstream subscriptions carry No Local, so what
+//!   the bridge publishes never comes back down even when its topic is
+//!   bridged both ways. On MQTT 3.1.1 (`protocol_version = 4`) there is no
+//!   such option: the broker does echo, and an [`echo::EchoFilter`] swallows
+//!   the first matching copy within a short window (best effort).
+//! - **Rules** as mosquitto's bridge (see [`rules`]); with none, everything
+//!   goes out unchanged and upstream subscriptions follow
+//!   [`UpstreamCommand::Subscribe`]/[`UpstreamCommand::Unsubscribe`]
+//!   exactly. With rules, those commands are ignored and the `in`/`both`
+//!   rules' subscriptions are static.
+
+pub mod backoff;
+pub mod echo;
+pub mod link;
+pub mod outbox;
+pub mod rules;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::{TlsConfig, UpstreamConfig};
+use crate::core::{UpstreamCommand, UpstreamMessage};
+use backoff::Backoff;
+use echo::EchoFilter;
+use link::{LinkClient, LinkEvent, LinkLoop};
+use outbox::{Ack, OutMessage, Outbox};
+use rules::Rules;
+
+/// Filters per SUBSCRIBE packet when (re-)subscribing many at once.
+const SUBSCRIBE_CHUNK: usize = 64;
+/// Capacity of the event channel towards the driver; when it is full the
+/// bridge stops reading from the broker (TCP back-pressure) until the
+/// driver catches up.
+const EVENT_CHANNEL: usize = 1024;
+/// How long a 3.1.1 echo is expected after publishing.
+const ECHO_WINDOW: Duration = Duration::from_secs(30);
+/// Most publications the 3.1.1 echo filter remembers.
+const ECHO_CAPACITY: usize = 10_000;
+/// Longest wait for the DISCONNECT to be written at shutdown.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// Why the bridge could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// A TLS file could not be read or holds nothing usable.
+    #[error("upstream TLS file {}: {reason}", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the TLS setup (e.g. a key that does not fit the
+    /// certificate).
+    #[error("upstream TLS: {0}")]
+    Tls(String),
+    /// An option rumqttc cannot work with.
+    #[error("invalid upstream option `{key}`: {reason}")]
+    Option {
+        /// The config key (under `upstream.`).
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// [`spawn`] was called outside a tokio runtime.
+    #[error("the bridge must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// What the bridge tells the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeEvent {
+    /// The broker accepted the connection (after every reconnection too);
+    /// subscriptions are being re-sent.
+    Connected,
+    /// The connection to the broker was lost; the bridge keeps retrying.
+    Disconnected {
+        /// Why, as rumqttc put it.
+        reason: String,
+    },
+    /// A message from upstream, already mapped to its local topic.
+    Message(UpstreamMessage),
+}
+
+/// A snapshot of the bridge's counters (see [`BridgeHandle::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Connected to the broker right now.
+    pub connected: bool,
+    /// Successful connections (CONNACKs), the first included.
+    pub connects: u64,
+    /// Successful connections after the first one.
+    pub reconnects: u64,
+    /// Connection attempts that failed, and connections that broke.
+    pub connection_errors: u64,
+    /// Messages the broker has taken: QoS 0 written, QoS 1 PUBACKed, QoS 2
+    /// PUBCOMPed.
+    pub published: u64,
+    /// Messages received from the broker and handed to the driver.
+    pub received: u64,
+    /// QoS 0 messages dropped because the broker was unreachable.
+    pub dropped_offline: u64,
+    /// Messages dropped because the outbox was at `max_pending_messages` or
+    /// `max_pending_bytes`.
+    pub dropped_full: u64,
+    /// Messages the broker refused (error reason code in PUBACK/PUBREC) or
+    /// rumqttc would not send (e.g. an invalid topic).
+    pub rejected: u64,
+    /// Local messages no `out`/`both` rule lets out.
+    pub not_bridged_out: u64,
+    /// Messages from upstream no `in`/`both` rule maps (or not UTF-8).
+    pub not_bridged_in: u64,
+    /// MQTT 3.1.1 echoes of our own messages swallowed.
+    pub echoes_suppressed: u64,
+    /// Messages sent again after a reconnection (at-least-once duplicates
+    /// are possible for these).
+    pub resent: u64,
+    /// Messages in the outbox (queued or awaiting acknowledgement).
+    pub pending_messages: u64,
+    /// Topic and payload bytes in the outbox.
+    pub pending_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicBool,
+    connects: AtomicU64,
+    connection_errors: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped_offline: AtomicU64,
+    dropped_full: AtomicU64,
+    rejected: AtomicU64,
+    not_bridged_out: AtomicU64,
+    not_bridged_in: AtomicU64,
+    echoes_suppressed: AtomicU64,
+    resent: AtomicU64,
+    pending_messages: AtomicU64,
+    pending_bytes: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn snapshot(&self) -> BridgeStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let connects = get(&self.connects);
+        BridgeStats {
+            connected: self.connected.load(Ordering::Relaxed),
+            connects,
+            reconnects: connects.saturating_sub(1),
+            connection_errors: get(&self.connection_errors),
+            published: get(&self.published),
+            received: get(&self.received),
+            dropped_offline: get(&self.dropped_offline),
+            dropped_full: get(&self.dropped_full),
+            rejected: get(&self.rejected),
+            not_bridged_out: get(&self.not_bridged_out),
+            not_bridged_in: get(&self.not_bridged_in),
+            echoes_suppressed: get(&self.echoes_suppressed),
+            resent: get(&self.resent),
+            pending_messages: get(&self.pending_messages),
+            pending_bytes: get(&self.pending_bytes),
+        }
+    }
+}
+
+enum Control {
+    Command(UpstreamCommand),
+    Shutdown(Duration),
+}
+
+/// The driver's end of the bridge. Dropping it stops the bridge at once
+/// (without flushing); prefer [`shutdown`](Self::shutdown).
+pub struct BridgeHandle {
+    control: mpsc::UnboundedSender<Control>,
+    events: mpsc::Receiver<BridgeEvent>,
+    counters: Arc<Counters>,
+    task: JoinHandle<()>,
+}
+
+impl BridgeHandle {
+    /// Hands a command to the bridge. Never blocks, never fails: the bridge
+    /// task owns a bounded outbox and counts what it has to drop.
+    pub fn send(&self, cmd: UpstreamCommand) {
+        // Fails only once the task has ended; nothing is left to count it.
+        let _ = self.control.send(Control::Command(cmd));
+    }
+
+    /// Next event from the bridge; `None` when the task has ended.
+    pub async fn recv(&mut self) -> Option<BridgeEvent> {
+        self.events.recv().await
+    }
+
+    /// The bridge's counters right now.
+    pub fn stats(&self) -> BridgeStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the task: for up to `grace` it keeps delivering what is queued
+    /// (and reconnecting if needed), then sends DISCONNECT and ends.
+    /// Messages still unacknowledged then are lost (in-memory outbox).
+    pub async fn shutdown(self, grace: Duration) {
+        let BridgeHandle {
+            control,
+            events,
+            task,
+            ..
+        } = self;
+        // Nobody reads events any more: never let the task block on them.
+        drop(events);
+        let _ = control.send(Control::Shutdown(grace));
+        let mut task = task;
+        let limit = grace + DISCONNECT_WAIT + Duration::from_secs(1);
+        if tokio::time::timeout(limit, &mut task).await.is_err() {
+            warn!("upstream bridge did not stop in time; aborting it");
+            task.abort();
+        }
+    }
+}
+
+/// Starts the bridge task for `cfg` on the current tokio runtime. It
+/// connects in the background; watch [`BridgeHandle::recv`] for
+/// [`BridgeEvent::Connected`].
+pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
+    check_options(cfg)?;
+    let rt = tokio::runtime::Handle::try_current().map_err(|_| BridgeError::NoRuntime)?;
+    let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
+    let (client, event_loop) = link::build(cfg, tls);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL);
+    let counters = Arc::new(Counters::default());
+    let rules = Rules::new(&cfg.rules);
+    let subscriptions = rules.subscriptions().into_iter().collect();
+    let bridge = Bridge {
+        endpoint: format!("{}:{}", cfg.host, cfg.port),
+        rules,
+        client,
+        outbox: Outbox::new(cfg.max_pending_messages, cfg.max_pending_bytes),
+        subscriptions,
+        control: VecDeque::new(),
+        connected: false,
+        in_channel: 0,
+        events: events_tx,
+        counters: Arc::clone(&counters),
+        echo: (cfg.protocol_version == 4).then(|| EchoFilter::new(ECHO_WINDOW, ECHO_CAPACITY)),
+        backoff: Backoff::new(
+            Duration::from_secs(u64::from(cfg.reconnect_min_secs)),
+            Duration::from_secs(u64::from(cfg.reconnect_max_secs)),
+            Backoff::clock_seed(),
+        ),
+        deadline: None,
+        full_streak: 0,
+    };
+    let task = rt.spawn(bridge.run(event_loop, control_rx));
+    Ok(BridgeHandle {
+        control: control_tx,
+        events: events_rx,
+        counters,
+        task,
+    })
+}
+
+fn check_options(cfg: &UpstreamConfig) -> Result<(), BridgeError> {
+    let bad = |key, reason: &str| {
+        Err(BridgeError::Option {
+            key,
+            reason: reason.to_owned(),
+        })
+    };
+    if cfg.host.trim().is_empty() {
+        return bad("host", "must name the broker");
+    }
+    if !matches!(cfg.protocol_version, 4 | 5) {
+        return bad("protocol_version", "must be 4 (MQTT 3.1.1) or 5 (MQTT 5)");
+    }
+    if cfg.client_id.is_empty() && !cfg.clean_session {
+        return bad(
+            "client_id",
+            "must not be empty when clean_session is false (the broker keys the session by it)",
+        );
+    }
+    if cfg.reconnect_min_secs == 0 || cfg.reconnect_min_secs > cfg.reconnect_max_secs {
+        return bad(
+            "reconnect_min_secs",
+            "must be at least 1 and at most reconnect_max_secs",
+        );
+    }
+    Ok(())
+}
+
+/// Builds the rustls client configuration (ring provider) from PEM files.
+fn tls_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, BridgeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    // Only the first call in the process installs it; later ones report
+    // "already installed", which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let file_err = |path: &Path, reason: String| BridgeError::TlsFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let read_certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, BridgeError> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| file_err(path, e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_err(path, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(file_err(path, "no PEM certificate in it".to_owned()));
+        }
+        Ok(certs)
+    };
+
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(read_certs(&t.ca_file)?);
+    if added == 0 {
+        return Err(file_err(
+            &t.ca_file,
+            "no usable CA certificate in it".to_owned(),
+        ));
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            let key_der =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| BridgeError::Tls(e.to_string()))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(BridgeError::Option {
+                key: "tls.cert_file",
+                reason: "cert_file and key_file must be given together".to_owned(),
+            });
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE waiting for room in rumqttc's channel.
+enum Request {
+    Subscribe(Vec<(String, u8)>),
+    Unsubscribe(String),
+}
+
+/// The task's state. See the module documentation.
+struct Bridge {
+    endpoint: String,
+    rules: Rules,
+    client: LinkClient,
+    outbox: Outbox,
+    /// Upstream subscriptions (remote filter → QoS): the rules' (static) or
+    /// the local subscribers' (dynamic, when there are no rules).
+    subscriptions: BTreeMap<String, u8>,
+    /// Subscription requests not yet in rumqttc's channel.
+    control: VecDeque<Request>,
+    connected: bool,
+    /// Requests in rumqttc's channel, not yet taken by its event loop.
+    in_channel: usize,
+    events: mpsc::Sender<BridgeEvent>,
+    counters: Arc<Counters>,
+    echo: Option<EchoFilter>,
+    backoff: Backoff,
+    /// Set once shutdown is asked: stop at this instant at the latest.
+    deadline: Option<Instant>,
+    /// Consecutive messages refused by a full outbox (for logging).
+    full_streak: u64,
+}
+
+/// How a wait ended.
+enum Woke<T> {
+    Done(T),
+    Deadline,
+}
+
+impl Bridge {
+    async fn run(
+        mut self,
+        mut event_loop: LinkLoop,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        info!(broker = %self.endpoint, "upstream bridge started");
+        loop {
+            let polled = {
+                let poll = event_loop.poll();
+                self.wait(poll, &mut control).await
+            };
+            match polled {
+                Woke::Deadline => break,
+                Woke::Done(Ok(ev)) => self.on_event(ev).await,
+                Woke::Done(Err(reason)) => {
+                    self.on_connection_error(&mut event_loop, reason).await;
+                    if self.deadline.is_some() && self.outbox.is_empty() {
+                        break;
+                    }
+                    let delay = self.backoff.next_delay();
+                    debug!(?delay, "upstream: waiting before reconnecting");
+                    if let Woke::Deadline = self.wait(tokio::time::sleep(delay), &mut control).await
+                    {
+                        break;
+                    }
+                }
+            }
+            self.pump();
+            self.publish_gauges();
+            if self.deadline.is_some() && self.outbox.is_empty() {
+                break;
+            }
+        }
+        self.disconnect(&mut event_loop).await;
+        self.counters.connected.store(false, Ordering::Relaxed);
+        self.publish_gauges();
+        let left = self.outbox.len();
+        if left > 0 {
+            warn!(
+                messages = left,
+                "upstream bridge stopped with undelivered messages"
+            );
+        }
+        info!("upstream bridge stopped");
+    }
+
+    /// Awaits `fut` while handling control messages; never cancels `fut`
+    /// (rumqttc's poll is not cancel-safe) except at the shutdown deadline.
+    async fn wait<F: Future>(
+        &mut self,
+        fut: F,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> Woke<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            let deadline = self.deadline;
+            tokio::select! {
+                out = &mut fut => return Woke::Done(out),
+                msg = control.recv(), if deadline.is_none() => {
+                    match msg {
+                        Some(Control::Command(cmd)) => self.on_command(cmd),
+                        Some(Control::Shutdown(grace)) => {
+                            debug!(?grace, "upstream bridge: shutdown asked");
+                            self.deadline = Some(Instant::now() + grace);
+                            if self.outbox.is_empty() {
+                                return Woke::Deadline;
+                            }
+                        }
+                        // The handle was dropped: stop now.
+                        None => {
+                            self.deadline = Some(Instant::now());
+                            return Woke::Deadline;
+                        }
+                    }
+                    self.pump();
+                    self.publish_gauges();
+                }
+                () = sleep_until_opt(deadline) => return Woke::Deadline,
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: UpstreamCommand) {
+        match cmd {
+            UpstreamCommand::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+            } => {
+                let Some((remote, qos)) = self.rules.outbound(&topic, qos.min(2)) else {
+                    bump(&self.counters.not_bridged_out, 1);
+                    return;
+                };
+                if qos == 0 && !self.connected {
+                    bump(&self.counters.dropped_offline, 1);
+                    return;
+                }
+                let msg = OutMessage {
+                    topic: remote,
+                    payload,
+                    qos,
+                    retain,
+                };
+                match self.outbox.push(msg) {
+                    Ok(()) => {
+                        if self.full_streak > 0 {
+                            info!(dropped = self.full_streak, "upstream outbox has room again");
+                            self.full_streak = 0;
+                        }
+                    }
+                    Err(outbox::Refused::Full) => {
+                        bump(&self.counters.dropped_full, 1);
+                        if self.full_streak == 0 {
+                            warn!(
+                                messages = self.outbox.len(),
+                                bytes = self.outbox.bytes(),
+                                "upstream outbox full: dropping new messages until it drains"
+                            );
+                        }
+                        self.full_streak += 1;
+                    }
+                }
+            }
+            UpstreamCommand::Subscribe { filter, qos } => {
+                if !self.rules.is_transparent() {
+                    debug!(%filter, "upstream: subscriptions come from the rules; ignored");
+                    return;
+                }
+                let qos = qos.min(2);
+                if self.subscriptions.insert(filter.clone(), qos) != Some(qos) && self.connected {
+                    self.control
+                        .push_back(Request::Subscribe(vec![(filter, qos)]));
+                }
+            }
+            UpstreamCommand::Unsubscribe { filter } => {
+                if !self.rules.is_transparent() {
+                    return;
+                }
+                if self.subscriptions.remove(&filter).is_some() && self.connected {
+                    self.control.push_back(Request::Unsubscribe(filter));
+                }
+            }
+        }
+    }
+
+    /// Moves subscription requests, then queued messages, into rumqttc's
+    /// channel, as far as its capacity and the in-flight window allow.
+    fn pump(&mut self) {
+        if !self.connected {
+            return;
+        }
+        while self.in_channel < link::REQUEST_CHANNEL {
+            if let Some(req) = self.control.pop_front() {
+                let ok = match &req {
+                    Request::Subscribe(filters) => self.client.try_subscribe(filters),
+                    Request::Unsubscribe(filter) => self.client.try_unsubscribe(filter),
+                };
+                if ok {
+                    self.in_channel += 1;
+                } else {
+                    // The channel has room (we count), so rumqttc refused
+                    // the request itself, e.g. an invalid filter.
+                    warn!("upstream: rumqttc refused a (un)subscribe request; skipped");
+                }
+                continue;
+            }
+            if self.outbox.in_flight() >= usize::from(link::MAX_INFLIGHT) {
+                break;
+            }
+            let Some(msg) = self.outbox.peek_queued() else {
+                break;
+            };
+            if self.client.try_publish(msg) {
+                if let Some(echo) = &mut self.echo
+                    && self
+                        .subscriptions
+                        .keys()
+                        .any(|f| crate::core::topic::matches(f, &msg.topic))
+                {
+                    echo.published(std::time::Instant::now(), &msg.topic, &msg.payload);
+                }
+                self.outbox.mark_submitted();
+                self.in_channel += 1;
+            } else if let Some(bad) = self.outbox.discard_queued() {
+                warn!(topic = %bad.topic, "upstream: rumqttc refused to publish; dropped");
+                bump(&self.counters.rejected, 1);
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::ConnAck { session_present } => {
+                self.connected = true;
+                self.in_channel = 0;
+                self.backoff.reset();
+                self.counters.connected.store(true, Ordering::Relaxed);
+                bump(&self.counters.connects, 1);
+                let resent = if session_present {
+                    self.outbox.replaying()
+                } else {
+                    self.outbox.connected(false)
+                };
+                bump(&self.counters.resent, resent as u64);
+                info!(
+                    broker = %self.endpoint,
+                    session_present,
+                    resending = resent,
+                    queued = self.outbox.queued(),
+                    "upstream connected"
+                );
+                // Re-subscribe everything, every time.
+                self.control.clear();
+                let all: Vec<(String, u8)> = self
+                    .subscriptions
+                    .iter()
+                    .map(|(f, q)| (f.clone(), *q))
+                    .collect();
+                for chunk in all.chunks(SUBSCRIBE_CHUNK) {
+                    self.control.push_back(Request::Subscribe(chunk.to_vec()));
+                }
+                self.emit(BridgeEvent::Connected).await;
+            }
+            LinkEvent::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+            } => {
+                let Some(topic) = topic else {
+                    bump(&self.counters.not_bridged_in, 1);
+                    return;
+                };
+                if let Some(echo) = &mut self.echo
+                    && echo.is_echo(std::time::Instant::now(), &topic, &payload)
+                {
+                    bump(&self.counters.echoes_suppressed, 1);
+                    return;
+                }
+                let Some((local, qos)) = self.rules.inbound(&topic, qos) else {
+                    bump(&self.counters.not_bridged_in, 1);
+                    return;
+                };
+                bump(&self.counters.received, 1);
+                self.emit(BridgeEvent::Message(UpstreamMessage {
+                    topic: local,
+                    payload,
+                    qos,
+                    retain,
+                }))
+                .await;
+            }
+            LinkEvent::PubAck { pkid, ok } => {
+                let ack = self.outbox.on_puback(pkid, ok);
+                self.count_ack(ack);
+            }
+            LinkEvent::PubRec { pkid, ok } => {
+                let ack = self.outbox.on_pubrec(pkid, ok);
+                self.count_ack(ack);
+            }
+            LinkEvent::PubComp { pkid } => {
+                let ack = self.outbox.on_pubcomp(pkid);
+                self.count_ack(ack);
+            }
+            LinkEvent::SubAck { refused } => {
+                if refused > 0 {
+                    warn!(refused, "upstream broker refused subscription filters");
+                }
+            }
+            LinkEvent::SentPublish(pkid) => {
+                if let Some(qos) = self.outbox.on_outgoing_publish(pkid) {
+                    self.in_channel = self.in_channel.saturating_sub(1);
+                    if qos == 0 {
+                        bump(&self.counters.published, 1);
+                    }
+                }
+            }
+            LinkEvent::HeldPublish(pkid) => {
+                self.outbox.on_await_ack(pkid);
+                self.in_channel = self.in_channel.saturating_sub(1);
+            }
+            LinkEvent::SentPubRel(pkid) => self.outbox.on_outgoing_pubrel(pkid),
+            LinkEvent::SentControl | LinkEvent::SentDisconnect => {
+                self.in_channel = self.in_channel.saturating_sub(1);
+            }
+            LinkEvent::Other => {}
+        }
+    }
+
+    fn count_ack(&self, ack: Ack) {
+        match ack {
+            Ack::Completed => bump(&self.counters.published, 1),
+            Ack::Rejected => {
+                bump(&self.counters.rejected, 1);
+                warn!("upstream broker refused a message (error reason code)");
+            }
+            Ack::Unmatched => debug!("upstream: acknowledgement matches nothing pending"),
+            Ack::Progressed => {}
+        }
+    }
+
+    async fn on_connection_error(&mut self, event_loop: &mut LinkLoop, reason: String) {
+        // What rumqttc had buffered did happen (acks read, publishes
+        // written): account for it before declaring the loss.
+        for ev in event_loop.take_buffered() {
+            if !matches!(ev, LinkEvent::ConnAck { .. }) {
+                self.on_event(ev).await;
+            }
+        }
+        let was_connected = self.connected;
+        self.connected = false;
+        self.in_channel = 0;
+        self.control.clear();
+        self.counters.connected.store(false, Ordering::Relaxed);
+        bump(&self.counters.connection_errors, 1);
+        let (replays, dropped) = self.outbox.connection_lost();
+        event_loop.replace_pending(&replays);
+        bump(&self.counters.dropped_offline, dropped as u64);
+        if was_connected {
+            warn!(
+                broker = %self.endpoint,
+                %reason,
+                unacknowledged = replays.len(),
+                queued = self.outbox.queued(),
+                dropped_qos0 = dropped,
+                "upstream connection lost"
+            );
+            self.emit(BridgeEvent::Disconnected { reason }).await;
+        } else {
+            debug!(broker = %self.endpoint, %reason, "upstream connection attempt failed");
+        }
+    }
+
+    /// Sends DISCONNECT if connected, waiting briefly for it to be written.
+    async fn disconnect(&mut self, event_loop: &mut LinkLoop) {
+        if !self.connected || !self.client.try_disconnect() {
+            return;
+        }
+        let until = Instant::now() + DISCONNECT_WAIT;
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(until, event_loop.poll()).await {
+            if matches!(ev, LinkEvent::SentDisconnect) {
+                break;
+            }
+        }
+        self.connected = false;
+    }
+
+    async fn emit(&self, ev: BridgeEvent) {
+        // An error means the handle is gone; the task ends on its own.
+        let _ = self.events.send(ev).await;
+    }
+
+    fn publish_gauges(&self) {
+        self.counters
+            .pending_messages
+            .store(self.outbox.len() as u64, Ordering::Relaxed);
+        self.counters
+            .pending_bytes
+            .store(self.outbox.bytes() as u64, Ordering::Relaxed);
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
