@@ -160,8 +160,9 @@ pub struct TimersConfig {
     /// Seconds before an unacknowledged message is resent (T_RETRY, ≥ 1).
     /// Default: 10.
     pub retry_interval_secs: u32,
-    /// Sends of one message before giving up on the client (N_RETRY, ≥ 1).
-    /// Default: 3.
+    /// Retransmissions of one message after the first send before the client
+    /// is considered lost (N_RETRY, ≥ 1); an awake client goes back to sleep
+    /// with its messages kept instead. Default: 3.
     pub max_retries: u32,
     /// Seconds a client has to finish the WILLTOPIC/WILLMSG exchange after
     /// CONNECT (≥ 1). Default: 10.
@@ -195,8 +196,19 @@ pub struct LimitsConfig {
     pub max_queued_bytes_per_client: usize,
     /// Most payload bytes buffered over all clients, in bytes. Default: 64 MiB.
     pub max_queued_bytes_total: usize,
-    /// Also buffer QoS 0 messages for sleeping clients. Default: false.
+    /// Also queue QoS 0 messages for disconnected clients with
+    /// CleanSession = false (MQTT queues only QoS 1 and 2). Default: false.
     pub queue_qos0: bool,
+    /// Buffer QoS 0 messages for sleeping clients too (v1.2 says "all
+    /// messages"; QoS 1 and 2 are always buffered). Default: true.
+    pub sleep_buffer_qos0: bool,
+    /// What to drop when a client's queue is full: `"refuse-newest"` keeps
+    /// what is queued, `"drop-oldest"` makes room for the new message.
+    /// Default: `"refuse-newest"`.
+    pub queue_overflow: QueueOverflow,
+    /// Most messages handed to a sleeping client per wake-up (PINGREQ); the
+    /// rest waits for its next wake-up. 0 = no cap. Default: 0.
+    pub max_messages_per_wake: usize,
     /// Most retained messages kept. Default: 10000.
     pub max_retained_messages: usize,
 }
@@ -211,6 +223,9 @@ impl Default for LimitsConfig {
             max_queued_bytes_per_client: MIB,
             max_queued_bytes_total: 64 * MIB,
             queue_qos0: false,
+            sleep_buffer_qos0: true,
+            queue_overflow: QueueOverflow::RefuseNewest,
+            max_messages_per_wake: 0,
             max_retained_messages: 10_000,
         }
     }
@@ -340,6 +355,17 @@ impl Default for BridgeRule {
             remote_prefix: String::new(),
         }
     }
+}
+
+/// What a full client queue drops (`[limits] queue_overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueOverflow {
+    /// Keep what is queued; refuse the new message.
+    #[default]
+    RefuseNewest,
+    /// Drop the oldest queued messages to make room.
+    DropOldest,
 }
 
 /// Which way a bridge rule carries messages.

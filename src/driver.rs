@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
-use crate::core::{EngineConfig, Gateway, LinkAddr, Output, Peer};
+use crate::config::{Config, QueueOverflow};
+use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer};
 use crate::proto::{self, Packet};
 use crate::transport::udp::{self, UdpListener};
 use crate::transport::{Batch, TransportError};
@@ -56,7 +56,12 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         max_queued_bytes_per_client: config.limits.max_queued_bytes_per_client,
         max_queued_bytes_total: config.limits.max_queued_bytes_total,
         queue_qos0: config.limits.queue_qos0,
-        sleep_buffer_qos0: true,
+        sleep_buffer_qos0: config.limits.sleep_buffer_qos0,
+        queue_overflow: match config.limits.queue_overflow {
+            QueueOverflow::RefuseNewest => OverflowPolicy::RefuseNewest,
+            QueueOverflow::DropOldest => OverflowPolicy::DropOldest,
+        },
+        max_messages_per_wake: config.limits.max_messages_per_wake,
         max_retained_messages: config.limits.max_retained_messages,
         predefined_topics: config
             .predefined_topics
@@ -286,5 +291,41 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_config_carries_the_sleep_and_queue_settings() -> Result<(), crate::config::ConfigError>
+    {
+        let config = Config::from_toml_str(
+            "[limits]\nqueue_overflow = \"drop-oldest\"\nsleep_buffer_qos0 = false\nmax_messages_per_wake = 5\n\
+             [timers]\nretry_interval_secs = 7\nmax_retries = 2\n",
+            std::path::Path::new("test.toml"),
+        )?;
+        let engine = engine_config(&config);
+        assert_eq!(engine.queue_overflow, OverflowPolicy::DropOldest);
+        assert!(!engine.sleep_buffer_qos0);
+        assert_eq!(engine.max_messages_per_wake, 5);
+        assert_eq!(engine.retry_interval, Duration::from_secs(7));
+        assert_eq!(engine.max_retries, 2);
+        assert!(!engine.upstream);
+        assert_eq!(
+            engine.advertise_interval, None,
+            "advertising is off by default"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_overflow_policy_is_a_config_error() {
+        let err = Config::from_toml_str(
+            "[limits]\nqueue_overflow = \"drop-random\"\n",
+            std::path::Path::new("test.toml"),
+        );
+        assert!(err.is_err_and(|e| e.to_string().contains("drop-random")));
     }
 }

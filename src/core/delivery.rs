@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
+use super::engine_config::OverflowPolicy;
 use super::gateway::Gateway;
 use super::session::{ClientState, Delivery, Inflight, InflightKind, SessionId};
 use super::stats::DropReason;
@@ -32,11 +33,25 @@ impl Gateway {
             return;
         }
         let len = delivery.payload.len();
-        if s.queue.len() >= cfg.max_queued_messages_per_client
-            || s.queued_bytes + len > cfg.max_queued_bytes_per_client
-            || self.queued_bytes_total + len > cfg.max_queued_bytes_total
-        {
-            debug!(client = %s.client_id, topic = %delivery.topic, "queue full, dropping the newest message");
+        let full = |s: &super::session::Session, total: usize| {
+            s.queue.len() >= cfg.max_queued_messages_per_client
+                || s.queued_bytes + len > cfg.max_queued_bytes_per_client
+                || total + len > cfg.max_queued_bytes_total
+        };
+        if cfg.queue_overflow == OverflowPolicy::DropOldest {
+            while full(s, self.queued_bytes_total) {
+                let Some(oldest) = s.queue.pop_front() else {
+                    break;
+                };
+                s.queued_bytes = s.queued_bytes.saturating_sub(oldest.payload.len());
+                self.queued_bytes_total =
+                    self.queued_bytes_total.saturating_sub(oldest.payload.len());
+                debug!(client = %s.client_id, topic = %oldest.topic, "queue full, dropping the oldest message");
+                self.stats.drop(DropReason::QueueFull);
+            }
+        }
+        if full(s, self.queued_bytes_total) {
+            debug!(client = %s.client_id, topic = %delivery.topic, "queue full, refusing the newest message");
             self.stats.drop(DropReason::QueueFull);
             return;
         }
@@ -59,10 +74,15 @@ impl Gateway {
             if !s.is_reachable() || s.inflight.is_some() {
                 return;
             }
+            let cap = self.cfg.max_messages_per_wake;
+            let wake_over = s.state == ClientState::Awake
+                && (s.queue.is_empty() || (cap > 0 && s.delivered_this_wake >= cap));
+            if wake_over {
+                // Everything (or the cap) handed over and acknowledged: PINGRESP.
+                self.finish_awake(now, sid);
+                return;
+            }
             let Some(head_topic) = s.queue.front().map(|d| d.topic.clone()) else {
-                if s.state == ClientState::Awake {
-                    self.finish_awake(now, sid);
-                }
                 return;
             };
 
@@ -143,6 +163,7 @@ impl Gateway {
             if delivery.sent_as.is_none() {
                 self.stats.publishes_out += 1;
             }
+            s.delivered_this_wake += 1;
             if qos != QoS::AtMostOnce {
                 s.inflight = Some(Inflight {
                     kind: InflightKind::Publish {

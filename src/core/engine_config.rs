@@ -4,6 +4,16 @@
 
 use std::time::Duration;
 
+/// What to do when a message arrives for a client whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Keep what is queued; refuse the new message.
+    #[default]
+    RefuseNewest,
+    /// Drop the oldest queued messages to make room for the new one.
+    DropOldest,
+}
+
 /// Settings for [`Gateway`](super::Gateway).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -48,6 +58,11 @@ pub struct EngineConfig {
     pub queue_qos0: bool,
     /// Buffer QoS 0 messages for sleeping clients too (v1.2 says "all messages").
     pub sleep_buffer_qos0: bool,
+    /// What to drop when a client's queue is full.
+    pub queue_overflow: OverflowPolicy,
+    /// Most messages handed over per awake period; 0 = no cap. The rest waits
+    /// for the next PINGREQ.
+    pub max_messages_per_wake: usize,
     /// Most retained messages.
     pub max_retained_messages: usize,
     /// Pre-defined topics: (id, name).
@@ -79,6 +94,8 @@ impl Default for EngineConfig {
             max_queued_bytes_total: 64 << 20,
             queue_qos0: false,
             sleep_buffer_qos0: true,
+            queue_overflow: OverflowPolicy::RefuseNewest,
+            max_messages_per_wake: 0,
             max_retained_messages: 10_000,
             predefined_topics: Vec::new(),
             upstream: false,

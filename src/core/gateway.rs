@@ -245,6 +245,9 @@ impl Gateway {
             let interval = self.cfg.advertise_interval.unwrap_or_default();
             self.next_advertise = Some(now + interval);
         }
+        // Take every due entry first, then fire each session once: whatever a
+        // handler does to its deadlines, one call always ends.
+        let mut due = Vec::new();
         while let Some(Reverse((at, sid))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -258,6 +261,9 @@ impl Gateway {
                 continue;
             }
             session.armed = None;
+            due.push(sid);
+        }
+        for sid in due {
             self.on_session_timer(now, sid);
             self.arm(sid);
         }
@@ -474,7 +480,7 @@ impl Gateway {
         let Some(session) = self.sessions.get(&sid) else {
             return;
         };
-        let retry_due = session.inflight.as_ref().is_some_and(|i| i.deadline <= now);
+        let retry_due = session.retry_deadline().is_some_and(|d| d <= now);
         let supervision_due = session.supervision_deadline().is_some_and(|d| d <= now);
         let connecting = matches!(session.state, ClientState::Connecting(_));
         if supervision_due {

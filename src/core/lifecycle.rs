@@ -305,30 +305,38 @@ impl Gateway {
 
     /// CONNACK, Active, and start delivering what waited for the client.
     fn complete_connect(&mut self, now: Instant, sid: SessionId) {
-        let pubrel = {
-            let Some(s) = self.sessions.get_mut(&sid) else {
-                return;
-            };
+        if let Some(s) = self.sessions.get_mut(&sid) {
             s.state = ClientState::Active;
             s.handshake_deadline = None;
             s.last_seen = now;
-            // A PUBREL still unanswered is resent after reconnect (trap T-7).
-            s.inflight.as_mut().map(|i| {
-                i.deadline = now + self.cfg.retry_interval;
-                i.packet.clone()
-            })
-        };
+        }
         self.send_to(
             sid,
             Packet::ConnAck {
                 return_code: ReturnCode::Accepted,
             },
         );
-        if let Some(packet) = pubrel {
-            self.send_to(sid, packet);
-        }
+        self.resume_inflight(now, sid);
         self.pump(now, sid);
         self.arm(sid);
+    }
+
+    /// The client is reachable again: resend what was in flight when it went
+    /// away (only a PUBREL survives that, trap T-7) with a fresh retry timer.
+    fn resume_inflight(&mut self, now: Instant, sid: SessionId) {
+        let retry_at = now + self.cfg.retry_interval;
+        let packet = self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.inflight.as_mut())
+            .map(|i| {
+                i.deadline = retry_at;
+                i.retries = 0;
+                i.packet.clone()
+            });
+        if let Some(packet) = packet {
+            self.send_to(sid, packet);
+        }
     }
 
     /// The will handshake failed: the connection attempt is dropped.
@@ -444,10 +452,18 @@ impl Gateway {
                         s.peer = None;
                     }
                 }
-                if let Some(s) = self.sessions.get_mut(&sid) {
+                let resumed = self.sessions.get_mut(&sid).is_some_and(|s| {
                     s.peer = Some(peer);
                     s.last_seen = now;
+                    let resumed = s.state == ClientState::Asleep;
                     s.state = ClientState::Awake;
+                    if resumed {
+                        s.delivered_this_wake = 0;
+                    }
+                    resumed
+                });
+                if resumed {
+                    self.resume_inflight(now, sid);
                 }
                 self.pump(now, sid);
             }

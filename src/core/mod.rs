@@ -32,7 +32,7 @@ mod uplink;
 #[cfg(test)]
 mod tests;
 
-pub use engine_config::EngineConfig;
+pub use engine_config::{EngineConfig, OverflowPolicy};
 pub use gateway::{Gateway, RetainedMessage, Subscriber, UpstreamMessage};
 pub use output::{Output, UpstreamCommand};
 pub use peer::{LinkAddr, Peer};

@@ -175,6 +175,8 @@ pub struct Session {
     pub last_msg_id: u16,
     /// Deadline of this session's pending entry in the timer heap.
     pub armed: Option<Instant>,
+    /// Messages handed over in the current awake period.
+    pub delivered_this_wake: usize,
 }
 
 /// How many unreleased inbound QoS 2 ids a session remembers. v1.2 allows one
@@ -204,6 +206,7 @@ impl Session {
             inbound_qos2: BTreeSet::new(),
             last_msg_id: 0,
             armed: None,
+            delivered_this_wake: 0,
         }
     }
 
@@ -228,9 +231,21 @@ impl Session {
         }
     }
 
+    /// When the exchange in flight is to be retransmitted. Only while the client
+    /// can receive: a PUBREL kept across sleep or a disconnect is not retried
+    /// into the void (that would exhaust N_RETRY and lose a sleeping client);
+    /// it is resent when the client is back.
+    pub fn retry_deadline(&self) -> Option<Instant> {
+        if self.is_reachable() {
+            self.inflight.as_ref().map(|i| i.deadline)
+        } else {
+            None
+        }
+    }
+
     /// The earliest deadline of any kind for this session.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let retry = self.inflight.as_ref().map(|i| i.deadline);
+        let retry = self.retry_deadline();
         match (self.supervision_deadline(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
