@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle};
 use crate::config::{Config, QueueOverflow};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer};
 use crate::proto::{self, Packet};
@@ -25,6 +26,9 @@ pub enum DriverError {
     /// A transport could not be set up.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The upstream bridge could not be set up.
+    #[error("cannot start the upstream bridge")]
+    Bridge(#[from] BridgeError),
     /// The driver task ended abnormally.
     #[error("the gateway task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -124,6 +128,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         listener.join_multicast(group, config.discovery.multicast_ttl)?;
         info!(%group, "joined the discovery multicast group");
     }
+    let bridge = match &config.upstream {
+        Some(upstream) => {
+            info!(host = %upstream.host, port = upstream.port, "bridging to the upstream broker");
+            Some(bridge::spawn(upstream)?)
+        }
+        None => None,
+    };
     let readers = listeners
         .iter()
         .map(|l| l.spawn_reader(tx.clone()))
@@ -141,6 +152,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         listeners,
         readers,
         inbound,
+        bridge,
         advertise_group,
         scratch: BytesMut::with_capacity(4096),
     };
@@ -196,6 +208,7 @@ struct Driver {
     listeners: Vec<UdpListener>,
     readers: Vec<JoinHandle<()>>,
     inbound: mpsc::Receiver<Batch>,
+    bridge: Option<BridgeHandle>,
     advertise_group: Option<SocketAddr>,
     scratch: BytesMut,
 }
@@ -217,6 +230,9 @@ impl Driver {
                         self.gateway.handle_datagram(now, datagram.peer, &datagram.bytes);
                     }
                 }
+                event = next_bridge_event(&mut self.bridge), if self.bridge.is_some() => {
+                    self.on_bridge_event(event);
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
                 }
@@ -226,7 +242,27 @@ impl Driver {
         for reader in &self.readers {
             reader.abort();
         }
+        if let Some(bridge) = self.bridge.take() {
+            bridge.shutdown(BRIDGE_SHUTDOWN_GRACE).await;
+        }
         debug!("gateway task stopped");
+    }
+
+    fn on_bridge_event(&mut self, event: Option<BridgeEvent>) {
+        match event {
+            Some(BridgeEvent::Message(msg)) => {
+                let now = tokio::time::Instant::now().into_std();
+                self.gateway.handle_upstream(now, msg);
+            }
+            Some(BridgeEvent::Connected) => info!("upstream broker connected"),
+            Some(BridgeEvent::Disconnected { reason }) => {
+                warn!(%reason, "upstream broker disconnected; reconnecting");
+            }
+            None => {
+                warn!("the upstream bridge stopped; upstream traffic is dropped from now on");
+                self.bridge = None;
+            }
+        }
     }
 
     /// Carries out everything the engine asked for, in order.
@@ -250,9 +286,10 @@ impl Driver {
                         self.send(&requester, packet).await;
                     }
                 }
-                Output::Upstream(cmd) => {
-                    debug!(?cmd, "no upstream bridge configured; command dropped");
-                }
+                Output::Upstream(cmd) => match &self.bridge {
+                    Some(bridge) => bridge.send(cmd),
+                    None => debug!(?cmd, "no upstream bridge; command dropped"),
+                },
             }
         }
     }
@@ -284,6 +321,16 @@ impl Driver {
                 debug!(%to, "no serial transport configured for this peer");
             }
         }
+    }
+}
+
+/// How long the bridge may keep delivering its outbox at shutdown.
+const BRIDGE_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+async fn next_bridge_event(bridge: &mut Option<BridgeHandle>) -> Option<BridgeEvent> {
+    match bridge {
+        Some(b) => b.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,627 @@
+//! End-to-end gateway benchmark (not a timed test): simulated MQTT-SN devices
+//! on UDP → the real `sngate` binary (a separate process) → a real mosquitto,
+//! measured at an MQTT subscriber; and in the same run, the baseline: the same
+//! load published straight to mosquitto by the same number of MQTT clients.
+//!
+//! ```sh
+//! cargo bench --bench gateway                      # the default scenario set
+//! cargo bench --bench gateway -- qos0 60000        # QoS 0 at 60,000 msg/s
+//! cargo bench --bench gateway -- qos1              # QoS 1, closed loop
+//! cargo bench --bench gateway -- idle 10000        # RSS with 10,000 devices
+//! ```
+//!
+//! Every figure is printed as a Markdown table row for `docs/performance.md`.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket, QoS as MqttQoS};
+use sngate::proto::{self, Packet, QoS, ReturnCode, TopicRef};
+use tokio::sync::mpsc;
+
+const DEVICES: usize = 100;
+const PAYLOAD: usize = 32;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn main() -> BenchResult<()> {
+    raise_fd_limit();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mosquitto = Mosquitto::start()?;
+    println!("| scenario | path | offered | delivered msg/s | lost | p50 | p99 | note |");
+    println!("|---|---|---|---|---|---|---|---|");
+    match args.first().map(String::as_str) {
+        Some("qos0") => {
+            let rate = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(60_000);
+            rt.block_on(qos0_pair(&mosquitto, rate, 10))?;
+        }
+        Some("qos1") => rt.block_on(qos1_pair(&mosquitto, 10))?,
+        Some("idle") => {
+            let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
+            rt.block_on(idle(&mosquitto, n))?;
+        }
+        _ => {
+            for rate in [20_000, 40_000, 60_000, 80_000] {
+                rt.block_on(qos0_pair(&mosquitto, rate, 5))?;
+            }
+            rt.block_on(qos1_pair(&mosquitto, 5))?;
+            rt.block_on(idle(&mosquitto, 10_000))?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// QoS 0 at `rate` msg/s for `secs` seconds: straight to mosquitto, then via sngate.
+async fn qos0_pair(mosquitto: &Mosquitto, rate: u64, secs: u64) -> BenchResult<()> {
+    let total = rate * secs;
+    let direct = {
+        let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtMostOnce).await?;
+        let start = Instant::now();
+        publish_direct_paced(mosquitto.port, rate, total, start).await?;
+        sub.finish(total, start).await
+    };
+    direct.print(
+        &format!("QoS 0, {DEVICES} clients"),
+        "direct to mosquitto",
+        rate,
+    );
+
+    let gateway = Sngate::start(mosquitto.port)?;
+    let via = {
+        let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtMostOnce).await?;
+        let devices = Devices::connect(gateway.udp, DEVICES).await?;
+        let start = Instant::now();
+        let sent =
+            tokio::task::spawn_blocking(move || devices.publish_qos0_paced(rate, total, start))
+                .await??;
+        sub.finish(sent, start).await
+    };
+    via.print(&format!("QoS 0, {DEVICES} devices"), "via sngate", rate);
+    let ratio = via.rate / direct.rate.max(1.0) * 100.0;
+    println!("| QoS 0 at {rate}/s | sngate / direct | | {ratio:.0} % | | | | same run |");
+    Ok(())
+}
+
+/// QoS 1, closed loop: every client keeps one message in flight.
+async fn qos1_pair(mosquitto: &Mosquitto, secs: u64) -> BenchResult<()> {
+    let duration = Duration::from_secs(secs);
+    let direct = {
+        let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
+        let start = Instant::now();
+        let sent = publish_direct_qos1(mosquitto.port, duration).await?;
+        sub.finish(sent, start).await
+    };
+    direct.print(
+        &format!("QoS 1, {DEVICES} clients, 1 in flight each"),
+        "direct to mosquitto",
+        0,
+    );
+
+    let gateway = Sngate::start(mosquitto.port)?;
+    let via = {
+        let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
+        let devices = Devices::connect(gateway.udp, DEVICES).await?;
+        let start = Instant::now();
+        let sent =
+            tokio::task::spawn_blocking(move || devices.publish_qos1_closed_loop(duration, start))
+                .await??;
+        sub.finish(sent, start).await
+    };
+    via.print(
+        &format!("QoS 1, {DEVICES} devices, 1 in flight each"),
+        "via sngate",
+        0,
+    );
+    Ok(())
+}
+
+/// Memory: `n` connected devices, gateway RSS before and after.
+async fn idle(mosquitto: &Mosquitto, n: usize) -> BenchResult<()> {
+    let gateway = Sngate::start(mosquitto.port)?;
+    let before = gateway.rss_kib();
+    let start = Instant::now();
+    let devices = Devices::connect(gateway.udp, n).await?;
+    let took = start.elapsed();
+    let after = gateway.rss_kib();
+    println!(
+        "| {n} connected devices | via sngate | | | | | | RSS {:.1} MB (idle {:.1} MB), connected in {:.1} s |",
+        after as f64 / 1024.0,
+        before as f64 / 1024.0,
+        took.as_secs_f64()
+    );
+    drop(devices);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- results
+
+struct Outcome {
+    sent: u64,
+    received: u64,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Outcome {
+    fn print(&self, scenario: &str, path: &str, offered: u64) {
+        let offered = if offered == 0 {
+            "closed loop".to_string()
+        } else {
+            format!("{offered}/s")
+        };
+        println!(
+            "| {scenario} | {path} | {offered} | {:.0} | {} of {} | {:.2} ms | {:.2} ms | |",
+            self.rate,
+            self.sent.saturating_sub(self.received),
+            self.sent,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+        );
+    }
+}
+
+/// The payload: [device u32][seq u32][sent-at nanos u64] + padding.
+fn payload(device: u32, seq: u32, start: Instant) -> Bytes {
+    let mut p = Vec::with_capacity(PAYLOAD);
+    p.extend_from_slice(&device.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
+    p.resize(PAYLOAD, b'x');
+    Bytes::from(p)
+}
+
+struct Subscriber {
+    rx: mpsc::UnboundedReceiver<(u64, Duration)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    async fn start(port: u16, filter: &str, qos: MqttQoS) -> BenchResult<Subscriber> {
+        let mut opts = MqttOptions::new(
+            format!("bench-sub-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        client.subscribe(filter, qos).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            let mut ready = Some(ready_tx);
+            while !stop2.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+                    Ok(Ok(Event::Incoming(MqttPacket::SubAck(_)))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Ok(Event::Incoming(MqttPacket::Publish(p)))) if p.payload.len() >= 16 => {
+                        let b = &p.payload;
+                        let key = u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])) << 32
+                            | u64::from(u32::from_be_bytes([b[4], b[5], b[6], b[7]]));
+                        let sent_at = u64::from_be_bytes([
+                            b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15],
+                        ]);
+                        let _ = tx.send((key, Duration::from_nanos(sent_at)));
+                    }
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
+        Ok(Subscriber { rx, stop })
+    }
+
+    /// Counts distinct messages until `sent` arrived or 2 s pass with nothing new.
+    async fn finish(mut self, sent: u64, start: Instant) -> Outcome {
+        let mut seen = HashSet::with_capacity(sent as usize);
+        let mut latencies = Vec::with_capacity(sent as usize);
+        let mut last = start;
+        while (seen.len() as u64) < sent {
+            match tokio::time::timeout(Duration::from_secs(2), self.rx.recv()).await {
+                Ok(Some((key, sent_at))) => {
+                    let now = start.elapsed();
+                    if seen.insert(key) {
+                        latencies.push(now.saturating_sub(sent_at));
+                        last = Instant::now();
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
+        Outcome {
+            sent,
+            received: seen.len() as u64,
+            rate: seen.len() as f64 / elapsed,
+            p50: pct(0.50),
+            p99: pct(0.99),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- baseline publishers
+
+async fn mqtt_clients(port: u16, n: usize, inflight: u16) -> BenchResult<Vec<AsyncClient>> {
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut opts = MqttOptions::new(format!("bench-direct-{i}"), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(60));
+        opts.set_inflight(inflight);
+        let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+        tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    return;
+                }
+            }
+        });
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
+async fn publish_direct_paced(port: u16, rate: u64, total: u64, start: Instant) -> BenchResult<()> {
+    let clients = mqtt_clients(port, DEVICES, 100).await?;
+    let mut seq = vec![0u32; DEVICES];
+    let mut sent = 0u64;
+    while sent < total {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(total) {
+            let d = (sent % DEVICES as u64) as usize;
+            let p = payload(d as u32, seq[d], start);
+            seq[d] += 1;
+            clients[d]
+                .publish_bytes(format!("bench/d{d}"), MqttQoS::AtMostOnce, false, p)
+                .await?;
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+async fn publish_direct_qos1(port: u16, duration: Duration) -> BenchResult<u64> {
+    let start = Instant::now();
+    let clients = mqtt_clients(port, DEVICES, 1).await?;
+    let mut tasks = Vec::new();
+    for (d, client) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u32;
+            while start.elapsed() < duration {
+                let p = payload(d as u32, seq, start);
+                if client
+                    .publish_bytes(format!("bench/d{d}"), MqttQoS::AtLeastOnce, false, p)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                seq += 1;
+            }
+            u64::from(seq)
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await?;
+    }
+    Ok(sent)
+}
+
+// ---------------------------------------------------------------- simulated devices
+
+/// Connected MQTT-SN devices, one UDP socket each, each with "bench/d{i}" registered.
+struct Devices {
+    sockets: Vec<UdpSocket>,
+    topic_ids: Vec<u16>,
+}
+
+impl Devices {
+    async fn connect(gateway: SocketAddr, n: usize) -> BenchResult<Devices> {
+        tokio::task::spawn_blocking(move || Self::connect_blocking(gateway, n)).await?
+    }
+
+    fn connect_blocking(gateway: SocketAddr, n: usize) -> BenchResult<Devices> {
+        let mut sockets = Vec::with_capacity(n);
+        let mut topic_ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            s.connect(gateway)?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let connack = request(
+                &s,
+                &Packet::Connect {
+                    will: false,
+                    clean_session: true,
+                    protocol_id: 1,
+                    duration: 600,
+                    client_id: format!("bench-{i}"),
+                },
+                |p| matches!(p, Packet::ConnAck { .. }),
+            )?;
+            if connack
+                != (Packet::ConnAck {
+                    return_code: ReturnCode::Accepted,
+                })
+            {
+                return Err(format!("device {i}: {connack:?}").into());
+            }
+            let regack = request(
+                &s,
+                &Packet::Register {
+                    topic_id: 0,
+                    msg_id: 1,
+                    topic_name: format!("bench/d{i}"),
+                },
+                |p| matches!(p, Packet::RegAck { .. }),
+            )?;
+            let Packet::RegAck { topic_id, .. } = regack else {
+                return Err("no REGACK".into());
+            };
+            sockets.push(s);
+            topic_ids.push(topic_id);
+        }
+        Ok(Devices { sockets, topic_ids })
+    }
+
+    fn publish_qos0_paced(self, rate: u64, total: u64, start: Instant) -> BenchResult<u64> {
+        let n = self.sockets.len() as u64;
+        let mut seq = vec![0u32; self.sockets.len()];
+        let mut buf = BytesMut::with_capacity(128);
+        let mut sent = 0u64;
+        while sent < total {
+            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+            while sent < due.min(total) {
+                let d = (sent % n) as usize;
+                buf.clear();
+                proto::encode(
+                    &Packet::Publish {
+                        dup: false,
+                        qos: QoS::AtMostOnce,
+                        retain: false,
+                        topic: TopicRef::Id(self.topic_ids[d]),
+                        msg_id: 0,
+                        payload: payload(d as u32, seq[d], start),
+                    },
+                    &mut buf,
+                )?;
+                seq[d] += 1;
+                self.sockets[d].send(&buf)?;
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(sent)
+    }
+
+    fn publish_qos1_closed_loop(self, duration: Duration, start: Instant) -> BenchResult<u64> {
+        // One thread drives all devices: send one PUBLISH per device, then
+        // collect PUBACKs and immediately send that device's next message.
+        for s in &self.sockets {
+            s.set_nonblocking(true)?;
+        }
+        let mut seq = vec![0u32; self.sockets.len()];
+        let mut buf = BytesMut::with_capacity(128);
+        let mut rx = [0u8; 256];
+        let send = |d: usize, seq: u32, buf: &mut BytesMut| -> BenchResult<()> {
+            buf.clear();
+            proto::encode(
+                &Packet::Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: TopicRef::Id(self.topic_ids[d]),
+                    msg_id: (seq % 0xFFFF + 1) as u16,
+                    payload: payload(d as u32, seq, start),
+                },
+                buf,
+            )?;
+            self.sockets[d].send(buf)?;
+            Ok(())
+        };
+        for d in 0..self.sockets.len() {
+            send(d, 0, &mut buf)?;
+        }
+        let mut acked = 0u64;
+        while start.elapsed() < duration {
+            let mut progressed = false;
+            for (d, next) in seq.iter_mut().enumerate() {
+                while let Ok(n) = self.sockets[d].recv(&mut rx) {
+                    if let Ok(Packet::PubAck { .. }) = proto::decode(&rx[..n]) {
+                        acked += 1;
+                        *next += 1;
+                        send(d, *next, &mut buf)?;
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                std::thread::yield_now();
+            }
+        }
+        // Messages still in flight were sent too; count them as sent.
+        Ok(acked + self.sockets.len() as u64)
+    }
+}
+
+fn request(s: &UdpSocket, packet: &Packet, want: impl Fn(&Packet) -> bool) -> BenchResult<Packet> {
+    let mut buf = BytesMut::new();
+    proto::encode(packet, &mut buf)?;
+    let mut rx = [0u8; 512];
+    for _ in 0..5 {
+        s.send(&buf)?;
+        while let Ok(n) = s.recv(&mut rx) {
+            if let Ok(p) = proto::decode(&rx[..n])
+                && want(&p)
+            {
+                return Ok(p);
+            }
+        }
+    }
+    Err(format!("no answer to {:?}", packet.msg_type()).into())
+}
+
+// ---------------------------------------------------------------- processes
+
+fn free_tcp_port() -> BenchResult<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn free_udp_port() -> BenchResult<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> BenchResult<Mosquitto> {
+        let dir = tempfile::tempdir()?;
+        let port = free_tcp_port()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
+            ),
+        )?;
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_for_tcp(port)?;
+        Ok(Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_tcp(port: u16) -> BenchResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("nothing listens on {port}").into())
+}
+
+/// The real gateway binary, bridged to mosquitto.
+struct Sngate {
+    child: Child,
+    udp: SocketAddr,
+}
+
+impl Sngate {
+    fn start(mqtt_port: u16) -> BenchResult<Sngate> {
+        let port = free_udp_port()?;
+        let udp: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
+            .args(["run", "--log-level", "warn", "--udp", &udp.to_string()])
+            .args(["--upstream", &format!("127.0.0.1:{mqtt_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        // Ready when a SEARCHGW is answered.
+        let probe = UdpSocket::bind("127.0.0.1:0")?;
+        probe.connect(udp)?;
+        probe.set_read_timeout(Some(Duration::from_millis(100)))?;
+        // Before the gateway binds, the probe's sends fail at once (ICMP port
+        // unreachable), so wait on a deadline rather than a count of tries.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while request(&probe, &Packet::SearchGw { radius: 0 }, |p| {
+            matches!(p, Packet::GwInfo { .. })
+        })
+        .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err("sngate did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Sngate { child, udp })
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Sngate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
