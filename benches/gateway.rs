@@ -13,7 +13,7 @@
 //! Every figure is printed as a Markdown table row for `docs/performance.md`.
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +24,26 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket, QoS as Mqtt
 use sngate::proto::{self, Packet, QoS, ReturnCode, TopicRef};
 use tokio::sync::mpsc;
 
+#[path = "../tests/common/mosquitto.rs"]
+mod mosquitto;
+
+use mosquitto::{Mosquitto, MosquittoOptions};
+
 const DEVICES: usize = 100;
 const PAYLOAD: usize = 32;
+
+/// One clock for the whole process: payloads carry their send time since this
+/// epoch, and the subscriber stamps each arrival against it where it arrives.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn since_epoch() -> Duration {
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> BenchResult<()> {
+    since_epoch();
     raise_fd_limit();
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -39,7 +53,10 @@ fn main() -> BenchResult<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mosquitto = Mosquitto::start()?;
+    let mosquitto = rt.block_on(Mosquitto::start_with(MosquittoOptions {
+        max_queued_messages: Some(1_000_000),
+        ..MosquittoOptions::default()
+    }));
     println!("| scenario | path | offered | delivered msg/s | lost | p50 | p99 | note |");
     println!("|---|---|---|---|---|---|---|---|");
     match args.first().map(String::as_str) {
@@ -175,18 +192,21 @@ impl Outcome {
     }
 }
 
-/// The payload: [device u32][seq u32][sent-at nanos u64] + padding.
-fn payload(device: u32, seq: u32, start: Instant) -> Bytes {
+/// The payload: [device u32][seq u32][sent-at nanos since EPOCH u64] + padding.
+fn payload(device: u32, seq: u32) -> Bytes {
     let mut p = Vec::with_capacity(PAYLOAD);
     p.extend_from_slice(&device.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
+    p.extend_from_slice(&(since_epoch().as_nanos() as u64).to_be_bytes());
     p.resize(PAYLOAD, b'x');
     Bytes::from(p)
 }
 
+/// One arrival: (device << 32 | seq, sent at, arrived at), both since EPOCH.
+type Arrival = (u64, Duration, Duration);
+
 struct Subscriber {
-    rx: mpsc::UnboundedReceiver<(u64, Duration)>,
+    rx: mpsc::UnboundedReceiver<Arrival>,
     stop: Arc<AtomicBool>,
 }
 
@@ -222,7 +242,7 @@ impl Subscriber {
                         let sent_at = u64::from_be_bytes([
                             b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15],
                         ]);
-                        let _ = tx.send((key, Duration::from_nanos(sent_at)));
+                        let _ = tx.send((key, Duration::from_nanos(sent_at), since_epoch()));
                     }
                     Ok(Ok(_)) | Err(_) => {}
                     Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -233,18 +253,20 @@ impl Subscriber {
         Ok(Subscriber { rx, stop })
     }
 
-    /// Counts distinct messages until `sent` arrived or 2 s pass with nothing new.
+    /// Counts distinct messages until `sent` arrived or 2 s pass with nothing
+    /// new. Rate and latency use the arrival times stamped by the subscriber
+    /// task, not the time this loop gets to them.
     async fn finish(mut self, sent: u64, start: Instant) -> Outcome {
         let mut seen = HashSet::with_capacity(sent as usize);
         let mut latencies = Vec::with_capacity(sent as usize);
-        let mut last = start;
+        let first_sent = start.saturating_duration_since(*EPOCH.get_or_init(Instant::now));
+        let mut last = first_sent;
         while (seen.len() as u64) < sent {
             match tokio::time::timeout(Duration::from_secs(2), self.rx.recv()).await {
-                Ok(Some((key, sent_at))) => {
-                    let now = start.elapsed();
+                Ok(Some((key, sent_at, arrived))) => {
                     if seen.insert(key) {
-                        latencies.push(now.saturating_sub(sent_at));
-                        last = Instant::now();
+                        latencies.push(arrived.saturating_sub(sent_at));
+                        last = last.max(arrived);
                     }
                 }
                 _ => break,
@@ -258,7 +280,7 @@ impl Subscriber {
                 .copied()
                 .unwrap_or_default()
         };
-        let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
+        let elapsed = last.saturating_sub(first_sent).as_secs_f64().max(1e-9);
         Outcome {
             sent,
             received: seen.len() as u64,
@@ -298,7 +320,7 @@ async fn publish_direct_paced(port: u16, rate: u64, total: u64, start: Instant) 
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         while sent < due.min(total) {
             let d = (sent % DEVICES as u64) as usize;
-            let p = payload(d as u32, seq[d], start);
+            let p = payload(d as u32, seq[d]);
             seq[d] += 1;
             clients[d]
                 .publish_bytes(format!("bench/d{d}"), MqttQoS::AtMostOnce, false, p)
@@ -318,7 +340,7 @@ async fn publish_direct_qos1(port: u16, duration: Duration) -> BenchResult<u64> 
         tasks.push(tokio::spawn(async move {
             let mut seq = 0u32;
             while start.elapsed() < duration {
-                let p = payload(d as u32, seq, start);
+                let p = payload(d as u32, seq);
                 if client
                     .publish_bytes(format!("bench/d{d}"), MqttQoS::AtLeastOnce, false, p)
                     .await
@@ -411,7 +433,7 @@ impl Devices {
                         retain: false,
                         topic: TopicRef::Id(self.topic_ids[d]),
                         msg_id: 0,
-                        payload: payload(d as u32, seq[d], start),
+                        payload: payload(d as u32, seq[d]),
                     },
                     &mut buf,
                 )?;
@@ -442,7 +464,7 @@ impl Devices {
                     retain: false,
                     topic: TopicRef::Id(self.topic_ids[d]),
                     msg_id: (seq % 0xFFFF + 1) as u16,
-                    payload: payload(d as u32, seq, start),
+                    payload: payload(d as u32, seq),
                 },
                 buf,
             )?;
@@ -493,68 +515,8 @@ fn request(s: &UdpSocket, packet: &Packet, want: impl Fn(&Packet) -> bool) -> Be
 
 // ---------------------------------------------------------------- processes
 
-fn free_tcp_port() -> BenchResult<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn free_udp_port() -> BenchResult<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start() -> BenchResult<Mosquitto> {
-        let dir = tempfile::tempdir()?;
-        let port = free_tcp_port()?;
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
-            ),
-        )?;
-        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("mosquitto");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_for_tcp(port)?;
-        Ok(Mosquitto {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for_tcp(port: u16) -> BenchResult<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("nothing listens on {port}").into())
 }
 
 /// The real gateway binary, bridged to mosquitto.

@@ -5,15 +5,15 @@
 //!
 //! Every wait is on an event with a timeout; nothing sleeps and hopes.
 
+mod common;
+
 use std::collections::{HashSet, VecDeque};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::mosquitto::Mosquitto;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sngate::bridge::{self, BridgeEvent, BridgeHandle};
 use sngate::config::{BridgeRule, Direction, UpstreamConfig};
@@ -24,96 +24,6 @@ use tokio::time::{Instant, timeout};
 
 /// How long a test waits for something that should happen promptly.
 const WAIT: Duration = Duration::from_secs(5);
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
-/// Waits until something accepts TCP connections on `port`.
-async fn wait_listening(port: u16) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ------------------------------------------------------------------ mosquitto
-
-/// A mosquitto process with its own minimal configuration in a tempdir.
-struct Mosquitto {
-    port: u16,
-    conf: PathBuf,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    async fn start() -> Mosquitto {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .expect("write mosquitto.conf");
-        let mut m = Mosquitto {
-            port,
-            conf,
-            child: None,
-            _dir: dir,
-        };
-        m.restart().await;
-        m
-    }
-
-    /// (Re)starts the broker on the same port and waits until it listens.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto (apt-get install -y mosquitto mosquitto-clients)");
-        self.child = Some(child);
-        wait_listening(self.port).await;
-    }
-
-    /// Freezes the broker (SIGSTOP): connections stay open, nothing is read
-    /// or acknowledged.
-    fn freeze(&self) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "SIGSTOP mosquitto");
-    }
-
-    /// Kills the broker (SIGKILL: no goodbye, no saved state).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 // ---------------------------------------------------------------- TCP proxy
 

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod mosquitto;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
