@@ -220,6 +220,7 @@ impl Subscriber {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        eventloop.set_network_options(nodelay());
         client.subscribe(filter, qos).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -293,6 +294,14 @@ impl Subscriber {
 
 // ---------------------------------------------------------------- baseline publishers
 
+/// The baseline and the subscriber use TCP_NODELAY, as sngate's bridge does,
+/// so Nagle's algorithm delays neither side of the comparison.
+fn nodelay() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
+}
+
 async fn mqtt_clients(port: u16, n: usize, inflight: u16) -> BenchResult<Vec<AsyncClient>> {
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
@@ -300,6 +309,7 @@ async fn mqtt_clients(port: u16, n: usize, inflight: u16) -> BenchResult<Vec<Asy
         opts.set_keep_alive(Duration::from_secs(60));
         opts.set_inflight(inflight);
         let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+        eventloop.set_network_options(nodelay());
         tokio::spawn(async move {
             loop {
                 if eventloop.poll().await.is_err() {

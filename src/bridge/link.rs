@@ -117,7 +117,8 @@ pub fn build(
         if let Some(t) = transport {
             o.set_transport(t);
         }
-        let (c, l) = rumqttc::AsyncClient::new(o, REQUEST_CHANNEL);
+        let (c, mut l) = rumqttc::AsyncClient::new(o, REQUEST_CHANNEL);
+        l.set_network_options(network_options());
         (LinkClient::V4(c), LinkLoop::V4(Box::new(l)))
     } else {
         let mut o = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
@@ -130,6 +131,7 @@ pub fn build(
         if !cfg.clean_session {
             o.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
         }
+        o.set_network_options(network_options());
         if let Some((u, p)) = creds {
             o.set_credentials(u, p);
         }
@@ -139,6 +141,15 @@ pub fn build(
         let (c, l) = rumqttc::v5::AsyncClient::new(o, REQUEST_CHANNEL);
         (LinkClient::V5(c), LinkLoop::V5(Box::new(l)))
     }
+}
+
+/// TCP_NODELAY on: the bridge forwards many small messages and rumqttc
+/// already batches its writes, so Nagle's algorithm would only add delay
+/// (measured: p99 25 ms at 2,000 msg/s with it, see docs/performance.md).
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
 }
 
 fn qos4(q: u8) -> rumqttc::QoS {
