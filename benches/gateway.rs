@@ -133,9 +133,7 @@ async fn qos1_pair(mosquitto: &Mosquitto, secs: u64) -> BenchResult<()> {
         let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
         let devices = Devices::connect(gateway.udp, DEVICES).await?;
         let start = Instant::now();
-        let sent =
-            tokio::task::spawn_blocking(move || devices.publish_qos1_closed_loop(duration, start))
-                .await??;
+        let sent = devices.publish_qos1_closed_loop(duration, start).await?;
         sub.finish(sent, start).await
     };
     via.print(
@@ -274,6 +272,9 @@ impl Subscriber {
             }
         }
         self.stop.store(true, Ordering::Relaxed);
+        if (seen.len() as u64) < sent {
+            report_gaps(&seen);
+        }
         latencies.sort_unstable();
         let pct = |p: f64| {
             latencies
@@ -292,6 +293,32 @@ impl Subscriber {
     }
 }
 
+/// Prints, per device, the sequence numbers missing below the highest one
+/// received: gaps in the middle of a stream are real losses; a shortfall at the
+/// end only means the run stopped with messages in flight.
+fn report_gaps(seen: &HashSet<u64>) {
+    let mut highest: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    for key in seen {
+        let (d, s) = ((key >> 32) as u32, *key as u32);
+        let h = highest.entry(d).or_insert(0);
+        *h = (*h).max(s);
+    }
+    let mut gaps = Vec::new();
+    for (d, h) in &highest {
+        for s in 0..*h {
+            if !seen.contains(&(u64::from(*d) << 32 | u64::from(s))) {
+                gaps.push((*d, s));
+            }
+        }
+    }
+    gaps.sort_unstable();
+    eprintln!(
+        "missing in the middle of a stream: {} {:?}",
+        gaps.len(),
+        gaps.iter().take(20).collect::<Vec<_>>()
+    );
+}
+
 // ---------------------------------------------------------------- baseline publishers
 
 /// The baseline and the subscriber use TCP_NODELAY, as sngate's bridge does,
@@ -302,7 +329,13 @@ fn nodelay() -> rumqttc::NetworkOptions {
     n
 }
 
-async fn mqtt_clients(port: u16, n: usize, inflight: u16) -> BenchResult<Vec<AsyncClient>> {
+/// `n` MQTT clients straight to mosquitto, each with a channel that yields
+/// once per PUBACK it receives (for the closed-loop QoS 1 baseline).
+async fn mqtt_clients(
+    port: u16,
+    n: usize,
+    inflight: u16,
+) -> BenchResult<Vec<(AsyncClient, mpsc::UnboundedReceiver<()>)>> {
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
         let mut opts = MqttOptions::new(format!("bench-direct-{i}"), "127.0.0.1", port);
@@ -310,20 +343,29 @@ async fn mqtt_clients(port: u16, n: usize, inflight: u16) -> BenchResult<Vec<Asy
         opts.set_inflight(inflight);
         let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
         eventloop.set_network_options(nodelay());
+        let (acks, acked) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
-                if eventloop.poll().await.is_err() {
-                    return;
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(MqttPacket::PubAck(_))) => {
+                        let _ = acks.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
                 }
             }
         });
-        clients.push(client);
+        clients.push((client, acked));
     }
     Ok(clients)
 }
 
 async fn publish_direct_paced(port: u16, rate: u64, total: u64, start: Instant) -> BenchResult<()> {
-    let clients = mqtt_clients(port, DEVICES, 100).await?;
+    let clients: Vec<AsyncClient> = mqtt_clients(port, DEVICES, 100)
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
     let mut seq = vec![0u32; DEVICES];
     let mut sent = 0u64;
     while sent < total {
@@ -346,8 +388,10 @@ async fn publish_direct_qos1(port: u16, duration: Duration) -> BenchResult<u64> 
     let start = Instant::now();
     let clients = mqtt_clients(port, DEVICES, 1).await?;
     let mut tasks = Vec::new();
-    for (d, client) in clients.into_iter().enumerate() {
+    for (d, (client, mut acked)) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
+            // Closed loop: the next message only after the broker's PUBACK,
+            // as a device with one QoS 1 message in flight does.
             let mut seq = 0u32;
             while start.elapsed() < duration {
                 let p = payload(d as u32, seq);
@@ -359,6 +403,9 @@ async fn publish_direct_qos1(port: u16, duration: Duration) -> BenchResult<u64> 
                     break;
                 }
                 seq += 1;
+                if acked.recv().await.is_none() {
+                    break;
+                }
             }
             u64::from(seq)
         }));
@@ -456,53 +503,62 @@ impl Devices {
         Ok(sent)
     }
 
-    fn publish_qos1_closed_loop(self, duration: Duration, start: Instant) -> BenchResult<u64> {
-        // One thread drives all devices: send one PUBLISH per device, then
-        // collect PUBACKs and immediately send that device's next message.
-        for s in &self.sockets {
-            s.set_nonblocking(true)?;
-        }
-        let mut seq = vec![0u32; self.sockets.len()];
-        let mut buf = BytesMut::with_capacity(128);
-        let mut rx = [0u8; 256];
-        let send = |d: usize, seq: u32, buf: &mut BytesMut| -> BenchResult<()> {
-            buf.clear();
-            proto::encode(
-                &Packet::Publish {
-                    dup: false,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    topic: TopicRef::Id(self.topic_ids[d]),
-                    msg_id: (seq % 0xFFFF + 1) as u16,
-                    payload: payload(d as u32, seq),
-                },
-                buf,
-            )?;
-            self.sockets[d].send(buf)?;
-            Ok(())
-        };
-        for d in 0..self.sockets.len() {
-            send(d, 0, &mut buf)?;
-        }
-        let mut acked = 0u64;
-        while start.elapsed() < duration {
-            let mut progressed = false;
-            for (d, next) in seq.iter_mut().enumerate() {
-                while let Ok(n) = self.sockets[d].recv(&mut rx) {
-                    if let Ok(Packet::PubAck { .. }) = proto::decode(&rx[..n]) {
-                        acked += 1;
-                        *next += 1;
-                        send(d, *next, &mut buf)?;
-                        progressed = true;
+    /// QoS 1, closed loop: one task per device (event-driven, like the
+    /// baseline's MQTT clients) sends its next message when the PUBACK for
+    /// the previous one arrives. Returns the messages sent, counting the last
+    /// one in flight of each device.
+    async fn publish_qos1_closed_loop(
+        self,
+        duration: Duration,
+        start: Instant,
+    ) -> BenchResult<u64> {
+        let mut tasks = Vec::with_capacity(self.sockets.len());
+        for (d, (socket, topic_id)) in self.sockets.into_iter().zip(self.topic_ids).enumerate() {
+            socket.set_nonblocking(true)?;
+            let socket = tokio::net::UdpSocket::from_std(socket)?;
+            tasks.push(tokio::spawn(async move {
+                let mut buf = BytesMut::with_capacity(128);
+                let mut rx = [0u8; 256];
+                let mut seq = 0u32;
+                while start.elapsed() < duration {
+                    buf.clear();
+                    let publish = Packet::Publish {
+                        dup: false,
+                        qos: QoS::AtLeastOnce,
+                        retain: false,
+                        topic: TopicRef::Id(topic_id),
+                        msg_id: (seq % 0xFFFF + 1) as u16,
+                        payload: payload(d as u32, seq),
+                    };
+                    if proto::encode(&publish, &mut buf).is_err()
+                        || socket.send(&buf).await.is_err()
+                    {
+                        break;
+                    }
+                    seq += 1;
+                    // Wait for this message's PUBACK (the bench's devices never
+                    // retransmit: the gateway answers every PUBLISH it accepts).
+                    loop {
+                        let Ok(n) = socket.recv(&mut rx).await else {
+                            return u64::from(seq);
+                        };
+                        if let Ok(Packet::PubAck {
+                            return_code: ReturnCode::Accepted,
+                            ..
+                        }) = proto::decode(&rx[..n])
+                        {
+                            break;
+                        }
                     }
                 }
-            }
-            if !progressed {
-                std::thread::yield_now();
-            }
+                u64::from(seq)
+            }));
         }
-        // Messages still in flight were sent too; count them as sent.
-        Ok(acked + self.sockets.len() as u64)
+        let mut sent = 0;
+        for t in tasks {
+            sent += t.await?;
+        }
+        Ok(sent)
     }
 }
 

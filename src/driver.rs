@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle};
+use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::config::{Config, QueueOverflow};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer};
 use crate::proto::{self, Packet};
@@ -152,7 +152,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         listeners,
         readers,
         inbound,
+        room_watch: bridge.as_ref().map(BridgeHandle::room_watch),
         bridge,
+        max_packet_bytes: config.gateway.max_packet_bytes,
         advertise_group,
         scratch: BytesMut::with_capacity(4096),
     };
@@ -209,6 +211,9 @@ struct Driver {
     readers: Vec<JoinHandle<()>>,
     inbound: mpsc::Receiver<Batch>,
     bridge: Option<BridgeHandle>,
+    room_watch: Option<RoomWatch>,
+    /// The largest message, for turning the bridge's byte bound into a count.
+    max_packet_bytes: usize,
     advertise_group: Option<SocketAddr>,
     scratch: BytesMut,
 }
@@ -233,6 +238,7 @@ impl Driver {
                 event = next_bridge_event(&mut self.bridge), if self.bridge.is_some() => {
                     self.on_bridge_event(event);
                 }
+                _ = room_freed(&self.room_watch), if self.gateway.has_parked_publishes() => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
                 }
@@ -265,8 +271,26 @@ impl Driver {
         }
     }
 
-    /// Carries out everything the engine asked for, in order.
+    /// Carries out everything the engine asked for, in order, then tells the
+    /// engine how much the bridge can take now (which may release parked
+    /// device messages, so it loops until nothing more comes out).
     async fn flush(&mut self) {
+        loop {
+            self.flush_outputs().await;
+            let Some(bridge) = &self.bridge else {
+                return;
+            };
+            let room = bridge.room(self.max_packet_bytes);
+            let parked = self.gateway.has_parked_publishes();
+            let now = tokio::time::Instant::now().into_std();
+            self.gateway.set_upstream_room(now, room);
+            if !(parked && room > 0) {
+                return;
+            }
+        }
+    }
+
+    async fn flush_outputs(&mut self) {
         while let Some(output) = self.gateway.poll_output() {
             match output {
                 Output::Transmit { to, packet } => self.send(&to, packet).await,
@@ -326,6 +350,13 @@ impl Driver {
 
 /// How long the bridge may keep delivering its outbox at shutdown.
 const BRIDGE_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+async fn room_freed(watch: &Option<RoomWatch>) {
+    match watch {
+        Some(w) => w.freed().await,
+        None => std::future::pending().await,
+    }
+}
 
 async fn next_bridge_event(bridge: &mut Option<BridgeHandle>) -> Option<BridgeEvent> {
     match bridge {

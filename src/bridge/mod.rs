@@ -151,6 +151,24 @@ pub struct BridgeStats {
     pub pending_bytes: u64,
 }
 
+/// How much the bridge can still take, readable by the driver at any time, so
+/// the engine acknowledges a device's message only when the bridge has room
+/// for it (backpressure instead of dropping what a device was told is safe).
+///
+/// Unsettled = handed to [`BridgeHandle::send`] but not yet taken by the task,
+/// plus what sits in the outbox (gauge updated by the task).
+#[derive(Debug, Default)]
+struct Room {
+    sent_messages: AtomicU64,
+    sent_bytes: AtomicU64,
+    taken_messages: AtomicU64,
+    taken_bytes: AtomicU64,
+    max_messages: u64,
+    max_bytes: u64,
+    /// Signalled whenever the outbox shrank.
+    freed: tokio::sync::Notify,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     connected: AtomicBool,
@@ -167,6 +185,7 @@ struct Counters {
     resent: AtomicU64,
     pending_messages: AtomicU64,
     pending_bytes: AtomicU64,
+    room: Room,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -202,6 +221,17 @@ enum Control {
     Shutdown(Duration),
 }
 
+/// Signals that the bridge's outbox shrank (see [`BridgeHandle::room_watch`]).
+#[derive(Clone)]
+pub struct RoomWatch(Arc<Counters>);
+
+impl RoomWatch {
+    /// Completes when the outbox shrank since the last call (room may have grown).
+    pub async fn freed(&self) {
+        self.0.room.freed.notified().await;
+    }
+}
+
 /// The driver's end of the bridge. Dropping it stops the bridge at once
 /// (without flushing); prefer [`shutdown`](Self::shutdown).
 pub struct BridgeHandle {
@@ -215,8 +245,48 @@ impl BridgeHandle {
     /// Hands a command to the bridge. Never blocks, never fails: the bridge
     /// task owns a bounded outbox and counts what it has to drop.
     pub fn send(&self, cmd: UpstreamCommand) {
+        if let UpstreamCommand::Publish { topic, payload, .. } = &cmd {
+            let room = &self.counters.room;
+            bump(&room.sent_messages, 1);
+            bump(&room.sent_bytes, (topic.len() + payload.len()) as u64);
+        }
         // Fails only once the task has ended; nothing is left to count it.
         let _ = self.control.send(Control::Command(cmd));
+    }
+
+    /// How many more messages the bridge can take without dropping any: its
+    /// `max_pending_messages` less what is unsettled, and no more than fit
+    /// into its `max_pending_bytes` at `message_bytes` each (the largest
+    /// message the caller may send).
+    pub fn room(&self, message_bytes: usize) -> usize {
+        let c = &self.counters;
+        let r = &c.room;
+        // `taken` before the outbox gauges (see Bridge::publish_gauges): a
+        // message is counted in the channel or in the outbox, possibly both
+        // for a moment (conservative), never in neither.
+        let taken = r.taken_messages.load(Ordering::Acquire);
+        let taken_bytes = r.taken_bytes.load(Ordering::Acquire);
+        let pending = c.pending_messages.load(Ordering::Acquire);
+        let pending_bytes = c.pending_bytes.load(Ordering::Acquire);
+        // Only this handle's owner sends, so `sent` is exact here.
+        let in_channel = r
+            .sent_messages
+            .load(Ordering::Relaxed)
+            .saturating_sub(taken);
+        let in_channel_bytes = r
+            .sent_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(taken_bytes);
+        let messages = r.max_messages.saturating_sub(in_channel + pending);
+        let bytes = r.max_bytes.saturating_sub(in_channel_bytes + pending_bytes);
+        let by_bytes = bytes / (message_bytes.max(1) as u64);
+        usize::try_from(messages.min(by_bytes)).unwrap_or(usize::MAX)
+    }
+
+    /// A watcher that completes when the bridge's outbox shrank, usable
+    /// while the handle itself is borrowed elsewhere.
+    pub fn room_watch(&self) -> RoomWatch {
+        RoomWatch(Arc::clone(&self.counters))
     }
 
     /// Next event from the bridge; `None` when the task has ended.
@@ -261,7 +331,14 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
     let (client, event_loop) = link::build(cfg, tls);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL);
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters {
+        room: Room {
+            max_messages: cfg.max_pending_messages as u64,
+            max_bytes: cfg.max_pending_bytes as u64,
+            ..Room::default()
+        },
+        ..Counters::default()
+    });
     let rules = Rules::new(&cfg.rules);
     let subscriptions = rules.subscriptions().into_iter().collect();
     let bridge = Bridge {
@@ -283,6 +360,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         ),
         deadline: None,
         full_streak: 0,
+        taken: (0, 0),
     };
     let task = rt.spawn(bridge.run(event_loop, control_rx));
     Ok(BridgeHandle {
@@ -402,6 +480,8 @@ struct Bridge {
     deadline: Option<Instant>,
     /// Consecutive messages refused by a full outbox (for logging).
     full_streak: u64,
+    /// Publish commands taken from the channel: (messages, bytes).
+    taken: (u64, u64),
 }
 
 /// How a wait ended.
@@ -494,6 +574,13 @@ impl Bridge {
     }
 
     fn on_command(&mut self, cmd: UpstreamCommand) {
+        if let UpstreamCommand::Publish { topic, payload, .. } = &cmd {
+            // Published with the outbox gauges (publish_gauges), never before:
+            // the driver must always see a message in the channel or in the
+            // outbox, never in neither, or it would grant room twice.
+            self.taken.0 += 1;
+            self.taken.1 += (topic.len() + payload.len()) as u64;
+        }
         match cmd {
             UpstreamCommand::Publish {
                 topic,
@@ -765,12 +852,21 @@ impl Bridge {
     }
 
     fn publish_gauges(&self) {
-        self.counters
+        // Outbox first, then what was taken from the channel, with Release:
+        // a reader that sees the new `taken` (Acquire) sees this outbox too.
+        let before = self
+            .counters
             .pending_messages
-            .store(self.outbox.len() as u64, Ordering::Relaxed);
+            .swap(self.outbox.len() as u64, Ordering::Release);
         self.counters
             .pending_bytes
-            .store(self.outbox.bytes() as u64, Ordering::Relaxed);
+            .store(self.outbox.bytes() as u64, Ordering::Release);
+        let room = &self.counters.room;
+        room.taken_messages.store(self.taken.0, Ordering::Release);
+        room.taken_bytes.store(self.taken.1, Ordering::Release);
+        if (self.outbox.len() as u64) < before {
+            room.freed.notify_one();
+        }
     }
 }
 

@@ -67,6 +67,10 @@ pub struct Gateway {
     pub(super) predefined_by_id: HashMap<u16, Arc<str>>,
     pub(super) predefined_by_name: HashMap<Arc<str>, u16>,
     pub(super) queued_bytes_total: usize,
+    /// How many more messages the upstream bridge can take (set by the driver).
+    pub(super) upstream_room: usize,
+    /// Sessions with a PUBLISH parked for upstream room, oldest first.
+    pub(super) parked: VecDeque<SessionId>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     next_advertise: Option<Instant>,
     outputs: VecDeque<Output>,
@@ -97,6 +101,8 @@ impl Gateway {
             predefined_by_id,
             predefined_by_name,
             queued_bytes_total: 0,
+            upstream_room: usize::MAX,
+            parked: VecDeque::new(),
             timers: BinaryHeap::new(),
             next_advertise,
             outputs: VecDeque::new(),
@@ -236,6 +242,36 @@ impl Gateway {
         );
     }
 
+    /// How many more messages the upstream bridge can take right now. While it
+    /// is 0, a device's QoS 1/2 PUBLISH is held unacknowledged (the device
+    /// keeps it); when room returns, held messages are routed and acknowledged
+    /// in arrival order. The upstream copy of QoS 0 is dropped and counted.
+    /// Without a bridge the room is unlimited.
+    pub fn set_upstream_room(&mut self, now: Instant, room: usize) {
+        self.upstream_room = room;
+        while self.upstream_room > 0 {
+            let Some(sid) = self.parked.pop_front() else {
+                break;
+            };
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            let Some(parked) = s.parked.take() else {
+                continue;
+            };
+            if s.state != ClientState::Active {
+                // Gone meanwhile: never acknowledged, so the device still has it.
+                continue;
+            }
+            self.commit_publish(now, sid, parked);
+        }
+    }
+
+    /// True while device messages wait for upstream room.
+    pub fn has_parked_publishes(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
     /// Time has passed: fire every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(at) = self.next_advertise
@@ -371,13 +407,19 @@ impl Gateway {
             }
         }
         if self.cfg.upstream && origin == Origin::Device {
-            self.stats.upstream_out += 1;
-            self.upstream(UpstreamCommand::Publish {
-                topic: topic.to_string(),
-                payload: payload.clone(),
-                qos,
-                retain,
-            });
+            if self.upstream_room > 0 {
+                self.upstream_room -= 1;
+                self.stats.upstream_out += 1;
+                self.upstream(UpstreamCommand::Publish {
+                    topic: topic.to_string(),
+                    payload: payload.clone(),
+                    qos,
+                    retain,
+                });
+            } else {
+                // Only QoS 0 gets here: QoS 1/2 wait for room (see on_publish).
+                self.stats.drop(DropReason::UpstreamFull);
+            }
         }
         let mut matches = std::mem::take(&mut self.match_buf);
         self.subscriptions.matches(topic, &mut matches);

@@ -264,6 +264,7 @@ impl Gateway {
         s.queued_bytes = 0;
         s.inflight = None;
         s.inbound_qos2.clear();
+        s.parked = None;
         self.queued_bytes_total = self.queued_bytes_total.saturating_sub(freed);
         for filter in filters {
             self.remove_subscription(sid, &filter);

@@ -99,6 +99,24 @@ pub struct Delivery {
     pub sent_as: Option<u16>,
 }
 
+/// A device's QoS 1/2 PUBLISH held unacknowledged until the upstream bridge
+/// has room for it (the device keeps it and may retransmit it meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedPublish {
+    /// The device's message id.
+    pub msg_id: u16,
+    /// The raw TopicId field, echoed in the PUBACK.
+    pub topic_field: u16,
+    /// The resolved topic name.
+    pub topic: Arc<str>,
+    /// Payload.
+    pub payload: Bytes,
+    /// MQTT QoS 1 or 2.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+}
+
 /// The one exchange in flight towards the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InflightKind {
@@ -177,6 +195,9 @@ pub struct Session {
     pub armed: Option<Instant>,
     /// Messages handed over in the current awake period.
     pub delivered_this_wake: usize,
+    /// A PUBLISH from the client waiting for upstream room (at most one: a
+    /// client has one QoS 1/2 PUBLISH in flight).
+    pub parked: Option<ParkedPublish>,
 }
 
 /// How many unreleased inbound QoS 2 ids a session remembers. v1.2 allows one
@@ -207,6 +228,7 @@ impl Session {
             last_msg_id: 0,
             armed: None,
             delivered_this_wake: 0,
+            parked: None,
         }
     }
 

@@ -26,11 +26,13 @@ pub enum DropReason {
     TooLarge,
     /// A message for a device that disconnected with a clean session.
     SessionGone,
+    /// The upstream copy of a QoS 0 message while the bridge had no room.
+    UpstreamFull,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -41,6 +43,7 @@ impl DropReason {
         DropReason::RefusedByDevice,
         DropReason::TooLarge,
         DropReason::SessionGone,
+        DropReason::UpstreamFull,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -56,6 +59,7 @@ impl DropReason {
             DropReason::RefusedByDevice => "refused_by_device",
             DropReason::TooLarge => "too_large",
             DropReason::SessionGone => "session_gone",
+            DropReason::UpstreamFull => "upstream_full",
         }
     }
 
@@ -81,6 +85,9 @@ pub struct Stats {
     pub upstream_out: u64,
     /// Wills published.
     pub wills_published: u64,
+    /// Device QoS 1/2 publishes held unacknowledged until the upstream bridge
+    /// had room (backpressure).
+    pub publishes_parked: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 

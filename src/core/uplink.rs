@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::gateway::{Gateway, Origin, PublishTarget};
 use super::peer::Peer;
-use super::session::{MAX_INBOUND_QOS2, SessionId};
+use super::session::{MAX_INBOUND_QOS2, ParkedPublish, SessionId};
 use super::stats::DropReason;
 use crate::proto::{Packet, QoS, ReturnCode, TopicRef};
 
@@ -72,35 +72,67 @@ impl Gateway {
             QoS::AtMostOnce | QoS::MinusOne => {
                 self.accept_publish(now, &name, payload, 0, retain);
             }
-            QoS::AtLeastOnce => {
-                self.accept_publish(now, &name, payload, 1, retain);
-                self.send_to(
-                    sid,
-                    Packet::PubAck {
-                        topic_id: topic.raw(),
-                        msg_id,
-                        return_code: ReturnCode::Accepted,
-                    },
-                );
-            }
-            QoS::ExactlyOnce => {
+            QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                let upstream_full = self.cfg.upstream && self.upstream_room == 0;
                 let Some(s) = self.sessions.get_mut(&sid) else {
                     return;
                 };
-                // A retransmission of a PUBLISH not yet released is acknowledged
-                // again but not forwarded twice.
-                let first = !s.inbound_qos2.contains(&msg_id);
-                if first {
-                    if s.inbound_qos2.len() >= MAX_INBOUND_QOS2 {
-                        // Forget the oldest unreleased id rather than grow.
-                        s.inbound_qos2.pop_first();
-                    }
-                    s.inbound_qos2.insert(msg_id);
-                    self.accept_publish(now, &name, payload, 2, retain);
+                // A retransmission of a QoS 2 PUBLISH not yet released is
+                // acknowledged again but not forwarded twice (trap T-7).
+                if qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&msg_id) {
+                    return self.send_to(sid, Packet::PubRec { msg_id });
                 }
-                self.send_to(sid, Packet::PubRec { msg_id });
+                let parked = ParkedPublish {
+                    msg_id,
+                    topic_field: topic.raw(),
+                    topic: name,
+                    payload,
+                    qos: qos.as_mqtt(),
+                    retain,
+                };
+                match &s.parked {
+                    // The device resent the message that waits: it is
+                    // acknowledged once, when it goes through.
+                    Some(p) if p.msg_id == msg_id => {}
+                    // A second message while one waits (v1.2 allows one in
+                    // flight): not acknowledged, so the device sends it again.
+                    Some(_) => {
+                        debug!(client = %s.client_id, msg_id, "PUBLISH while another waits for upstream room");
+                        self.stats.drop(DropReason::OutOfState);
+                    }
+                    None if upstream_full => {
+                        s.parked = Some(parked);
+                        self.parked.push_back(sid);
+                        self.stats.publishes_parked += 1;
+                    }
+                    None => self.commit_publish(now, sid, parked),
+                }
             }
         }
+    }
+
+    /// Routes a device's QoS 1/2 message and acknowledges it (PUBACK, or
+    /// PUBREC with the id remembered until PUBREL).
+    pub(super) fn commit_publish(&mut self, now: Instant, sid: SessionId, p: ParkedPublish) {
+        let ack = if p.qos == 2 {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            if s.inbound_qos2.len() >= MAX_INBOUND_QOS2 {
+                // Forget the oldest unreleased id rather than grow.
+                s.inbound_qos2.pop_first();
+            }
+            s.inbound_qos2.insert(p.msg_id);
+            Packet::PubRec { msg_id: p.msg_id }
+        } else {
+            Packet::PubAck {
+                topic_id: p.topic_field,
+                msg_id: p.msg_id,
+                return_code: ReturnCode::Accepted,
+            }
+        };
+        self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);
+        self.send_to(sid, ack);
     }
 
     fn accept_publish(

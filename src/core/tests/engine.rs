@@ -1357,3 +1357,131 @@ fn a_message_resent_after_reconnect_keeps_its_msg_id_and_sets_dup() {
         other => panic!("resend expected, got {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------- upstream backpressure
+
+fn bridged() -> Harness {
+    Harness::with(EngineConfig {
+        upstream: true,
+        ..EngineConfig::default()
+    })
+}
+
+#[test]
+fn without_upstream_room_a_qos1_publish_waits_unacknowledged_then_goes_through() {
+    let mut h = bridged();
+    let (a, s) = pub_sub(&mut h, "bp/#", QoS::AtMostOnce);
+    let id = h.register(&a, 1, "bp/x");
+    h.gw.set_upstream_room(h.now, 0);
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(id), 7, "held"));
+    assert!(
+        packets_to(&out, &a).is_empty(),
+        "no PUBACK while upstream is full: {out:?}"
+    );
+    assert!(upstream(&out).is_empty());
+    assert!(
+        packets_to(&out, &s).is_empty(),
+        "nor local delivery: order is kept"
+    );
+    // The device retransmits; the copy is not queued twice.
+    let out = h.send(
+        &a,
+        Packet::Publish {
+            dup: true,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: TopicRef::Id(id),
+            msg_id: 7,
+            payload: b("held"),
+        },
+    );
+    assert!(out.is_empty());
+    assert_eq!(h.gw.stats().publishes_parked, 1);
+    assert!(h.gw.has_parked_publishes());
+    h.gw.set_upstream_room(h.now, 10);
+    let out = h.drain();
+    assert_eq!(
+        packets_to(&out, &a),
+        vec![Packet::PubAck {
+            topic_id: id,
+            msg_id: 7,
+            return_code: ReturnCode::Accepted
+        }]
+    );
+    assert_eq!(upstream(&out).len(), 1, "forwarded once");
+    assert!(
+        !packets_to(&out, &s).is_empty(),
+        "delivered locally once room came"
+    );
+    assert!(!h.gw.has_parked_publishes());
+}
+
+#[test]
+fn parked_publishes_are_released_in_arrival_order_as_far_as_room_goes() {
+    let mut h = bridged();
+    let peers: Vec<Peer> = (1..=3).map(peer).collect();
+    let mut ids = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        h.connect(p, &format!("d{i}"), true);
+        ids.push(h.register(p, 1, &format!("bp/{i}")));
+    }
+    h.gw.set_upstream_room(h.now, 0);
+    for (i, p) in peers.iter().enumerate() {
+        h.send(p, publish(QoS::ExactlyOnce, TopicRef::Id(ids[i]), 1, "q2"));
+    }
+    h.gw.set_upstream_room(h.now, 2);
+    let out = h.drain();
+    let topics: Vec<String> = upstream(&out)
+        .into_iter()
+        .filter_map(|c| match c {
+            UpstreamCommand::Publish { topic, .. } => Some(topic),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        topics,
+        ["bp/0", "bp/1"],
+        "oldest first, only as much as room"
+    );
+    assert_eq!(
+        packets_to(&out, &peers[0]),
+        vec![Packet::PubRec { msg_id: 1 }]
+    );
+    assert!(packets_to(&out, &peers[2]).is_empty());
+    h.gw.set_upstream_room(h.now, 5);
+    let out = h.drain();
+    assert_eq!(
+        packets_to(&out, &peers[2]),
+        vec![Packet::PubRec { msg_id: 1 }]
+    );
+}
+
+#[test]
+fn without_upstream_room_qos0_still_reaches_local_subscribers() {
+    let mut h = bridged();
+    let (a, s) = pub_sub(&mut h, "bp/#", QoS::AtMostOnce);
+    let id = h.register(&a, 1, "bp/x");
+    h.gw.set_upstream_room(h.now, 0);
+    let out = h.send(
+        &a,
+        publish(QoS::AtMostOnce, TopicRef::Id(id), 0, "best effort"),
+    );
+    assert!(!packets_to(&out, &s).is_empty());
+    assert!(upstream(&out).is_empty());
+    assert_eq!(h.gw.stats().drops(DropReason::UpstreamFull), 1);
+}
+
+#[test]
+fn a_parked_publish_of_a_client_that_left_is_never_acknowledged() {
+    let mut h = bridged();
+    let a = peer(1);
+    h.connect(&a, "a", true);
+    let id = h.register(&a, 1, "bp/x");
+    h.gw.set_upstream_room(h.now, 0);
+    h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(id), 3, "v"));
+    h.send(&a, Packet::Disconnect { duration: None });
+    h.gw.set_upstream_room(h.now, 10);
+    let out = h.drain();
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(h.gw.stats().upstream_out, 0);
+}
