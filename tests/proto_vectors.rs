@@ -848,7 +848,6 @@ fn encapsulation_does_not_nest_on_encode() {
 }
 
 #[test]
-#[ignore = "codec bug: encoded_len() returns Ok for a nested encapsulation that encode() refuses"]
 fn encoded_len_agrees_with_encode_on_nested_encapsulation() {
     let nested = Packet::Encapsulated {
         radius: 0,
@@ -1310,27 +1309,27 @@ fn payloads_are_not_checked_for_utf8() {
 }
 
 #[test]
-#[ignore = "codec bug: encode() accepts PUBLISH QoS -1 with a normal topic id, whose bytes decode as the Paho named form"]
 fn publish_qos_minus_one_with_normal_id_is_not_silently_reinterpreted() {
     // v1.2 allows QoS −1 only with TopicIdType 01/10; flags 0x60 mean the Paho
-    // named form (T-14). The encoder must refuse (or round-trip) this packet.
+    // named form (T-14). The encoder refuses this packet and writes nothing.
     let p = publish(false, QoS::MinusOne, false, TopicRef::Id(2), 0, b"hi");
     let mut buf = BytesMut::new();
-    if encode(&p, &mut buf).is_ok() {
-        assert_eq!(decode(&buf), Ok(p), "bytes {:02x?}", &buf[..]);
-    }
+    assert_eq!(
+        encode(&p, &mut buf),
+        Err(EncodeError::QosMinusOneWithNormalId)
+    );
+    assert_eq!(encoded_len(&p), Err(EncodeError::QosMinusOneWithNormalId));
+    assert!(buf.is_empty());
 }
 
 #[test]
-#[ignore = "codec bug: encode() turns PINGREQ with Some(\"\") client id into the 2-byte form, which decodes as None"]
 fn pingreq_with_empty_client_id_is_not_silently_changed() {
     let p = Packet::PingReq {
         client_id: Some(String::new()),
     };
     let mut buf = BytesMut::new();
-    if encode(&p, &mut buf).is_ok() {
-        assert_eq!(decode(&buf), Ok(p), "bytes {:02x?}", &buf[..]);
-    }
+    assert_eq!(encode(&p, &mut buf), Err(EncodeError::EmptyPingClientId));
+    assert!(buf.is_empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use thiserror::Error;
 use super::decode::{FLAG_CLEAN_SESSION, FLAG_DUP, FLAG_RETAIN, FLAG_WILL, QOS_SHIFT};
 use super::header::{MAX_MESSAGE_LEN, total_len_for, write_length};
 use super::packet::Packet;
-use super::types::{MsgType, QoS, SubscribeTopic, TopicIdType, WillTopic};
+use super::types::{MsgType, QoS, SubscribeTopic, TopicIdType, TopicRef, WillTopic};
 
 /// Why a packet cannot be put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -27,56 +27,69 @@ pub enum EncodeError {
     /// An encapsulation wrapping another encapsulation.
     #[error("encapsulations do not nest")]
     NestedEncapsulation,
+    /// A QoS −1 PUBLISH with a normal topic id: v1.2 allows only pre-defined
+    /// ids and short names, and on the wire the bits would read as Paho's
+    /// named form (trap T-14). Use `PublishNamedMinusOne` for a full name.
+    #[error("a QoS -1 PUBLISH needs a pre-defined id or a short name, not a normal topic id")]
+    QosMinusOneWithNormalId,
+    /// A PINGREQ with an empty client id: the empty field is the form without
+    /// a client id, so it would decode as `None`.
+    #[error("a PINGREQ client id, when present, must not be empty")]
+    EmptyPingClientId,
 }
 
 /// Appends the encoding of `packet` to `out`. On error nothing is appended.
 pub fn encode(packet: &Packet, out: &mut BytesMut) -> Result<(), EncodeError> {
+    // Every check happens here, before anything is written.
+    let total = encoded_len(packet)?;
+    out.reserve(total);
     if let Packet::Encapsulated {
         radius,
         node_id,
         inner,
     } = packet
     {
-        if matches!(**inner, Packet::Encapsulated { .. }) {
-            return Err(EncodeError::NestedEncapsulation);
-        }
         // The wrapper's Length covers only the wrapper: type, Ctrl, node id.
-        let total = total_len_for(2 + node_id.len());
-        if total > MAX_MESSAGE_LEN {
-            return Err(EncodeError::TooLong {
-                msg_type: MsgType::Encapsulated,
-                len: total,
-            });
-        }
-        let start = out.len();
-        write_length(total, out);
+        write_length(total_len_for(2 + node_id.len()), out);
         out.put_u8(MsgType::Encapsulated.code());
         out.put_u8(radius & 0b11);
         out.put_slice(node_id);
-        return encode(inner, out).inspect_err(|_| out.truncate(start));
+        let inner_total = total - total_len_for(2 + node_id.len());
+        write_length(inner_total, out);
+        out.put_u8(inner.msg_type().code());
+        write_variable(inner, out);
+        return Ok(());
     }
-
-    let body_len = 1 + variable_len(packet)?;
-    let total = total_len_for(body_len);
-    if total > MAX_MESSAGE_LEN {
-        return Err(EncodeError::TooLong {
-            msg_type: packet.msg_type(),
-            len: total,
-        });
-    }
-    out.reserve(total);
     write_length(total, out);
     out.put_u8(packet.msg_type().code());
     write_variable(packet, out);
     Ok(())
 }
 
-/// The encoded size of `packet`, Length field included.
+/// The encoded size of `packet`, Length field included; the same checks as
+/// [`encode`], so it fails exactly when `encode` does.
 pub fn encoded_len(packet: &Packet) -> Result<usize, EncodeError> {
     if let Packet::Encapsulated { node_id, inner, .. } = packet {
-        return Ok(total_len_for(2 + node_id.len()) + encoded_len(inner)?);
+        if matches!(**inner, Packet::Encapsulated { .. }) {
+            return Err(EncodeError::NestedEncapsulation);
+        }
+        let wrapper = total_len_for(2 + node_id.len());
+        if wrapper > MAX_MESSAGE_LEN {
+            return Err(EncodeError::TooLong {
+                msg_type: MsgType::Encapsulated,
+                len: wrapper,
+            });
+        }
+        return Ok(wrapper + encoded_len(inner)?);
     }
-    Ok(total_len_for(1 + variable_len(packet)?))
+    let total = total_len_for(1 + variable_len(packet)?);
+    if total > MAX_MESSAGE_LEN {
+        return Err(EncodeError::TooLong {
+            msg_type: packet.msg_type(),
+            len: total,
+        });
+    }
+    Ok(total)
 }
 
 /// Bytes after the MsgType byte.
@@ -94,6 +107,11 @@ fn variable_len(packet: &Packet) -> Result<usize, EncodeError> {
         Packet::WillMsg { payload } | Packet::WillMsgUpd { payload } => payload.len(),
         Packet::Register { topic_name, .. } => 4 + topic_name.len(),
         Packet::RegAck { .. } | Packet::PubAck { .. } => 5,
+        Packet::Publish {
+            qos: QoS::MinusOne,
+            topic: TopicRef::Id(_),
+            ..
+        } => return Err(EncodeError::QosMinusOneWithNormalId),
         Packet::Publish { payload, .. } => 5 + payload.len(),
         Packet::PublishNamedMinusOne {
             topic_name,
@@ -112,6 +130,9 @@ fn variable_len(packet: &Packet) -> Result<usize, EncodeError> {
         Packet::Subscribe { topic, .. } => 3 + subscribe_topic_len(topic),
         Packet::Unsubscribe { topic, .. } => 3 + subscribe_topic_len(topic),
         Packet::SubAck { .. } => 6,
+        Packet::PingReq {
+            client_id: Some(id),
+        } if id.is_empty() => return Err(EncodeError::EmptyPingClientId),
         Packet::PingReq { client_id } => client_id.as_ref().map_or(0, String::len),
         Packet::Disconnect { duration } => duration.map_or(0, |_| 2),
         Packet::Encapsulated { .. } => return Err(EncodeError::NestedEncapsulation),
