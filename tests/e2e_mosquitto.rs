@@ -359,7 +359,6 @@ async fn downlink_at_qos_0_1_2_by_wildcard() {
 /// matching subscription. Each copy is routed to every local subscriber, so
 /// each device gets the message twice, even at QoS 2.
 #[tokio::test]
-#[ignore = "gateway bug: overlapping upstream subscriptions deliver each broker message once per matching filter to every local subscriber (duplicates at QoS 2)"]
 async fn overlapping_subscriptions_deliver_once() {
     let mut rig = Rig::start().await;
     let mut by_name = connect(rig.gw.addr, "dev-ov-name").await;
@@ -419,7 +418,6 @@ async fn retained_on_the_broker_reaches_a_later_subscriber() {
 /// subscription: it should carry the retain flag, as the broker's copy does.
 /// The engine's `route` clears it for every routed message.
 #[tokio::test]
-#[ignore = "gateway bug: a retained message arriving from upstream on a new subscription reaches the device with retain = false (Gateway::route sets retain: false for every delivery)"]
 async fn retained_from_upstream_keeps_its_retain_flag() {
     let rig = Rig::start().await;
     let mut publisher = rig.mqtt("pub-retained-flag").await;

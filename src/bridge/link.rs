@@ -51,6 +51,8 @@ pub enum LinkEvent {
         qos: u8,
         /// Retain flag.
         retain: bool,
+        /// Subscription identifiers the broker attached (MQTT 5; empty otherwise).
+        subscription_ids: Vec<usize>,
     },
     /// PUBACK; `ok` unless the reason code is an error.
     PubAck { pkid: u16, ok: bool },
@@ -182,25 +184,25 @@ impl LinkClient {
         }
     }
 
-    /// Queues one SUBSCRIBE for `filters` (remote filter, QoS). On MQTT 5
-    /// every filter has No Local and Retain As Published set.
-    pub fn try_subscribe(&self, filters: &[(String, u8)]) -> bool {
+    /// Queues one SUBSCRIBE for one remote filter. On MQTT 5 it carries No
+    /// Local, Retain As Published and the subscription identifier `id`, which
+    /// the broker echoes in every PUBLISH sent for this subscription (the
+    /// bridge uses it to pass one copy of a message matched by overlapping
+    /// subscriptions). MQTT 3.1.1 has no identifiers: `id` is unused.
+    pub fn try_subscribe(&self, filter: &str, qos: u8, id: usize) -> bool {
         match self {
-            LinkClient::V4(c) => c
-                .try_subscribe_many(
-                    filters
-                        .iter()
-                        .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), qos4(*q))),
-                )
-                .is_ok(),
-            LinkClient::V5(c) => c
-                .try_subscribe_many(filters.iter().map(|(f, q)| {
-                    let mut filter = m5::Filter::new(f.clone(), qos5(*q));
-                    filter.nolocal = true;
-                    filter.preserve_retain = true;
-                    filter
-                }))
-                .is_ok(),
+            LinkClient::V4(c) => c.try_subscribe(filter, qos4(qos)).is_ok(),
+            LinkClient::V5(c) => {
+                let mut f = m5::Filter::new(filter.to_owned(), qos5(qos));
+                f.nolocal = true;
+                f.preserve_retain = true;
+                let properties = m5::SubscribeProperties {
+                    id: Some(id),
+                    user_properties: Vec::new(),
+                };
+                c.try_subscribe_many_with_properties([f], properties)
+                    .is_ok()
+            }
         }
     }
 
@@ -296,6 +298,7 @@ fn from_v4(ev: rumqttc::Event) -> LinkEvent {
             payload: p.payload,
             qos: p.qos as u8,
             retain: p.retain,
+            subscription_ids: Vec::new(),
         },
         Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
             pkid: a.pkid,
@@ -336,6 +339,10 @@ fn from_v5(ev: rumqttc::v5::Event) -> LinkEvent {
             payload: p.payload,
             qos: p.qos as u8,
             retain: p.retain,
+            subscription_ids: p
+                .properties
+                .map(|props| props.subscription_identifiers)
+                .unwrap_or_default(),
         },
         Event::Incoming(Incoming::PubAck(a)) => LinkEvent::PubAck {
             pkid: a.pkid,

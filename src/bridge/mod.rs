@@ -37,7 +37,7 @@ pub mod link;
 pub mod outbox;
 pub mod rules;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,7 +57,6 @@ use outbox::{Ack, OutMessage, Outbox};
 use rules::Rules;
 
 /// Filters per SUBSCRIBE packet when (re-)subscribing many at once.
-const SUBSCRIBE_CHUNK: usize = 64;
 /// Capacity of the event channel towards the driver; when it is full the
 /// bridge stops reading from the broker (TCP back-pressure) until the
 /// driver catches up.
@@ -142,6 +141,9 @@ pub struct BridgeStats {
     pub not_bridged_in: u64,
     /// MQTT 3.1.1 echoes of our own messages swallowed.
     pub echoes_suppressed: u64,
+    /// Extra copies of one message sent for overlapping subscriptions,
+    /// dropped (MQTT 5 subscription identifiers).
+    pub duplicates_suppressed: u64,
     /// Messages sent again after a reconnection (at-least-once duplicates
     /// are possible for these).
     pub resent: u64,
@@ -182,6 +184,7 @@ struct Counters {
     not_bridged_out: AtomicU64,
     not_bridged_in: AtomicU64,
     echoes_suppressed: AtomicU64,
+    duplicates_suppressed: AtomicU64,
     resent: AtomicU64,
     pending_messages: AtomicU64,
     pending_bytes: AtomicU64,
@@ -209,6 +212,7 @@ impl Counters {
             not_bridged_out: get(&self.not_bridged_out),
             not_bridged_in: get(&self.not_bridged_in),
             echoes_suppressed: get(&self.echoes_suppressed),
+            duplicates_suppressed: get(&self.duplicates_suppressed),
             resent: get(&self.resent),
             pending_messages: get(&self.pending_messages),
             pending_bytes: get(&self.pending_bytes),
@@ -347,6 +351,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         client,
         outbox: Outbox::new(cfg.max_pending_messages, cfg.max_pending_bytes),
         subscriptions,
+        sub_ids: SubscriptionIds::default(),
         control: VecDeque::new(),
         connected: false,
         in_channel: 0,
@@ -454,7 +459,8 @@ fn tls_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, BridgeError> {
 
 /// A SUBSCRIBE or UNSUBSCRIBE waiting for room in rumqttc's channel.
 enum Request {
-    Subscribe(Vec<(String, u8)>),
+    /// One SUBSCRIBE: remote filter, QoS, subscription identifier.
+    Subscribe(String, u8, usize),
     Unsubscribe(String),
 }
 
@@ -464,6 +470,8 @@ struct Bridge {
     rules: Rules,
     client: LinkClient,
     outbox: Outbox,
+    /// Subscription identifiers of the upstream filters.
+    sub_ids: SubscriptionIds,
     /// Upstream subscriptions (remote filter → QoS): the rules' (static) or
     /// the local subscribers' (dynamic, when there are no rules).
     subscriptions: BTreeMap<String, u8>,
@@ -482,6 +490,47 @@ struct Bridge {
     full_streak: u64,
     /// Publish commands taken from the channel: (messages, bytes).
     taken: (u64, u64),
+}
+
+/// MQTT 5 subscription identifiers for the upstream filters: stable while a
+/// filter is subscribed, never reused while the process runs (1..=268,435,455).
+#[derive(Debug, Default)]
+struct SubscriptionIds {
+    by_filter: HashMap<String, usize>,
+    by_id: HashMap<usize, String>,
+    last: usize,
+}
+
+impl SubscriptionIds {
+    /// The filter's identifier, assigning one on first use.
+    fn id(&mut self, filter: &str) -> usize {
+        if let Some(&id) = self.by_filter.get(filter) {
+            return id;
+        }
+        // The identifier is a variable byte integer: at most 268,435,455.
+        self.last = if self.last >= 268_435_455 {
+            1
+        } else {
+            self.last + 1
+        };
+        self.by_filter.insert(filter.to_owned(), self.last);
+        self.by_id.insert(self.last, filter.to_owned());
+        self.last
+    }
+
+    fn get(&self, filter: &str) -> Option<usize> {
+        self.by_filter.get(filter).copied()
+    }
+
+    fn filter(&self, id: usize) -> Option<&str> {
+        self.by_id.get(&id).map(String::as_str)
+    }
+
+    fn forget(&mut self, filter: &str) {
+        if let Some(id) = self.by_filter.remove(filter) {
+            self.by_id.remove(&id);
+        }
+    }
 }
 
 /// How a wait ended.
@@ -629,18 +678,60 @@ impl Bridge {
                 }
                 let qos = qos.min(2);
                 if self.subscriptions.insert(filter.clone(), qos) != Some(qos) && self.connected {
-                    self.control
-                        .push_back(Request::Subscribe(vec![(filter, qos)]));
+                    let id = self.sub_ids.id(&filter);
+                    self.control.push_back(Request::Subscribe(filter, qos, id));
                 }
             }
             UpstreamCommand::Unsubscribe { filter } => {
                 if !self.rules.is_transparent() {
                     return;
                 }
-                if self.subscriptions.remove(&filter).is_some() && self.connected {
-                    self.control.push_back(Request::Unsubscribe(filter));
+                if self.subscriptions.remove(&filter).is_some() {
+                    self.sub_ids.forget(&filter);
+                    if self.connected {
+                        self.control.push_back(Request::Unsubscribe(filter));
+                    }
                 }
             }
+        }
+    }
+
+    /// Which copy of a message to pass on when overlapping upstream
+    /// subscriptions make the broker send one copy per subscription (MQTT 5,
+    /// e.g. mosquitto). `Some(None)`: pass it to every local subscriber;
+    /// `Some(Some(filter))`: pass it only to local subscribers of `filter`;
+    /// `None`: a duplicate, drop it.
+    ///
+    /// The copy passed on is the one carrying the identifier of the smallest
+    /// of our filters that match the topic: exactly one copy carries it,
+    /// whether the broker sends one copy per subscription or one with every
+    /// identifier. A retained copy without it answers one new subscription
+    /// (the broker sends retained messages only for the subscription just
+    /// made), so it goes to that filter's subscribers only. Without
+    /// identifiers (MQTT 3.1.1, or a broker that omits them) every copy passes
+    /// (see docs/bridge.md).
+    fn copy_scope(&self, topic: &str, ids: &[usize], retain: bool) -> Option<Option<String>> {
+        if ids.is_empty() {
+            return Some(None);
+        }
+        let representative = self
+            .subscriptions
+            .keys()
+            .find(|f| crate::core::topic::matches(f, topic))
+            .and_then(|f| self.sub_ids.get(f));
+        match representative {
+            None => Some(None),
+            Some(rep) if ids.contains(&rep) => Some(None),
+            Some(_) if retain => {
+                let filter = ids.iter().find_map(|id| self.sub_ids.filter(*id));
+                // Only transparent mode has local filters equal to remote ones.
+                Some(
+                    filter
+                        .filter(|_| self.rules.is_transparent())
+                        .map(str::to_owned),
+                )
+            }
+            Some(_) => None,
         }
     }
 
@@ -653,7 +744,9 @@ impl Bridge {
         while self.in_channel < link::REQUEST_CHANNEL {
             if let Some(req) = self.control.pop_front() {
                 let ok = match &req {
-                    Request::Subscribe(filters) => self.client.try_subscribe(filters),
+                    Request::Subscribe(filter, qos, id) => {
+                        self.client.try_subscribe(filter, *qos, *id)
+                    }
                     Request::Unsubscribe(filter) => self.client.try_unsubscribe(filter),
                 };
                 if ok {
@@ -712,13 +805,15 @@ impl Bridge {
                 );
                 // Re-subscribe everything, every time.
                 self.control.clear();
+                // One SUBSCRIBE per filter: each carries its own identifier.
                 let all: Vec<(String, u8)> = self
                     .subscriptions
                     .iter()
                     .map(|(f, q)| (f.clone(), *q))
                     .collect();
-                for chunk in all.chunks(SUBSCRIBE_CHUNK) {
-                    self.control.push_back(Request::Subscribe(chunk.to_vec()));
+                for (filter, qos) in all {
+                    let id = self.sub_ids.id(&filter);
+                    self.control.push_back(Request::Subscribe(filter, qos, id));
                 }
                 self.emit(BridgeEvent::Connected).await;
             }
@@ -727,10 +822,18 @@ impl Bridge {
                 payload,
                 qos,
                 retain,
+                subscription_ids,
             } => {
                 let Some(topic) = topic else {
                     bump(&self.counters.not_bridged_in, 1);
                     return;
+                };
+                let scope = match self.copy_scope(&topic, &subscription_ids, retain) {
+                    Some(scope) => scope,
+                    None => {
+                        bump(&self.counters.duplicates_suppressed, 1);
+                        return;
+                    }
                 };
                 if let Some(echo) = &mut self.echo
                     && echo.is_echo(std::time::Instant::now(), &topic, &payload)
@@ -748,6 +851,7 @@ impl Bridge {
                     payload,
                     qos,
                     retain,
+                    filter: scope,
                 }))
                 .await;
             }

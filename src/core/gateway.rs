@@ -49,8 +49,14 @@ pub struct UpstreamMessage {
     pub payload: Bytes,
     /// MQTT QoS 0..=2.
     pub qos: u8,
-    /// Retain flag.
+    /// Retain flag: set when the broker holds the message as retained (the
+    /// bridge subscribes with Retain As Published); passed on to devices.
     pub retain: bool,
+    /// `Some(filter)`: a retained message the broker sent because the
+    /// upstream subscription to `filter` was just made; it goes only to local
+    /// subscribers of exactly that filter, so subscribers of overlapping
+    /// filters do not get it twice. `None`: every matching subscriber.
+    pub filter: Option<String>,
 }
 
 /// The MQTT-SN gateway engine. See the module documentation.
@@ -229,9 +235,11 @@ impl Gateway {
         }
     }
 
-    /// Messages from the upstream broker, routed to local subscribers.
+    /// Messages from the upstream broker, routed to local subscribers (all of
+    /// them, or only those of `msg.filter`).
     pub fn handle_upstream(&mut self, now: Instant, msg: UpstreamMessage) {
         let topic: Arc<str> = Arc::from(msg.topic.as_str());
+        let scope = msg.filter.as_deref();
         self.route(
             now,
             &topic,
@@ -239,6 +247,7 @@ impl Gateway {
             msg.qos,
             msg.retain,
             Origin::Upstream,
+            scope,
         );
     }
 
@@ -384,6 +393,12 @@ impl Gateway {
 
     /// Delivers a message to every matching subscriber, updates the retained
     /// store, and hands device messages to the upstream bridge.
+    ///
+    /// With `scope`, only sessions subscribed to exactly that filter receive
+    /// it. Devices' live messages reach subscribers with the retain flag
+    /// cleared (MQTT 3.1.1); an upstream message keeps its flag (the bridge
+    /// subscribes with Retain As Published, so it means "held as retained").
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn route(
         &mut self,
         now: Instant,
@@ -392,6 +407,7 @@ impl Gateway {
         qos: u8,
         retain: bool,
         origin: Origin,
+        scope: Option<&str>,
     ) {
         if retain {
             if payload.is_empty() {
@@ -423,14 +439,23 @@ impl Gateway {
         }
         let mut matches = std::mem::take(&mut self.match_buf);
         self.subscriptions.matches(topic, &mut matches);
+        let delivered_retain = retain && origin == Origin::Upstream;
         for &(sub, sub_qos) in &matches {
             match sub {
                 Subscriber::Device(sid) => {
+                    if let Some(filter) = scope
+                        && !self
+                            .sessions
+                            .get(&sid)
+                            .is_some_and(|s| s.subscriptions.contains_key(filter))
+                    {
+                        continue;
+                    }
                     let delivery = Delivery {
                         topic: topic.clone(),
                         payload: payload.clone(),
                         qos: qos.min(sub_qos),
-                        retain: false,
+                        retain: delivered_retain,
                         reregistered: false,
                         sent_as: None,
                     };

@@ -518,6 +518,7 @@ impl Gateway {
                 will.qos,
                 will.retain,
                 Origin::Device,
+                None,
             );
         }
         if clean {

@@ -144,7 +144,7 @@ impl Gateway {
         retain: bool,
     ) {
         self.stats.publishes_in += 1;
-        self.route(now, topic, payload, qos, retain, Origin::Device);
+        self.route(now, topic, payload, qos, retain, Origin::Device, None);
     }
 
     pub(super) fn on_pubrel(&mut self, sid: SessionId, msg_id: u16) {

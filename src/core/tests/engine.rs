@@ -1281,6 +1281,7 @@ fn upstream_sees_device_publishes_and_follows_local_subscriptions() {
             payload: b("go"),
             qos: 1,
             retain: false,
+            filter: None,
         },
     );
     let out = h.drain();
@@ -1484,4 +1485,54 @@ fn a_parked_publish_of_a_client_that_left_is_never_acknowledged() {
     let out = h.drain();
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(h.gw.stats().upstream_out, 0);
+}
+
+#[test]
+fn an_upstream_retained_message_keeps_its_flag_and_a_scoped_one_reaches_only_its_filter() {
+    let mut h = bridged();
+    let (a, w) = (peer(1), peer(2));
+    h.connect(&a, "exact", true);
+    h.connect(&w, "wild", true);
+    h.subscribe(&a, 1, "ov/exact", QoS::AtMostOnce);
+    h.subscribe(&w, 1, "ov/+", QoS::AtMostOnce);
+    // The broker's answer to the new upstream subscription to ov/exact.
+    h.gw.handle_upstream(
+        h.now,
+        UpstreamMessage {
+            topic: "ov/exact".into(),
+            payload: b("state"),
+            qos: 0,
+            retain: true,
+            filter: Some("ov/exact".into()),
+        },
+    );
+    let out = h.drain();
+    assert!(
+        matches!(
+            packets_to(&out, &a).as_slice(),
+            [Packet::Publish { retain: true, .. }]
+        ),
+        "{out:?}"
+    );
+    assert!(
+        packets_to(&out, &w).is_empty(),
+        "ov/+ did not ask for it: {out:?}"
+    );
+    // An unscoped upstream message reaches both, flag kept.
+    h.gw.handle_upstream(
+        h.now,
+        UpstreamMessage {
+            topic: "ov/exact".into(),
+            payload: b("live"),
+            qos: 0,
+            retain: false,
+            filter: None,
+        },
+    );
+    let out = h.drain();
+    assert!(matches!(
+        packets_to(&out, &a).as_slice(),
+        [Packet::Publish { retain: false, .. }]
+    ));
+    assert!(!packets_to(&out, &w).is_empty());
 }
