@@ -69,12 +69,17 @@ fn main() -> BenchResult<()> {
             let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
             rt.block_on(idle(&mosquitto, n))?;
         }
+        Some("sleep") => {
+            let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
+            rt.block_on(sleepers(n, 10))?;
+        }
         _ => {
             for rate in [20_000, 40_000, 60_000, 80_000] {
                 rt.block_on(qos0_pair(&mosquitto, rate, 5))?;
             }
             rt.block_on(qos1_pair(&mosquitto, 5))?;
             rt.block_on(idle(&mosquitto, 10_000))?;
+            rt.block_on(sleepers(10_000, 10))?;
         }
     }
     Ok(())
@@ -159,6 +164,119 @@ async fn idle(mosquitto: &Mosquitto, n: usize) -> BenchResult<()> {
         took.as_secs_f64()
     );
     drop(devices);
+    Ok(())
+}
+
+/// `n` sleeping devices, `per_device` QoS 1 messages buffered for each while
+/// asleep (published by 20 devices), then all wake at once: gateway RSS with
+/// the buffers full, and how fast the hand-over (REGISTER, PUBLISH, PUBACK …
+/// PINGRESP, per device) empties them. Local routing only, no upstream.
+async fn sleepers(n: usize, per_device: usize) -> BenchResult<()> {
+    use sngate::client::{Client, ConnectOptions};
+    use sngate::proto::SubscribeTopic;
+    const PUBLISHERS: usize = 20;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("sleep.toml");
+    // Each publisher registers n / PUBLISHERS topics; buffers must hold the lot.
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nmax_clients = {}\nmax_topics_per_client = {}\nmax_queued_bytes_total = {}\n",
+            n + PUBLISHERS + 10,
+            n / PUBLISHERS + 10,
+            256 << 20
+        ),
+    )?;
+    let config = config.to_string_lossy().into_owned();
+    let gateway = Sngate::start_with(&["--config", &config])?;
+    let gw = gateway.udp;
+    let idle = gateway.rss_kib();
+    let options = |id: String| {
+        ConnectOptions::new(id)
+            .keep_alive(3600)
+            .clean_session(false)
+            .retry(Duration::from_secs(2), 5)
+    };
+
+    // Connect, subscribe and sleep, 200 at a time.
+    let mut sleepers = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let options = options(format!("sleeper-{i}"));
+            batch.push(tokio::spawn(async move {
+                let mut c = Client::connect(gw, options).await?;
+                c.subscribe(SubscribeTopic::Name(format!("sleep/{i}")), QoS::AtLeastOnce)
+                    .await?;
+                c.sleep(3600).await?;
+                Ok::<_, sngate::client::ClientError>(c)
+            }));
+        }
+        for t in batch {
+            sleepers.push(t.await??);
+        }
+    }
+
+    // Buffer per_device messages for each sleeper.
+    let started = Instant::now();
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let options = options(format!("publisher-{p}"));
+        publishers.push(tokio::spawn(async move {
+            let mut c = Client::connect(gw, options).await?;
+            for i in (p..n).step_by(PUBLISHERS) {
+                let id = c.register(&format!("sleep/{i}")).await?;
+                for m in 0..per_device {
+                    c.publish(
+                        TopicRef::Id(id),
+                        format!("{i}:{m}"),
+                        QoS::AtLeastOnce,
+                        false,
+                    )
+                    .await?;
+                }
+            }
+            Ok::<_, sngate::client::ClientError>(())
+        }));
+    }
+    for t in publishers {
+        t.await??;
+    }
+    let buffered_in = started.elapsed();
+    let full = gateway.rss_kib();
+
+    // Everyone wakes at once.
+    let started = Instant::now();
+    let mut wakes = Vec::with_capacity(n);
+    for (i, mut c) in sleepers.into_iter().enumerate() {
+        wakes.push(tokio::spawn(async move {
+            let got = c.wake_and_collect().await?;
+            let expected: Vec<String> = (0..per_device).map(|m| format!("{i}:{m}")).collect();
+            let payloads: Vec<String> = got
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+                .collect();
+            Ok::<_, sngate::client::ClientError>(payloads == expected)
+        }));
+    }
+    let mut complete = 0;
+    for t in wakes {
+        if t.await?? {
+            complete += 1;
+        }
+    }
+    let took = started.elapsed();
+    let handed = (n * per_device) as f64;
+    println!(
+        "| {n} sleeping devices × {per_device} buffered QoS 1 | via sngate | | {:.0} handed over/s | {} devices incomplete | | | RSS {:.1} MB with {} buffered (idle {:.1} MB); buffered in {:.1} s, all woke and emptied in {:.1} s |",
+        handed / took.as_secs_f64(),
+        n - complete,
+        full as f64 / 1024.0,
+        n * per_device,
+        idle as f64 / 1024.0,
+        buffered_in.as_secs_f64(),
+        took.as_secs_f64(),
+    );
     Ok(())
 }
 
@@ -593,11 +711,16 @@ struct Sngate {
 
 impl Sngate {
     fn start(mqtt_port: u16) -> BenchResult<Sngate> {
+        Self::start_with(&["--upstream", &format!("127.0.0.1:{mqtt_port}")])
+    }
+
+    /// The gateway with extra `sngate run` arguments (e.g. a config file).
+    fn start_with(extra: &[&str]) -> BenchResult<Sngate> {
         let port = free_udp_port()?;
         let udp: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
             .args(["run", "--log-level", "warn", "--udp", &udp.to_string()])
-            .args(["--upstream", &format!("127.0.0.1:{mqtt_port}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
