@@ -867,3 +867,41 @@ async fn a_reused_source_port_does_not_hijack_a_session() {
     );
     gw.stop().await;
 }
+
+/// IPv4 and IPv6 listeners side by side (IPv6 sockets are IPv6-only, so both
+/// can be bound): a device on each family, routed to each other.
+#[tokio::test]
+async fn ipv4_and_ipv6_devices_talk_through_one_gateway() {
+    let mut config = common::test_config();
+    config.udp.listen = vec![
+        "127.0.0.1:0".parse().expect("v4 address"),
+        "[::1]:0".parse().expect("v6 address"),
+    ];
+    let running = sngate::driver::start(config).await.expect("gateway starts");
+    let (v4, v6) = match running.udp_addrs() {
+        [v4, v6] => (*v4, *v6),
+        other => panic!("two listeners expected, got {other:?}"),
+    };
+    assert!(v4.is_ipv4() && v6.is_ipv6());
+
+    let mut on_v6 = common::connect(v6, "on-v6").await;
+    on_v6
+        .subscribe(SubscribeTopic::Name("fam/#".into()), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe over IPv6");
+    let mut on_v4 = common::connect(v4, "on-v4").await;
+    let id = on_v4
+        .register("fam/from-v4")
+        .await
+        .expect("register over IPv4");
+    on_v4
+        .publish(TopicRef::Id(id), "hello v6", QoS::AtLeastOnce, false)
+        .await
+        .expect("publish over IPv4");
+    let m = common::expect_message(&mut on_v6).await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("fam/from-v4", &b"hello v6"[..])
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
