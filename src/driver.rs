@@ -399,6 +399,12 @@ mod tests {
     }
 
     #[test]
+    fn the_default_config_gives_the_engine_defaults() {
+        // Two sets of defaults (file-level and engine-level) must not drift.
+        assert_eq!(engine_config(&Config::default()), EngineConfig::default());
+    }
+
+    #[test]
     fn an_unknown_overflow_policy_is_a_config_error() {
         let err = Config::from_toml_str(
             "[limits]\nqueue_overflow = \"drop-random\"\n",

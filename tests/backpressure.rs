@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::mosquitto::{Mosquitto, MosquittoOptions};
-use common::{options, start_gateway_with};
+use common::{options, start_gateway_with, upstream_to};
 use sngate::client::{Client, ClientError};
 use sngate::config::UpstreamConfig;
 use sngate::proto::{QoS, TopicRef};
@@ -26,13 +26,8 @@ async fn a_stalled_broker_stops_acknowledgements_at_the_bridge_bound_and_loses_n
     let port = broker.port;
     let gw = start_gateway_with(|c| {
         c.upstream = Some(UpstreamConfig {
-            host: "127.0.0.1".into(),
-            port,
-            client_id: "sngate-backpressure".into(),
             max_pending_messages: ROOM,
-            reconnect_min_secs: 1,
-            reconnect_max_secs: 1,
-            ..UpstreamConfig::default()
+            ..upstream_to(port, "sngate-backpressure")
         });
     })
     .await;

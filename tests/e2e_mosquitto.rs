@@ -28,6 +28,7 @@ use bytes::Bytes;
 use common::mosquitto::{Mosquitto, MosquittoOptions};
 use common::{
     TestGateway, WAIT, connect, connect_with, expect_message, options, start_gateway_with,
+    upstream_to,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket, Publish, QoS as MqttQoS};
 use sngate::client::{Client, Message, Will};
@@ -90,13 +91,8 @@ impl Rig {
         let port = broker.port;
         let gw = start_gateway_with(|c| {
             c.upstream = Some(UpstreamConfig {
-                host: "127.0.0.1".into(),
-                port,
-                client_id: "sngate-e2e".into(),
                 keep_alive_secs: 5,
-                reconnect_min_secs: 1,
-                reconnect_max_secs: 1,
-                ..UpstreamConfig::default()
+                ..upstream_to(port, "sngate-e2e")
             });
         })
         .await;

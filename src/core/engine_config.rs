@@ -14,8 +14,9 @@ pub enum OverflowPolicy {
     DropOldest,
 }
 
-/// Settings for [`Gateway`](super::Gateway).
-#[derive(Debug, Clone)]
+/// Settings for [`Gateway`](super::Gateway). Its `Default` equals what the
+/// default configuration file gives (a test in `driver.rs` keeps them equal).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Gateway id, sent in ADVERTISE and GWINFO.
     pub gateway_id: u8,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use sngate::client::{Client, ConnectOptions, Message};
-use sngate::config::{Config, PredefinedTopic};
+use sngate::config::{Config, PredefinedTopic, UpstreamConfig};
 use sngate::driver::{self, RunningGateway};
 use sngate::proto::{self, PROTOCOL_ID_V1_2, Packet};
 use tokio::net::UdpSocket;
@@ -152,5 +152,19 @@ impl RawDevice {
             Packet::ConnAck { return_code } if return_code.is_accepted() => {}
             other => panic!("expected an accepting CONNACK, got {other:?}"),
         }
+    }
+}
+
+/// A bridge to a mosquitto on 127.0.0.1:`port` that reconnects within a
+/// second, as the tests want; adjust the rest with struct update syntax.
+#[allow(dead_code)]
+pub fn upstream_to(port: u16, client_id: &str) -> UpstreamConfig {
+    UpstreamConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: client_id.into(),
+        reconnect_min_secs: 1,
+        reconnect_max_secs: 1,
+        ..UpstreamConfig::default()
     }
 }
