@@ -183,8 +183,15 @@ impl Default for TimersConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Most clients with a session at once (≥ 1). Default: 10000.
+    /// Most clients with a session at once (≥ 1). When full, a new client
+    /// takes the place of the least recently seen disconnected or lost
+    /// session; it is refused only if every session is connected or asleep.
+    /// Default: 10000.
     pub max_clients: usize,
+    /// Seconds a CleanSession = false session (subscriptions, queued
+    /// messages) is kept after its client was last heard from, once it
+    /// disconnected or was lost; 0 = forever. Default: 7200.
+    pub session_expiry_secs: u32,
     /// Most registered topic ids per client. Default: 1000.
     pub max_topics_per_client: usize,
     /// Most subscriptions per client. Default: 100.
@@ -217,6 +224,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_clients: 10_000,
+            session_expiry_secs: 7200,
             max_topics_per_client: 1000,
             max_subscriptions_per_client: 100,
             max_queued_messages_per_client: 1000,

@@ -54,6 +54,10 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             .then(|| secs(config.discovery.advertise_interval_secs)),
         answer_searchgw: config.discovery.answer_searchgw,
         max_clients: config.limits.max_clients,
+        session_expiry: match config.limits.session_expiry_secs {
+            0 => None,
+            s => Some(secs(s)),
+        },
         max_topics_per_client: config.limits.max_topics_per_client,
         max_subscriptions_per_client: config.limits.max_subscriptions_per_client,
         max_queued_messages_per_client: config.limits.max_queued_messages_per_client,
@@ -265,8 +269,14 @@ impl Driver {
                 warn!(%reason, "upstream broker disconnected; reconnecting");
             }
             None => {
-                warn!("the upstream bridge stopped; upstream traffic is dropped from now on");
+                // Nothing can go up any more: device QoS 1/2 messages bound
+                // upstream are no longer acknowledged (they stay with the
+                // devices) rather than acknowledged and dropped.
+                warn!("the upstream bridge stopped; device messages bound upstream are held");
                 self.bridge = None;
+                self.room_watch = None;
+                let now = tokio::time::Instant::now().into_std();
+                self.gateway.set_upstream_room(now, 0);
             }
         }
     }

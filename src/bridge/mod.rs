@@ -37,7 +37,7 @@ pub mod link;
 pub mod outbox;
 pub mod rules;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -281,7 +281,13 @@ impl BridgeHandle {
             .sent_bytes
             .load(Ordering::Relaxed)
             .saturating_sub(taken_bytes);
-        let messages = r.max_messages.saturating_sub(in_channel + pending);
+        // A hundredth of the bound (at least one) is kept for wills, which go
+        // up whatever the room (their clients are gone and cannot wait).
+        let reserve = (r.max_messages / 100).max(1);
+        let messages = r
+            .max_messages
+            .saturating_sub(reserve)
+            .saturating_sub(in_channel + pending);
         let bytes = r.max_bytes.saturating_sub(in_channel_bytes + pending_bytes);
         let by_bytes = bytes / (message_bytes.max(1) as u64);
         usize::try_from(messages.min(by_bytes)).unwrap_or(usize::MAX)
@@ -352,6 +358,8 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         outbox: Outbox::new(cfg.max_pending_messages, cfg.max_pending_bytes),
         subscriptions,
         sub_ids: SubscriptionIds::default(),
+        awaiting_suback: VecDeque::new(),
+        confirmed: HashSet::new(),
         control: VecDeque::new(),
         connected: false,
         in_channel: 0,
@@ -472,6 +480,13 @@ struct Bridge {
     outbox: Outbox,
     /// Subscription identifiers of the upstream filters.
     sub_ids: SubscriptionIds,
+    /// Filters sent in a SUBSCRIBE whose SUBACK has not come yet, in order
+    /// (one filter per SUBSCRIBE; brokers answer in order).
+    awaiting_suback: VecDeque<String>,
+    /// Filters the broker has accepted on this connection: only these can be
+    /// the representative in `copy_scope` (a filter still pending or refused
+    /// would make the bridge drop the copies it does get).
+    confirmed: HashSet<String>,
     /// Upstream subscriptions (remote filter → QoS): the rules' (static) or
     /// the local subscribers' (dynamic, when there are no rules).
     subscriptions: BTreeMap<String, u8>,
@@ -688,6 +703,7 @@ impl Bridge {
                 }
                 if self.subscriptions.remove(&filter).is_some() {
                     self.sub_ids.forget(&filter);
+                    self.confirmed.remove(&filter);
                     if self.connected {
                         self.control.push_back(Request::Unsubscribe(filter));
                     }
@@ -702,35 +718,40 @@ impl Bridge {
     /// `Some(Some(filter))`: pass it only to local subscribers of `filter`;
     /// `None`: a duplicate, drop it.
     ///
-    /// The copy passed on is the one carrying the identifier of the smallest
-    /// of our filters that match the topic: exactly one copy carries it,
-    /// whether the broker sends one copy per subscription or one with every
-    /// identifier. A retained copy without it answers one new subscription
-    /// (the broker sends retained messages only for the subscription just
-    /// made), so it goes to that filter's subscribers only. Without
-    /// identifiers (MQTT 3.1.1, or a broker that omits them) every copy passes
-    /// (see docs/bridge.md).
+    /// - A retained copy carrying one identifier (the broker's answer to that
+    ///   subscription, or its per-subscription copy of a retained update)
+    ///   goes to that filter's subscribers only; the engine skips it for
+    ///   them when its store already holds the same value.
+    /// - Otherwise the copy passed on is the one carrying the identifier of
+    ///   the smallest of our *confirmed* filters that match the topic:
+    ///   exactly one copy carries it, whether the broker sends one copy per
+    ///   subscription or one with every identifier. Filters still awaiting
+    ///   their SUBACK, or refused, are never the representative, so the
+    ///   copies the broker does send are not mistaken for duplicates.
+    /// - Without identifiers (MQTT 3.1.1, or a broker that omits them) every
+    ///   copy passes (see docs/bridge.md).
     fn copy_scope(&self, topic: &str, ids: &[usize], retain: bool) -> Option<Option<String>> {
         if ids.is_empty() {
             return Some(None);
         }
+        // Only transparent mode has local filters equal to remote ones.
+        if retain
+            && let [id] = ids
+            && self.rules.is_transparent()
+            && let Some(filter) = self.sub_ids.filter(*id)
+        {
+            return Some(Some(filter.to_owned()));
+        }
         let representative = self
             .subscriptions
             .keys()
+            .filter(|f| self.confirmed.contains(*f))
             .find(|f| crate::core::topic::matches(f, topic))
             .and_then(|f| self.sub_ids.get(f));
         match representative {
             None => Some(None),
             Some(rep) if ids.contains(&rep) => Some(None),
-            Some(_) if retain => {
-                let filter = ids.iter().find_map(|id| self.sub_ids.filter(*id));
-                // Only transparent mode has local filters equal to remote ones.
-                Some(
-                    filter
-                        .filter(|_| self.rules.is_transparent())
-                        .map(str::to_owned),
-                )
-            }
+            Some(_) if retain => Some(None),
             Some(_) => None,
         }
     }
@@ -745,7 +766,11 @@ impl Bridge {
             if let Some(req) = self.control.pop_front() {
                 let ok = match &req {
                     Request::Subscribe(filter, qos, id) => {
-                        self.client.try_subscribe(filter, *qos, *id)
+                        let ok = self.client.try_subscribe(filter, *qos, *id);
+                        if ok {
+                            self.awaiting_suback.push_back(filter.clone());
+                        }
+                        ok
                     }
                     Request::Unsubscribe(filter) => self.client.try_unsubscribe(filter),
                 };
@@ -805,6 +830,8 @@ impl Bridge {
                 );
                 // Re-subscribe everything, every time.
                 self.control.clear();
+                self.awaiting_suback.clear();
+                self.confirmed.clear();
                 // One SUBSCRIBE per filter: each carries its own identifier.
                 let all: Vec<(String, u8)> = self
                     .subscriptions
@@ -868,8 +895,18 @@ impl Bridge {
                 self.count_ack(ack);
             }
             LinkEvent::SubAck { refused } => {
-                if refused > 0 {
-                    warn!(refused, "upstream broker refused subscription filters");
+                let filter = self.awaiting_suback.pop_front();
+                match filter {
+                    Some(filter) if refused == 0 => {
+                        if self.subscriptions.contains_key(&filter) {
+                            self.confirmed.insert(filter);
+                        }
+                    }
+                    Some(filter) => {
+                        warn!(%filter, "upstream broker refused a subscription filter");
+                        self.confirmed.remove(&filter);
+                    }
+                    None => debug!("upstream: SUBACK for nothing awaited"),
                 }
             }
             LinkEvent::SentPublish(pkid) => {

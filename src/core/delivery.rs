@@ -256,10 +256,27 @@ impl Gateway {
         } else {
             // The client refused the topic: drop the message that needed it
             // (trap T-2), never publish with an id it does not hold.
+            // Every queued message on that topic goes: the client refused it.
             debug!(client = %s.client_id, ?return_code, "client refused a REGISTER");
+            let name = s.topics.name(registered).cloned();
             s.topics.remove(registered);
-            self.pop_head(sid);
-            self.stats.drop(DropReason::RefusedByDevice);
+            if let Some(name) = name {
+                let before = s.queue.len();
+                let mut freed = 0;
+                s.queue.retain(|d| {
+                    let keep = d.topic != name;
+                    if !keep {
+                        freed += d.payload.len();
+                    }
+                    keep
+                });
+                let dropped = before - s.queue.len();
+                s.queued_bytes = s.queued_bytes.saturating_sub(freed);
+                self.queued_bytes_total = self.queued_bytes_total.saturating_sub(freed);
+                for _ in 0..dropped {
+                    self.stats.drop(DropReason::RefusedByDevice);
+                }
+            }
         }
         self.pump(now, sid);
     }
@@ -326,12 +343,15 @@ impl Gateway {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
+        let qos2 = |kind: &InflightKind| match kind {
+            InflightKind::Publish { delivery, .. } => delivery.qos == 2,
+            InflightKind::PubRel => true,
+            InflightKind::Register { .. } => false,
+        };
         match &s.inflight {
             Some(Inflight {
-                kind: InflightKind::Publish { .. } | InflightKind::PubRel,
-                msg_id: m,
-                ..
-            }) if *m == msg_id => {
+                kind, msg_id: m, ..
+            }) if *m == msg_id && qos2(kind) => {
                 let packet = Packet::PubRel { msg_id };
                 s.inflight = Some(Inflight {
                     kind: InflightKind::PubRel,

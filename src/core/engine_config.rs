@@ -44,7 +44,12 @@ pub struct EngineConfig {
     /// Answer SEARCHGW with GWINFO.
     pub answer_searchgw: bool,
     /// Most sessions at once (connected or kept for CleanSession = false).
+    /// When full, a new client takes the place of the least recently seen
+    /// disconnected or lost session; only if there is none is it refused.
     pub max_clients: usize,
+    /// How long a CleanSession = false session is kept after its client was
+    /// last heard from while disconnected or lost; `None` = forever.
+    pub session_expiry: Option<Duration>,
     /// Most topic ids per client.
     pub max_topics_per_client: usize,
     /// Most subscriptions per client.
@@ -88,6 +93,7 @@ impl Default for EngineConfig {
             advertise_interval: None,
             answer_searchgw: true,
             max_clients: 10_000,
+            session_expiry: Some(Duration::from_secs(7200)),
             max_topics_per_client: 1000,
             max_subscriptions_per_client: 100,
             max_queued_messages_per_client: 1000,

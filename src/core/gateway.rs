@@ -7,8 +7,7 @@
 //! the per-packet handlers live in `connect.rs`, `uplink.rs`, `delivery.rs` and
 //! `subscribe.rs`, each an `impl Gateway` block for one concern.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -77,7 +76,8 @@ pub struct Gateway {
     pub(super) upstream_room: usize,
     /// Sessions with a PUBLISH parked for upstream room, oldest first.
     pub(super) parked: VecDeque<SessionId>,
-    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// One entry per session with a deadline: (its earliest deadline, id).
+    timers: BTreeSet<(Instant, SessionId)>,
     next_advertise: Option<Instant>,
     outputs: VecDeque<Output>,
     match_buf: Vec<(Subscriber, u8)>,
@@ -109,7 +109,7 @@ impl Gateway {
             queued_bytes_total: 0,
             upstream_room: usize::MAX,
             parked: VecDeque::new(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             next_advertise,
             outputs: VecDeque::new(),
             match_buf: Vec::new(),
@@ -163,6 +163,13 @@ impl Gateway {
     /// A datagram (or serial frame) arrived from `peer`.
     pub fn handle_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
         self.stats.datagrams_in += 1;
+        if bytes.len() > self.cfg.max_packet_bytes {
+            // Bounds every name and payload a device can make the gateway
+            // hold, and every message the bridge's room is counted in.
+            debug!(%peer, len = bytes.len(), "dropping a datagram over max_packet_bytes");
+            self.stats.drop(DropReason::TooLarge);
+            return;
+        }
         match proto::decode(bytes) {
             Ok(Packet::Encapsulated { node_id, inner, .. }) => {
                 let forwarded = peer.forwarded(node_id);
@@ -293,20 +300,15 @@ impl Gateway {
         // Take every due entry first, then fire each session once: whatever a
         // handler does to its deadlines, one call always ends.
         let mut due = Vec::new();
-        while let Some(Reverse((at, sid))) = self.timers.peek().copied() {
+        while let Some(&(at, sid)) = self.timers.first() {
             if at > now {
                 break;
             }
-            self.timers.pop();
-            let Some(session) = self.sessions.get_mut(&sid) else {
-                continue;
-            };
-            if session.armed != Some(at) {
-                // Superseded by an earlier entry for the same session.
-                continue;
+            self.timers.pop_first();
+            if let Some(session) = self.sessions.get_mut(&sid) {
+                session.armed = None;
+                due.push(sid);
             }
-            session.armed = None;
-            due.push(sid);
         }
         for sid in due {
             self.on_session_timer(now, sid);
@@ -323,7 +325,7 @@ impl Gateway {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let session = self.timers.peek().map(|Reverse((at, _))| *at);
+        let session = self.timers.first().map(|(at, _)| *at);
         match (session, self.next_advertise) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -348,18 +350,36 @@ impl Gateway {
         self.outputs.push_back(Output::Upstream(cmd));
     }
 
-    /// (Re)arms the session's timer entry for its earliest deadline.
+    /// Keeps the session's one timer entry at its earliest deadline (or
+    /// removes it when it has none), so the timer set holds at most one entry
+    /// per session whatever the message rate.
     pub(super) fn arm(&mut self, sid: SessionId) {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let Some(next) = session.next_deadline() else {
+        let next = session.next_deadline();
+        if next == session.armed {
             return;
-        };
-        if session.armed.is_none_or(|armed| next < armed) {
-            session.armed = Some(next);
-            self.timers.push(Reverse((next, sid)));
         }
+        if let Some(old) = session.armed {
+            self.timers.remove(&(old, sid));
+        }
+        if let Some(at) = next {
+            self.timers.insert((at, sid));
+        }
+        session.armed = next;
+    }
+
+    /// Removes the session's timer entry (it is being removed).
+    pub(super) fn disarm(&mut self, sid: SessionId) {
+        if let Some(at) = self.sessions.get_mut(&sid).and_then(|s| s.armed.take()) {
+            self.timers.remove(&(at, sid));
+        }
+    }
+
+    /// Number of timer entries (at most one per session).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
     }
 
     pub(super) fn new_session_id(&mut self) -> SessionId {
@@ -409,6 +429,15 @@ impl Gateway {
         origin: Origin,
         scope: Option<&str>,
     ) {
+        // The broker's retained answer to a new upstream subscription, equal to
+        // what the local store held: the subscribers of that filter already
+        // got it from the store when they subscribed (no second copy).
+        let already_delivered = scope.is_some()
+            && retain
+            && self
+                .retained
+                .get(topic)
+                .is_some_and(|m| m.payload == payload);
         if retain {
             if payload.is_empty() {
                 self.retained.remove(topic);
@@ -422,9 +451,14 @@ impl Gateway {
                 debug!(%topic, error = %full, "retained message not stored");
             }
         }
-        if self.cfg.upstream && origin == Origin::Device {
-            if self.upstream_room > 0 {
-                self.upstream_room -= 1;
+        if already_delivered {
+            return;
+        }
+        if self.cfg.upstream && matches!(origin, Origin::Device | Origin::Will) {
+            // A will cannot wait for room (its client is gone): it goes up
+            // regardless, into the headroom the bridge keeps for it.
+            if self.upstream_room > 0 || origin == Origin::Will {
+                self.upstream_room = self.upstream_room.saturating_sub(1);
                 self.stats.upstream_out += 1;
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),
@@ -443,18 +477,22 @@ impl Gateway {
         for &(sub, sub_qos) in &matches {
             match sub {
                 Subscriber::Device(sid) => {
-                    if let Some(filter) = scope
-                        && !self
+                    // Scoped: only subscribers of that filter, at its QoS.
+                    let granted = match scope {
+                        None => sub_qos,
+                        Some(filter) => match self
                             .sessions
                             .get(&sid)
-                            .is_some_and(|s| s.subscriptions.contains_key(filter))
-                    {
-                        continue;
-                    }
+                            .and_then(|s| s.subscriptions.get(filter))
+                        {
+                            Some(&q) => q,
+                            None => continue,
+                        },
+                    };
                     let delivery = Delivery {
                         topic: topic.clone(),
                         payload: payload.clone(),
-                        qos: qos.min(sub_qos),
+                        qos: qos.min(granted),
                         retain: delivered_retain,
                         reregistered: false,
                         sent_as: None,
@@ -550,9 +588,14 @@ impl Gateway {
         let retry_due = session.retry_deadline().is_some_and(|d| d <= now);
         let supervision_due = session.supervision_deadline().is_some_and(|d| d <= now);
         let connecting = matches!(session.state, ClientState::Connecting(_));
+        let gone = matches!(session.state, ClientState::Disconnected | ClientState::Lost);
         if supervision_due {
             if connecting {
                 self.abort_handshake(sid, "will handshake timed out");
+            } else if gone {
+                debug!(client = %session.client_id, "session expired");
+                self.stats.sessions_expired += 1;
+                self.remove_session(sid);
             } else {
                 self.lose(now, sid, "keep-alive or sleep timer expired");
             }
@@ -567,8 +610,10 @@ impl Gateway {
 /// Where a routed message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Origin {
-    /// An MQTT-SN device (goes upstream too).
+    /// An MQTT-SN device (goes upstream too, within the bridge's room).
     Device,
+    /// A lost device's will (goes upstream even without room).
+    Will,
     /// The upstream broker (never sent back up).
     Upstream,
 }

@@ -21,7 +21,11 @@ impl Gateway {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
-        session.last_seen = now;
+        // Only the sleep timer decides for a sleeping client: a stray packet
+        // does not extend it (DISCONNECT with Duration restarts it itself).
+        if session.state != ClientState::Asleep {
+            session.last_seen = now;
+        }
         let state = session.state.clone();
         match (state, packet) {
             (ClientState::Connecting(Handshake::AwaitWillTopic), Packet::WillTopic(topic)) => {
@@ -171,7 +175,7 @@ impl Gateway {
             );
         }
         let existing = self.by_client.get(client_id.as_str()).copied();
-        if existing.is_none() && self.sessions.len() >= self.cfg.max_clients {
+        if existing.is_none() && self.sessions.len() >= self.cfg.max_clients && !self.evict_one() {
             return refuse(self, peer, "max_clients reached", ReturnCode::Congestion);
         }
 
@@ -227,6 +231,11 @@ impl Gateway {
             };
             s.peer = Some(peer);
             s.clean_session = clean_session;
+            s.expiry = if clean_session {
+                Some(Duration::ZERO)
+            } else {
+                self.cfg.session_expiry
+            };
             s.keep_alive = keep_alive;
             s.last_seen = now;
             // The client's id table is gone after a reconnect (trap T-4): every
@@ -251,6 +260,25 @@ impl Gateway {
         }
     }
 
+    /// Makes room for a new client at `max_clients` by removing the least
+    /// recently seen session whose client is disconnected or lost (never one
+    /// that is connected or asleep). False if there is none.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(s.state, ClientState::Disconnected | ClientState::Lost))
+            .min_by_key(|(_, s)| s.last_seen)
+            .map(|(sid, _)| *sid);
+        let Some(victim) = victim else {
+            return false;
+        };
+        info!(client = %self.client_label(victim), "max_clients reached: evicting the oldest gone session");
+        self.stats.sessions_evicted += 1;
+        self.remove_session(victim);
+        true
+    }
+
     /// Drops subscriptions, topic ids, queued messages and in-flight state.
     pub(super) fn clear_session_state(&mut self, sid: SessionId) {
         let Some(s) = self.sessions.get_mut(&sid) else {
@@ -264,8 +292,12 @@ impl Gateway {
         s.queued_bytes = 0;
         s.inflight = None;
         s.inbound_qos2.clear();
-        s.parked = None;
+        let was_parked = s.parked.take().is_some();
         self.queued_bytes_total = self.queued_bytes_total.saturating_sub(freed);
+        if was_parked {
+            // Its place in the release order goes with it.
+            self.parked.retain(|&p| p != sid);
+        }
         for filter in filters {
             self.remove_subscription(sid, &filter);
         }
@@ -517,7 +549,7 @@ impl Gateway {
                 will.payload,
                 will.qos,
                 will.retain,
-                Origin::Device,
+                Origin::Will,
                 None,
             );
         }
@@ -539,6 +571,7 @@ impl Gateway {
     pub(super) fn remove_session(&mut self, sid: SessionId) {
         self.clear_session_state(sid);
         self.detach_peer(sid);
+        self.disarm(sid);
         if let Some(s) = self.sessions.remove(&sid)
             && self.by_client.get(&s.client_id) == Some(&sid)
         {

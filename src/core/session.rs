@@ -5,7 +5,7 @@
 //! Sessions are keyed by client id, never by address (trap T-19); the address is
 //! just where the client was last heard from.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -187,8 +187,9 @@ pub struct Session {
     pub queued_bytes: usize,
     /// The exchange in flight towards the client (at most one, trap T-6).
     pub inflight: Option<Inflight>,
-    /// QoS 2 message ids received and PUBREC'd but not yet released (trap T-7).
-    pub inbound_qos2: BTreeSet<u16>,
+    /// QoS 2 message ids received and PUBREC'd but not yet released (trap
+    /// T-7), oldest first.
+    pub inbound_qos2: VecDeque<u16>,
     /// Last message id the gateway used towards the client.
     pub last_msg_id: u16,
     /// Deadline of this session's pending entry in the timer heap.
@@ -198,6 +199,9 @@ pub struct Session {
     /// A PUBLISH from the client waiting for upstream room (at most one: a
     /// client has one QoS 1/2 PUBLISH in flight).
     pub parked: Option<ParkedPublish>,
+    /// How long the session outlives its client once disconnected or lost
+    /// (`None`: forever); set at CONNECT, `Some(0)` for a clean session.
+    pub expiry: Option<Duration>,
 }
 
 /// How many unreleased inbound QoS 2 ids a session remembers. v1.2 allows one
@@ -224,11 +228,12 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: None,
-            inbound_qos2: BTreeSet::new(),
+            inbound_qos2: VecDeque::new(),
             last_msg_id: 0,
             armed: None,
             delivered_this_wake: 0,
             parked: None,
+            expiry: Some(Duration::ZERO),
         }
     }
 
@@ -249,7 +254,10 @@ impl Session {
                 Some(self.last_seen + EngineConfig::with_tolerance(self.sleep_duration))
             }
             ClientState::Connecting(_) => self.handshake_deadline,
-            ClientState::Awake | ClientState::Disconnected | ClientState::Lost => None,
+            ClientState::Disconnected | ClientState::Lost => {
+                self.expiry.map(|e| self.last_seen + e)
+            }
+            ClientState::Awake => None,
         }
     }
 

@@ -88,6 +88,11 @@ pub struct Stats {
     /// Device QoS 1/2 publishes held unacknowledged until the upstream bridge
     /// had room (backpressure).
     pub publishes_parked: u64,
+    /// CleanSession = false sessions removed after `session_expiry`.
+    pub sessions_expired: u64,
+    /// Disconnected or lost sessions removed to make room for a new client
+    /// at `max_clients`.
+    pub sessions_evicted: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 

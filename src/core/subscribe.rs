@@ -29,42 +29,36 @@ impl Gateway {
             msg_id,
             return_code,
         };
-        let (filter, topic_id) = match self.subscription_filter(&topic) {
-            Ok(filter) => {
-                let topic_id = match &topic {
-                    SubscribeTopic::Predefined(id) => *id,
-                    // Short names and wildcard filters carry id 0 (traps T-2, T-15).
-                    SubscribeTopic::Short(_) => 0,
-                    SubscribeTopic::Name(name) if super::topic::has_wildcards(name) => 0,
-                    SubscribeTopic::Name(name) => {
-                        let Some(s) = self.sessions.get_mut(&sid) else {
-                            return;
-                        };
-                        match s.topics.assign(name, true) {
-                            Ok(id) => id,
-                            Err(full) => {
-                                debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
-                                return self.send_to(sid, refuse(ReturnCode::Congestion));
-                            }
-                        }
-                    }
-                };
-                (filter, topic_id)
-            }
+        let filter = match self.subscription_filter(&topic) {
+            Ok(filter) => filter,
             Err(code) => {
                 debug!(client = %self.client_label(sid), ?topic, "refusing SUBSCRIBE");
                 return self.send_to(sid, refuse(code));
             }
         };
-        let Some(s) = self.sessions.get(&sid) else {
+        let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
+        // The limit first, so a refused SUBSCRIBE takes no topic id.
         if !s.subscriptions.contains_key(filter.as_ref())
             && s.subscriptions.len() >= self.cfg.max_subscriptions_per_client
         {
             debug!(client = %s.client_id, "subscription limit reached");
             return self.send_to(sid, refuse(ReturnCode::Congestion));
         }
+        let topic_id = match &topic {
+            SubscribeTopic::Predefined(id) => *id,
+            // Short names and wildcard filters carry id 0 (traps T-2, T-15).
+            SubscribeTopic::Short(_) => 0,
+            SubscribeTopic::Name(name) if super::topic::has_wildcards(name) => 0,
+            SubscribeTopic::Name(name) => match s.topics.assign(name, true) {
+                Ok(id) => id,
+                Err(full) => {
+                    debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
+                    return self.send_to(sid, refuse(ReturnCode::Congestion));
+                }
+            },
+        };
         self.add_subscription(sid, &filter, granted);
         if let (SubscribeTopic::Predefined(id), Some(s)) = (&topic, self.sessions.get_mut(&sid)) {
             s.predefined_subscriptions.insert(*id);
@@ -97,16 +91,18 @@ impl Gateway {
     }
 
     pub(super) fn on_unsubscribe(&mut self, sid: SessionId, msg_id: u16, topic: SubscribeTopic) {
-        if let (SubscribeTopic::Predefined(id), Some(s)) = (&topic, self.sessions.get_mut(&sid)) {
-            s.predefined_subscriptions.remove(id);
-        }
-        if let Ok(filter) = self.subscription_filter(&topic)
-            && self
-                .sessions
-                .get_mut(&sid)
-                .is_some_and(|s| s.subscriptions.remove(filter.as_ref()).is_some())
-        {
-            self.remove_subscription(sid, &filter);
+        if let Ok(filter) = self.subscription_filter(&topic) {
+            // By name or by id, the pre-defined topic is no longer subscribed.
+            let predefined = self.predefined_by_name.get(&filter).copied();
+            let removed = self.sessions.get_mut(&sid).is_some_and(|s| {
+                if let Some(id) = predefined {
+                    s.predefined_subscriptions.remove(&id);
+                }
+                s.subscriptions.remove(filter.as_ref()).is_some()
+            });
+            if removed {
+                self.remove_subscription(sid, &filter);
+            }
         }
         // UNSUBACK whether or not the subscription existed (v1.2 has no code).
         self.send_to(sid, Packet::UnsubAck { msg_id });

@@ -120,9 +120,9 @@ impl Gateway {
             };
             if s.inbound_qos2.len() >= MAX_INBOUND_QOS2 {
                 // Forget the oldest unreleased id rather than grow.
-                s.inbound_qos2.pop_first();
+                s.inbound_qos2.pop_front();
             }
-            s.inbound_qos2.insert(p.msg_id);
+            s.inbound_qos2.push_back(p.msg_id);
             Packet::PubRec { msg_id: p.msg_id }
         } else {
             Packet::PubAck {
@@ -149,7 +149,7 @@ impl Gateway {
 
     pub(super) fn on_pubrel(&mut self, sid: SessionId, msg_id: u16) {
         if let Some(s) = self.sessions.get_mut(&sid) {
-            s.inbound_qos2.remove(&msg_id);
+            s.inbound_qos2.retain(|&m| m != msg_id);
         }
         // PUBCOMP even for an unknown id: the client may be retrying after the
         // gateway already released it.

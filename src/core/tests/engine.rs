@@ -1543,7 +1543,6 @@ fn an_upstream_retained_message_keeps_its_flag_and_a_scoped_one_reaches_only_its
 // suite stays green; remove the `#[ignore]` when fixing the code.
 
 #[test]
-#[ignore = "review: Gateway::parked keeps stale entries for removed or cleaned sessions and grows without bound"]
 fn review_parked_queue_holds_at_most_one_entry_per_session() {
     let mut h = bridged();
     let a = peer(1);
@@ -1563,7 +1562,6 @@ fn review_parked_queue_holds_at_most_one_entry_per_session() {
 }
 
 #[test]
-#[ignore = "review: a stale Gateway::parked entry lets a clean-reconnected client's new PUBLISH overtake older parked ones"]
 fn review_parked_release_keeps_arrival_order_after_a_clean_reconnect() {
     let mut h = bridged();
     let (a, b2) = (peer(1), peer(2));
@@ -1593,7 +1591,6 @@ fn review_parked_release_keeps_arrival_order_after_a_clean_reconnect() {
 }
 
 #[test]
-#[ignore = "review: max_packet_bytes ('accepted or sent') is not enforced on input; oversized PUBLISH is acknowledged and forwarded"]
 fn review_a_publish_larger_than_max_packet_bytes_is_not_accepted() {
     let mut h = bridged();
     let a = peer(1);
@@ -1612,7 +1609,6 @@ fn review_a_publish_larger_than_max_packet_bytes_is_not_accepted() {
 }
 
 #[test]
-#[ignore = "review: REGISTER accepts topic names far larger than max_packet_bytes (up to ~64 KiB each, per id)"]
 fn review_a_register_larger_than_max_packet_bytes_is_refused() {
     let mut h = Harness::new();
     let a = peer(1);
@@ -1639,7 +1635,6 @@ fn review_a_register_larger_than_max_packet_bytes_is_refused() {
 }
 
 #[test]
-#[ignore = "review: with drop-oldest, a refused REGISTER pops whatever is now at the queue head (another topic's message)"]
 fn review_a_refused_register_drops_only_the_message_that_needed_it() {
     let mut h = Harness::with(EngineConfig {
         queue_overflow: OverflowPolicy::DropOldest,
@@ -1679,7 +1674,6 @@ fn review_a_refused_register_drops_only_the_message_that_needed_it() {
 }
 
 #[test]
-#[ignore = "review: inbound QoS 2 ids beyond 16 evict the smallest id (BTreeSet::pop_first), not the oldest; after a wrap a recent id is forgotten and its retransmission forwarded twice"]
 fn review_beyond_the_bound_the_oldest_unreleased_qos2_id_is_forgotten() {
     let mut h = Harness::new();
     let (a, s) = (peer(1), peer(2));
@@ -1712,7 +1706,6 @@ fn review_beyond_the_bound_the_oldest_unreleased_qos2_id_is_forgotten() {
 }
 
 #[test]
-#[ignore = "review: a QoS 1 will is silently dropped (UpstreamFull) when the bridge has no room; it is never retried"]
 fn review_a_qos1_will_reaches_upstream_even_when_the_bridge_was_full() {
     let mut h = bridged();
     let a = peer(1);
@@ -1751,7 +1744,6 @@ fn review_a_qos1_will_reaches_upstream_even_when_the_bridge_was_full() {
 }
 
 #[test]
-#[ignore = "review: on a subscription that is new upstream the engine sends its stored retained copy AND the broker sends one: the device gets it twice"]
 fn review_a_retained_message_reaches_a_resubscribing_device_once() {
     let mut h = bridged();
     let s = peer(2);
@@ -1761,8 +1753,9 @@ fn review_a_retained_message_reaches_a_resubscribing_device_once() {
         payload: b("state"),
         qos: 1,
         retain: true,
-        // What the bridge passes for its only (so representative) filter.
-        filter: None,
+        // What the bridge passes for a retained copy carrying one
+        // subscription identifier: scoped to that filter.
+        filter: Some("r/t".into()),
     };
     h.subscribe(&s, 1, "r/t", QoS::AtLeastOnce);
     // The broker answers the new upstream subscription with its retained message.
@@ -1833,7 +1826,6 @@ fn review_a_retained_message_reaches_a_resubscribing_device_once() {
 }
 
 #[test]
-#[ignore = "review: persistent sessions never expire; a peer that CONNECTs with max_clients junk ids (clean=0) locks every new client out for good"]
 fn review_abandoned_persistent_sessions_do_not_lock_new_clients_out_forever() {
     let mut h = Harness::with(EngineConfig {
         max_clients: 3,
@@ -1866,7 +1858,6 @@ fn review_abandoned_persistent_sessions_do_not_lock_new_clients_out_forever() {
 }
 
 #[test]
-#[ignore = "review: every QoS 1/2 delivery leaves a stale keep-alive entry in the timer heap; its size follows the message rate, not the sessions"]
 fn review_the_timer_heap_does_not_grow_with_the_message_rate() {
     let mut h = Harness::new();
     let s = peer(2);
@@ -1925,4 +1916,44 @@ fn review_the_timer_heap_does_not_grow_with_the_message_rate() {
         wakeups <= 2,
         "{wakeups} timer wake-ups for one idle session: one heap entry per past delivery"
     );
+}
+
+#[test]
+fn a_persistent_session_expires_after_session_expiry_not_before() {
+    let mut h = Harness::with(EngineConfig {
+        session_expiry: Some(Duration::from_secs(3600)),
+        ..EngineConfig::default()
+    });
+    let s = peer(2);
+    h.connect(&s, "p", false);
+    h.subscribe(&s, 1, "keep", QoS::AtLeastOnce);
+    h.send(&s, Packet::Disconnect { duration: None });
+    h.advance(Duration::from_secs(3599));
+    assert_eq!(h.gw.client_state("p"), Some(&ClientState::Disconnected));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.gw.client_state("p"), None);
+    assert_eq!(h.gw.stats().sessions_expired, 1);
+    assert_eq!(h.gw.timer_entries(), 0, "nothing left behind in the timers");
+}
+
+#[test]
+fn a_pubrec_for_a_qos1_delivery_is_not_taken_for_the_qos2_flow() {
+    let mut h = Harness::new();
+    let (a, s) = pub_sub(&mut h, "q1", QoS::AtLeastOnce);
+    let id = h.register(&a, 1, "q1");
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(id), 1, "v"));
+    let Some(Packet::Publish {
+        msg_id,
+        qos: QoS::AtLeastOnce,
+        ..
+    }) = packets_to(&out, &s).first().cloned()
+    else {
+        panic!("QoS 1 PUBLISH expected");
+    };
+    let out = h.send(&s, Packet::PubRec { msg_id });
+    assert!(
+        packets_to(&out, &s).is_empty(),
+        "no PUBREL for a QoS 1 message: {out:?}"
+    );
+    assert_eq!(h.gw.stats().drops(DropReason::UnmatchedAck), 1);
 }

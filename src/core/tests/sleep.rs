@@ -588,3 +588,14 @@ fn a_pubrel_pending_across_sleep_is_not_retried_into_the_void_and_is_resent_on_w
     let out = h.send(&s, Packet::PubComp { msg_id });
     assert_eq!(packets_to(&out, &s), vec![Packet::PingResp]);
 }
+
+#[test]
+fn a_stray_packet_from_a_sleeping_client_does_not_extend_its_sleep() {
+    let mut h = Harness::new();
+    let (_a, s, id) = asleep(&mut h, "z/#", QoS::AtLeastOnce, "z/1", 100); // lost after 110 s
+    h.advance(Duration::from_secs(100));
+    // Not valid while asleep: dropped, and the sleep timer keeps running.
+    h.send(&s, publish(QoS::AtMostOnce, TopicRef::Id(id), 0, "stray"));
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.gw.client_state("sleepy"), Some(&ClientState::Lost));
+}
