@@ -60,6 +60,10 @@ use rules::Rules;
 /// Capacity of the event channel towards the driver; when it is full the
 /// bridge stops reading from the broker (TCP back-pressure) until the
 /// driver catches up.
+/// Outbox slots that must free before the driver is woken to release parked
+/// device messages (or the outbox empties).
+const ROOM_NOTIFY_BATCH: u64 = 64;
+
 const EVENT_CHANNEL: usize = 1024;
 /// How long a 3.1.1 echo is expected after publishing.
 const ECHO_WINDOW: Duration = Duration::from_secs(30);
@@ -374,6 +378,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         deadline: None,
         full_streak: 0,
         taken: (0, 0),
+        freed_since_notify: 0,
     };
     let task = rt.spawn(bridge.run(event_loop, control_rx));
     Ok(BridgeHandle {
@@ -505,6 +510,8 @@ struct Bridge {
     full_streak: u64,
     /// Publish commands taken from the channel: (messages, bytes).
     taken: (u64, u64),
+    /// Outbox slots freed since the driver was last told.
+    freed_since_notify: u64,
 }
 
 /// MQTT 5 subscription identifiers for the upstream filters: stable while a
@@ -992,7 +999,7 @@ impl Bridge {
         let _ = self.events.send(ev).await;
     }
 
-    fn publish_gauges(&self) {
+    fn publish_gauges(&mut self) {
         // Outbox first, then what was taken from the channel, with Release:
         // a reader that sees the new `taken` (Acquire) sees this outbox too.
         let before = self
@@ -1005,8 +1012,16 @@ impl Bridge {
         let room = &self.counters.room;
         room.taken_messages.store(self.taken.0, Ordering::Release);
         room.taken_bytes.store(self.taken.1, Ordering::Release);
-        if (self.outbox.len() as u64) < before {
-            room.freed.notify_one();
+        // Wake the driver (which releases parked device messages) once enough
+        // room has freed, not on every acknowledgement: under sustained load
+        // that would bounce between the two threads once per message.
+        let len = self.outbox.len() as u64;
+        if len < before {
+            self.freed_since_notify += before - len;
+            if self.freed_since_notify >= ROOM_NOTIFY_BATCH || len == 0 {
+                self.freed_since_notify = 0;
+                room.freed.notify_one();
+            }
         }
     }
 }
