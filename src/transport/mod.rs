@@ -2,6 +2,7 @@
 //! [`Datagram`]s for the driver and sends encoded messages back. No protocol
 //! logic lives here — the engine decides what every byte means.
 
+pub mod framing;
 pub mod udp;
 
 use bytes::Bytes;
