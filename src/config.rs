@@ -53,8 +53,121 @@ pub struct Config {
     /// `[upstream]`: the MQTT broker to bridge to. Absent (the default) means no
     /// upstream: the gateway serves its local clients only.
     pub upstream: Option<UpstreamConfig>,
+    /// `[[serial]]`: serial ports with radio dongles or forwarders, each
+    /// opened at start-up beside the UDP listeners. None by default.
+    pub serial: Vec<SerialConfig>,
     /// `[log]`: log level and format.
     pub log: LogConfig,
+}
+
+/// `[[serial]]`: one serial port and how MQTT-SN messages are framed on it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SerialConfig {
+    /// The device, e.g. `/dev/ttyUSB0` (required). A port that disappears is
+    /// reopened with backoff until it is back.
+    pub device: String,
+    /// How messages are framed: `"xbee"` (Digi XBee API frames; each remote
+    /// radio is its own peer), `"slip"` (RFC 1055, for a forwarder; may carry
+    /// forwarder encapsulation), `"raw"` (back-to-back MQTT-SN messages
+    /// delimited by their Length field). Default: `"xbee"`.
+    pub framing: SerialFraming,
+    /// Baud rate. Default: 9600 (XBee modules' factory setting).
+    pub baud: u32,
+    /// Data bits, 5..=8. Default: 8.
+    pub data_bits: u8,
+    /// Parity: `"none"`, `"odd"` or `"even"`. Default: `"none"`.
+    pub parity: SerialParity,
+    /// Stop bits, 1 or 2. Default: 1.
+    pub stop_bits: u8,
+    /// Flow control: `"none"`, `"software"` (XON/XOFF) or `"hardware"`
+    /// (RTS/CTS). Default: `"none"`.
+    pub flow_control: SerialFlowControl,
+    /// XBee API mode 2 (escaped; how modules ship for this use) rather than
+    /// mode 1. Default: true.
+    pub xbee_escaped: bool,
+    /// XBee transmit frame: `"zigbee"` (0x10), `"64"` (0x00, 802.15.4 with
+    /// 64-bit addresses) or `"16"` (0x01, 16-bit). Default: `"zigbee"`.
+    pub xbee_tx: XbeeTx,
+    /// Append and check a CRC-16 on SLIP frames. Default: false.
+    pub slip_crc: bool,
+    /// First wait before reopening a lost port, in seconds (≥ 1). Default: 1.
+    pub reopen_min_secs: u32,
+    /// Longest wait between reopening attempts, in seconds. Default: 30.
+    pub reopen_max_secs: u32,
+}
+
+impl Default for SerialConfig {
+    fn default() -> Self {
+        Self {
+            device: String::new(),
+            framing: SerialFraming::Xbee,
+            baud: 9600,
+            data_bits: 8,
+            parity: SerialParity::None,
+            stop_bits: 1,
+            flow_control: SerialFlowControl::None,
+            xbee_escaped: true,
+            xbee_tx: XbeeTx::Zigbee,
+            slip_crc: false,
+            reopen_min_secs: 1,
+            reopen_max_secs: 30,
+        }
+    }
+}
+
+/// How MQTT-SN messages are framed on a serial port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialFraming {
+    /// Digi XBee API frames.
+    #[default]
+    Xbee,
+    /// RFC 1055 SLIP.
+    Slip,
+    /// MQTT-SN messages back to back, delimited by their Length field.
+    Raw,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialParity {
+    /// No parity bit.
+    #[default]
+    None,
+    /// Odd parity.
+    Odd,
+    /// Even parity.
+    Even,
+}
+
+/// Serial flow control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialFlowControl {
+    /// None.
+    #[default]
+    None,
+    /// XON/XOFF.
+    Software,
+    /// RTS/CTS.
+    Hardware,
+}
+
+/// Which XBee transmit frame to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum XbeeTx {
+    /// 0x10 Zigbee Transmit Request.
+    #[default]
+    #[serde(rename = "zigbee")]
+    Zigbee,
+    /// 0x00 TX Request, 64-bit address (802.15.4 modules).
+    #[serde(rename = "64")]
+    Ieee64,
+    /// 0x01 TX Request, 16-bit address (802.15.4 modules).
+    #[serde(rename = "16")]
+    Ieee16,
 }
 
 /// `[gateway]`: identity and MQTT-SN protocol limits.
@@ -545,6 +658,9 @@ impl Config {
         if let Some(upstream) = &self.upstream {
             validate_upstream(upstream)?;
         }
+        for (i, port) in self.serial.iter().enumerate() {
+            validate_serial(i, port)?;
+        }
         validate_log_level(&self.log.level).map_err(|r| ConfigError::invalid("log.level", r))
     }
 
@@ -754,6 +870,30 @@ fn validate_level_directive(directive: &str) -> Result<(), String> {
             "{d:?} is not a level (trace, debug, info, warn, error, off) \
              or a target=level directive"
         ));
+    }
+    Ok(())
+}
+
+fn validate_serial(i: usize, p: &SerialConfig) -> Result<(), ConfigError> {
+    let invalid =
+        |k: &str, reason: &str| Err(ConfigError::invalid(format!("serial[{i}].{k}"), reason));
+    if p.device.is_empty() {
+        return invalid("device", "must name the serial device, e.g. /dev/ttyUSB0");
+    }
+    if p.baud == 0 {
+        return invalid("baud", "must be at least 1");
+    }
+    if !(5..=8).contains(&p.data_bits) {
+        return invalid("data_bits", "must be 5, 6, 7 or 8");
+    }
+    if !(1..=2).contains(&p.stop_bits) {
+        return invalid("stop_bits", "must be 1 or 2");
+    }
+    if p.reopen_min_secs == 0 || p.reopen_min_secs > p.reopen_max_secs {
+        return invalid(
+            "reopen_min_secs",
+            "must be at least 1 and at most reopen_max_secs",
+        );
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -17,6 +17,7 @@ use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::config::{Config, QueueOverflow};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer};
 use crate::proto::{self, Packet};
+use crate::transport::serial::{self, SerialLink};
 use crate::transport::udp::{self, UdpListener};
 use crate::transport::{Batch, TransportError};
 
@@ -143,6 +144,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         .iter()
         .map(|l| l.spawn_reader(tx.clone()))
         .collect();
+    let serial_links = config
+        .serial
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            serial::spawn(
+                index,
+                port.clone(),
+                tx.clone(),
+                config.gateway.max_packet_bytes,
+            )
+        })
+        .collect();
     drop(tx);
 
     let udp_addrs = listeners.iter().map(|l| l.local_addr).collect();
@@ -158,6 +173,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         inbound,
         room_watch: bridge.as_ref().map(BridgeHandle::room_watch),
         bridge,
+        serial_links,
         max_packet_bytes: config.gateway.max_packet_bytes,
         advertise_group,
         scratch: BytesMut::with_capacity(4096),
@@ -216,6 +232,7 @@ struct Driver {
     inbound: mpsc::Receiver<Batch>,
     bridge: Option<BridgeHandle>,
     room_watch: Option<RoomWatch>,
+    serial_links: Vec<SerialLink>,
     /// The largest message, for turning the bridge's byte bound into a count.
     max_packet_bytes: usize,
     advertise_group: Option<SocketAddr>,
@@ -251,6 +268,9 @@ impl Driver {
         }
         for reader in &self.readers {
             reader.abort();
+        }
+        for link in &self.serial_links {
+            link.stop();
         }
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown(BRIDGE_SHUTDOWN_GRACE).await;
@@ -316,8 +336,20 @@ impl Driver {
                         let to = Peer::udp_on(listener.index, group);
                         self.send(&to, packet.clone()).await;
                     }
-                    if let Some(requester) = requester {
-                        self.send(&requester, packet).await;
+                    match requester {
+                        Some(requester) => self.send(&requester, packet).await,
+                        // ADVERTISE: every serial link too (XBee: the
+                        // broadcast address).
+                        None => {
+                            for i in 0..self.serial_links.len() {
+                                let port = u16::try_from(i).unwrap_or(u16::MAX);
+                                let to = Peer {
+                                    link: LinkAddr::Serial { port },
+                                    node: None,
+                                };
+                                self.send(&to, packet.clone()).await;
+                            }
+                        }
                     }
                 }
                 Output::Upstream(cmd) => match &self.bridge {
@@ -351,9 +383,14 @@ impl Driver {
                     debug!(%to, error = %e, "UDP send failed");
                 }
             }
-            LinkAddr::Radio { .. } | LinkAddr::Serial { .. } => {
-                debug!(%to, "no serial transport configured for this peer");
-            }
+            LinkAddr::Radio { port, addr } => match self.serial_links.get(usize::from(*port)) {
+                Some(link) => link.send(Some(*addr), Bytes::copy_from_slice(&self.scratch)),
+                None => debug!(%to, "no such serial port"),
+            },
+            LinkAddr::Serial { port } => match self.serial_links.get(usize::from(*port)) {
+                Some(link) => link.send(None, Bytes::copy_from_slice(&self.scratch)),
+                None => debug!(%to, "no such serial port"),
+            },
         }
     }
 }

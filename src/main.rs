@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sngate::config::{self, Config, ConfigError, LogFormat, PredefinedTopic, UpstreamConfig};
+use sngate::config::{
+    self, Config, ConfigError, LogFormat, PredefinedTopic, SerialConfig, SerialFraming,
+    UpstreamConfig,
+};
 
 /// sngate: an MQTT-SN v1.2 gateway. Sensors speak MQTT-SN over UDP; sngate
 /// bridges them to MQTT.
@@ -76,6 +79,11 @@ struct RunArgs {
     /// to [[predefined_topics]].
     #[arg(long = "predefined", value_name = "ID=TOPIC", value_parser = parse_predefined)]
     predefined: Vec<PredefinedTopic>,
+    /// Serial port as DEVICE:FRAMING[:BAUD], e.g. /dev/ttyUSB0:xbee:9600;
+    /// FRAMING is xbee, slip or raw. Repeatable; appended to [[serial]] with
+    /// the other settings at their defaults.
+    #[arg(long = "serial", value_name = "DEVICE:FRAMING[:BAUD]", value_parser = parse_serial)]
+    serial: Vec<SerialConfig>,
     /// Gateway id sent in ADVERTISE and GWINFO (0..=255); overrides [gateway]
     /// gateway_id.
     #[arg(long, value_name = "N")]
@@ -140,6 +148,35 @@ fn parse_host_port(s: &str) -> Result<HostPort, String> {
         host: host.to_owned(),
         port,
     })
+}
+
+fn parse_serial(s: &str) -> Result<SerialConfig, String> {
+    let mut parts = s.split(':');
+    let device = parts.next().unwrap_or_default();
+    if device.is_empty() {
+        return Err(format!("{s:?}: expected DEVICE:FRAMING[:BAUD]"));
+    }
+    let framing = match parts.next() {
+        Some("xbee") => SerialFraming::Xbee,
+        Some("slip") => SerialFraming::Slip,
+        Some("raw") => SerialFraming::Raw,
+        Some(other) => return Err(format!("{s:?}: framing {other:?} is not xbee, slip or raw")),
+        None => return Err(format!("{s:?}: expected DEVICE:FRAMING[:BAUD]")),
+    };
+    let mut port = SerialConfig {
+        device: device.to_owned(),
+        framing,
+        ..SerialConfig::default()
+    };
+    if let Some(baud) = parts.next() {
+        port.baud = baud
+            .parse()
+            .map_err(|_| format!("{s:?}: baud {baud:?} is not a number"))?;
+    }
+    if parts.next().is_some() {
+        return Err(format!("{s:?}: expected DEVICE:FRAMING[:BAUD]"));
+    }
+    Ok(port)
 }
 
 fn parse_predefined(s: &str) -> Result<PredefinedTopic, String> {
@@ -306,6 +343,10 @@ fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
     }
     if let Some(id) = args.gateway_id {
         config.gateway.gateway_id = id;
+    }
+    for port in &args.serial {
+        set.push(format!("serial[{}]", config.serial.len()));
+        config.serial.push(port.clone());
     }
     set
 }

@@ -3,6 +3,7 @@
 //! logic lives here — the engine decides what every byte means.
 
 pub mod framing;
+pub mod serial;
 pub mod udp;
 
 use bytes::Bytes;
