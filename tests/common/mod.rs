@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod mosquitto;
+pub mod pty;
 
 use std::net::SocketAddr;
 use std::time::Duration;
