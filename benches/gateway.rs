@@ -69,6 +69,7 @@ fn main() -> BenchResult<()> {
             let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
             rt.block_on(idle(&mosquitto, n))?;
         }
+        Some("serial") => rt.block_on(serial_link(5))?,
         Some("sleep") => {
             let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
             rt.block_on(sleepers(n, 10))?;
@@ -80,6 +81,7 @@ fn main() -> BenchResult<()> {
             rt.block_on(qos1_pair(&mosquitto, 5))?;
             rt.block_on(idle(&mosquitto, 10_000))?;
             rt.block_on(sleepers(10_000, 10))?;
+            rt.block_on(serial_link(5))?;
         }
     }
     Ok(())
@@ -278,6 +280,267 @@ async fn sleepers(n: usize, per_device: usize) -> BenchResult<()> {
         took.as_secs_f64(),
     );
     Ok(())
+}
+
+/// One XBee link (API mode 2) on a pseudo-terminal: a simulated radio
+/// publishes QoS 0 messages (32-byte payload) that a UDP device receives.
+/// A pty has no baud rate, so the radio paces its writes to 115,200 baud
+/// (8N1: 10 bits a byte) to measure the utilisation reached, then sends
+/// unpaced to show the gateway's serial path against that line rate.
+async fn serial_link(secs: u64) -> BenchResult<()> {
+    use sngate::client::{Client, ConnectOptions};
+    use sngate::proto::SubscribeTopic;
+    use sngate::transport::framing::xbee::{ApiFrameReader, write_api_frame};
+    use std::io::Read;
+    const BAUD: f64 = 115_200.0;
+    const SRC: u64 = 0x0013_A200_4000_0001;
+
+    let pty = Pty::open()?;
+    let device = format!("{}:xbee:115200", pty.slave_path);
+    let gateway = Sngate::start_with(&["--serial", &device])?;
+    let mut options = ConnectOptions::new("serial-sub");
+    // Large enough that the measuring client never drops QoS 0 itself.
+    options.message_buffer = 1 << 20;
+    let mut sub = Client::connect(gateway.udp, options).await?;
+    sub.subscribe(SubscribeTopic::Name("ser/#".into()), QoS::AtMostOnce)
+        .await?;
+
+    // The radio: CONNECT and REGISTER through 0x90 frames, answers read back.
+    let mut master = pty.master;
+    let rx_frame = |message: &Packet| -> BenchResult<Vec<u8>> {
+        let mut msg = BytesMut::new();
+        proto::encode(message, &mut msg)?;
+        let mut data = vec![0x90];
+        data.extend_from_slice(&SRC.to_be_bytes());
+        data.extend_from_slice(&[0xFF, 0xFE, 0x01]);
+        data.extend_from_slice(&msg);
+        let mut frame = BytesMut::new();
+        write_api_frame(true, &data, &mut frame).map_err(|e| e.to_string())?;
+        Ok(frame.to_vec())
+    };
+    let mut reader = ApiFrameReader::new(true, 4096);
+    let mut answer = |master: &mut std::fs::File, want: u8| -> BenchResult<Packet> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            while let Some(frame) = reader.next_frame() {
+                let Ok(frame) = frame else { continue };
+                // 0x10 transmit request: type, id, dest64, dest16, radius, options, data.
+                if frame.first() == Some(&0x10)
+                    && let Some(data) = frame.get(14..)
+                    && let Ok(p) = proto::decode(data)
+                    && p.msg_type().code() == want
+                {
+                    return Ok(p);
+                }
+            }
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => reader.push(&buf[..n]),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        Err("no answer from the gateway over the pty".into())
+    };
+    write_fully(
+        &mut master,
+        &rx_frame(&Packet::Connect {
+            will: false,
+            clean_session: true,
+            protocol_id: 1,
+            duration: 600,
+            client_id: "radio".into(),
+        })?,
+    )?;
+    answer(&mut master, 0x05)?;
+    write_fully(
+        &mut master,
+        &rx_frame(&Packet::Register {
+            topic_id: 0,
+            msg_id: 1,
+            topic_name: "ser/x".into(),
+        })?,
+    )?;
+    let Packet::RegAck { topic_id, .. } = answer(&mut master, 0x0B)? else {
+        return Err("no REGACK".into());
+    };
+
+    for paced in [true, false] {
+        let frame_len = rx_frame(&Packet::Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: TopicRef::Id(topic_id),
+            msg_id: 0,
+            payload: payload(0, 0),
+        })?
+        .len();
+        let line_rate = BAUD / 10.0 / frame_len as f64;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut writer = master.try_clone()?;
+        let send_for = Duration::from_secs(secs);
+        let sender = std::thread::spawn(move || -> BenchResult<u64> {
+            let started = Instant::now();
+            let mut seq = 0u32;
+            while started.elapsed() < send_for {
+                if paced {
+                    let due = (started.elapsed().as_secs_f64() * line_rate) as u64;
+                    if u64::from(seq) >= due {
+                        std::thread::sleep(Duration::from_micros(200));
+                        continue;
+                    }
+                }
+                let mut msg = BytesMut::new();
+                proto::encode(
+                    &Packet::Publish {
+                        dup: false,
+                        qos: QoS::AtMostOnce,
+                        retain: false,
+                        topic: TopicRef::Id(topic_id),
+                        msg_id: 0,
+                        payload: payload(1, seq),
+                    },
+                    &mut msg,
+                )?;
+                let mut data = vec![0x90];
+                data.extend_from_slice(&SRC.to_be_bytes());
+                data.extend_from_slice(&[0xFF, 0xFE, 0x01]);
+                data.extend_from_slice(&msg);
+                let mut frame = BytesMut::new();
+                write_api_frame(true, &data, &mut frame).map_err(|e| e.to_string())?;
+                write_fully(&mut writer, &frame)?;
+                seq += 1;
+            }
+            Ok(u64::from(seq))
+        });
+        let rcvbuf_errors_before = udp_rcvbuf_errors();
+        let mut received = 0u64;
+        let mut last = start;
+        loop {
+            match sub.recv_message(Duration::from_secs(1)).await {
+                Ok(_) => {
+                    received += 1;
+                    last = Instant::now();
+                }
+                Err(_) if sender.is_finished() => break,
+                Err(_) => {}
+            }
+        }
+        sent += sender.join().map_err(|_| "sender panicked")??;
+        let rate = received as f64 / last.duration_since(start).as_secs_f64().max(1e-9);
+        let kernel_drops = udp_rcvbuf_errors().saturating_sub(rcvbuf_errors_before);
+        println!(
+            "| XBee serial link, {} | via sngate | {} | {:.0} | {} of {} | | | {frame_len}-byte frames; 115,200 baud carries {line_rate:.0} frames/s: {:.0} % of it; UDP datagrams the kernel dropped for a full receive buffer meanwhile: {kernel_drops} |",
+            if paced {
+                "paced at 115,200 baud"
+            } else {
+                "unpaced (pty)"
+            },
+            if paced {
+                format!("{line_rate:.0}/s")
+            } else {
+                "as fast as written".to_owned()
+            },
+            rate,
+            sent.saturating_sub(received),
+            sent,
+            rate / line_rate * 100.0,
+        );
+    }
+    Ok(())
+}
+
+/// The kernel's count of UDP datagrams dropped for a full receive buffer
+/// (`/proc/net/snmp`, `Udp: … RcvbufErrors`), to tell where a loss happened.
+fn udp_rcvbuf_errors() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes all of `bytes` to a non-blocking pty master, waiting while the
+/// terminal's buffer is full.
+fn write_fully(w: &mut std::fs::File, bytes: &[u8]) -> BenchResult<()> {
+    use std::io::Write;
+    let mut off = 0;
+    while off < bytes.len() {
+        match w.write(&bytes[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A pseudo-terminal pair: the gateway opens the slave by its path, the
+/// benchmark plays the radio on the master.
+struct Pty {
+    master: std::fs::File,
+    slave_path: String,
+    _slave: std::fs::File,
+}
+
+impl Pty {
+    fn open() -> BenchResult<Pty> {
+        use std::os::fd::FromRawFd;
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two fds into the locals; name/termp/winp are null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: plain termios/fcntl calls on the fds openpty just returned:
+        // the slave in raw mode (no echo, no translation), the master
+        // non-blocking so reads and writes never stall the benchmark.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(slave, &mut t) == 0 {
+                libc::cfmakeraw(&mut t);
+                libc::tcsetattr(slave, libc::TCSANOW, &t);
+            }
+            let flags = libc::fcntl(master, libc::F_GETFL);
+            libc::fcntl(master, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        // SAFETY: the fds were just returned by openpty and are owned here.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            slave.as_raw_fd()
+        }))?
+        .to_string_lossy()
+        .into_owned();
+        Ok(Pty {
+            master,
+            slave_path,
+            _slave: slave,
+        })
+    }
 }
 
 // ---------------------------------------------------------------- results
