@@ -14,6 +14,8 @@
 //! - [`driver`] — the one tokio task that owns the engine and wires transports,
 //!   timers and the upstream bridge to it.
 //! - [`config`] — the TOML configuration, validated once at load; [`logging`].
+//! - [`client`] — an async MQTT-SN client over UDP; [`tools`] — `sngate pub`
+//!   and `sngate sub` built on it.
 //!
 //! See `docs/architecture.md` for the design and the reasons behind it.
 
@@ -24,4 +26,5 @@ pub mod core;
 pub mod driver;
 pub mod logging;
 pub mod proto;
+pub mod tools;
 pub mod transport;
