@@ -337,6 +337,18 @@ impl Driver {
                         self.send(&to, packet.clone()).await;
                     }
                     match requester {
+                        // GWINFO to a radio goes to the link's broadcast
+                        // address (v1.2 §6.1; other devices hear it too).
+                        Some(Peer {
+                            link: LinkAddr::Radio { port, .. },
+                            node: None,
+                        }) => {
+                            let to = Peer {
+                                link: LinkAddr::Serial { port },
+                                node: None,
+                            };
+                            self.send(&to, packet).await;
+                        }
                         Some(requester) => self.send(&requester, packet).await,
                         // ADVERTISE: every serial link too (XBee: the
                         // broadcast address).

@@ -1188,7 +1188,6 @@ async fn xbee_device_through_to_a_real_mosquitto() {
 /// output buffer is full it never reads again (and, no error ever coming,
 /// never reopens the port either).
 #[tokio::test]
-#[ignore = "review: a write blocked on a port that takes no bytes stops all reads from it, forever"]
 async fn a_stalled_write_does_not_stop_reading_the_port() {
     let (gw, mut xb, _path) = gateway_with_port(Wire::Xbee { escaped: true }, |_| {}).await;
     xb.connect(RADIO_A, "stall-a", true).await;
@@ -1238,7 +1237,6 @@ async fn a_stalled_write_does_not_stop_reading_the_port() {
 /// dropped on the port (`dropped_out`), every retry too; the same message
 /// reaches a node behind a UDP forwarder.
 #[tokio::test]
-#[ignore = "review: a message that fits max_packet_bytes is dropped on SLIP/raw links once encapsulated for a forwarded node"]
 async fn a_forwarded_node_receives_a_message_of_max_packet_bytes() {
     let (gw, mut fwd, _path) = gateway_with_port(Wire::Slip { crc: false }, |c| {
         c.gateway.max_packet_bytes = 64;
@@ -1302,7 +1300,6 @@ async fn a_forwarded_node_receives_a_message_of_max_packet_bytes() {
 /// the engine sends meanwhile (up to 256 messages, up to `reopen_max_secs`
 /// old) is held and written into whatever is plugged in next, uncounted.
 #[tokio::test]
-#[ignore = "review: messages queued during the reopen backoff are held and written to the next port opened, not dropped"]
 async fn messages_for_a_missing_port_are_not_written_after_the_reopen() {
     let wire = Wire::Xbee { escaped: true };
     let (gw, mut xb, path) = gateway_with_port(wire, |_| {}).await;

@@ -163,18 +163,27 @@ impl Gateway {
     /// A datagram (or serial frame) arrived from `peer`.
     pub fn handle_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
         self.stats.datagrams_in += 1;
-        if bytes.len() > self.cfg.max_packet_bytes {
-            // Bounds every name and payload a device can make the gateway
-            // hold, and every message the bridge's room is counted in.
-            debug!(%peer, len = bytes.len(), "dropping a datagram over max_packet_bytes");
-            self.stats.drop(DropReason::TooLarge);
-            return;
+        // `max_packet_bytes` bounds the MQTT-SN message (inside a forwarder's
+        // wrapper, if any): every name and payload a device can make the
+        // gateway hold, and every message the bridge's room is counted in.
+        let too_large = |gw: &mut Gateway, peer: &Peer, len: usize| {
+            debug!(%peer, len, "dropping a message over max_packet_bytes");
+            gw.stats.drop(DropReason::TooLarge);
+        };
+        if bytes.len() > self.cfg.max_packet_bytes + proto::MAX_ENCAPSULATION_OVERHEAD {
+            return too_large(self, &peer, bytes.len());
         }
         match proto::decode(bytes) {
             Ok(Packet::Encapsulated { node_id, inner, .. }) => {
+                let wrapper = proto::header::total_len_for(2 + node_id.len());
+                let inner_len = bytes.len().saturating_sub(wrapper);
+                if inner_len > self.cfg.max_packet_bytes {
+                    return too_large(self, &peer, inner_len);
+                }
                 let forwarded = peer.forwarded(node_id);
                 self.handle_packet(now, forwarded, *inner);
             }
+            Ok(_) if bytes.len() > self.cfg.max_packet_bytes => too_large(self, &peer, bytes.len()),
             Ok(packet) => self.handle_packet(now, peer, packet),
             Err(err) => self.on_decode_error(peer, err),
         }

@@ -34,5 +34,10 @@ pub use encode::{EncodeError, encode, encoded_len};
 pub use packet::Packet;
 pub use types::{MsgType, QoS, ReturnCode, SubscribeTopic, TopicIdType, TopicRef, WillTopic};
 
+/// The most a forwarder's encapsulation adds around a message, with a
+/// wireless node id of up to 255 bytes: Length (up to 3), type, Ctrl, node id.
+/// Size limits apply to the message inside; transports allow this much more.
+pub const MAX_ENCAPSULATION_OVERHEAD: usize = 3 + 1 + 1 + 255;
+
 /// The protocol id a v1.2 CONNECT carries.
 pub const PROTOCOL_ID_V1_2: u8 = 0x01;

@@ -30,6 +30,15 @@ use crate::core::{LinkAddr, Peer};
 /// (and counts) rather than wait for a slow radio.
 const OUTGOING_QUEUE: usize = 256;
 
+/// Framed messages handed to a port's writer task. The reader never waits for
+/// the writer: when a radio stops taking bytes (CTS held, module hung), what
+/// does not fit here is dropped and counted while reading carries on.
+const WRITER_QUEUE: usize = 64;
+
+/// A port that stayed open this long is considered healthy again: its next
+/// failure starts the reopen backoff from the minimum.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
 /// One message for a port: the radio address (`None`: broadcast, or the only
 /// peer on raw/SLIP links) and the encoded MQTT-SN message.
 pub type Outgoing = (Option<u64>, bytes::Bytes);
@@ -93,6 +102,8 @@ pub fn spawn(
     let stats = Arc::new(SerialStats::default());
     let addressed = cfg.framing == SerialFraming::Xbee;
     let device = cfg.device.clone();
+    // `max_packet_bytes` bounds the message inside a forwarder's wrapper.
+    let max_frame = max_frame + crate::proto::MAX_ENCAPSULATION_OVERHEAD;
     let task = tokio::spawn(run(
         index,
         cfg,
@@ -171,28 +182,40 @@ async fn run(
             Ok(port) => {
                 stats.opens.fetch_add(1, Ordering::Relaxed);
                 info!(device = %cfg.device, baud = cfg.baud, framing = ?cfg.framing, "serial port open");
-                delay = min;
+                let opened = tokio::time::Instant::now();
                 let why = serve(index, &cfg, port, &inbound, &mut queue, &stats, max_frame).await;
                 if inbound.is_closed() {
                     return;
                 }
-                warn!(device = %cfg.device, reason = %why, "serial port lost; reopening");
+                // A port that fails right after opening keeps backing off.
+                if opened.elapsed() >= HEALTHY_AFTER {
+                    delay = min;
+                }
+                warn!(device = %cfg.device, reason = %why, retry_in = ?delay, "serial port lost; reopening");
             }
             Err(e) => {
                 warn!(device = %cfg.device, error = %e, retry_in = ?delay, "cannot open serial port");
             }
         }
         // Messages for a port that is not there are dropped, not kept for
-        // later: the engine's retries and sleep buffers own redelivery.
-        while let Ok(_dropped) = queue.try_recv() {
-            stats.dropped_out.fetch_add(1, Ordering::Relaxed);
-        }
+        // later (the engine's retries and sleep buffers own redelivery): those
+        // queued before the wait and those queued during it.
+        drain_dropped(&mut queue, &stats);
         tokio::time::sleep(delay).await;
+        drain_dropped(&mut queue, &stats);
         delay = (delay * 2).min(max);
     }
 }
 
-/// Serves one open port until it fails; returns why.
+fn drain_dropped(queue: &mut mpsc::Receiver<Outgoing>, stats: &SerialStats) {
+    while queue.try_recv().is_ok() {
+        stats.dropped_out.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one open port until it fails; returns why. Reading and writing are
+/// independent: a writer task owns the write half, so a radio that stops
+/// taking bytes never stops the gateway from reading the others' frames.
 async fn serve(
     index: u16,
     cfg: &SerialConfig,
@@ -205,16 +228,18 @@ async fn serve(
     let kind = framing_kind(cfg);
     let mut deframer = framing::deframer(kind, max_frame);
     let mut framer = framing::framer(kind, max_frame);
-    let (mut reader, mut writer) = tokio::io::split(port);
+    let (mut reader, writer) = tokio::io::split(port);
+    let (to_writer, for_writer) = mpsc::channel::<bytes::Bytes>(WRITER_QUEUE);
+    let mut writer_task = tokio::spawn(write_frames(writer, for_writer));
     let mut buf = vec![0u8; 4096];
     let mut out = BytesMut::with_capacity(max_frame + 64);
-    loop {
+    let why = loop {
         tokio::select! {
             read = reader.read(&mut buf) => {
                 let n = match read {
-                    Ok(0) => return "end of stream".to_owned(),
+                    Ok(0) => break "end of stream".to_owned(),
                     Ok(n) => n,
-                    Err(e) => return e.to_string(),
+                    Err(e) => break e.to_string(),
                 };
                 deframer.push(buf.get(..n).unwrap_or_default());
                 while let Some(frame) = deframer.next() {
@@ -227,13 +252,14 @@ async fn serve(
                             };
                             let datagram = Datagram { peer: Peer { link, node: None }, bytes };
                             if inbound.send(vec![datagram]).await.is_err() {
+                                writer_task.abort();
                                 return "gateway stopped".to_owned();
                             }
                         }
                         Ok(Inbound::TxStatus { frame_id, status }) => {
                             if status != 0 {
                                 stats.tx_failures.fetch_add(1, Ordering::Relaxed);
-                                debug!(device = %cfg.device, frame_id, status, "XBee reports a failed transmission");
+                                warn!(device = %cfg.device, frame_id, status, "XBee reports a failed transmission");
                             }
                         }
                         Err(e) => {
@@ -245,7 +271,7 @@ async fn serve(
             }
             message = queue.recv() => {
                 let Some((to, message)) = message else {
-                    return "gateway stopped".to_owned();
+                    break "gateway stopped".to_owned();
                 };
                 out.clear();
                 if let Err(e) = framer.encode(to, &message, &mut out) {
@@ -253,11 +279,32 @@ async fn serve(
                     debug!(device = %cfg.device, error = %e, "cannot frame an outgoing message");
                     continue;
                 }
-                if let Err(e) = writer.write_all(&out).await {
-                    return e.to_string();
+                if to_writer.try_send(out.split().freeze()).is_err() {
+                    // The radio is not taking bytes fast enough (or at all).
+                    stats.dropped_out.fetch_add(1, Ordering::Relaxed);
                 }
-                stats.frames_out.fetch_add(1, Ordering::Relaxed);
+            }
+            written = &mut writer_task => {
+                break match written {
+                    Ok(why) => why,
+                    Err(e) => e.to_string(),
+                };
             }
         }
+    };
+    writer_task.abort();
+    why
+}
+
+/// Writes framed messages to the port until a write fails; returns why.
+async fn write_frames(
+    mut writer: tokio::io::WriteHalf<tokio_serial::SerialStream>,
+    mut frames: mpsc::Receiver<bytes::Bytes>,
+) -> String {
+    while let Some(frame) = frames.recv().await {
+        if let Err(e) = writer.write_all(&frame).await {
+            return e.to_string();
+        }
     }
+    "port closed".to_owned()
 }
