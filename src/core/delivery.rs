@@ -360,7 +360,10 @@ impl Gateway {
                     retries: 0,
                     deadline: retry_at,
                 });
-                self.send_to(sid, packet);
+                // A client that fell asleep gets the PUBREL when it wakes.
+                if s.is_reachable() {
+                    self.send_to(sid, packet);
+                }
             }
             _ => {
                 self.stats.drop(DropReason::UnmatchedAck);

@@ -94,9 +94,10 @@ impl Gateway {
                 self.on_unsubscribe(sid, msg_id, topic)
             }
             // Acknowledgements of what the gateway sent: valid while the client
-            // can receive (Active, or Awake during a hand-over).
+            // can receive (Active, or Awake during a hand-over), and while
+            // asleep for what was in flight when it fell asleep.
             (
-                ClientState::Active | ClientState::Awake,
+                ClientState::Active | ClientState::Awake | ClientState::Asleep,
                 Packet::RegAck {
                     topic_id,
                     msg_id,
@@ -104,19 +105,21 @@ impl Gateway {
                 },
             ) => self.on_regack(now, sid, topic_id, msg_id, return_code),
             (
-                ClientState::Active | ClientState::Awake,
+                ClientState::Active | ClientState::Awake | ClientState::Asleep,
                 Packet::PubAck {
                     topic_id,
                     msg_id,
                     return_code,
                 },
             ) => self.on_puback(now, sid, topic_id, msg_id, return_code),
-            (ClientState::Active | ClientState::Awake, Packet::PubRec { msg_id }) => {
-                self.on_pubrec(now, sid, msg_id)
-            }
-            (ClientState::Active | ClientState::Awake, Packet::PubComp { msg_id }) => {
-                self.on_pubcomp(now, sid, msg_id)
-            }
+            (
+                ClientState::Active | ClientState::Awake | ClientState::Asleep,
+                Packet::PubRec { msg_id },
+            ) => self.on_pubrec(now, sid, msg_id),
+            (
+                ClientState::Active | ClientState::Awake | ClientState::Asleep,
+                Packet::PubComp { msg_id },
+            ) => self.on_pubcomp(now, sid, msg_id),
             (ClientState::Active | ClientState::Awake, Packet::PingResp) => {}
             (state, other) => {
                 debug!(
@@ -355,7 +358,8 @@ impl Gateway {
     }
 
     /// The client is reachable again: resend what was in flight when it went
-    /// away (only a PUBREL survives that, trap T-7) with a fresh retry timer.
+    /// away or fell asleep (a PUBLISH with DUP set, a REGISTER, or a PUBREL,
+    /// trap T-7) with a fresh retry timer.
     fn resume_inflight(&mut self, now: Instant, sid: SessionId) {
         let retry_at = now + self.cfg.retry_interval;
         let packet = self
@@ -365,6 +369,10 @@ impl Gateway {
             .map(|i| {
                 i.deadline = retry_at;
                 i.retries = 0;
+                // Sent before: the client may have it (trap T-7).
+                if let Packet::Publish { dup, .. } = &mut i.packet {
+                    *dup = true;
+                }
                 i.packet.clone()
             });
         if let Some(packet) = packet {
@@ -428,13 +436,15 @@ impl Gateway {
         self.send_to(sid, Packet::Disconnect { duration: None });
         match duration {
             Some(secs) => {
-                let requeued = self.sessions.get_mut(&sid).map_or(0, |s| {
+                // What is in flight stays in flight (not retried while asleep):
+                // an acknowledgement the client sent as it fell asleep still
+                // completes it, and anything unacknowledged is resent, same
+                // MsgId, when it wakes.
+                if let Some(s) = self.sessions.get_mut(&sid) {
                     s.state = ClientState::Asleep;
                     s.sleep_duration = Duration::from_secs(u64::from(secs));
                     s.last_seen = now;
-                    s.requeue_inflight()
-                });
-                self.queued_bytes_total += requeued;
+                }
             }
             None => {
                 // A clean DISCONNECT discards the will.

@@ -599,3 +599,72 @@ fn a_stray_packet_from_a_sleeping_client_does_not_extend_its_sleep() {
     h.advance(Duration::from_secs(11));
     assert_eq!(h.gw.client_state("sleepy"), Some(&ClientState::Lost));
 }
+
+#[test]
+fn an_ack_sent_as_the_client_falls_asleep_completes_the_message_in_flight() {
+    let mut h = Harness::new();
+    let (a, s) = (peer(1), peer(2));
+    h.connect(&a, "a", true);
+    h.connect(&s, "sleepy", false);
+    h.subscribe(&s, 1, "live", QoS::AtLeastOnce);
+    let id = h.register(&a, 1, "live");
+    let out = h.send(
+        &a,
+        publish(QoS::AtLeastOnce, TopicRef::Id(id), 1, "in flight"),
+    );
+    let Some(Packet::Publish { msg_id, topic, .. }) = packets_to(&out, &s).first().cloned() else {
+        panic!("PUBLISH expected, got {out:?}");
+    };
+    // The client goes to sleep, and its PUBACK arrives just after.
+    h.send(
+        &s,
+        Packet::Disconnect {
+            duration: Some(300),
+        },
+    );
+    h.send(
+        &s,
+        Packet::PubAck {
+            topic_id: topic.raw(),
+            msg_id,
+            return_code: ReturnCode::Accepted,
+        },
+    );
+    // Nothing to hand over on wake: no duplicate.
+    assert_eq!(wake(&mut h, &s), vec![Packet::PingResp]);
+}
+
+#[test]
+fn a_message_unacknowledged_at_sleep_is_resent_on_wake_with_its_msg_id() {
+    let mut h = Harness::new();
+    let (a, s) = (peer(1), peer(2));
+    h.connect(&a, "a", true);
+    h.connect(&s, "sleepy", false);
+    h.subscribe(&s, 1, "live", QoS::AtLeastOnce);
+    let id = h.register(&a, 1, "live");
+    let out = h.send(
+        &a,
+        publish(QoS::AtLeastOnce, TopicRef::Id(id), 1, "in flight"),
+    );
+    let Some(Packet::Publish { msg_id, .. }) = packets_to(&out, &s).first().cloned() else {
+        panic!("PUBLISH expected, got {out:?}");
+    };
+    h.send(
+        &s,
+        Packet::Disconnect {
+            duration: Some(300),
+        },
+    );
+    // Not retried into the void while asleep.
+    assert!(packets_to(&h.advance(Duration::from_secs(100)), &s).is_empty());
+    match wake(&mut h, &s).as_slice() {
+        [
+            Packet::Publish {
+                msg_id: again,
+                dup: true,
+                ..
+            },
+        ] => assert_eq!(*again, msg_id),
+        other => panic!("the message resent on wake expected, got {other:?}"),
+    }
+}
