@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         room_watch: bridge.as_ref().map(BridgeHandle::room_watch),
         bridge,
         serial_links,
+        watchdog: crate::systemd::watchdog_interval(),
         max_packet_bytes: config.gateway.max_packet_bytes,
         advertise_group,
         scratch: BytesMut::with_capacity(4096),
@@ -186,14 +187,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     })
 }
 
-/// Starts the gateway and runs it until `shutdown` completes.
+/// Starts the gateway and runs it until `shutdown` completes. Under systemd
+/// (`Type=notify`) it reports READY=1 once every listener is bound and
+/// STOPPING=1 when it begins to shut down.
 pub async fn run_until(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DriverError> {
     let running = start(config).await?;
+    if let Err(e) = crate::systemd::notify("READY=1") {
+        warn!(error = %e, "cannot notify systemd of readiness");
+    }
     shutdown.await;
     info!("shutting down");
+    let _ = crate::systemd::notify("STOPPING=1");
     running.shutdown().await
 }
 
@@ -233,6 +240,8 @@ struct Driver {
     bridge: Option<BridgeHandle>,
     room_watch: Option<RoomWatch>,
     serial_links: Vec<SerialLink>,
+    /// How often to tell systemd's watchdog the engine loop is alive.
+    watchdog: Option<Duration>,
     /// The largest message, for turning the bridge's byte bound into a count.
     max_packet_bytes: usize,
     advertise_group: Option<SocketAddr>,
@@ -241,6 +250,8 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        // Pinged from this loop, so systemd restarts a wedged engine too.
+        let mut watchdog = self.watchdog.map(tokio::time::interval);
         loop {
             let deadline = self
                 .gateway
@@ -262,6 +273,11 @@ impl Driver {
                 _ = room_freed(&self.room_watch), if self.gateway.has_parked_publishes() => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
+                }
+                _ = tick(&mut watchdog), if watchdog.is_some() => {
+                    if let Err(e) = crate::systemd::notify("WATCHDOG=1") {
+                        debug!(error = %e, "cannot ping the systemd watchdog");
+                    }
                 }
             }
             self.flush().await;
@@ -420,6 +436,15 @@ async fn room_freed(watch: &Option<RoomWatch>) {
 async fn next_bridge_event(bridge: &mut Option<BridgeHandle>) -> Option<BridgeEvent> {
     match bridge {
         Some(b) => b.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
         None => std::future::pending().await,
     }
 }

@@ -26,5 +26,6 @@ pub mod core;
 pub mod driver;
 pub mod logging;
 pub mod proto;
+pub mod systemd;
 pub mod tools;
 pub mod transport;
