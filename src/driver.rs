@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
-use crate::config::{Config, QueueOverflow};
+use crate::config::{Config, LimitsConfig, QueueOverflow};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer};
 use crate::proto::{self, Packet};
 use crate::transport::serial::{self, SerialLink};
@@ -85,13 +85,28 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 pub struct RunningGateway {
     udp_addrs: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
+    reconfigure: mpsc::UnboundedSender<EngineConfig>,
     task: JoinHandle<()>,
+}
+
+/// What a running gateway needs to reload its configuration on SIGHUP.
+pub struct Reloader {
+    /// Reads and validates the configuration again (the same file and
+    /// command-line overrides as at start-up).
+    pub load: Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>,
+    /// Changes the log level of the running process.
+    pub log: Option<crate::logging::LogReload>,
 }
 
 impl RunningGateway {
     /// The UDP addresses actually bound (ports resolved when 0 was configured).
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// Applies new engine settings (see `Gateway::reconfigure`).
+    pub fn reconfigure(&self, config: EngineConfig) {
+        let _ = self.reconfigure.send(config);
     }
 
     /// Asks the gateway to stop and waits for it.
@@ -165,6 +180,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         engine_config(&config),
         tokio::time::Instant::now().into_std(),
     );
+    let (reconfigure, reconfigured) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel();
     let driver = Driver {
         gateway,
@@ -174,6 +190,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         room_watch: bridge.as_ref().map(BridgeHandle::room_watch),
         bridge,
         serial_links,
+        reconfigured,
         watchdog: crate::systemd::watchdog_interval(),
         max_packet_bytes: config.gateway.max_packet_bytes,
         advertise_group,
@@ -183,30 +200,134 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     Ok(RunningGateway {
         udp_addrs,
         stop: Some(stop),
+        reconfigure,
         task,
     })
 }
 
-/// Starts the gateway and runs it until `shutdown` completes. Under systemd
+/// Starts the gateway and runs it until `shutdown` completes; on each SIGHUP
+/// (with a `reloader`) reloads what can change at runtime. Under systemd
 /// (`Type=notify`) it reports READY=1 once every listener is bound and
 /// STOPPING=1 when it begins to shut down.
 pub async fn run_until(
     config: Config,
     shutdown: impl Future<Output = ()>,
+    reloader: Option<Reloader>,
 ) -> Result<(), DriverError> {
+    let mut current = config.clone();
     let running = start(config).await?;
     if let Err(e) = crate::systemd::notify("READY=1") {
         warn!(error = %e, "cannot notify systemd of readiness");
     }
-    shutdown.await;
+    let mut hangups = hangup_signals();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = next_hangup(&mut hangups), if reloader.is_some() => {
+                if let Some(reloader) = &reloader {
+                    let _ = crate::systemd::notify("RELOADING=1");
+                    reload(reloader, &mut current, &running);
+                    let _ = crate::systemd::notify("READY=1");
+                }
+            }
+        }
+    }
     info!("shutting down");
     let _ = crate::systemd::notify("STOPPING=1");
     running.shutdown().await
 }
 
-/// Starts the gateway and runs it until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<(), DriverError> {
-    run_until(config, shutdown_signal()).await
+/// Starts the gateway and runs it until SIGINT or SIGTERM, reloading on
+/// SIGHUP when given a `reloader`.
+pub async fn run(config: Config, reloader: Option<Reloader>) -> Result<(), DriverError> {
+    run_until(config, shutdown_signal(), reloader).await
+}
+
+/// Reads the configuration again and applies what can change at runtime;
+/// logs what was applied and what needs a restart. A bad file changes nothing.
+fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
+    let new = match (reloader.load)() {
+        Ok(new) => new,
+        Err(e) => {
+            warn!(error = %e, "configuration not reloaded; the running one is kept");
+            return;
+        }
+    };
+    let mut applied = Vec::new();
+    let mut restart = Vec::new();
+    if new.log.level != current.log.level {
+        match reloader.log.as_ref().map(|l| l.set_level(&new.log.level)) {
+            Some(Ok(())) => applied.push("log.level"),
+            Some(Err(e)) => warn!(error = %e, "log level not changed"),
+            None => restart.push("log.level"),
+        }
+    }
+    let live = [
+        ("gateway", new.gateway != current.gateway),
+        ("timers", new.timers != current.timers),
+        (
+            "predefined_topics",
+            new.predefined_topics != current.predefined_topics,
+        ),
+        (
+            "limits",
+            LimitsConfig {
+                max_retained_messages: 0,
+                ..new.limits.clone()
+            } != LimitsConfig {
+                max_retained_messages: 0,
+                ..current.limits.clone()
+            },
+        ),
+    ];
+    applied.extend(live.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k));
+    let fixed = [
+        ("udp", new.udp != current.udp),
+        ("serial", new.serial != current.serial),
+        ("upstream", new.upstream != current.upstream),
+        ("discovery", new.discovery != current.discovery),
+        (
+            "limits.max_retained_messages",
+            new.limits.max_retained_messages != current.limits.max_retained_messages,
+        ),
+        ("log.format", new.log.format != current.log.format),
+    ];
+    restart.extend(
+        fixed
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(k, _)| *k),
+    );
+    running.reconfigure(engine_config(&new));
+    info!(?applied, needs_restart = ?restart, "configuration reloaded");
+    *current = new;
+}
+
+#[cfg(unix)]
+fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| warn!(error = %e, "cannot listen for SIGHUP; no reloads"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signals() -> Option<()> {
+    None
+}
+
+#[cfg(unix)]
+async fn next_hangup(signals: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signals {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Option<()>) -> Option<()> {
+    std::future::pending().await
 }
 
 async fn shutdown_signal() {
@@ -240,6 +361,8 @@ struct Driver {
     bridge: Option<BridgeHandle>,
     room_watch: Option<RoomWatch>,
     serial_links: Vec<SerialLink>,
+    /// New engine settings from a reload.
+    reconfigured: mpsc::UnboundedReceiver<EngineConfig>,
     /// How often to tell systemd's watchdog the engine loop is alive.
     watchdog: Option<Duration>,
     /// The largest message, for turning the bridge's byte bound into a count.
@@ -274,6 +397,7 @@ impl Driver {
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
                 }
+                Some(cfg) = self.reconfigured.recv() => self.gateway.reconfigure(cfg),
                 _ = tick(&mut watchdog), if watchdog.is_some() => {
                     if let Err(e) = crate::systemd::notify("WATCHDOG=1") {
                         debug!(error = %e, "cannot ping the systemd watchdog");

@@ -34,17 +34,45 @@ pub enum LoggingError {
 
 /// Installs the global subscriber: `level` as the filter unless `RUST_LOG` is
 /// set, in `format`, on stderr. Call once, early in `main`.
-pub fn init(level: &str, format: LogFormat) -> Result<(), LoggingError> {
-    let filter = filter(level, std::env::var("RUST_LOG").ok())?;
+pub fn init(level: &str, format: LogFormat) -> Result<LogReload, LoggingError> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = filter(level, rust_log.clone())?;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.finish().try_init(),
-        LogFormat::Json => builder.json().finish().try_init(),
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter);
+    // The two formats give handles of different types: each is wrapped in
+    // the same closure.
+    let apply: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = match format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.finish().try_init().map_err(LoggingError::Init)?;
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.finish().try_init().map_err(LoggingError::Init)?;
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+    };
+    Ok(LogReload { apply, rust_log })
+}
+
+/// Changes the log level of the running process (on SIGHUP). `RUST_LOG`, when
+/// set at start-up, still wins, as it did then.
+pub struct LogReload {
+    apply: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+    rust_log: Option<String>,
+}
+
+impl LogReload {
+    /// Applies a new `[log] level` directive.
+    pub fn set_level(&self, level: &str) -> Result<(), String> {
+        let f = filter(level, self.rust_log.clone()).map_err(|e| e.to_string())?;
+        (self.apply)(f)
     }
-    .map_err(LoggingError::Init)
 }
 
 /// The filter to use: `rust_log` when it is set and non-empty, else `level`.

@@ -57,7 +57,7 @@ enum Command {
     PrintConfig,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
     /// Config file (TOML). Without it, the built-in defaults are used.
     #[arg(short, long, value_name = "FILE", env = "SNGATE_CONFIG")]
@@ -472,10 +472,19 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = sngate::logging::init(&config.log.level, config.log.format) {
-        report(&e);
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let log = match sngate::logging::init(&config.log.level, config.log.format) {
+        Ok(log) => log,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // SIGHUP reads the same file with the same command-line overrides again.
+    let reload_args = args.clone();
+    let reloader = sngate::driver::Reloader {
+        load: Box::new(move || build_config(&reload_args)),
+        log: Some(log),
+    };
     // Two workers: the socket reader tasks run beside the single task that owns
     // the engine. More threads would only contend on a Pi's few cores.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -490,7 +499,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(sngate::driver::run(config)) {
+    match runtime.block_on(sngate::driver::run(config, Some(reloader))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report(&e);

@@ -27,8 +27,24 @@ fn publish(gateway: &str, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Kills `sngate sub` if the test fails half-way, so no process outlives it.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `sngate sub`; its stdout lines arrive on the returned channel.
-fn subscribe(gateway: &str, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+fn subscribe(gateway: &str, args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = sngate()
         .args(["sub", "--gateway", gateway])
         .args(args)
@@ -44,7 +60,7 @@ fn subscribe(gateway: &str, args: &[&str]) -> (std::process::Child, mpsc::Receiv
             }
         }
     });
-    (child, rx)
+    (KillOnDrop(child), rx)
 }
 
 fn next_line(rx: &mpsc::Receiver<String>) -> String {

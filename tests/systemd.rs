@@ -14,20 +14,34 @@ fn next(socket: &UnixDatagram, wait: Duration) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// Kills the gateway if the test fails half-way, so no process outlives it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn ready_watchdog_and_stopping_reach_the_service_manager() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sngate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
         .args(["run", "--udp", "127.0.0.1:0", "--log-level", "warn"])
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "200000")
         .env_remove("WATCHDOG_PID")
         .spawn()
         .expect("sngate starts");
+    let mut child = KillOnDrop(child);
 
-    assert_eq!(next(&socket, Duration::from_secs(10)).as_deref(), Some("READY=1"));
+    assert_eq!(
+        next(&socket, Duration::from_secs(10)).as_deref(),
+        Some("READY=1")
+    );
     // Half the 200 ms interval: several pings in a second.
     let start = Instant::now();
     let mut pings = 0;
@@ -36,10 +50,13 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
             pings += 1;
         }
     }
-    assert!(pings >= 3, "{pings} watchdog pings in a second at a 200 ms interval");
+    assert!(
+        pings >= 3,
+        "{pings} watchdog pings in a second at a 200 ms interval"
+    );
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(killed.success());
@@ -51,6 +68,6 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
         }
     }
     assert!(stopping, "STOPPING=1 expected after SIGTERM");
-    let status = child.wait().expect("sngate exits");
+    let status = child.0.wait().expect("sngate exits");
     assert!(status.success(), "graceful exit expected, got {status}");
 }

@@ -146,6 +146,22 @@ impl Gateway {
             .map_or(0, |s| s.queue.len())
     }
 
+    /// Applies new settings while running (SIGHUP): limits, timers, protocol
+    /// switches and the pre-defined topics take effect at once (limits on
+    /// what arrives from now on). Three settings keep their start-up value,
+    /// because they shaped state that exists: whether there is an upstream,
+    /// the retained store's bound, and the ADVERTISE schedule.
+    pub fn reconfigure(&mut self, cfg: EngineConfig) {
+        let cfg = EngineConfig {
+            upstream: self.cfg.upstream,
+            max_retained_messages: self.cfg.max_retained_messages,
+            advertise_interval: self.cfg.advertise_interval,
+            ..cfg
+        };
+        self.set_predefined_topics(cfg.predefined_topics.clone());
+        self.cfg = cfg;
+    }
+
     /// Replaces the pre-defined topic table (e.g. on a configuration reload).
     pub fn set_predefined_topics(&mut self, topics: Vec<(u16, String)>) {
         self.predefined_by_id.clear();
