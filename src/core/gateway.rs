@@ -87,15 +87,9 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with no sessions, started at `now`.
     pub fn new(cfg: EngineConfig, now: Instant) -> Self {
-        let mut predefined_by_id = HashMap::new();
-        let mut predefined_by_name = HashMap::new();
-        for (id, name) in &cfg.predefined_topics {
-            let name: Arc<str> = Arc::from(name.as_str());
-            predefined_by_id.insert(*id, name.clone());
-            predefined_by_name.insert(name, *id);
-        }
         let next_advertise = cfg.advertise_interval.map(|_| now);
-        Gateway {
+        let predefined = cfg.predefined_topics.clone();
+        let mut gateway = Gateway {
             retained: RetainedStore::new(cfg.max_retained_messages),
             cfg,
             sessions: HashMap::new(),
@@ -104,8 +98,8 @@ impl Gateway {
             next_session: 0,
             subscriptions: SubscriptionTrie::new(),
             filter_refs: HashMap::new(),
-            predefined_by_id,
-            predefined_by_name,
+            predefined_by_id: HashMap::new(),
+            predefined_by_name: HashMap::new(),
             queued_bytes_total: 0,
             upstream_room: usize::MAX,
             parked: VecDeque::new(),
@@ -114,7 +108,9 @@ impl Gateway {
             outputs: VecDeque::new(),
             match_buf: Vec::new(),
             stats: Stats::default(),
-        }
+        };
+        gateway.set_predefined_topics(predefined);
+        gateway
     }
 
     /// The engine's counters.
@@ -423,17 +419,17 @@ impl Gateway {
             TopicRef::Id(id) => session
                 .and_then(|s| s.topics.name(*id).cloned())
                 .ok_or(ReturnCode::InvalidTopicId),
-            TopicRef::Predefined(id) => self
-                .predefined_by_id
-                .get(id)
-                .cloned()
-                .ok_or(ReturnCode::InvalidTopicId),
-            TopicRef::Short(bytes) => {
-                let name = std::str::from_utf8(bytes).map_err(|_| ReturnCode::NotSupported)?;
-                super::topic::validate_name(name).map_err(|_| ReturnCode::NotSupported)?;
-                Ok(Arc::from(name))
-            }
+            TopicRef::Predefined(id) => self.predefined_name(*id),
+            TopicRef::Short(bytes) => short_name(bytes),
         }
+    }
+
+    /// The name of pre-defined topic `id`, or "invalid topic id" (trap T-16).
+    pub(super) fn predefined_name(&self, id: u16) -> Result<Arc<str>, ReturnCode> {
+        self.predefined_by_id
+            .get(&id)
+            .cloned()
+            .ok_or(ReturnCode::InvalidTopicId)
     }
 
     /// Delivers a message to every matching subscriber, updates the retained
@@ -630,6 +626,15 @@ impl Gateway {
             self.retry(now, sid);
         }
     }
+}
+
+/// A short topic name as a topic name: its two bytes must be UTF-8 and a
+/// valid name (wildcards mean nothing in a short name, trap T-15), else
+/// "not supported".
+pub(super) fn short_name(bytes: &[u8; 2]) -> Result<Arc<str>, ReturnCode> {
+    let name = std::str::from_utf8(bytes).map_err(|_| ReturnCode::NotSupported)?;
+    super::topic::validate_name(name).map_err(|_| ReturnCode::NotSupported)?;
+    Ok(Arc::from(name))
 }
 
 /// Where a routed message came from.

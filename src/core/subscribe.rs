@@ -114,17 +114,8 @@ impl Gateway {
             SubscribeTopic::Name(name) => super::topic::validate_filter(name)
                 .map(|()| Arc::from(name.as_str()))
                 .map_err(|_| ReturnCode::NotSupported),
-            SubscribeTopic::Predefined(id) => self
-                .predefined_by_id
-                .get(id)
-                .cloned()
-                .ok_or(ReturnCode::InvalidTopicId),
-            SubscribeTopic::Short(bytes) => {
-                let name = std::str::from_utf8(bytes).map_err(|_| ReturnCode::NotSupported)?;
-                // Wildcards mean nothing in a short name (trap T-15).
-                super::topic::validate_name(name).map_err(|_| ReturnCode::NotSupported)?;
-                Ok(Arc::from(name))
-            }
+            SubscribeTopic::Predefined(id) => self.predefined_name(*id),
+            SubscribeTopic::Short(bytes) => super::gateway::short_name(bytes),
         }
     }
 
