@@ -482,24 +482,14 @@ impl Driver {
                         Some(Peer {
                             link: LinkAddr::Radio { port, .. },
                             node: None,
-                        }) => {
-                            let to = Peer {
-                                link: LinkAddr::Serial { port },
-                                node: None,
-                            };
-                            self.send(&to, packet).await;
-                        }
+                        }) => self.send(&Peer::serial(port), packet).await,
                         Some(requester) => self.send(&requester, packet).await,
                         // ADVERTISE: every serial link too (XBee: the
                         // broadcast address).
                         None => {
                             for i in 0..self.serial_links.len() {
                                 let port = u16::try_from(i).unwrap_or(u16::MAX);
-                                let to = Peer {
-                                    link: LinkAddr::Serial { port },
-                                    node: None,
-                                };
-                                self.send(&to, packet.clone()).await;
+                                self.send(&Peer::serial(port), packet.clone()).await;
                             }
                         }
                     }
@@ -509,6 +499,14 @@ impl Driver {
                     None => debug!(?cmd, "no upstream bridge; command dropped"),
                 },
             }
+        }
+    }
+
+    /// Hands the encoded message in `scratch` to serial port `port`.
+    fn send_serial(&self, port: u16, addr: Option<u64>, to: &Peer) {
+        match self.serial_links.get(usize::from(port)) {
+            Some(link) => link.send(addr, Bytes::copy_from_slice(&self.scratch)),
+            None => debug!(%to, "no such serial port"),
         }
     }
 
@@ -535,14 +533,9 @@ impl Driver {
                     debug!(%to, error = %e, "UDP send failed");
                 }
             }
-            LinkAddr::Radio { port, addr } => match self.serial_links.get(usize::from(*port)) {
-                Some(link) => link.send(Some(*addr), Bytes::copy_from_slice(&self.scratch)),
-                None => debug!(%to, "no such serial port"),
-            },
-            LinkAddr::Serial { port } => match self.serial_links.get(usize::from(*port)) {
-                Some(link) => link.send(None, Bytes::copy_from_slice(&self.scratch)),
-                None => debug!(%to, "no such serial port"),
-            },
+            // A radio by its address; the port itself (XBee: broadcast).
+            LinkAddr::Radio { port, addr } => self.send_serial(*port, Some(*addr), to),
+            LinkAddr::Serial { port } => self.send_serial(*port, None, to),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::start_gateway;
+use common::{KillOnDrop, start_gateway};
 
 fn sngate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sngate"))
@@ -25,22 +25,6 @@ fn publish(gateway: &str, args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Kills `sngate sub` if the test fails half-way, so no process outlives it.
-struct KillOnDrop(std::process::Child);
-
-impl KillOnDrop {
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts `sngate sub`; its stdout lines arrive on the returned channel.

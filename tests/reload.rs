@@ -1,6 +1,9 @@
 //! SIGHUP reload with the real binary: the file is read again, what can
 //! change at runtime is applied and logged, and a broken file changes nothing.
 
+mod common;
+
+use common::KillOnDrop;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -40,16 +43,6 @@ fn publish_predefined(gateway: &str, id: &str) -> i32 {
         .status
         .code()
         .unwrap_or(-1)
-}
-
-/// Kills the gateway if the test fails half-way, so no process outlives it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn signal(pid: u32, sig: &str) {

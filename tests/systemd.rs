@@ -2,6 +2,9 @@
 //! socket of our own standing in for systemd, reports READY=1 after binding,
 //! pings the watchdog from its engine loop, and STOPPING=1 on SIGTERM.
 
+mod common;
+
+use common::KillOnDrop;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,16 +15,6 @@ fn next(socket: &UnixDatagram, wait: Duration) -> Option<String> {
     let mut buf = [0u8; 256];
     let n = socket.recv(&mut buf).ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-/// Kills the gateway if the test fails half-way, so no process outlives it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -58,6 +58,15 @@ impl Peer {
         }
     }
 
+    /// Serial port number `port` itself: on XBee links its broadcast address,
+    /// on SLIP and raw links the port's one peer.
+    pub fn serial(port: u16) -> Self {
+        Peer {
+            link: LinkAddr::Serial { port },
+            node: None,
+        }
+    }
+
     /// The same link address, behind a forwarder, for wireless node `node`.
     pub fn forwarded(&self, node: Bytes) -> Self {
         Peer {

@@ -169,3 +169,21 @@ pub fn upstream_to(port: u16, client_id: &str) -> UpstreamConfig {
         ..UpstreamConfig::default()
     }
 }
+
+/// A child process (the real `sngate` binary) killed when the test ends, so
+/// a test that fails half-way never leaves a process holding CI's output.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
