@@ -982,7 +982,15 @@ impl Sngate {
         let port = free_udp_port()?;
         let udp: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
-            .args(["run", "--log-level", "warn", "--udp", &udp.to_string()])
+            .args([
+                "run",
+                "--log-level",
+                "warn",
+                "--broker",
+                "off",
+                "--udp",
+                &udp.to_string(),
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

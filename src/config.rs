@@ -56,8 +56,59 @@ pub struct Config {
     /// `[[serial]]`: serial ports with radio dongles or forwarders, each
     /// opened at start-up beside the UDP listeners. None by default.
     pub serial: Vec<SerialConfig>,
+    /// `[broker]`: the embedded MQTT broker for local programs.
+    pub broker: BrokerConfig,
     /// `[log]`: log level and format.
     pub log: LogConfig,
+}
+
+/// `[broker]`: the embedded MQTT 3.1.1 broker. Local programs (Node-RED, Home
+/// Assistant, mosquitto_sub) connect over TCP and share topics, retained
+/// messages and the upstream bridge with the MQTT-SN devices.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// TCP addresses to listen on; empty turns the broker off. Default:
+    /// `["127.0.0.1:1883"]` (this machine only).
+    pub listen: Vec<SocketAddr>,
+    /// Most simultaneous connections; more are refused at once. Default: 1000.
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted from a client, in bytes (≥ 128); a larger
+    /// one closes the connection. Default: 1 MiB.
+    pub max_packet_bytes: usize,
+    /// QoS 1/2 messages sent to one client and not yet acknowledged (1..=65535).
+    /// Default: 20 (as mosquitto).
+    pub max_inflight_messages: u16,
+    /// Messages waiting to be written to one connected client; beyond it new
+    /// ones are dropped and counted (a client that does not read cannot grow
+    /// memory). Default: 1000.
+    pub max_queued_messages: usize,
+    /// Seconds a new connection has to send CONNECT (≥ 1). Default: 10.
+    pub connect_timeout_secs: u32,
+    /// Seconds between `$SYS/broker/…` status messages (retained); 0 turns
+    /// them off. Default: 10.
+    pub sys_interval_secs: u32,
+    /// User name clients must present; unset (the default) accepts anonymous
+    /// clients. Set together with `password`.
+    pub username: Option<String>,
+    /// Password clients must present with `username`.
+    pub password: Option<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1883))],
+            max_connections: 1000,
+            max_packet_bytes: MIB,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            connect_timeout_secs: 10,
+            sys_interval_secs: 10,
+            username: None,
+            password: None,
+        }
+    }
 }
 
 /// `[[serial]]`: one serial port and how MQTT-SN messages are framed on it.
@@ -661,6 +712,7 @@ impl Config {
         for (i, port) in self.serial.iter().enumerate() {
             validate_serial(i, port)?;
         }
+        validate_broker(&self.broker)?;
         validate_log_level(&self.log.level).map_err(|r| ConfigError::invalid("log.level", r))
     }
 
@@ -785,6 +837,40 @@ fn predefined_topic_problem(topic: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
+    if b.max_packet_bytes < 128 {
+        return Err(ConfigError::invalid(
+            "broker.max_packet_bytes",
+            format!("{} is below 128", b.max_packet_bytes),
+        ));
+    }
+    if b.max_inflight_messages == 0 {
+        return Err(ConfigError::invalid(
+            "broker.max_inflight_messages",
+            "must be at least 1",
+        ));
+    }
+    if b.max_queued_messages == 0 {
+        return Err(ConfigError::invalid(
+            "broker.max_queued_messages",
+            "must be at least 1",
+        ));
+    }
+    if b.connect_timeout_secs == 0 {
+        return Err(ConfigError::invalid(
+            "broker.connect_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    if b.username.is_some() != b.password.is_some() {
+        return Err(ConfigError::invalid(
+            "broker.username",
+            "username and password are set together, or neither",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
+use crate::broker::{Broker, BrokerError, BrokerEvent, SysTopics};
 use crate::config::{Config, LimitsConfig, QueueOverflow};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer};
 use crate::proto::{self, Packet};
@@ -30,6 +31,9 @@ pub enum DriverError {
     /// The upstream bridge could not be set up.
     #[error("cannot start the upstream bridge")]
     Bridge(#[from] BridgeError),
+    /// The embedded MQTT broker could not be set up.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     /// The driver task ended abnormally.
     #[error("the gateway task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -84,6 +88,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 /// A started gateway: its listeners are bound and its task is running.
 pub struct RunningGateway {
     udp_addrs: Vec<SocketAddr>,
+    broker_addrs: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     reconfigure: mpsc::UnboundedSender<EngineConfig>,
     task: JoinHandle<()>,
@@ -102,6 +107,11 @@ impl RunningGateway {
     /// The UDP addresses actually bound (ports resolved when 0 was configured).
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// The embedded broker's TCP addresses actually bound (empty when off).
+    pub fn broker_addrs(&self) -> &[SocketAddr] {
+        &self.broker_addrs
     }
 
     /// Applies new engine settings (see `Gateway::reconfigure`).
@@ -155,6 +165,15 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         }
         None => None,
     };
+    let broker = if config.broker.listen.is_empty() {
+        None
+    } else {
+        Some(Broker::start(&config.broker).await?)
+    };
+    let broker_addrs = broker
+        .as_ref()
+        .map(|b| b.local_addrs().to_vec())
+        .unwrap_or_default();
     let readers = listeners
         .iter()
         .map(|l| l.spawn_reader(tx.clone()))
@@ -195,10 +214,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         max_packet_bytes: config.gateway.max_packet_bytes,
         advertise_group,
         scratch: BytesMut::with_capacity(4096),
+        broker,
+        sys: SysTopics::new(
+            config.broker.sys_interval_secs,
+            tokio::time::Instant::now().into_std(),
+        ),
     };
     let task = tokio::spawn(driver.run(stopped));
     Ok(RunningGateway {
         udp_addrs,
+        broker_addrs,
         stop: Some(stop),
         reconfigure,
         task,
@@ -286,6 +311,7 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
         ("udp", new.udp != current.udp),
         ("serial", new.serial != current.serial),
         ("upstream", new.upstream != current.upstream),
+        ("broker", new.broker != current.broker),
         ("discovery", new.discovery != current.discovery),
         (
             "limits.max_retained_messages",
@@ -369,12 +395,20 @@ struct Driver {
     max_packet_bytes: usize,
     advertise_group: Option<SocketAddr>,
     scratch: BytesMut,
+    /// The embedded MQTT broker, when enabled.
+    broker: Option<Broker>,
+    /// `$SYS/broker/…` status messages for local clients.
+    sys: SysTopics,
 }
 
 impl Driver {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         // Pinged from this loop, so systemd restarts a wedged engine too.
         let mut watchdog = self.watchdog.map(tokio::time::interval);
+        let mut sys_tick = match (&self.broker, self.sys.interval) {
+            (Some(_), Some(every)) => Some(tokio::time::interval(every)),
+            _ => None,
+        };
         loop {
             let deadline = self
                 .gateway
@@ -393,11 +427,19 @@ impl Driver {
                 event = next_bridge_event(&mut self.bridge), if self.bridge.is_some() => {
                     self.on_bridge_event(event);
                 }
+                event = next_broker_event(&mut self.broker), if self.broker.is_some() => {
+                    self.on_broker_event(event);
+                }
                 _ = room_freed(&self.room_watch), if self.gateway.has_parked_publishes() => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
                 }
                 Some(cfg) = self.reconfigured.recv() => self.gateway.reconfigure(cfg),
+                _ = tick(&mut sys_tick), if sys_tick.is_some() => {
+                    let now = tokio::time::Instant::now().into_std();
+                    let connections = self.broker.as_ref().map_or(0, Broker::connections);
+                    self.sys.publish(&mut self.gateway, now, connections);
+                }
                 _ = tick(&mut watchdog), if watchdog.is_some() => {
                     if let Err(e) = crate::systemd::notify("WATCHDOG=1") {
                         debug!(error = %e, "cannot ping the systemd watchdog");
@@ -411,6 +453,9 @@ impl Driver {
         }
         for link in &self.serial_links {
             link.stop();
+        }
+        if let Some(broker) = &mut self.broker {
+            broker.shutdown();
         }
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown(BRIDGE_SHUTDOWN_GRACE).await;
@@ -437,6 +482,18 @@ impl Driver {
                 self.room_watch = None;
                 let now = tokio::time::Instant::now().into_std();
                 self.gateway.set_upstream_room(now, 0);
+            }
+        }
+    }
+
+    fn on_broker_event(&mut self, event: Option<BrokerEvent>) {
+        let now = tokio::time::Instant::now().into_std();
+        match event {
+            Some(BrokerEvent::Input { conn, input }) => self.gateway.handle_local(now, conn, input),
+            Some(BrokerEvent::Opened { .. }) => {}
+            None => {
+                warn!("the embedded broker stopped");
+                self.broker = None;
             }
         }
     }
@@ -498,6 +555,10 @@ impl Driver {
                     Some(bridge) => bridge.send(cmd),
                     None => debug!(?cmd, "no upstream bridge; command dropped"),
                 },
+                Output::Local { conn, action } => match &mut self.broker {
+                    Some(broker) => broker.dispatch(conn, action),
+                    None => debug!(%conn, "no embedded broker; action dropped"),
+                },
             }
         }
     }
@@ -546,6 +607,13 @@ const BRIDGE_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 async fn room_freed(watch: &Option<RoomWatch>) {
     match watch {
         Some(w) => w.freed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_broker_event(broker: &mut Option<Broker>) -> Option<BrokerEvent> {
+    match broker {
+        Some(b) => b.recv().await,
         None => std::future::pending().await,
     }
 }

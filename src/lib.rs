@@ -20,6 +20,7 @@
 //! See `docs/architecture.md` for the design and the reasons behind it.
 
 pub mod bridge;
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -74,6 +74,10 @@ struct RunArgs {
     /// replaces [udp] listen.
     #[arg(long = "udp", value_name = "ADDR")]
     udp: Vec<SocketAddr>,
+    /// Embedded MQTT broker TCP address, e.g. 127.0.0.1:1883 or 0.0.0.0:1883,
+    /// or `off`. Repeatable; replaces [broker] listen.
+    #[arg(long = "broker", value_name = "ADDR|off", value_parser = parse_broker_listen)]
+    broker: Vec<BrokerListen>,
     /// Upstream MQTT broker as HOST:PORT, or HOST alone to keep the configured
     /// port (1883 by default). Sets [upstream] host and port, creating the
     /// section if the file has none.
@@ -537,6 +541,22 @@ fn build_config(args: &RunArgs) -> Result<Config, ConfigError> {
 }
 
 /// Applies the command-line overrides; returns the dotted keys they set.
+/// A `--broker` value: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BrokerListen {
+    Addr(SocketAddr),
+    Off,
+}
+
+fn parse_broker_listen(s: &str) -> Result<BrokerListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(BrokerListen::Off);
+    }
+    s.parse()
+        .map(BrokerListen::Addr)
+        .map_err(|_| format!("`{s}` is neither an address like 127.0.0.1:1883 nor `off`"))
+}
+
 fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
     let mut set = Vec::new();
     if let Some(level) = &args.log_level {
@@ -545,6 +565,20 @@ fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
     }
     if let Some(format) = args.log_format {
         config.log.format = format.into();
+    }
+    if !args.broker.is_empty() {
+        config.broker.listen = args
+            .broker
+            .iter()
+            .filter_map(|b| match b {
+                BrokerListen::Addr(addr) => Some(*addr),
+                BrokerListen::Off => None,
+            })
+            .collect();
+        if args.broker.contains(&BrokerListen::Off) {
+            config.broker.listen.clear();
+        }
+        set.push("broker.listen".to_owned());
     }
     if !args.udp.is_empty() {
         config.udp.listen = args.udp.clone();

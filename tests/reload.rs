@@ -62,7 +62,14 @@ fn sighup_applies_new_predefined_topics_and_keeps_the_old_config_on_errors() {
     let mut child = sngate()
         .args(["run", "--config"])
         .arg(&file)
-        .args(["--udp", "127.0.0.1:0", "--log-format", "text"])
+        .args([
+            "--udp",
+            "127.0.0.1:0",
+            "--broker",
+            "off",
+            "--log-format",
+            "text",
+        ])
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .spawn()

@@ -23,7 +23,15 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
     let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
-        .args(["run", "--udp", "127.0.0.1:0", "--log-level", "warn"])
+        .args([
+            "run",
+            "--udp",
+            "127.0.0.1:0",
+            "--broker",
+            "off",
+            "--log-level",
+            "warn",
+        ])
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "200000")
         .env_remove("WATCHDOG_PID")

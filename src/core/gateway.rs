@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::engine_config::EngineConfig;
+use super::local::{LocalDelivery, LocalSessions};
 use super::output::{Output, UpstreamCommand};
 use super::peer::Peer;
 use super::retained::RetainedStore;
@@ -28,6 +29,8 @@ use crate::proto::{self, DecodeError, MsgType, Packet, QoS, ReturnCode, TopicRef
 pub enum Subscriber {
     /// An MQTT-SN session.
     Device(SessionId),
+    /// A local MQTT client's session (embedded broker).
+    Local(SessionId),
 }
 
 /// A retained message as stored.
@@ -74,8 +77,11 @@ pub struct Gateway {
     pub(super) queued_bytes_total: usize,
     /// How many more messages the upstream bridge can take (set by the driver).
     pub(super) upstream_room: usize,
-    /// Sessions with a PUBLISH parked for upstream room, oldest first.
+    /// Sessions (device or local) with a PUBLISH parked for upstream room,
+    /// oldest first; a local session appears once per parked message.
     pub(super) parked: VecDeque<SessionId>,
+    /// The embedded broker's clients.
+    pub(super) locals: LocalSessions,
     /// One entry per session with a deadline: (its earliest deadline, id).
     timers: BTreeSet<(Instant, SessionId)>,
     next_advertise: Option<Instant>,
@@ -103,6 +109,7 @@ impl Gateway {
             queued_bytes_total: 0,
             upstream_room: usize::MAX,
             parked: VecDeque::new(),
+            locals: LocalSessions::default(),
             timers: BTreeSet::new(),
             next_advertise,
             outputs: VecDeque::new(),
@@ -291,6 +298,7 @@ impl Gateway {
                 break;
             };
             let Some(s) = self.sessions.get_mut(&sid) else {
+                self.release_parked_local(now, sid);
                 continue;
             };
             let Some(parked) = s.parked.take() else {
@@ -335,6 +343,7 @@ impl Gateway {
             self.on_session_timer(now, sid);
             self.arm(sid);
         }
+        self.expire_local_sessions(now);
     }
 
     // ----- outputs -----
@@ -346,11 +355,14 @@ impl Gateway {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let session = self.timers.first().map(|(at, _)| *at);
-        match (session, self.next_advertise) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.first().map(|(at, _)| *at),
+            self.next_advertise,
+            self.next_local_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ----- plumbing shared by the handlers -----
@@ -365,6 +377,10 @@ impl Gateway {
         if let Some(peer) = self.sessions.get(&sid).and_then(|s| s.peer.clone()) {
             self.transmit(peer, packet);
         }
+    }
+
+    pub(super) fn push_output(&mut self, output: Output) {
+        self.outputs.push_back(output);
     }
 
     pub(super) fn upstream(&mut self, cmd: UpstreamCommand) {
@@ -475,7 +491,7 @@ impl Gateway {
         if already_delivered {
             return;
         }
-        if self.cfg.upstream && matches!(origin, Origin::Device | Origin::Will) {
+        if self.cfg.upstream && matches!(origin, Origin::Device | Origin::Local | Origin::Will) {
             // A will cannot wait for room (its client is gone): it goes up
             // regardless, into the headroom the bridge keeps for it.
             if self.upstream_room > 0 || origin == Origin::Will {
@@ -519,6 +535,27 @@ impl Gateway {
                         sent_as: None,
                     };
                     self.enqueue(now, sid, delivery);
+                }
+                Subscriber::Local(sid) => {
+                    let granted = match scope {
+                        None => sub_qos,
+                        Some(filter) => match self
+                            .locals
+                            .sessions
+                            .get(&sid)
+                            .and_then(|s| s.subscriptions.get(filter))
+                        {
+                            Some(&q) => q,
+                            None => continue,
+                        },
+                    };
+                    let delivery = LocalDelivery {
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                        qos: qos.min(granted),
+                        retain: delivered_retain,
+                    };
+                    self.deliver_local(sid, delivery);
                 }
             }
         }
@@ -646,6 +683,10 @@ pub(super) enum Origin {
     Will,
     /// The upstream broker (never sent back up).
     Upstream,
+    /// A local MQTT client of the embedded broker (goes upstream too).
+    Local,
+    /// The gateway itself (`$SYS/…`): local subscribers only.
+    Internal,
 }
 
 /// The topic of a QoS −1 publish.

@@ -10,6 +10,7 @@
 //! - `uplink.rs`: REGISTER and PUBLISH from devices.
 //! - `delivery.rs`: the per-client queue and one-in-flight delivery to devices.
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained delivery.
+//! - [`local`]: the embedded broker's MQTT clients, sharing the router.
 //! - [`session`], [`topic_table`]: per-client state and topic ids.
 //! - [`router`], [`retained`], [`topic`]: the subscription trie, retained store
 //!   and MQTT topic rules, shared by every kind of client.
@@ -18,6 +19,7 @@ mod delivery;
 pub mod engine_config;
 mod gateway;
 mod lifecycle;
+pub mod local;
 pub mod output;
 pub mod peer;
 pub mod retained;
@@ -34,7 +36,8 @@ mod tests;
 
 pub use engine_config::{EngineConfig, OverflowPolicy};
 pub use gateway::{Gateway, RetainedMessage, Subscriber, UpstreamMessage};
-pub use output::{Output, UpstreamCommand};
+pub use local::{LocalClientInfo, LocalConnId, LocalConnect, LocalDelivery, LocalInput};
+pub use output::{LocalAction, Output, UpstreamCommand};
 pub use peer::{LinkAddr, Peer};
 pub use session::{ClientState, SessionId};
 pub use stats::{DropReason, Stats};

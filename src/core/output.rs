@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::local::{LocalConnId, LocalDelivery};
 use super::peer::Peer;
 use crate::proto::Packet;
 
@@ -31,6 +32,49 @@ pub enum Output {
     },
     /// Publish a message to the upstream broker.
     Upstream(UpstreamCommand),
+    /// Tell an embedded-broker connection to do something.
+    Local {
+        /// The connection.
+        conn: LocalConnId,
+        /// What to do.
+        action: LocalAction,
+    },
+}
+
+/// What an embedded-broker connection is told to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalAction {
+    /// Accept the CONNECT (CONNACK 0).
+    ConnAck {
+        /// Whether a persistent session was resumed.
+        session_present: bool,
+    },
+    /// Refuse the CONNECT: server unavailable (CONNACK 3), then close.
+    Refuse,
+    /// Send a message to the client.
+    Deliver(LocalDelivery),
+    /// The client's QoS 1/2 PUBLISH `pkid` is routed: PUBACK (QoS 1) or
+    /// PUBREC (QoS 2).
+    Ack {
+        /// The client's packet id.
+        pkid: u16,
+        /// The publish's QoS.
+        qos: u8,
+    },
+    /// SUBACK: the granted QoS per filter, `None` for a refused filter.
+    SubAck {
+        /// The client's packet id.
+        pkid: u16,
+        /// Granted QoS per filter, in order.
+        granted: Vec<Option<u8>>,
+    },
+    /// UNSUBACK.
+    UnsubAck {
+        /// The client's packet id.
+        pkid: u16,
+    },
+    /// Close the connection (taken over, or a protocol violation).
+    Close,
 }
 
 /// A command for the upstream bridge.

@@ -81,6 +81,10 @@ pub struct Stats {
     pub publishes_out: u64,
     /// Retransmissions to devices.
     pub retransmissions: u64,
+    /// PUBLISH messages accepted from local MQTT clients (embedded broker).
+    pub local_in: u64,
+    /// Messages handed to local MQTT clients (embedded broker).
+    pub local_out: u64,
     /// Messages handed to the upstream bridge.
     pub upstream_out: u64,
     /// Wills published.

@@ -124,8 +124,20 @@ impl Gateway {
             return;
         };
         let is_new = s.subscriptions.insert(filter.to_owned(), qos).is_none();
-        self.subscriptions
-            .subscribe(filter, Subscriber::Device(sid), qos);
+        self.subscribe_filter(Subscriber::Device(sid), filter, qos, is_new);
+    }
+
+    /// Puts a subscription in the trie; a filter no one held before is
+    /// subscribed upstream. `is_new`: the subscriber did not hold it yet (a
+    /// repeated SUBSCRIBE only changes the QoS).
+    pub(super) fn subscribe_filter(
+        &mut self,
+        subscriber: Subscriber,
+        filter: &str,
+        qos: u8,
+        is_new: bool,
+    ) {
+        self.subscriptions.subscribe(filter, subscriber, qos);
         if is_new {
             let refs = self.filter_refs.entry(filter.to_owned()).or_insert(0);
             *refs += 1;
@@ -141,10 +153,13 @@ impl Gateway {
     /// Removes one session's subscription from the trie and the upstream
     /// reference counts (the session's own map is updated by the caller).
     pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
-        if !self
-            .subscriptions
-            .unsubscribe(filter, Subscriber::Device(sid))
-        {
+        self.unsubscribe_filter(Subscriber::Device(sid), filter);
+    }
+
+    /// Takes a subscription out of the trie; the last holder of a filter
+    /// unsubscribes it upstream.
+    pub(super) fn unsubscribe_filter(&mut self, subscriber: Subscriber, filter: &str) {
+        if !self.subscriptions.unsubscribe(filter, subscriber) {
             return;
         }
         let last = match self.filter_refs.get_mut(filter) {

@@ -28,6 +28,8 @@ pub struct TestGateway {
     running: RunningGateway,
     /// Its UDP address.
     pub addr: SocketAddr,
+    /// Its embedded MQTT broker's TCP address, when enabled.
+    pub broker: Option<SocketAddr>,
 }
 
 impl TestGateway {
@@ -42,6 +44,8 @@ impl TestGateway {
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.udp.listen = vec!["127.0.0.1:0".parse().expect("address")];
+    // Never the default 127.0.0.1:1883: tests run side by side.
+    config.broker.listen = vec!["127.0.0.1:0".parse().expect("address")];
     config.timers.retry_interval_secs = 1;
     config
 }
@@ -57,7 +61,12 @@ pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> TestGateway 
     tweak(&mut config);
     let running = driver::start(config).await.expect("gateway starts");
     let addr = *running.udp_addrs().first().expect("a UDP listener");
-    TestGateway { running, addr }
+    let broker = running.broker_addrs().first().copied();
+    TestGateway {
+        running,
+        addr,
+        broker,
+    }
 }
 
 /// A pre-defined topic entry for a configuration.

@@ -1,0 +1,613 @@
+//! One embedded-broker connection: the MQTT 3.1.1 conversation with one local
+//! client, from CONNECT to close.
+//!
+//! It owns what is per connection and nothing else: framing, the client's
+//! and our packet ids, the QoS 1/2 handshakes in both directions (inbound
+//! QoS 2 duplicates are caught here by packet id), the in-flight window
+//! towards the client, keep-alive, and the CONNECT checks (protocol level,
+//! credentials, client id). Everything a message means is the engine's.
+//!
+//! Bounds: a packet larger than `max_packet_bytes` closes the connection
+//! before it is buffered; at most [`MAX_UNACKED_INBOUND`] of the client's
+//! QoS 1/2 publishes wait for the engine before the socket stops being read
+//! (TCP pushes back on the client); messages towards the client are bounded
+//! by the driver (`max_queued_messages`).
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{self, Protocol, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::{BrokerEvent, BrokerStats, ConnLink, ConnSettings};
+use crate::core::session::Will;
+use crate::core::{LocalAction, LocalConnId, LocalConnect, LocalDelivery, LocalInput};
+
+/// The client's QoS 1/2 publishes that may wait for the engine's answer
+/// before the connection stops reading.
+const MAX_UNACKED_INBOUND: usize = 64;
+
+/// A connection before and after CONNECT.
+pub(super) struct Connection {
+    conn: LocalConnId,
+    peer: SocketAddr,
+    stream: TcpStream,
+    events: mpsc::Sender<BrokerEvent>,
+    settings: Arc<ConnSettings>,
+    stats: Arc<BrokerStats>,
+}
+
+/// What a message sent to the client waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// PUBACK (QoS 1).
+    Ack,
+    /// PUBREC (QoS 2, first half).
+    Rec,
+    /// PUBCOMP (QoS 2, after our PUBREL).
+    Comp,
+}
+
+/// How the conversation ended.
+enum End {
+    /// DISCONNECT received: no will.
+    Graceful,
+    /// Anything else: the will is published.
+    Abrupt(&'static str),
+}
+
+/// The conversation after a successful CONNECT.
+struct Session {
+    conn: LocalConnId,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    actions: mpsc::UnboundedReceiver<LocalAction>,
+    events: mpsc::Sender<BrokerEvent>,
+    stats: Arc<BrokerStats>,
+    queued: Arc<AtomicUsize>,
+    max_packet_bytes: usize,
+    max_inflight: usize,
+    keep_alive: Option<Duration>,
+    last_heard: Instant,
+    inbuf: BytesMut,
+    out: BytesMut,
+    next_pkid: u16,
+    /// Sent to the client, not yet acknowledged, oldest first.
+    inflight: VecDeque<(u16, LocalDelivery, Awaiting)>,
+    /// Waiting for room in the in-flight window.
+    pending: VecDeque<LocalDelivery>,
+    /// The client's QoS 1/2 publishes handed to the engine, not yet acked.
+    awaiting_engine: HashSet<u16>,
+    /// The client's QoS 2 publishes answered with PUBREC, until PUBREL.
+    received_qos2: HashSet<u16>,
+}
+
+impl Connection {
+    pub(super) fn new(
+        conn: LocalConnId,
+        peer: SocketAddr,
+        stream: TcpStream,
+        events: mpsc::Sender<BrokerEvent>,
+        settings: Arc<ConnSettings>,
+        stats: Arc<BrokerStats>,
+    ) -> Self {
+        Connection {
+            conn,
+            peer,
+            stream,
+            events,
+            settings,
+            stats,
+        }
+    }
+
+    /// Runs the connection to its end.
+    pub(super) async fn run(self) {
+        let Connection {
+            conn,
+            peer,
+            stream,
+            events,
+            settings,
+            stats,
+        } = self;
+        let (mut reader, mut writer) = stream.into_split();
+        let mut inbuf = BytesMut::with_capacity(4096);
+        let first = tokio::time::timeout(
+            settings.connect_timeout,
+            read_connect(&mut reader, &mut inbuf, settings.max_packet_bytes),
+        )
+        .await;
+        let connect = match first {
+            Err(_) => {
+                stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                debug!(%conn, %peer, "no CONNECT in time; closing");
+                return;
+            }
+            Ok(Ok(Some(Packet::Connect(connect)))) => connect,
+            Ok(Err(mqttbytes::Error::InvalidProtocolLevel(level))) => {
+                stats.connects_refused.fetch_add(1, Ordering::Relaxed);
+                info!(%conn, %peer, level, "MQTT connection refused: unsupported protocol level");
+                refuse(&mut writer, ConnectReturnCode::RefusedProtocolVersion).await;
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(other) => {
+                stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(%conn, %peer, first = ?other.map(|p| p.map(|p| packet_name(&p))), "first packet is not a valid CONNECT; closing");
+                return;
+            }
+        };
+        let Some(accepted) = check_connect(conn, &connect, &settings) else {
+            return;
+        };
+        let accepted = match accepted {
+            Ok(accepted) => accepted,
+            Err(code) => {
+                stats.connects_refused.fetch_add(1, Ordering::Relaxed);
+                info!(%conn, %peer, client = %connect.client_id, ?code, "MQTT connection refused");
+                refuse(&mut writer, code).await;
+                return;
+            }
+        };
+        let (tx, actions) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let link = ConnLink {
+            actions: tx,
+            queued: queued.clone(),
+        };
+        let client_id = accepted.client_id.clone();
+        if events
+            .send(BrokerEvent::Opened { conn, link })
+            .await
+            .is_err()
+            || events
+                .send(BrokerEvent::Input {
+                    conn,
+                    input: LocalInput::Connect(accepted),
+                })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        debug!(%conn, %peer, client = %client_id, "MQTT client connecting");
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let mut session = Session {
+            conn,
+            reader,
+            writer,
+            actions,
+            events: events.clone(),
+            stats: stats.clone(),
+            queued,
+            max_packet_bytes: settings.max_packet_bytes,
+            max_inflight: usize::from(settings.max_inflight),
+            keep_alive,
+            last_heard: Instant::now(),
+            inbuf,
+            out: BytesMut::with_capacity(4096),
+            next_pkid: 0,
+            inflight: VecDeque::new(),
+            pending: VecDeque::new(),
+            awaiting_engine: HashSet::new(),
+            received_qos2: HashSet::new(),
+        };
+        let end = session.serve().await;
+        let graceful = matches!(end, End::Graceful);
+        if let End::Abrupt(why) = end {
+            debug!(%conn, client = %client_id, why, "MQTT connection closed");
+        }
+        let unacked = session.take_unacked();
+        let _ = session.writer.shutdown().await;
+        let _ = events
+            .send(BrokerEvent::Input {
+                conn,
+                input: LocalInput::Closed { graceful, unacked },
+            })
+            .await;
+    }
+}
+
+/// Checks a CONNECT: `None` closes without an answer (a malformed will),
+/// `Some(Err(code))` refuses with that CONNACK code.
+fn check_connect(
+    conn: LocalConnId,
+    connect: &Connect,
+    settings: &ConnSettings,
+) -> Option<Result<LocalConnect, ConnectReturnCode>> {
+    if connect.protocol != Protocol::V4 {
+        return Some(Err(ConnectReturnCode::RefusedProtocolVersion));
+    }
+    if let Some((user, password)) = &settings.credentials {
+        let ok = connect
+            .login
+            .as_ref()
+            .is_some_and(|l| l.username == *user && l.password == *password);
+        if !ok {
+            return Some(Err(ConnectReturnCode::BadUserNamePassword));
+        }
+    }
+    let client_id = if connect.client_id.is_empty() {
+        if !connect.clean_session {
+            // A persistent session needs a name to come back to (§3.1.3.1).
+            return Some(Err(ConnectReturnCode::BadClientId));
+        }
+        format!("sngate-auto-{}", conn.0)
+    } else {
+        connect.client_id.clone()
+    };
+    let will = match &connect.last_will {
+        Some(w) => {
+            if crate::core::topic::validate_name(&w.topic).is_err() {
+                return None;
+            }
+            Some(Will {
+                topic: w.topic.clone(),
+                payload: w.message.clone(),
+                qos: w.qos as u8,
+                retain: w.retain,
+            })
+        }
+        None => None,
+    };
+    Some(Ok(LocalConnect {
+        client_id,
+        clean_session: connect.clean_session,
+        will,
+    }))
+}
+
+async fn refuse(writer: &mut OwnedWriteHalf, code: ConnectReturnCode) {
+    let mut out = BytesMut::with_capacity(4);
+    if ConnAck::new(code, false).write(&mut out).is_ok() {
+        let _ = writer.write_all(&out).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Reads until the first packet is buffered. `Ok(None)`: the peer closed.
+/// Anything but a CONNECT fails on its first byte, so a stray client (an
+/// HTTP request, a port scan) is turned away at once.
+async fn read_connect(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Packet>, mqttbytes::Error> {
+    loop {
+        if let Some(&first) = buf.first()
+            && first != 0x10
+        {
+            return Err(mqttbytes::Error::InvalidPacketType(first >> 4));
+        }
+        match Packet::read(buf, max) {
+            Ok(packet) => return Ok(Some(packet)),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+fn qos_of(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+impl Session {
+    async fn serve(&mut self) -> End {
+        loop {
+            let deadline = self.keep_alive.map(|k| self.last_heard + k);
+            let can_read = self.awaiting_engine.len() < MAX_UNACKED_INBOUND;
+            tokio::select! {
+                biased;
+                action = self.actions.recv() => match action {
+                    // The driver dropped the link: shutting down.
+                    None => return End::Abrupt("gateway shutting down"),
+                    Some(action) => {
+                        if let Some(end) = self.on_action(action) {
+                            self.flush().await;
+                            return end;
+                        }
+                    }
+                },
+                read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
+                    Ok(0) => return End::Abrupt("closed by the client"),
+                    Err(_) => return End::Abrupt("read error"),
+                    Ok(_) => {
+                        self.last_heard = Instant::now();
+                        if let Some(end) = self.on_readable().await {
+                            self.flush().await;
+                            return end;
+                        }
+                    }
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return End::Abrupt("keep-alive expired");
+                }
+            }
+            self.fill_window();
+            if !self.flush().await {
+                return End::Abrupt("write error");
+            }
+        }
+    }
+
+    /// Writes what is buffered; false if the socket failed.
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let ok = self.writer.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    fn write(&mut self, packet: Packet) {
+        // Our own packets are small or were bounded on the way in.
+        if let Err(e) = packet.write(&mut self.out, usize::MAX) {
+            debug!(conn = %self.conn, error = %e, "cannot encode an MQTT packet");
+        }
+    }
+
+    fn on_action(&mut self, action: LocalAction) -> Option<End> {
+        match action {
+            LocalAction::ConnAck { session_present } => self.write(Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::Success,
+                session_present,
+            ))),
+            LocalAction::Refuse => {
+                self.stats.connects_refused.fetch_add(1, Ordering::Relaxed);
+                self.write(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::ServiceUnavailable,
+                    false,
+                )));
+                return Some(End::Graceful);
+            }
+            LocalAction::Deliver(d) => self.pending.push_back(d),
+            LocalAction::Ack { pkid, qos } => {
+                self.awaiting_engine.remove(&pkid);
+                if qos == 2 {
+                    self.received_qos2.insert(pkid);
+                    self.write(Packet::PubRec(PubRec::new(pkid)));
+                } else {
+                    self.write(Packet::PubAck(PubAck::new(pkid)));
+                }
+            }
+            LocalAction::SubAck { pkid, granted } => {
+                let codes = granted
+                    .into_iter()
+                    .map(|g| match g {
+                        Some(q) => SubscribeReasonCode::Success(qos_of(q)),
+                        None => SubscribeReasonCode::Failure,
+                    })
+                    .collect();
+                self.write(Packet::SubAck(SubAck::new(pkid, codes)));
+            }
+            LocalAction::UnsubAck { pkid } => self.write(Packet::UnsubAck(UnsubAck::new(pkid))),
+            LocalAction::Close => return Some(End::Abrupt("closed by the gateway")),
+        }
+        None
+    }
+
+    /// Handles every whole packet in the input buffer.
+    async fn on_readable(&mut self) -> Option<End> {
+        loop {
+            let packet = match Packet::read(&mut self.inbuf, self.max_packet_bytes) {
+                Ok(packet) => packet,
+                Err(mqttbytes::Error::InsufficientBytes(_)) => return None,
+                Err(e) => {
+                    self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(conn = %self.conn, error = %e, "malformed MQTT packet; closing");
+                    return Some(End::Abrupt("malformed packet"));
+                }
+            };
+            if let Some(end) = self.on_packet(packet).await {
+                return Some(end);
+            }
+        }
+    }
+
+    async fn on_packet(&mut self, packet: Packet) -> Option<End> {
+        let input = match packet {
+            Packet::Publish(p) => {
+                self.stats
+                    .publishes_received
+                    .fetch_add(1, Ordering::Relaxed);
+                let qos = p.qos as u8;
+                if qos > 0 {
+                    if qos == 2 && self.received_qos2.contains(&p.pkid) {
+                        // A resend of one already taken: answer again only.
+                        self.write(Packet::PubRec(PubRec::new(p.pkid)));
+                        return None;
+                    }
+                    if !self.awaiting_engine.insert(p.pkid) {
+                        // A resend of one the engine has not answered yet.
+                        return None;
+                    }
+                }
+                LocalInput::Publish {
+                    pkid: p.pkid,
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos,
+                    retain: p.retain,
+                }
+            }
+            Packet::PubAck(ack) => {
+                self.acknowledged(ack.pkid, Awaiting::Ack);
+                return None;
+            }
+            Packet::PubRec(rec) => {
+                if let Some(entry) = self
+                    .inflight
+                    .iter_mut()
+                    .find(|(id, _, stage)| *id == rec.pkid && *stage == Awaiting::Rec)
+                {
+                    entry.2 = Awaiting::Comp;
+                }
+                self.write(Packet::PubRel(PubRel::new(rec.pkid)));
+                return None;
+            }
+            Packet::PubComp(comp) => {
+                self.acknowledged(comp.pkid, Awaiting::Comp);
+                return None;
+            }
+            Packet::PubRel(rel) => {
+                self.received_qos2.remove(&rel.pkid);
+                self.write(Packet::PubComp(PubComp::new(rel.pkid)));
+                return None;
+            }
+            Packet::Subscribe(s) => LocalInput::Subscribe {
+                pkid: s.pkid,
+                filters: s
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.path, f.qos as u8))
+                    .collect(),
+            },
+            Packet::Unsubscribe(u) => LocalInput::Unsubscribe {
+                pkid: u.pkid,
+                filters: u.topics,
+            },
+            Packet::PingReq => {
+                self.write(Packet::PingResp);
+                return None;
+            }
+            Packet::Disconnect => return Some(End::Graceful),
+            other => {
+                self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(conn = %self.conn, packet = packet_name(&other), "unexpected MQTT packet; closing");
+                return Some(End::Abrupt("protocol violation"));
+            }
+        };
+        let event = BrokerEvent::Input {
+            conn: self.conn,
+            input,
+        };
+        if self.events.send(event).await.is_err() {
+            return Some(End::Abrupt("gateway shutting down"));
+        }
+        None
+    }
+
+    /// The client acknowledged our message `pkid` at `stage`.
+    fn acknowledged(&mut self, pkid: u16, stage: Awaiting) {
+        if let Some(i) = self
+            .inflight
+            .iter()
+            .position(|(id, _, s)| *id == pkid && *s == stage)
+        {
+            self.inflight.remove(i);
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends pending messages while the in-flight window has room.
+    fn fill_window(&mut self) {
+        while let Some(d) = self.pending.front() {
+            if d.qos > 0 && self.inflight.len() >= self.max_inflight {
+                return;
+            }
+            let Some(d) = self.pending.pop_front() else {
+                return;
+            };
+            let mut publish =
+                Publish::from_bytes(d.topic.as_ref(), qos_of(d.qos), d.payload.clone());
+            publish.retain = d.retain;
+            self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
+            if d.qos == 0 {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.write(Packet::Publish(publish));
+                continue;
+            }
+            let pkid = self.next_free_pkid();
+            publish.pkid = pkid;
+            self.write(Packet::Publish(publish));
+            let stage = if d.qos == 1 {
+                Awaiting::Ack
+            } else {
+                Awaiting::Rec
+            };
+            self.inflight.push_back((pkid, d, stage));
+        }
+    }
+
+    fn next_free_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            let id = self.next_pkid;
+            // The window is far below 65535, so a free id is always near.
+            if id != 0 && !self.inflight.iter().any(|(i, _, _)| *i == id) {
+                return id;
+            }
+        }
+    }
+
+    /// What this connection was given and the client did not acknowledge,
+    /// oldest first: the in-flight window (except QoS 2 messages the client
+    /// already has, PUBREC received), the pending ones, and what is still
+    /// in the channel.
+    fn take_unacked(&mut self) -> Vec<LocalDelivery> {
+        self.actions.close();
+        let mut unacked: Vec<LocalDelivery> = self
+            .inflight
+            .drain(..)
+            .filter(|(_, _, stage)| *stage != Awaiting::Comp)
+            .map(|(_, d, _)| d)
+            .collect();
+        unacked.extend(self.pending.drain(..));
+        while let Ok(action) = self.actions.try_recv() {
+            if let LocalAction::Deliver(d) = action {
+                unacked.push(d);
+            }
+        }
+        unacked
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

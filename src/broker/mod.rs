@@ -1,0 +1,276 @@
+//! The embedded MQTT broker: TCP listeners for local programs (Node-RED, Home
+//! Assistant, `mosquitto_sub`), speaking MQTT 3.1.1.
+//!
+//! This module owns the sockets and the MQTT wire protocol with each client —
+//! framing (rumqttc's `mqttbytes` codec, not a hand-written one), packet ids,
+//! the QoS 1/2 handshakes, keep-alive, credentials — and nothing else: what a
+//! message means (routing, retained, wills, persistent sessions, the upstream
+//! bridge) is decided by the engine (`core::local`), so local clients and
+//! MQTT-SN devices share one broker.
+//!
+//! Shape: one accept task per listener and one task per connection. Tasks
+//! send [`BrokerEvent`]s to the driver over one bounded channel (a slow
+//! engine slows the sockets down, it does not grow memory); the driver
+//! answers through each connection's [`ConnLink`].
+
+mod connection;
+mod sys;
+
+pub use sys::SysTopics;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::BrokerConfig;
+use crate::core::{LocalAction, LocalConnId, LocalDelivery, LocalInput};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A listen address could not be bound.
+    #[error("cannot listen for MQTT on TCP {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What a connection tells the driver.
+#[derive(Debug)]
+pub enum BrokerEvent {
+    /// A connection sent a valid CONNECT: from now on `link` reaches it. The
+    /// `Connect` input itself follows as an [`BrokerEvent::Input`].
+    Opened {
+        /// The connection.
+        conn: LocalConnId,
+        /// How to reach it.
+        link: ConnLink,
+    },
+    /// An input for the engine.
+    Input {
+        /// The connection.
+        conn: LocalConnId,
+        /// What happened.
+        input: LocalInput,
+    },
+}
+
+/// The driver's handle on one connection.
+#[derive(Debug, Clone)]
+pub struct ConnLink {
+    actions: mpsc::UnboundedSender<LocalAction>,
+    /// Messages handed to the connection and not yet written (or, at QoS
+    /// 1/2, not yet acknowledged), bounding what a slow reader can hold.
+    queued: Arc<AtomicUsize>,
+}
+
+/// The broker's counters, shared by its tasks (metrics read them).
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Connections accepted by the listeners.
+    pub connections_accepted: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicUsize,
+    /// CONNECTs refused (bad protocol, credentials, client id, limits).
+    pub connects_refused: AtomicU64,
+    /// Connections closed for a protocol error or an oversized packet.
+    pub protocol_errors: AtomicU64,
+    /// Connections closed because keep-alive or the CONNECT timeout ran out.
+    pub timeouts: AtomicU64,
+    /// Messages for a client dropped because it was not reading them.
+    pub dropped_slow_client: AtomicU64,
+    /// PUBLISH packets received from clients.
+    pub publishes_received: AtomicU64,
+    /// PUBLISH packets sent to clients.
+    pub publishes_sent: AtomicU64,
+}
+
+/// The running broker: its listeners, and the driver's side of its channels.
+pub struct Broker {
+    events: mpsc::Receiver<BrokerEvent>,
+    links: HashMap<LocalConnId, ConnLink>,
+    /// Messages dispatched to a connection that had already stopped reading
+    /// its channel; they join its `Closed` event's unacknowledged list.
+    orphans: HashMap<LocalConnId, Vec<LocalDelivery>>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    local_addrs: Vec<SocketAddr>,
+    max_queued: usize,
+    stats: Arc<BrokerStats>,
+}
+
+/// Settings a connection task needs.
+#[derive(Debug, Clone)]
+struct ConnSettings {
+    max_packet_bytes: usize,
+    max_inflight: u16,
+    connect_timeout: Duration,
+    credentials: Option<(String, String)>,
+}
+
+impl Broker {
+    /// Binds every listen address of `cfg` and starts accepting. Must be
+    /// called inside a tokio runtime.
+    pub async fn start(cfg: &BrokerConfig) -> Result<Broker, BrokerError> {
+        let (tx, events) = mpsc::channel(1024);
+        let stats = Arc::new(BrokerStats::default());
+        let settings = Arc::new(ConnSettings {
+            max_packet_bytes: cfg.max_packet_bytes,
+            max_inflight: cfg.max_inflight_messages,
+            connect_timeout: Duration::from_secs(u64::from(cfg.connect_timeout_secs)),
+            credentials: cfg.username.clone().zip(cfg.password.clone()),
+        });
+        let next_conn = Arc::new(AtomicU64::new(0));
+        let mut accept_tasks = Vec::new();
+        let mut local_addrs = Vec::new();
+        for &addr in &cfg.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BrokerError::Bind { addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| BrokerError::Bind { addr, source })?;
+            info!(addr = %local, "MQTT broker listening on TCP");
+            local_addrs.push(local);
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                tx.clone(),
+                settings.clone(),
+                stats.clone(),
+                next_conn.clone(),
+                cfg.max_connections,
+            )));
+        }
+        Ok(Broker {
+            events,
+            links: HashMap::new(),
+            orphans: HashMap::new(),
+            accept_tasks,
+            local_addrs,
+            max_queued: cfg.max_queued_messages,
+            stats,
+        })
+    }
+
+    /// The bound addresses (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The broker's counters.
+    pub fn stats(&self) -> &Arc<BrokerStats> {
+        &self.stats
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The next event from a connection.
+    pub async fn recv(&mut self) -> Option<BrokerEvent> {
+        let mut event = self.events.recv().await?;
+        match &mut event {
+            BrokerEvent::Opened { conn, link } => {
+                self.links.insert(*conn, link.clone());
+            }
+            BrokerEvent::Input {
+                conn,
+                input: LocalInput::Closed { unacked, .. },
+            } => {
+                self.links.remove(conn);
+                if let Some(orphans) = self.orphans.remove(conn) {
+                    unacked.extend(orphans);
+                }
+            }
+            BrokerEvent::Input { .. } => {}
+        }
+        Some(event)
+    }
+
+    /// Hands the engine's `action` to connection `conn`. Never blocks: a
+    /// message for a client that has `max_queued_messages` waiting is dropped
+    /// and counted.
+    pub fn dispatch(&mut self, conn: LocalConnId, action: LocalAction) {
+        let Some(link) = self.links.get(&conn) else {
+            debug!(%conn, "no such broker connection; action dropped");
+            return;
+        };
+        if let LocalAction::Deliver(d) = &action {
+            if link.queued.load(Ordering::Relaxed) >= self.max_queued {
+                self.stats
+                    .dropped_slow_client
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%conn, topic = %d.topic, "client not reading; message dropped");
+                return;
+            }
+            link.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        // A connection that stopped reading: its Closed event is on its way
+        // and takes the message back to the engine.
+        if let Err(mpsc::error::SendError(LocalAction::Deliver(d))) = link.actions.send(action) {
+            self.orphans.entry(conn).or_default().push(d);
+        }
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(&mut self) {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        self.links.clear();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    events: mpsc::Sender<BrokerEvent>,
+    settings: Arc<ConnSettings>,
+    stats: Arc<BrokerStats>,
+    next_conn: Arc<AtomicU64>,
+    max_connections: usize,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "cannot accept an MQTT connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        if stats.connections_open.load(Ordering::Relaxed) >= max_connections {
+            stats.connects_refused.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, max_connections, "MQTT connection refused: too many connections");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let conn = LocalConnId(next_conn.fetch_add(1, Ordering::Relaxed) + 1);
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        let task = connection::Connection::new(
+            conn,
+            peer,
+            stream,
+            events.clone(),
+            settings.clone(),
+            stats.clone(),
+        );
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            task.run().await;
+            stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

@@ -1,0 +1,534 @@
+//! The embedded MQTT broker with real MQTT clients: the real `mosquitto_sub`
+//! and `mosquitto_pub` against the gateway's TCP listener, exchanging
+//! messages with MQTT-SN devices on real UDP sockets, plus raw TCP clients
+//! for what the tools cannot do (going silent, sending garbage).
+//!
+//! `mosquitto_sub -d` prints "received SUBACK" once its subscription is in
+//! place; tests wait for that line (with a deadline) before publishing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::mosquitto::Mosquitto;
+use common::{KillOnDrop, WAIT, connect, expect_message, start_gateway_with, upstream_to};
+use sngate::proto::{QoS, SubscribeTopic};
+
+/// A `mosquitto_sub` (or `mosquitto_pub -l`) child and its output lines.
+struct Tool {
+    child: KillOnDrop,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Tool {
+    fn spawn(program: &str, args: &[&str]) -> Tool {
+        // Line-buffered: mosquitto's tools block-buffer a pipe otherwise.
+        let mut child = Command::new("stdbuf")
+            .arg("-oL")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} starts: {e}"));
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Tool {
+            child: KillOnDrop(child),
+            lines,
+        }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    fn expect_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {needle:?}; saw {seen:#?}"),
+            }
+        }
+    }
+
+    /// The next line that is not mosquitto's debug output.
+    fn next_message(&self) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if is_debug(&line) => continue,
+                Ok(line) => return line,
+                Err(_) => panic!("no message within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// No message line within `wait`.
+    fn expect_silence(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if is_debug(&line) => continue,
+                Ok(line) => panic!("unexpected line {line:?}"),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// mosquitto's `-d` chatter, not a message.
+fn is_debug(line: &str) -> bool {
+    line.starts_with("Client ") || line.starts_with("Subscribed (")
+}
+
+fn host_port(addr: SocketAddr) -> (String, String) {
+    (addr.ip().to_string(), addr.port().to_string())
+}
+
+/// `mosquitto_sub -d` on `filter`, waiting until its SUBACK arrived. Output
+/// lines are "topic qos retain payload".
+fn subscriber(broker: SocketAddr, filter: &str, extra: &[&str]) -> Tool {
+    let (host, port) = host_port(broker);
+    let mut args = vec![
+        "-h",
+        &host,
+        "-p",
+        &port,
+        "-t",
+        filter,
+        "-d",
+        "-F",
+        "%t %q %r %p",
+    ];
+    args.extend_from_slice(extra);
+    let tool = Tool::spawn("mosquitto_sub", &args);
+    tool.expect_line("received SUBACK");
+    tool
+}
+
+/// Runs `mosquitto_pub` to completion; returns its exit status and output.
+fn publish(broker: SocketAddr, args: &[&str]) -> (bool, String) {
+    let (host, port) = host_port(broker);
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", &host, "-p", &port])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn name(topic: &str) -> SubscribeTopic {
+    SubscribeTopic::Name(topic.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_messages_reach_mosquitto_sub_at_each_qos() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let sub = subscriber(broker, "sensors/#", &["-q", "2"]);
+    let mut device = connect(gw.addr, "dev-1").await;
+    for (qos, payload) in [
+        (QoS::AtMostOnce, "q0"),
+        (QoS::AtLeastOnce, "q1"),
+        (QoS::ExactlyOnce, "q2"),
+    ] {
+        device
+            .publish_named("sensors/t", Bytes::from(payload), qos, false)
+            .await
+            .expect("publish");
+        let line = sub.next_message();
+        assert_eq!(line, format!("sensors/t {} 0 {payload}", qos.as_mqtt()));
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_pub_messages_reach_a_device_at_each_qos_exactly_once() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let mut device = connect(gw.addr, "dev-2").await;
+    device
+        .subscribe(name("cmd/#"), QoS::ExactlyOnce)
+        .await
+        .expect("subscribe");
+    for qos in ["0", "1", "2"] {
+        let payload = format!("at-{qos}");
+        let (ok, out) = publish(broker, &["-t", "cmd/led", "-q", qos, "-m", &payload]);
+        assert!(ok, "mosquitto_pub failed: {out}");
+        let msg = expect_message(&mut device).await;
+        assert_eq!(msg.topic, "cmd/led");
+        assert_eq!(msg.payload, Bytes::from(payload));
+        assert_eq!(msg.qos.as_mqtt().to_string(), qos);
+    }
+    // Exactly once: nothing more arrives.
+    assert!(
+        device
+            .recv_message(Duration::from_millis(300))
+            .await
+            .is_err(),
+        "a duplicate reached the device"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_clients_talk_to_each_other_and_see_retained_messages() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let (ok, out) = publish(broker, &["-t", "site/mode", "-r", "-q", "1", "-m", "eco"]);
+    assert!(ok, "{out}");
+    // A later subscriber gets the retained message with the retain flag...
+    let sub = subscriber(broker, "site/#", &["-q", "1"]);
+    assert_eq!(sub.next_message(), "site/mode 1 1 eco");
+    // ...and live messages from another local client without it.
+    let (ok, out) = publish(broker, &["-t", "site/door", "-m", "open"]);
+    assert!(ok, "{out}");
+    assert_eq!(sub.next_message(), "site/door 0 0 open");
+    // A device subscribing later gets the retained one too.
+    let mut device = connect(gw.addr, "dev-3").await;
+    device
+        .subscribe(name("site/mode"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let msg = expect_message(&mut device).await;
+    assert_eq!((msg.topic.as_str(), msg.retain), ("site/mode", true));
+    // `#` does not match $SYS topics; nothing else arrived.
+    sub.expect_silence(Duration::from_millis(200));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_local_client_has_its_will_published_to_devices() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let mut device = connect(gw.addr, "watcher").await;
+    device
+        .subscribe(name("status/+"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let (host, port) = host_port(broker);
+    // `-l` keeps mosquitto_pub connected, reading lines from stdin.
+    let mut publisher = Tool::spawn(
+        "mosquitto_pub",
+        &[
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-d",
+            "-l",
+            "-t",
+            "status/plc",
+            "-q",
+            "1",
+            "--will-topic",
+            "status/plc",
+            "--will-payload",
+            "offline",
+            "--will-qos",
+            "1",
+        ],
+    );
+    publisher.expect_line("received CONNACK");
+    if let Some(stdin) = publisher.child.0.stdin.as_mut() {
+        writeln!(stdin, "online").expect("write to mosquitto_pub");
+        stdin.flush().expect("flush");
+    }
+    let msg = expect_message(&mut device).await;
+    assert_eq!(msg.payload, Bytes::from("online"));
+    // Killed without DISCONNECT: the will goes out.
+    publisher.child.0.kill().expect("kill mosquitto_pub");
+    let msg = expect_message(&mut device).await;
+    assert_eq!(
+        (msg.topic.as_str(), msg.payload.as_ref()),
+        ("status/plc", b"offline".as_ref())
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_local_session_gets_what_was_published_while_it_was_away() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let args = ["-q", "1", "-c", "-i", "nodered"];
+    let sub = subscriber(broker, "sensors/#", &args);
+    drop(sub); // killed: the session stays
+    let mut device = connect(gw.addr, "dev-4").await;
+    // Whether the engine has seen the close yet or not, nothing is lost: a
+    // message handed to the dying connection comes back unacknowledged.
+    for i in 0..3 {
+        device
+            .publish_named(
+                "sensors/x",
+                Bytes::from(format!("m{i}")),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .expect("publish");
+    }
+    let (host, port) = host_port(broker);
+    let back = Tool::spawn(
+        "mosquitto_sub",
+        &[
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-t",
+            "sensors/#",
+            "-q",
+            "1",
+            "-c",
+            "-i",
+            "nodered",
+            "-F",
+            "%t %q %r %p",
+            "-C",
+            "3",
+        ],
+    );
+    let got: Vec<String> = (0..3).map(|_| back.next_message()).collect();
+    assert_eq!(
+        got,
+        ["sensors/x 1 0 m0", "sensors/x 1 0 m1", "sensors/x 1 0 m2"]
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_enforced_when_configured() {
+    let gw = start_gateway_with(|c| {
+        c.broker.username = Some("node".into());
+        c.broker.password = Some("s3cret".into());
+    })
+    .await;
+    let broker = gw.broker.expect("broker enabled");
+    let (ok, out) = publish(broker, &["-t", "a", "-m", "x"]);
+    assert!(!ok, "anonymous publish accepted: {out}");
+    assert!(
+        out.contains("not authorised") || out.contains("bad user name or password"),
+        "{out}"
+    );
+    let (ok, out) = publish(broker, &["-t", "a", "-m", "x", "-u", "node", "-P", "wrong"]);
+    assert!(!ok, "wrong password accepted: {out}");
+    let (ok, out) = publish(
+        broker,
+        &["-t", "a", "-m", "x", "-u", "node", "-P", "s3cret"],
+    );
+    assert!(ok, "right password refused: {out}");
+    gw.stop().await;
+}
+
+/// Reads from a raw TCP client until EOF or `wait`; true if the server closed.
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// CONNECT, MQTT 3.1.1, clean session, the given keep-alive and client id.
+fn connect_packet(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_after_one_and_a_half_keep_alives() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(broker).expect("connect");
+        s.write_all(&connect_packet("quiet", 1))
+            .expect("send CONNECT");
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).expect("CONNACK");
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+        let started = Instant::now();
+        let closed = closed_within(&mut s, Duration::from_secs(4));
+        (closed, started.elapsed())
+    })
+    .await
+    .expect("join");
+    assert!(closed.0, "the broker kept a silent client");
+    assert!(
+        closed.1 >= Duration::from_millis(1400),
+        "closed too early: {:?}",
+        closed.1
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_wrong_protocols_are_refused_and_others_keep_working() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let sub = subscriber(broker, "ok", &[]);
+    tokio::task::spawn_blocking(move || {
+        // Not MQTT at all.
+        let mut s = TcpStream::connect(broker).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        assert!(closed_within(&mut s, WAIT), "garbage connection left open");
+        // MQTT 5: CONNACK "unacceptable protocol version", then closed.
+        let mut s = TcpStream::connect(broker).expect("connect");
+        let mut packet = connect_packet("v5", 10);
+        packet[8] = 5;
+        s.write_all(&packet).expect("send");
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).expect("CONNACK");
+        assert_eq!(connack, [0x20, 2, 0, 1]);
+        // A packet claiming more than max_packet_bytes: closed at once.
+        let mut s = TcpStream::connect(broker).expect("connect");
+        s.write_all(&connect_packet("big", 10)).expect("send");
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).expect("CONNACK");
+        s.write_all(&[0x30, 0xff, 0xff, 0xff, 0x7f]).expect("send");
+        assert!(closed_within(&mut s, WAIT), "oversized packet not refused");
+    })
+    .await
+    .expect("join");
+    let (ok, out) = publish(broker, &["-t", "ok", "-m", "still here"]);
+    assert!(ok, "{out}");
+    assert_eq!(sub.next_message(), "ok 0 0 still here");
+    gw.stop().await;
+}
+
+/// CONNECT with a will (`topic`, `payload`, QoS 0).
+fn connect_with_will(client_id: &str, topic: &str, payload: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02 | 0x04, 0, 60];
+    for field in [client_id, topic, payload] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_closes_the_old_connection_without_its_will() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let watcher = subscriber(broker, "will/#", &[]);
+    tokio::task::spawn_blocking(move || {
+        let mut first = TcpStream::connect(broker).expect("connect");
+        first
+            .write_all(&connect_with_will("same", "will/same", "gone"))
+            .expect("send");
+        let mut connack = [0u8; 4];
+        first.read_exact(&mut connack).expect("CONNACK");
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+        let mut second = TcpStream::connect(broker).expect("connect");
+        second.write_all(&connect_packet("same", 60)).expect("send");
+        second.read_exact(&mut connack).expect("CONNACK");
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+        assert!(
+            closed_within(&mut first, WAIT),
+            "the old connection stayed open"
+        );
+        assert!(
+            !closed_within(&mut second, Duration::from_millis(200)),
+            "the new one was closed"
+        );
+    })
+    .await
+    .expect("join");
+    watcher.expect_silence(Duration::from_millis(300));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_publishes_go_upstream_and_upstream_messages_reach_local_subscribers() {
+    let upstream = Mosquitto::start().await;
+    let port: u16 = upstream
+        .addr()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("mosquitto port");
+    let gw = start_gateway_with(|c| c.upstream = Some(upstream_to(port, "gw-broker-test"))).await;
+    let broker = gw.broker.expect("broker enabled");
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    // Upstream → local: a local subscriber's filter is subscribed upstream.
+    let local_sub = subscriber(broker, "down/#", &["-q", "1"]);
+    let upstream_sub = subscriber(up, "up/#", &["-q", "1"]);
+    // The bridge subscribes asynchronously; retry the upstream publish until
+    // the first one arrives (each attempt carries its number).
+    let mut attempt = 0;
+    let first = loop {
+        attempt += 1;
+        let (ok, out) = publish(
+            up,
+            &["-t", "down/cmd", "-q", "1", "-m", &format!("go{attempt}")],
+        );
+        assert!(ok, "{out}");
+        match local_sub.lines.recv_timeout(Duration::from_millis(300)) {
+            Ok(line) if !is_debug(&line) => break line,
+            _ => assert!(
+                attempt < 20,
+                "upstream messages never reached the local subscriber"
+            ),
+        }
+    };
+    assert!(first.starts_with("down/cmd 1 0 go"), "{first}");
+    // Local → upstream.
+    let (ok, out) = publish(broker, &["-t", "up/reading", "-q", "1", "-m", "42"]);
+    assert!(ok, "{out}");
+    assert_eq!(upstream_sub.next_message(), "up/reading 1 0 42");
+    gw.stop().await;
+}
