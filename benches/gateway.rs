@@ -988,6 +988,8 @@ impl Sngate {
                 "warn",
                 "--broker",
                 "off",
+                "--state-dir",
+                "off",
                 "--udp",
                 &udp.to_string(),
             ])

@@ -6,18 +6,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::broker::{Broker, BrokerError, BrokerEvent, SysTopics};
 use crate::config::{Config, LimitsConfig, QueueOverflow};
-use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer};
+use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer, UpstreamCommand};
 use crate::proto::{self, Packet};
+use crate::store::{Store, StoreError};
 use crate::transport::serial::{self, SerialLink};
 use crate::transport::udp::{self, UdpListener};
 use crate::transport::{Batch, TransportError};
@@ -34,6 +36,15 @@ pub enum DriverError {
     /// The embedded MQTT broker could not be set up.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The durable store could not be opened, or a commit failed (nothing
+    /// that depended on it was acknowledged).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No state directory is configured and none can be derived.
+    #[error(
+        "no state directory: set [store] state_dir or --state-dir, or turn the store off with --state-dir off"
+    )]
+    NoStateDir,
     /// The driver task ended abnormally.
     #[error("the gateway task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -82,11 +93,15 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             .map(|p| (p.id, p.topic.clone()))
             .collect(),
         upstream: config.upstream.is_some(),
+        // Turned on by `start` once the store is open.
+        persist: false,
     }
 }
 
 /// A started gateway: its listeners are bound and its task is running.
 pub struct RunningGateway {
+    /// A fatal error of the running gateway (the store failed).
+    fatal: Option<oneshot::Receiver<StoreError>>,
     udp_addrs: Vec<SocketAddr>,
     broker_addrs: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
@@ -165,6 +180,14 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         }
         None => None,
     };
+    let opened = match config.store.enabled {
+        true => {
+            let dir = config.store.resolved_dir().ok_or(DriverError::NoStateDir)?;
+            let opened = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
+            Some(opened)
+        }
+        false => None,
+    };
     let broker = if config.broker.listen.is_empty() {
         None
     } else {
@@ -195,10 +218,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     drop(tx);
 
     let udp_addrs = listeners.iter().map(|l| l.local_addr).collect();
-    let gateway = Gateway::new(
-        engine_config(&config),
-        tokio::time::Instant::now().into_std(),
-    );
+    let now = tokio::time::Instant::now().into_std();
+    let mut engine = engine_config(&config);
+    engine.persist = opened.is_some();
+    let mut gateway = Gateway::new(engine, now);
+    let store = match opened {
+        Some((store, loaded)) => {
+            info!(dir = %store.dir().display(), "durable state in");
+            gateway.restore(now, loaded.restored);
+            restore_outbox(bridge.as_ref(), loaded.outbox);
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    let (fatal_tx, fatal) = oneshot::channel();
     let (reconfigure, reconfigured) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel();
     let driver = Driver {
@@ -215,6 +248,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         advertise_group,
         scratch: BytesMut::with_capacity(4096),
         broker,
+        store,
+        settled: Vec::new(),
+        fatal: Some(fatal_tx),
+        stopping: false,
+        store_stats: StoreCounters::default(),
         sys: SysTopics::new(
             config.broker.sys_interval_secs,
             tokio::time::Instant::now().into_std(),
@@ -222,6 +260,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     };
     let task = tokio::spawn(driver.run(stopped));
     Ok(RunningGateway {
+        fatal: Some(fatal),
         udp_addrs,
         broker_addrs,
         stop: Some(stop),
@@ -244,11 +283,18 @@ pub async fn run_until(
     if let Err(e) = crate::systemd::notify("READY=1") {
         warn!(error = %e, "cannot notify systemd of readiness");
     }
+    let mut running = running;
     let mut hangups = hangup_signals();
     tokio::pin!(shutdown);
+    let mut fatal = running.fatal.take();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Ok(err) = async { match &mut fatal { Some(f) => f.await, None => std::future::pending().await } } => {
+                let _ = crate::systemd::notify("STOPPING=1");
+                let _ = running.shutdown().await;
+                return Err(err.into());
+            }
             Some(()) = next_hangup(&mut hangups), if reloader.is_some() => {
                 if let Some(reloader) = &reloader {
                     let _ = crate::systemd::notify("RELOADING=1");
@@ -312,6 +358,7 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
         ("serial", new.serial != current.serial),
         ("upstream", new.upstream != current.upstream),
         ("broker", new.broker != current.broker),
+        ("store", new.store != current.store),
         ("discovery", new.discovery != current.discovery),
         (
             "limits.max_retained_messages",
@@ -379,6 +426,48 @@ async fn shutdown_signal() {
     }
 }
 
+/// What the store has committed since start (for metrics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreCounters {
+    /// Synced batches.
+    pub commits: u64,
+    /// Records written or deleted.
+    pub records: u64,
+    /// Encoded bytes written.
+    pub bytes: u64,
+}
+
+/// Hands the outbox found in the store to the bridge, oldest first. Without
+/// a bridge (the upstream was removed from the config) the messages stay in
+/// the store for a later start with one.
+fn restore_outbox(bridge: Option<&BridgeHandle>, outbox: Vec<(u64, crate::core::StoredMessage)>) {
+    if outbox.is_empty() {
+        return;
+    }
+    let Some(bridge) = bridge else {
+        warn!(
+            messages = outbox.len(),
+            "the store holds messages for an upstream broker, but none is configured; they are kept"
+        );
+        return;
+    };
+    info!(
+        messages = outbox.len(),
+        "resending the stored upstream outbox"
+    );
+    let cmds = outbox
+        .into_iter()
+        .map(|(id, m)| UpstreamCommand::Publish {
+            topic: m.topic,
+            payload: Bytes::from(m.payload),
+            qos: m.qos,
+            retain: m.retain,
+            store_id: Some(id),
+        })
+        .collect();
+    bridge.restore(cmds);
+}
+
 struct Driver {
     gateway: Gateway,
     listeners: Vec<UdpListener>,
@@ -397,12 +486,24 @@ struct Driver {
     scratch: BytesMut,
     /// The embedded MQTT broker, when enabled.
     broker: Option<Broker>,
+    /// The durable store, when enabled.
+    store: Option<Arc<Store>>,
+    /// Outbox ids the bridge settled, deleted at the next commit.
+    settled: Vec<u64>,
+    /// Where a fatal store error goes (taken when used).
+    fatal: Option<oneshot::Sender<StoreError>>,
+    /// Set when the store failed: the loop ends.
+    stopping: bool,
+    /// What the store has committed since start.
+    store_stats: StoreCounters,
     /// `$SYS/broker/…` status messages for local clients.
     sys: SysTopics,
 }
 
 impl Driver {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        // What restoring the store asked for (upstream subscriptions).
+        self.flush().await;
         // Pinged from this loop, so systemd restarts a wedged engine too.
         let mut watchdog = self.watchdog.map(tokio::time::interval);
         let mut sys_tick = match (&self.broker, self.sys.interval) {
@@ -447,6 +548,9 @@ impl Driver {
                 }
             }
             self.flush().await;
+            if self.stopping {
+                break;
+            }
         }
         for reader in &self.readers {
             reader.abort();
@@ -470,6 +574,7 @@ impl Driver {
                 self.gateway.handle_upstream(now, msg);
             }
             Some(BridgeEvent::Connected) => info!("upstream broker connected"),
+            Some(BridgeEvent::Settled(ids)) => self.settled.extend(ids),
             Some(BridgeEvent::Disconnected { reason }) => {
                 warn!(%reason, "upstream broker disconnected; reconnecting");
             }
@@ -517,7 +622,49 @@ impl Driver {
         }
     }
 
+    /// Commits what the engine asked to make durable (and the outbox ids the
+    /// bridge settled) in one synced batch. Returns false if the store
+    /// failed: then nothing of this batch may be carried out.
+    async fn commit(&mut self) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        let ops = self.gateway.take_store_ops();
+        if ops.is_empty() && self.settled.is_empty() {
+            return true;
+        }
+        let settled = std::mem::take(&mut self.settled);
+        let store = Arc::clone(store);
+        let result = tokio::task::spawn_blocking(move || store.commit(&ops, &settled)).await;
+        let err = match result {
+            Ok(Ok(stats)) => {
+                self.store_stats.commits += 1;
+                self.store_stats.records += stats.records as u64;
+                self.store_stats.bytes += stats.bytes as u64;
+                return true;
+            }
+            Ok(Err(e)) => e,
+            Err(join) => StoreError::Dir {
+                dir: Default::default(),
+                source: std::io::Error::other(join.to_string()),
+            },
+        };
+        error!(error = %err, "the durable store failed; stopping without acknowledging what it did not keep");
+        if let Some(fatal) = self.fatal.take() {
+            let _ = fatal.send(err);
+        }
+        self.store = None;
+        false
+    }
+
     async fn flush_outputs(&mut self) {
+        if !self.commit().await {
+            // Nothing of this batch goes out: acknowledgements would promise
+            // what is not on disk. The gateway stops (see `run_until`).
+            while self.gateway.poll_output().is_some() {}
+            self.stopping = true;
+            return;
+        }
         while let Some(output) = self.gateway.poll_output() {
             match output {
                 Output::Transmit { to, packet } => self.send(&to, packet).await,

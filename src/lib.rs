@@ -27,6 +27,7 @@ pub mod core;
 pub mod driver;
 pub mod logging;
 pub mod proto;
+pub mod store;
 pub mod systemd;
 pub mod tools;
 pub mod transport;

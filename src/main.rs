@@ -78,6 +78,10 @@ struct RunArgs {
     /// or `off`. Repeatable; replaces [broker] listen.
     #[arg(long = "broker", value_name = "ADDR|off", value_parser = parse_broker_listen)]
     broker: Vec<BrokerListen>,
+    /// State directory for the durable store, or `off` to keep state in
+    /// memory only. Sets [store] state_dir / enabled.
+    #[arg(long = "state-dir", value_name = "DIR|off")]
+    state_dir: Option<String>,
     /// Upstream MQTT broker as HOST:PORT, or HOST alone to keep the configured
     /// port (1883 by default). Sets [upstream] host and port, creating the
     /// section if the file has none.
@@ -565,6 +569,16 @@ fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
     }
     if let Some(format) = args.log_format {
         config.log.format = format.into();
+    }
+    if let Some(dir) = &args.state_dir {
+        if dir.eq_ignore_ascii_case("off") {
+            config.store.enabled = false;
+            set.push("store.enabled".to_owned());
+        } else {
+            config.store.enabled = true;
+            config.store.state_dir = dir.clone();
+            set.push("store.state_dir".to_owned());
+        }
     }
     if !args.broker.is_empty() {
         config.broker.listen = args

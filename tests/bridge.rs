@@ -264,6 +264,7 @@ fn publish(topic: &str, payload: &str, qos: u8) -> UpstreamCommand {
         payload: Bytes::from(payload.to_owned()),
         qos,
         retain: false,
+        store_id: None,
     }
 }
 

@@ -67,6 +67,8 @@ fn sighup_applies_new_predefined_topics_and_keeps_the_old_config_on_errors() {
             "127.0.0.1:0",
             "--broker",
             "off",
+            "--state-dir",
+            "off",
             "--log-format",
             "text",
         ])

@@ -29,6 +29,8 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
             "127.0.0.1:0",
             "--broker",
             "off",
+            "--state-dir",
+            "off",
             "--log-level",
             "warn",
         ])

@@ -113,6 +113,9 @@ pub enum BridgeEvent {
     },
     /// A message from upstream, already mapped to its local topic.
     Message(UpstreamMessage),
+    /// Durable outbox ids that left the bridge (the broker has them, refused
+    /// them, or the rules keep them local): the store may forget them.
+    Settled(Vec<u64>),
 }
 
 /// A snapshot of the bridge's counters (see [`BridgeHandle::stats`]).
@@ -226,6 +229,8 @@ impl Counters {
 
 enum Control {
     Command(UpstreamCommand),
+    /// The durable outbox at start-up, in order.
+    Restore(Vec<UpstreamCommand>),
     Shutdown(Duration),
 }
 
@@ -260,6 +265,21 @@ impl BridgeHandle {
         }
         // Fails only once the task has ended; nothing is left to count it.
         let _ = self.control.send(Control::Command(cmd));
+    }
+
+    /// Hands the bridge the durable outbox found at start-up, in order,
+    /// ahead of anything sent later. These messages were acknowledged to
+    /// their senders before the restart, so the outbox takes them whatever
+    /// its bounds (room stays 0 until it has drained below them).
+    pub fn restore(&self, cmds: Vec<UpstreamCommand>) {
+        let room = &self.counters.room;
+        for cmd in &cmds {
+            if let UpstreamCommand::Publish { topic, payload, .. } = cmd {
+                bump(&room.sent_messages, 1);
+                bump(&room.sent_bytes, (topic.len() + payload.len()) as u64);
+            }
+        }
+        let _ = self.control.send(Control::Restore(cmds));
     }
 
     /// How many more messages the bridge can take without dropping any: its
@@ -377,6 +397,8 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         ),
         deadline: None,
         full_streak: 0,
+        settled: Vec::new(),
+        restoring: false,
         taken: (0, 0),
         freed_since_notify: 0,
     };
@@ -508,6 +530,12 @@ struct Bridge {
     deadline: Option<Instant>,
     /// Consecutive messages refused by a full outbox (for logging).
     full_streak: u64,
+    /// Durable ids settled outside the outbox (not bridged, dropped), until
+    /// reported.
+    settled: Vec<u64>,
+    /// Replaying the durable outbox at start-up: its messages bypass the
+    /// bounds (they were acknowledged before the restart).
+    restoring: bool,
     /// Publish commands taken from the channel: (messages, bytes).
     taken: (u64, u64),
     /// Outbox slots freed since the driver was last told.
@@ -591,6 +619,7 @@ impl Bridge {
             }
             self.pump();
             self.publish_gauges();
+            self.report_settled().await;
             if self.deadline.is_some() && self.outbox.is_empty() {
                 break;
             }
@@ -598,6 +627,7 @@ impl Bridge {
         self.disconnect(&mut event_loop).await;
         self.counters.connected.store(false, Ordering::Relaxed);
         self.publish_gauges();
+        self.report_settled().await;
         let left = self.outbox.len();
         if left > 0 {
             warn!(
@@ -623,6 +653,13 @@ impl Bridge {
                 msg = control.recv(), if deadline.is_none() => {
                     match msg {
                         Some(Control::Command(cmd)) => self.on_command(cmd),
+                        Some(Control::Restore(cmds)) => {
+                            self.restoring = true;
+                            for cmd in cmds {
+                                self.on_command(cmd);
+                            }
+                            self.restoring = false;
+                        }
                         Some(Control::Shutdown(grace)) => {
                             debug!(?grace, "upstream bridge: shutdown asked");
                             self.deadline = Some(Instant::now() + grace);
@@ -658,13 +695,16 @@ impl Bridge {
                 payload,
                 qos,
                 retain,
+                store_id,
             } => {
                 let Some((remote, qos)) = self.rules.outbound(&topic, qos.min(2)) else {
                     bump(&self.counters.not_bridged_out, 1);
+                    self.settled.extend(store_id);
                     return;
                 };
                 if qos == 0 && !self.connected {
                     bump(&self.counters.dropped_offline, 1);
+                    self.settled.extend(store_id);
                     return;
                 }
                 let msg = OutMessage {
@@ -672,7 +712,13 @@ impl Bridge {
                     payload,
                     qos,
                     retain,
+                    store_id,
                 };
+                if store_id.is_some() && self.restoring {
+                    // Acknowledged before a restart: never refused now.
+                    self.outbox.push_unbounded(msg);
+                    return;
+                }
                 match self.outbox.push(msg) {
                     Ok(()) => {
                         if self.full_streak > 0 {
@@ -682,6 +728,7 @@ impl Bridge {
                     }
                     Err(outbox::Refused::Full) => {
                         bump(&self.counters.dropped_full, 1);
+                        self.settled.extend(store_id);
                         if self.full_streak == 0 {
                             warn!(
                                 messages = self.outbox.len(),
@@ -992,6 +1039,15 @@ impl Bridge {
             }
         }
         self.connected = false;
+    }
+
+    /// Tells the driver which durable messages left the bridge.
+    async fn report_settled(&mut self) {
+        let mut ids = std::mem::take(&mut self.settled);
+        ids.extend(self.outbox.take_settled());
+        if !ids.is_empty() {
+            self.emit(BridgeEvent::Settled(ids)).await;
+        }
     }
 
     async fn emit(&self, ev: BridgeEvent) {

@@ -44,6 +44,8 @@ pub struct OutMessage {
     pub qos: u8,
     /// Retain flag.
     pub retain: bool,
+    /// Its id in the durable store, reported settled when it leaves.
+    pub store_id: Option<u64>,
 }
 
 impl OutMessage {
@@ -126,6 +128,8 @@ pub struct Outbox {
     /// Packet ids whose PUBREL sits in rumqttc's pending list (an id can be
     /// in both: a QoS 1 message may reuse the id of a released QoS 2 one).
     replay_pubrel: HashSet<u16>,
+    /// Durable ids of messages that left, until taken.
+    settled: Vec<u64>,
 }
 
 impl Outbox {
@@ -142,6 +146,7 @@ impl Outbox {
             by_pkid: HashMap::new(),
             replay_publish: HashSet::new(),
             replay_pubrel: HashSet::new(),
+            settled: Vec::new(),
         }
     }
 
@@ -184,11 +189,25 @@ impl Outbox {
         msg
     }
 
+    /// Durable ids of the messages that left since the last call (delivered,
+    /// refused by the broker, or discarded), for the store to forget.
+    pub fn take_settled(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.settled)
+    }
+
     /// Appends a message, or refuses it when a bound is reached.
     pub fn push(&mut self, msg: OutMessage) -> Result<(), Refused> {
         if self.entries.len() >= self.max_messages || self.bytes + msg.cost() > self.max_bytes {
             return Err(Refused::Full);
         }
+        self.push_unbounded(msg);
+        Ok(())
+    }
+
+    /// Appends a message whatever the bounds: one restored from the durable
+    /// store, which was acknowledged to its sender before the restart and
+    /// must not be dropped now.
+    pub fn push_unbounded(&mut self, msg: OutMessage) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += msg.cost();
@@ -200,7 +219,6 @@ impl Outbox {
             },
         );
         self.queue.push_back(seq);
-        Ok(())
     }
 
     /// The next queued message, without taking it.
@@ -401,6 +419,9 @@ impl Outbox {
         let Some(e) = self.entries.remove(&seq) else {
             return;
         };
+        if let Some(id) = e.msg.store_id {
+            self.settled.push(id);
+        }
         self.bytes -= e.msg.cost();
         if let State::Collided(p) | State::Sent(p) | State::Released(p) = e.state
             && let Some(seqs) = self.by_pkid.get_mut(&p)
@@ -419,6 +440,7 @@ mod tests {
 
     fn msg(n: u32, qos: u8) -> OutMessage {
         OutMessage {
+            store_id: None,
             topic: "t".into(),
             payload: Bytes::from(n.to_string()),
             qos,

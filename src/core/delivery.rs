@@ -17,7 +17,11 @@ use crate::proto::{self, Packet, QoS, ReturnCode, TopicRef};
 
 impl Gateway {
     /// Queues a message for a session, then delivers if the client can receive.
-    pub(super) fn enqueue(&mut self, now: Instant, sid: SessionId, delivery: Delivery) {
+    pub(super) fn enqueue(&mut self, now: Instant, sid: SessionId, mut delivery: Delivery) {
+        if delivery.store_id.is_none() {
+            delivery.store_id = self.queue_id(delivery.qos);
+        }
+        self.touch(sid);
         let cfg = &self.cfg;
         let Some(s) = self.sessions.get_mut(&sid) else {
             self.stats.drop(DropReason::SessionGone);

@@ -75,6 +75,9 @@ pub struct EngineConfig {
     pub predefined_topics: Vec<(u16, String)>,
     /// Forward every device publish to the upstream bridge.
     pub upstream: bool,
+    /// Produce store operations (see `core::persist`): set when the driver
+    /// has a durable store. Fixed at start.
+    pub persist: bool,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +109,7 @@ impl Default for EngineConfig {
             max_retained_messages: 10_000,
             predefined_topics: Vec::new(),
             upstream: false,
+            persist: false,
         }
     }
 }

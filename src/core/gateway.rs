@@ -18,6 +18,7 @@ use super::engine_config::EngineConfig;
 use super::local::{LocalDelivery, LocalSessions};
 use super::output::{Output, UpstreamCommand};
 use super::peer::Peer;
+use super::persist::Persistence;
 use super::retained::RetainedStore;
 use super::router::SubscriptionTrie;
 use super::session::{ClientState, Delivery, Session, SessionId};
@@ -82,6 +83,8 @@ pub struct Gateway {
     pub(super) parked: VecDeque<SessionId>,
     /// The embedded broker's clients.
     pub(super) locals: LocalSessions,
+    /// What to write to the durable store.
+    pub(super) persist: Persistence,
     /// One entry per session with a deadline: (its earliest deadline, id).
     timers: BTreeSet<(Instant, SessionId)>,
     next_advertise: Option<Instant>,
@@ -110,12 +113,14 @@ impl Gateway {
             upstream_room: usize::MAX,
             parked: VecDeque::new(),
             locals: LocalSessions::default(),
+            persist: Persistence::default(),
             timers: BTreeSet::new(),
             next_advertise,
             outputs: VecDeque::new(),
             match_buf: Vec::new(),
             stats: Stats::default(),
         };
+        gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
         gateway
     }
@@ -157,6 +162,7 @@ impl Gateway {
     pub fn reconfigure(&mut self, cfg: EngineConfig) {
         let cfg = EngineConfig {
             upstream: self.cfg.upstream,
+            persist: self.cfg.persist,
             max_retained_messages: self.cfg.max_retained_messages,
             advertise_interval: self.cfg.advertise_interval,
             ..cfg
@@ -476,6 +482,7 @@ impl Gateway {
                 .get(topic)
                 .is_some_and(|m| m.payload == payload);
         if retain {
+            self.touch_retained(topic);
             if payload.is_empty() {
                 self.retained.remove(topic);
             } else if let Err(full) = self.retained.set(
@@ -497,11 +504,13 @@ impl Gateway {
             if self.upstream_room > 0 || origin == Origin::Will {
                 self.upstream_room = self.upstream_room.saturating_sub(1);
                 self.stats.upstream_out += 1;
+                let store_id = self.outbox_id(topic, &payload, qos, retain);
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),
                     payload: payload.clone(),
                     qos,
                     retain,
+                    store_id,
                 });
             } else {
                 // Only QoS 0 gets here: QoS 1/2 wait for room (see on_publish).
@@ -533,6 +542,7 @@ impl Gateway {
                         retain: delivered_retain,
                         reregistered: false,
                         sent_as: None,
+                        store_id: None,
                     };
                     self.enqueue(now, sid, delivery);
                 }
@@ -554,6 +564,7 @@ impl Gateway {
                         payload: payload.clone(),
                         qos: qos.min(granted),
                         retain: delivered_retain,
+                        store_id: None,
                     };
                     self.deliver_local(sid, delivery);
                 }
@@ -640,6 +651,7 @@ impl Gateway {
 
     /// Fires whatever is due for one session.
     fn on_session_timer(&mut self, now: Instant, sid: SessionId) {
+        self.touch(sid);
         let Some(session) = self.sessions.get(&sid) else {
             return;
         };

@@ -18,6 +18,7 @@ use crate::proto::{PROTOCOL_ID_V1_2, Packet, ReturnCode, WillTopic};
 impl Gateway {
     /// Every packet from a peer that has a session.
     pub(super) fn handle_session_packet(&mut self, now: Instant, sid: SessionId, packet: Packet) {
+        self.touch(sid);
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -540,6 +541,7 @@ impl Gateway {
     /// The client is gone: publish its will; forget it if it asked for a clean
     /// session, otherwise keep its subscriptions and queue for its return.
     pub(super) fn lose(&mut self, now: Instant, sid: SessionId, why: &str) {
+        self.touch(sid);
         info!(client = %self.client_label(sid), why, "client lost");
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
@@ -579,6 +581,13 @@ impl Gateway {
 
     /// Removes a session and everything that refers to it.
     pub(super) fn remove_session(&mut self, sid: SessionId) {
+        if let Some(s) = self.sessions.get(&sid) {
+            let key = super::persist::ClientKey {
+                kind: super::persist::ClientKind::Device,
+                client_id: s.client_id.to_string(),
+            };
+            self.forget_session(sid, key);
+        }
         self.clear_session_state(sid);
         self.detach_peer(sid);
         self.disarm(sid);

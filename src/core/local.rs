@@ -65,6 +65,8 @@ pub struct LocalDelivery {
     pub qos: u8,
     /// Retain flag (set for retained messages sent on SUBSCRIBE).
     pub retain: bool,
+    /// Its durable id while it waits in a persistent session's queue.
+    pub store_id: Option<u64>,
 }
 
 /// What a broker connection tells the engine.
@@ -182,6 +184,7 @@ impl Gateway {
                     self.stats.drop(DropReason::UnknownPeer);
                     return;
                 };
+                self.touch(sid);
                 match other {
                     LocalInput::Publish {
                         pkid,
@@ -288,6 +291,7 @@ impl Gateway {
             }
         };
         self.locals.by_conn.insert(conn, sid);
+        self.touch(sid);
         let queued = match self.locals.sessions.get_mut(&sid) {
             Some(s) => {
                 s.conn = Some(conn);
@@ -333,6 +337,10 @@ impl Gateway {
             return;
         }
         s.conn = None;
+        self.touch(sid);
+        let Some(s) = self.locals.sessions.get_mut(&sid) else {
+            return;
+        };
         let will = if graceful { None } else { s.will.take() };
         s.will = None;
         // Parked publishes were never acknowledged: the client will resend.
@@ -381,6 +389,13 @@ impl Gateway {
         let Some(s) = self.locals.sessions.remove(&sid) else {
             return;
         };
+        self.forget_session(
+            sid,
+            super::persist::ClientKey {
+                kind: super::persist::ClientKind::Local,
+                client_id: s.client_id.to_string(),
+            },
+        );
         for filter in s.subscriptions.keys() {
             self.unsubscribe_filter(Subscriber::Local(sid), filter);
         }
@@ -536,6 +551,7 @@ impl Gateway {
                     payload: msg.payload.clone(),
                     qos: msg.qos.min(qos),
                     retain: true,
+                    store_id: None,
                 })
                 .collect();
             for delivery in retained {
@@ -558,7 +574,18 @@ impl Gateway {
 
     /// Hands a message to a local client, or keeps it for a persistent one
     /// that is away.
-    pub(super) fn deliver_local(&mut self, sid: SessionId, delivery: LocalDelivery) {
+    pub(super) fn deliver_local(&mut self, sid: SessionId, mut delivery: LocalDelivery) {
+        if self
+            .locals
+            .sessions
+            .get(&sid)
+            .is_none_or(|s| s.conn.is_none())
+        {
+            if delivery.store_id.is_none() {
+                delivery.store_id = self.queue_id(delivery.qos);
+            }
+            self.touch(sid);
+        }
         let Some(s) = self.locals.sessions.get_mut(&sid) else {
             self.stats.drop(DropReason::SessionGone);
             return;

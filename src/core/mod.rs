@@ -11,6 +11,8 @@
 //! - `delivery.rs`: the per-client queue and one-in-flight delivery to devices.
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained delivery.
 //! - [`local`]: the embedded broker's MQTT clients, sharing the router.
+//! - [`persist`]: what survives a restart, as store operations the driver
+//!   commits before the acknowledgements that depend on them.
 //! - [`session`], [`topic_table`]: per-client state and topic ids.
 //! - [`router`], [`retained`], [`topic`]: the subscription trie, retained store
 //!   and MQTT topic rules, shared by every kind of client.
@@ -22,6 +24,7 @@ mod lifecycle;
 pub mod local;
 pub mod output;
 pub mod peer;
+pub mod persist;
 pub mod retained;
 pub mod router;
 pub mod session;
@@ -39,5 +42,8 @@ pub use gateway::{Gateway, RetainedMessage, Subscriber, UpstreamMessage};
 pub use local::{LocalClientInfo, LocalConnId, LocalConnect, LocalDelivery, LocalInput};
 pub use output::{LocalAction, Output, UpstreamCommand};
 pub use peer::{LinkAddr, Peer};
+pub use persist::{
+    ClientKey, ClientKind, QueuedRecord, Restored, SessionRecord, StoreOp, StoredMessage,
+};
 pub use session::{ClientState, SessionId};
 pub use stats::{DropReason, Stats};

@@ -90,6 +90,10 @@ pub enum UpstreamCommand {
         qos: u8,
         /// Retain flag.
         retain: bool,
+        /// Its durable outbox id (QoS 1/2 with persistence on): the bridge
+        /// reports it settled once the broker has the message (or the rules
+        /// keep it local), and the driver deletes it from the store.
+        store_id: Option<u64>,
     },
     /// Start receiving messages matching a local topic filter from upstream.
     Subscribe {

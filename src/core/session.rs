@@ -97,6 +97,8 @@ pub struct Delivery {
     /// client went away unacknowledged) is resent with DUP and the same id, so
     /// the client can recognise a QoS 2 duplicate.
     pub sent_as: Option<u16>,
+    /// Its durable id, once it has one (QoS 1/2 with persistence on).
+    pub store_id: Option<u64>,
 }
 
 /// A device's QoS 1/2 PUBLISH held unacknowledged until the upstream bridge
@@ -235,6 +237,14 @@ impl Session {
             parked: None,
             expiry: Some(Duration::ZERO),
         }
+    }
+
+    /// A session restored from the store: no address until the client is
+    /// heard from again.
+    pub fn detached(client_id: Arc<str>, now: Instant, max_topics: usize) -> Self {
+        let mut s = Session::new(client_id, Peer::serial(0), now, max_topics);
+        s.peer = None;
+        s
     }
 
     /// The next message id towards the client (1..=0xFFFF, never 0).

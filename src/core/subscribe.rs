@@ -83,6 +83,7 @@ impl Gateway {
                 retain: true,
                 reregistered: false,
                 sent_as: None,
+                store_id: None,
             })
             .collect();
         for delivery in retained {

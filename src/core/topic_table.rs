@@ -41,6 +41,42 @@ impl TopicTable {
         }
     }
 
+    /// Every (id, name), sorted by id (for the durable store).
+    pub fn entries(&self) -> Vec<(u16, String)> {
+        let mut entries: Vec<(u16, String)> = self
+            .by_id
+            .iter()
+            .map(|(id, e)| (*id, e.name.to_string()))
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// A table holding `entries`, none confirmed (a restored client must be
+    /// told its ids again, as after any reconnect).
+    pub fn restore(max_entries: usize, entries: &[(u16, String)]) -> Self {
+        let mut table = TopicTable::new(max_entries);
+        for (id, name) in entries.iter().take(table.max_entries) {
+            if *id == 0 || *id == 0xFFFF || table.by_id.contains_key(id) {
+                continue;
+            }
+            let name: Arc<str> = Arc::from(name.as_str());
+            if table.by_name.contains_key(&name) {
+                continue;
+            }
+            table.by_name.insert(name.clone(), *id);
+            table.by_id.insert(
+                *id,
+                Entry {
+                    name,
+                    confirmed: false,
+                },
+            );
+            table.next_id = table.next_id.max(id.wrapping_add(1));
+        }
+        table
+    }
+
     /// The name registered under `id`.
     pub fn name(&self, id: u16) -> Option<&Arc<str>> {
         self.by_id.get(&id).map(|e| &e.name)

@@ -46,6 +46,8 @@ pub fn test_config() -> Config {
     config.udp.listen = vec!["127.0.0.1:0".parse().expect("address")];
     // Never the default 127.0.0.1:1883: tests run side by side.
     config.broker.listen = vec!["127.0.0.1:0".parse().expect("address")];
+    // In memory unless a test gives it a state directory.
+    config.store.enabled = false;
     config.timers.retry_interval_secs = 1;
     config
 }

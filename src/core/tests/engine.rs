@@ -1270,7 +1270,8 @@ fn upstream_sees_device_publishes_and_follows_local_subscriptions() {
             topic: "data/x".into(),
             payload: b("v"),
             qos: 1,
-            retain: false
+            retain: false,
+            store_id: None
         }]
     );
     // Messages from upstream reach local subscribers and do not go back up.

@@ -1,0 +1,351 @@
+//! Durable state on disk: the engine's [`StoreOp`]s committed in batches, and
+//! what was committed read back at start-up.
+//!
+//! The store is fjall (an LSM tree with a write-ahead journal), chosen by the
+//! bytes it writes per durable commit — an SD card wears out: one small
+//! commit costs about 5 KB on disk with fjall against 23 KB with SQLite (WAL,
+//! synchronous = FULL) and 33 KB with redb (docs/performance.md, "Choosing
+//! the store"). Each batch is one atomic write batch synced with
+//! `fdatasync`, so a batch is on disk entirely or not at all.
+//!
+//! Layout, one keyspace per kind of record, values in postcard:
+//! - `sessions`: kind byte + client id → [`SessionRecord`];
+//! - `queued`: id (u64, big-endian) → [`QueuedRecord`];
+//! - `retained`: topic → [`StoredMessage`];
+//! - `outbox`: id (u64, big-endian) → [`StoredMessage`] — big-endian ids
+//!   iterate in order, so the outbox replays oldest first.
+//!
+//! The store is opened by one process at a time (fjall locks the
+//! directory). A store that cannot be read is moved aside and a new one
+//! started (see [`Store::open`]), so a corrupt file never causes a crash
+//! loop.
+
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{error, info, warn};
+
+use crate::core::{ClientKey, ClientKind, Restored, StoreOp, StoredMessage};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created or used.
+    #[error("cannot use the state directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store engine failed (I/O, a locked directory, corruption).
+    #[error("store {dir}: {source}")]
+    Engine {
+        /// The store's directory.
+        dir: PathBuf,
+        /// fjall's error.
+        source: fjall::Error,
+    },
+    /// A record did not decode.
+    #[error("store {dir}: a {what} record does not decode: {source}")]
+    Record {
+        /// The store's directory.
+        dir: PathBuf,
+        /// Which kind of record.
+        what: &'static str,
+        /// The decoding error.
+        source: postcard::Error,
+    },
+}
+
+/// What the store held at start-up.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// For the engine.
+    pub restored: Restored,
+    /// The upstream outbox, oldest first: (id, message).
+    pub outbox: Vec<(u64, StoredMessage)>,
+}
+
+/// Sizes of one committed batch, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Records written or deleted.
+    pub records: usize,
+    /// Encoded value bytes written.
+    pub bytes: usize,
+}
+
+/// One raw record: key and value bytes.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The open store.
+pub struct Store {
+    dir: PathBuf,
+    db: Database,
+    sessions: Keyspace,
+    queued: Keyspace,
+    retained: Keyspace,
+    outbox: Keyspace,
+}
+
+/// The store's own directory inside the state directory.
+const STORE_SUBDIR: &str = "store";
+/// Memtable per keyspace: bounds the RAM the store holds before flushing.
+const MEMTABLE_BYTES: u64 = 4 << 20;
+/// Block cache for reads (reads happen at start-up only).
+const CACHE_BYTES: u64 = 4 << 20;
+
+impl Store {
+    /// Opens (or creates) the store under `state_dir` and reads everything
+    /// back. A store that cannot be opened or read because its data is
+    /// corrupt is renamed to `store.corrupt-N` (kept for inspection) and a
+    /// fresh one started, with an error in the log; a directory that cannot
+    /// be created, or one locked by another sngate, is an error.
+    pub fn open(state_dir: &Path) -> Result<(Store, Loaded), StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+            dir: state_dir.to_owned(),
+            source,
+        })?;
+        let dir = state_dir.join(STORE_SUBDIR);
+        match Store::open_at(&dir).and_then(|store| {
+            let loaded = store.load()?;
+            Ok((store, loaded))
+        }) {
+            Ok(opened) => Ok(opened),
+            Err(e) if is_corruption(&e) => {
+                let aside = aside_name(state_dir);
+                error!(error = %e, moved_to = %aside.display(), "the store is unreadable; starting a new one");
+                std::fs::rename(&dir, &aside).map_err(|source| StoreError::Dir {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                let store = Store::open_at(&dir)?;
+                Ok((store, Loaded::default()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_at(dir: &Path) -> Result<Store, StoreError> {
+        let engine = |source| StoreError::Engine {
+            dir: dir.to_owned(),
+            source,
+        };
+        let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .worker_threads(1)
+            .open()
+            .map_err(engine)?;
+        let ks = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+            .map_err(engine)
+        };
+        Ok(Store {
+            sessions: ks("sessions")?,
+            queued: ks("queued")?,
+            retained: ks("retained")?,
+            outbox: ks("outbox")?,
+            db,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let mut loaded = Loaded::default();
+        for (key, value) in self.scan(&self.sessions)? {
+            let Some(key) = decode_client_key(&key) else {
+                warn!("skipping a session record with an unreadable key");
+                continue;
+            };
+            loaded
+                .restored
+                .sessions
+                .push((key, self.decode(&value, "session")?));
+        }
+        for (key, value) in self.scan(&self.queued)? {
+            let id = decode_id(&key);
+            loaded.restored.max_id = loaded.restored.max_id.max(id);
+            loaded
+                .restored
+                .queued
+                .push((id, self.decode(&value, "queued message")?));
+        }
+        for (key, value) in self.scan(&self.retained)? {
+            let topic = String::from_utf8_lossy(&key).into_owned();
+            loaded
+                .restored
+                .retained
+                .push((topic, self.decode(&value, "retained message")?));
+        }
+        for (key, value) in self.scan(&self.outbox)? {
+            let id = decode_id(&key);
+            loaded.restored.max_id = loaded.restored.max_id.max(id);
+            loaded
+                .outbox
+                .push((id, self.decode(&value, "outbox message")?));
+        }
+        info!(
+            dir = %self.dir.display(),
+            sessions = loaded.restored.sessions.len(),
+            queued = loaded.restored.queued.len(),
+            retained = loaded.restored.retained.len(),
+            outbox = loaded.outbox.len(),
+            "store opened"
+        );
+        Ok(loaded)
+    }
+
+    fn scan(&self, ks: &Keyspace) -> Result<Vec<KeyValue>, StoreError> {
+        ks.iter()
+            .map(|guard| {
+                guard
+                    .into_inner()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|source| StoreError::Engine {
+                        dir: self.dir.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        what: &'static str,
+    ) -> Result<T, StoreError> {
+        postcard::from_bytes(bytes).map_err(|source| StoreError::Record {
+            dir: self.dir.clone(),
+            what,
+            source,
+        })
+    }
+
+    /// Writes `ops` and forgets the `settled` outbox ids in one atomic,
+    /// synced batch. Blocking (an fdatasync): call it off the async threads.
+    pub fn commit(&self, ops: &[StoreOp], settled: &[u64]) -> Result<CommitStats, StoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut stats = CommitStats {
+            records: ops.len() + settled.len(),
+            bytes: 0,
+        };
+        let mut put = |batch: &mut fjall::OwnedWriteBatch,
+                       ks: &Keyspace,
+                       key: Vec<u8>,
+                       value: &dyn ErasedRecord| {
+            let bytes = value.encode();
+            stats.bytes += bytes.len();
+            batch.insert(ks, key, bytes);
+        };
+        for op in ops {
+            match op {
+                StoreOp::PutSession(key, record) => {
+                    put(&mut batch, &self.sessions, encode_client_key(key), record)
+                }
+                StoreOp::DelSession(key) => batch.remove(&self.sessions, encode_client_key(key)),
+                StoreOp::PutQueued(id, record) => {
+                    put(&mut batch, &self.queued, id.to_be_bytes().to_vec(), record)
+                }
+                StoreOp::DelQueued(id) => batch.remove(&self.queued, id.to_be_bytes().to_vec()),
+                StoreOp::PutRetained(topic, msg) => {
+                    put(&mut batch, &self.retained, topic.as_bytes().to_vec(), msg)
+                }
+                StoreOp::DelRetained(topic) => {
+                    batch.remove(&self.retained, topic.as_bytes().to_vec())
+                }
+                StoreOp::PutOutbox(id, msg) => {
+                    put(&mut batch, &self.outbox, id.to_be_bytes().to_vec(), msg)
+                }
+            }
+        }
+        for id in settled {
+            batch.remove(&self.outbox, id.to_be_bytes().to_vec());
+        }
+        batch.commit().map_err(|source| StoreError::Engine {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        Ok(stats)
+    }
+}
+
+/// A record the store can encode, whatever its type.
+trait ErasedRecord {
+    fn encode(&self) -> Vec<u8>;
+}
+
+impl<T: Serialize> ErasedRecord for T {
+    fn encode(&self) -> Vec<u8> {
+        // Serializing plain structs into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
+fn encode_client_key(key: &ClientKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.client_id.len());
+    out.push(match key.kind {
+        ClientKind::Device => b'd',
+        ClientKind::Local => b'l',
+    });
+    out.extend_from_slice(key.client_id.as_bytes());
+    out
+}
+
+fn decode_client_key(bytes: &[u8]) -> Option<ClientKey> {
+    let (&kind, id) = bytes.split_first()?;
+    let kind = match kind {
+        b'd' => ClientKind::Device,
+        b'l' => ClientKind::Local,
+        _ => return None,
+    };
+    Some(ClientKey {
+        kind,
+        client_id: String::from_utf8(id.to_vec()).ok()?,
+    })
+}
+
+fn decode_id(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[8 - n..].copy_from_slice(&key[key.len() - n..]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Errors that mean the data is unreadable (as opposed to a locked or
+/// unwritable directory, which a fresh store would not fix).
+fn is_corruption(e: &StoreError) -> bool {
+    match e {
+        StoreError::Record { .. } => true,
+        StoreError::Engine { source, .. } => matches!(
+            source,
+            fjall::Error::Storage(_)
+                | fjall::Error::JournalRecovery(_)
+                | fjall::Error::InvalidVersion(_)
+                | fjall::Error::Decompress(_)
+                | fjall::Error::InvalidTrailer
+                | fjall::Error::InvalidTag(_)
+                | fjall::Error::Unrecoverable
+        ),
+        StoreError::Dir { .. } => false,
+    }
+}
+
+fn aside_name(state_dir: &Path) -> PathBuf {
+    (1..)
+        .map(|n| state_dir.join(format!("{STORE_SUBDIR}.corrupt-{n}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| state_dir.join(format!("{STORE_SUBDIR}.corrupt")))
+}
+
+#[cfg(test)]
+mod tests;

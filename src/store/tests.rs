@@ -1,0 +1,123 @@
+//! The store on a real directory: what is committed comes back after a
+//! reopen, in order; a corrupt store is moved aside; a second opener is
+//! refused.
+
+use super::*;
+use crate::core::{QueuedRecord, SessionRecord};
+
+fn msg(topic: &str, payload: &str) -> StoredMessage {
+    StoredMessage {
+        topic: topic.into(),
+        payload: payload.as_bytes().to_vec(),
+        qos: 1,
+        retain: false,
+    }
+}
+
+fn device(id: &str) -> ClientKey {
+    ClientKey {
+        kind: ClientKind::Device,
+        client_id: id.into(),
+    }
+}
+
+fn record() -> SessionRecord {
+    SessionRecord {
+        clean: false,
+        asleep: true,
+        sleep_secs: 60,
+        keep_alive_secs: 30,
+        topics: vec![(1, "a/b".into())],
+        subscriptions: vec![("cmd/#".into(), 1)],
+        predefined_subscriptions: vec![],
+        will: None,
+        last_msg_id: 7,
+    }
+}
+
+#[test]
+fn committed_state_comes_back_after_a_reopen() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
+        dir: "tmp".into(),
+        source,
+    })?;
+    {
+        let (store, loaded) = Store::open(dir.path())?;
+        assert!(loaded.outbox.is_empty() && loaded.restored.sessions.is_empty());
+        let ops = vec![
+            StoreOp::PutSession(device("d1"), record()),
+            StoreOp::PutQueued(
+                3,
+                QueuedRecord {
+                    owner: device("d1"),
+                    msg: msg("cmd/x", "q"),
+                    sent_as: Some(9),
+                },
+            ),
+            StoreOp::PutRetained("site/mode".into(), msg("site/mode", "eco")),
+            StoreOp::PutOutbox(10, msg("up/1", "one")),
+            StoreOp::PutOutbox(11, msg("up/2", "two")),
+            StoreOp::PutOutbox(300, msg("up/3", "three")),
+        ];
+        store.commit(&ops, &[])?;
+        // Settle one outbox message and delete the retained one.
+        store.commit(&[StoreOp::DelRetained("site/mode".into())], &[11])?;
+    }
+    let (_store, loaded) = Store::open(dir.path())?;
+    assert_eq!(loaded.restored.sessions, vec![(device("d1"), record())]);
+    assert_eq!(loaded.restored.queued.len(), 1);
+    assert_eq!(loaded.restored.queued[0].0, 3);
+    assert_eq!(loaded.restored.queued[0].1.sent_as, Some(9));
+    assert!(loaded.restored.retained.is_empty());
+    let outbox: Vec<(u64, String)> = loaded
+        .outbox
+        .iter()
+        .map(|(id, m)| (*id, m.topic.clone()))
+        .collect();
+    // In id order (big-endian keys), 300 after 10 although "300" < "10".
+    assert_eq!(outbox, vec![(10, "up/1".into()), (300, "up/3".into())]);
+    assert_eq!(loaded.restored.max_id, 300);
+    Ok(())
+}
+
+#[test]
+fn a_second_opener_is_refused_with_a_clear_error() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
+        dir: "tmp".into(),
+        source,
+    })?;
+    let (_first, _) = Store::open(dir.path())?;
+    match Store::open(dir.path()) {
+        Err(e @ StoreError::Engine { .. }) => {
+            assert!(e.to_string().contains("Locked"), "{e}");
+            Ok(())
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("two processes opened one store"),
+    }
+}
+
+#[test]
+fn an_unreadable_record_moves_the_store_aside_and_starts_fresh() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
+        dir: "tmp".into(),
+        source,
+    })?;
+    {
+        let (store, _) = Store::open(dir.path())?;
+        // A value that is not a valid session record.
+        let mut batch = store.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&store.sessions, b"dbroken".to_vec(), vec![0xff; 3]);
+        batch.commit().map_err(|source| StoreError::Engine {
+            dir: store.dir.clone(),
+            source,
+        })?;
+    }
+    let (_store, loaded) = Store::open(dir.path())?;
+    assert!(loaded.restored.sessions.is_empty());
+    assert!(
+        dir.path().join("store.corrupt-1").is_dir(),
+        "the bad store is kept aside"
+    );
+    Ok(())
+}
