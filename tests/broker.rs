@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::mosquitto::Mosquitto;
 use common::{KillOnDrop, WAIT, connect, expect_message, start_gateway_with, upstream_to};
+use rumqttc::mqttbytes::QoS as MqttQoS;
+use rumqttc::mqttbytes::v4 as mqtt;
 use sngate::proto::{QoS, SubscribeTopic};
 
 /// A `mosquitto_sub` (or `mosquitto_pub -l`) child and its output lines.
@@ -530,5 +532,208 @@ async fn local_publishes_go_upstream_and_upstream_messages_reach_local_subscribe
     let (ok, out) = publish(broker, &["-t", "up/reading", "-q", "1", "-m", "42"]);
     assert!(ok, "{out}");
     assert_eq!(upstream_sub.next_message(), "up/reading 1 0 42");
+    gw.stop().await;
+}
+
+/// A raw MQTT 3.1.1 client on a blocking socket, packets framed with
+/// rumqttc's codec: for what the mosquitto tools cannot do (pipelining,
+/// not reading, leaving half-way through a handshake).
+struct RawMqtt {
+    stream: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawMqtt {
+    /// Connects and sends `packets` in one write.
+    fn open(broker: SocketAddr, packets: &[mqtt::Packet]) -> RawMqtt {
+        let stream = TcpStream::connect(broker).expect("connect");
+        RawMqtt::on(stream, packets)
+    }
+
+    fn on(stream: TcpStream, packets: &[mqtt::Packet]) -> RawMqtt {
+        let mut raw = RawMqtt {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        raw.send(packets);
+        raw
+    }
+
+    /// Writes `packets` with one write.
+    fn send(&mut self, packets: &[mqtt::Packet]) {
+        let mut out = bytes::BytesMut::new();
+        for p in packets {
+            p.write(&mut out, usize::MAX).expect("encode");
+        }
+        self.stream.write_all(&out).expect("write");
+    }
+
+    /// The next packet within `wait`; `None` on timeout or when the broker
+    /// closed the connection (`closed` tells which).
+    fn next(&mut self, wait: Duration) -> Option<mqtt::Packet> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match mqtt::Packet::read(&mut self.buf, usize::MAX) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("the broker sent a malformed packet: {e}"),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream
+                .set_read_timeout(Some(left.min(Duration::from_millis(50))))
+                .expect("timeout");
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next packet, which must come within [`WAIT`].
+    fn expect(&mut self) -> mqtt::Packet {
+        self.next(WAIT)
+            .expect("a packet from the broker within WAIT")
+    }
+}
+
+fn mqtt_connect(
+    client_id: &str,
+    keep_alive: u16,
+    clean: bool,
+    will: Option<(&str, &str)>,
+) -> mqtt::Packet {
+    let mut c = mqtt::Connect::new(client_id);
+    c.keep_alive = keep_alive;
+    c.clean_session = clean;
+    c.last_will = will.map(|(t, p)| mqtt::LastWill::new(t, p, MqttQoS::AtMostOnce, false));
+    mqtt::Packet::Connect(c)
+}
+
+fn mqtt_publish(topic: &str, payload: &[u8], qos: MqttQoS, pkid: u16) -> mqtt::Packet {
+    let mut p = mqtt::Publish::new(topic, qos, payload.to_vec());
+    p.pkid = pkid;
+    mqtt::Packet::Publish(p)
+}
+
+fn is_connack(p: &mqtt::Packet) -> bool {
+    matches!(p, mqtt::Packet::ConnAck(a) if a.code == mqtt::ConnectReturnCode::Success)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_sent_right_behind_connect_are_handled_at_once() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let watcher = subscriber(broker, "pipe/#", &[]);
+    tokio::task::spawn_blocking(move || {
+        // MQTT 3.1.1 §3.1.4: a client may send more packets before CONNACK.
+        // A fire-and-forget client sends everything at once and leaves.
+        let mut raw = RawMqtt::open(
+            broker,
+            &[
+                mqtt_connect("pipe", 60, true, Some(("pipe/will", "gone"))),
+                mqtt_publish("pipe/x", b"hello", MqttQoS::AtMostOnce, 0),
+                mqtt::Packet::Disconnect,
+            ],
+        );
+        raw.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        // (The DISCONNECT may close the connection before the engine's
+        // CONNACK reaches it; the client asked for nothing more.)
+        assert!(closed_within(&mut raw.stream, WAIT), "left open");
+    })
+    .await
+    .expect("join");
+    // The PUBLISH is routed, and the DISCONNECT makes it a graceful close.
+    assert_eq!(watcher.next_message(), "pipe/x 0 0 hello");
+    watcher.expect_silence(Duration::from_millis(300));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_the_broker_stops_reading_for_backpressure_is_not_dropped_for_keep_alive() {
+    // A stalled upstream: the bridge takes 4 messages (5 less the will
+    // reserve), then local QoS 1 publishes wait unacknowledged.
+    let upstream = Mosquitto::start().await;
+    let port = upstream.port;
+    let gw = start_gateway_with(|c| {
+        c.upstream = Some(sngate::config::UpstreamConfig {
+            max_pending_messages: 5,
+            ..upstream_to(port, "gw-ka-test")
+        });
+    })
+    .await;
+    upstream.freeze();
+    let broker = gw.broker.expect("broker enabled");
+    let watcher = subscriber(broker, "ka/#", &[]);
+    let last = tokio::task::spawn_blocking(move || {
+        let mut raw = RawMqtt::open(
+            broker,
+            &[mqtt_connect("ka", 1, true, Some(("ka/will", "gone")))],
+        );
+        assert!(is_connack(&raw.expect()));
+        // More than the bridge takes plus the 64 the broker lets wait for
+        // the engine: the broker stops reading this socket.
+        let publishes: Vec<mqtt::Packet> = (1..=80)
+            .map(|pkid| mqtt_publish("up/x", b"v", MqttQoS::AtLeastOnce, pkid))
+            .collect();
+        raw.send(&publishes);
+        // The client keeps pinging, well within its keep-alive, for twice
+        // as long as 1.5 × keep-alive: it must not be taken for silent.
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            raw.send(&[mqtt::Packet::PingReq]);
+            while let Some(p) = raw.next(Duration::from_millis(250)) {
+                seen.push(p);
+            }
+            let mut probe = [0u8; 1];
+            raw.stream.set_nonblocking(true).expect("nonblocking");
+            let gone = match raw.stream.peek(&mut probe) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            raw.stream.set_nonblocking(false).expect("blocking");
+            assert!(
+                !gone,
+                "closed while the broker was not reading it; saw {seen:?}"
+            );
+        }
+        raw
+    })
+    .await
+    .expect("join");
+    watcher.expect_silence(Duration::from_millis(200));
+    // Upstream back: everything is acknowledged and the pings answered.
+    upstream.thaw();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = last;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut pong = false;
+        let mut acked = false;
+        while !(pong && acked) {
+            assert!(Instant::now() < deadline, "pong {pong}, all acked {acked}");
+            raw.send(&[mqtt::Packet::PingReq]);
+            while let Some(p) = raw.next(Duration::from_millis(200)) {
+                match p {
+                    mqtt::Packet::PingResp => pong = true,
+                    mqtt::Packet::PubAck(a) if a.pkid == 80 => acked = true,
+                    _ => {}
+                }
+            }
+        }
+        raw.send(&[mqtt::Packet::Disconnect]);
+    })
+    .await
+    .expect("join");
+    watcher.expect_silence(Duration::from_millis(100));
     gw.stop().await;
 }

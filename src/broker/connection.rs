@@ -334,9 +334,23 @@ fn qos_of(q: u8) -> QoS {
 
 impl Session {
     async fn serve(&mut self) -> End {
+        // Packets the client sent right behind its CONNECT (§3.1.4 allows
+        // it) are already buffered: no read would bring them up again.
+        if let Some(end) = self.on_readable().await {
+            self.flush().await;
+            return end;
+        }
         loop {
-            let deadline = self.keep_alive.map(|k| self.last_heard + k);
             let can_read = self.awaiting_engine.len() < MAX_UNACKED_INBOUND;
+            if !can_read {
+                // While we do not read, what the client sends (PINGREQ) waits
+                // in the socket: that time is not the client's silence.
+                self.last_heard = Instant::now();
+            }
+            let deadline = self
+                .keep_alive
+                .filter(|_| can_read)
+                .map(|k| self.last_heard + k);
             tokio::select! {
                 biased;
                 action = self.actions.recv() => match action {
