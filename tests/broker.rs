@@ -569,7 +569,7 @@ impl RawMqtt {
     }
 
     /// The next packet within `wait`; `None` on timeout or when the broker
-    /// closed the connection (`closed` tells which).
+    /// closed the connection.
     fn next(&mut self, wait: Duration) -> Option<mqtt::Packet> {
         let deadline = Instant::now() + wait;
         loop {
@@ -735,5 +735,93 @@ async fn a_client_the_broker_stops_reading_for_backpressure_is_not_dropped_for_k
     .await
     .expect("join");
     watcher.expect_silence(Duration::from_millis(100));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_client_with_a_full_socket_is_dropped_by_keep_alive_with_its_will() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let watcher = subscriber(broker, "hung/#", &[]);
+    let held = tokio::task::spawn_blocking(move || {
+        // A client with a small receive window that subscribes, then hangs:
+        // it neither reads nor pings any more.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.connect(&broker.into()).expect("connect");
+        let mut hung = RawMqtt::on(
+            socket.into(),
+            &[
+                mqtt_connect("hung", 1, true, Some(("hung/will", "gone"))),
+                mqtt::Packet::Subscribe(mqtt::Subscribe::new("flood/#", MqttQoS::AtMostOnce)),
+            ],
+        );
+        assert!(is_connack(&hung.expect()));
+        assert!(matches!(hung.expect(), mqtt::Packet::SubAck(_)));
+        // Another client publishes far more than the socket buffers hold.
+        let mut flooder = RawMqtt::open(broker, &[mqtt_connect("flooder", 60, true, None)]);
+        assert!(is_connack(&flooder.expect()));
+        let payload = vec![b'x'; 16 * 1024];
+        for _ in 0..50 {
+            let batch: Vec<mqtt::Packet> = (0..30)
+                .map(|_| mqtt_publish("flood/x", &payload, MqttQoS::AtMostOnce, 0))
+                .collect();
+            flooder.send(&batch);
+        }
+        (hung, flooder)
+    })
+    .await
+    .expect("join");
+    // 1.5 × keep-alive after it was last heard, it is gone, will published.
+    assert_eq!(watcher.next_message(), "hung/will 0 0 gone");
+    drop(held);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a persistent session forgets outbound QoS 2 state across connections (no PUBREL resent, MQTT-4.4.0-1)"]
+async fn a_persistent_client_gets_pubrel_again_after_reconnecting_mid_qos2() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut raw = RawMqtt::open(
+            broker,
+            &[
+                mqtt_connect("q2sub", 60, false, None),
+                mqtt::Packet::Subscribe(mqtt::Subscribe::new("q2/#", MqttQoS::ExactlyOnce)),
+            ],
+        );
+        assert!(is_connack(&raw.expect()));
+        assert!(matches!(raw.expect(), mqtt::Packet::SubAck(_)));
+        raw
+    })
+    .await
+    .expect("join");
+    let (ok, out) = publish(broker, &["-t", "q2/x", "-q", "2", "-m", "once"]);
+    assert!(ok, "{out}");
+    tokio::task::spawn_blocking(move || {
+        let mut raw = raw;
+        let pkid = match raw.expect() {
+            mqtt::Packet::Publish(p) if p.qos == MqttQoS::ExactlyOnce => p.pkid,
+            other => panic!("QoS 2 PUBLISH expected, got {other:?}"),
+        };
+        raw.send(&[mqtt::Packet::PubRec(mqtt::PubRec::new(pkid))]);
+        assert_eq!(raw.expect(), mqtt::Packet::PubRel(mqtt::PubRel::new(pkid)));
+        // The connection drops before the client's PUBCOMP.
+        drop(raw);
+        let mut back = RawMqtt::open(broker, &[mqtt_connect("q2sub", 60, false, None)]);
+        match back.expect() {
+            mqtt::Packet::ConnAck(a) => assert!(a.session_present),
+            other => panic!("CONNACK expected, got {other:?}"),
+        }
+        // §4.4: the server re-sends the unacknowledged PUBREL, same id.
+        assert_eq!(
+            back.next(WAIT),
+            Some(mqtt::Packet::PubRel(mqtt::PubRel::new(pkid)))
+        );
+    })
+    .await
+    .expect("join");
     gw.stop().await;
 }

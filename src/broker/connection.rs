@@ -386,14 +386,31 @@ impl Session {
         }
     }
 
-    /// Writes what is buffered; false if the socket failed.
+    /// Writes what is buffered; false if the socket failed, or (with a
+    /// keep-alive) took no bytes for 1.5 × keep-alive: a client that hung
+    /// with its receive window full would otherwise hold this task in the
+    /// write forever, its keep-alive never checked and its will never sent.
     async fn flush(&mut self) -> bool {
-        if self.out.is_empty() {
-            return true;
+        while !self.out.is_empty() {
+            let written = match self.keep_alive {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, self.writer.write_buf(&mut self.out)).await {
+                        Ok(written) => written,
+                        Err(_) => {
+                            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                            debug!(conn = %self.conn, "client not reading for a keep-alive; closing");
+                            Ok(0)
+                        }
+                    }
+                }
+                None => self.writer.write_buf(&mut self.out).await,
+            };
+            if !matches!(written, Ok(n) if n > 0) {
+                self.out.clear();
+                return false;
+            }
         }
-        let ok = self.writer.write_all(&self.out).await.is_ok();
-        self.out.clear();
-        ok
+        true
     }
 
     fn write(&mut self, packet: Packet) {
