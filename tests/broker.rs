@@ -825,3 +825,22 @@ async fn a_persistent_client_gets_pubrel_again_after_reconnecting_mid_qos2() {
     .expect("join");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connack_is_the_first_packet_even_when_the_client_does_not_wait_for_it() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    tokio::task::spawn_blocking(move || {
+        // MQTT-3.2.0-1: the server's first packet is CONNACK, whatever the
+        // client sent behind its CONNECT.
+        let mut raw = RawMqtt::open(
+            broker,
+            &[mqtt_connect("eager", 60, true, None), mqtt::Packet::PingReq],
+        );
+        assert!(is_connack(&raw.expect()), "CONNACK first");
+        assert_eq!(raw.expect(), mqtt::Packet::PingResp);
+    })
+    .await
+    .expect("join");
+    gw.stop().await;
+}

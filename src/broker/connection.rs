@@ -82,6 +82,10 @@ struct Session {
     max_inflight: usize,
     keep_alive: Option<Duration>,
     last_heard: Instant,
+    /// The engine's CONNACK (or refusal) is written. Until then nothing
+    /// more is read and nothing is sent: the first packet a client gets is
+    /// its CONNACK (MQTT-3.2.0-1).
+    connacked: bool,
     inbuf: BytesMut,
     out: BytesMut,
     next_pkid: u16,
@@ -199,6 +203,7 @@ impl Connection {
             max_inflight: usize::from(settings.max_inflight),
             keep_alive,
             last_heard: Instant::now(),
+            connacked: false,
             inbuf,
             out: BytesMut::with_capacity(4096),
             next_pkid: 0,
@@ -341,12 +346,8 @@ impl Session {
             return end;
         }
         loop {
-            let can_read = self.awaiting_engine.len() < MAX_UNACKED_INBOUND;
-            if !can_read {
-                // While we do not read, what the client sends (PINGREQ) waits
-                // in the socket: that time is not the client's silence.
-                self.last_heard = Instant::now();
-            }
+            let can_read = self.connacked && self.awaiting_engine.len() < MAX_UNACKED_INBOUND;
+            // No keep-alive while we do not read (see below).
             let deadline = self
                 .keep_alive
                 .filter(|_| can_read)
@@ -379,6 +380,12 @@ impl Session {
                     return End::Abrupt("keep-alive expired");
                 }
             }
+            if !can_read {
+                // What the client sent while we did not read (PINGREQ) waits
+                // in the socket: that time is not the client's silence, so
+                // its keep-alive runs afresh from when reading resumes.
+                self.last_heard = Instant::now();
+            }
             self.fill_window();
             if !self.flush().await {
                 return End::Abrupt("write error");
@@ -391,7 +398,7 @@ impl Session {
     /// with its receive window full would otherwise hold this task in the
     /// write forever, its keep-alive never checked and its will never sent.
     async fn flush(&mut self) -> bool {
-        while !self.out.is_empty() {
+        while self.connacked && !self.out.is_empty() {
             let written = match self.keep_alive {
                 Some(limit) => {
                     match tokio::time::timeout(limit, self.writer.write_buf(&mut self.out)).await {
@@ -420,18 +427,23 @@ impl Session {
         }
     }
 
+    /// Puts the CONNACK before the answers (PINGRESP…) to what the client
+    /// sent behind its CONNECT, and lets them all go out.
+    fn write_connack(&mut self, connack: ConnAck) {
+        let held = self.out.split();
+        self.write(Packet::ConnAck(connack));
+        self.out.unsplit(held);
+        self.connacked = true;
+    }
+
     fn on_action(&mut self, action: LocalAction) -> Option<End> {
         match action {
-            LocalAction::ConnAck { session_present } => self.write(Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::Success,
-                session_present,
-            ))),
+            LocalAction::ConnAck { session_present } => {
+                self.write_connack(ConnAck::new(ConnectReturnCode::Success, session_present))
+            }
             LocalAction::Refuse => {
                 self.stats.connects_refused.fetch_add(1, Ordering::Relaxed);
-                self.write(Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::ServiceUnavailable,
-                    false,
-                )));
+                self.write_connack(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false));
                 return Some(End::Graceful);
             }
             LocalAction::Deliver(d) => self.pending.push_back(d),
