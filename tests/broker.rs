@@ -844,3 +844,44 @@ async fn connack_is_the_first_packet_even_when_the_client_does_not_wait_for_it()
     .expect("join");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: retained messages beyond max_queued_messages are dropped on SUBSCRIBE though the client reads"]
+async fn a_subscriber_gets_every_retained_message_even_more_than_max_queued() {
+    let gw = start_gateway_with(|c| c.broker.max_queued_messages = 10).await;
+    let broker = gw.broker.expect("broker enabled");
+    tokio::task::spawn_blocking(move || {
+        let mut publisher = RawMqtt::open(broker, &[mqtt_connect("retainer", 60, true, None)]);
+        assert!(is_connack(&publisher.expect()));
+        let retained: Vec<mqtt::Packet> = (1..=30)
+            .map(|i| {
+                let mut p = mqtt::Publish::new(format!("ret/{i}"), MqttQoS::AtLeastOnce, "v");
+                p.pkid = i;
+                p.retain = true;
+                mqtt::Packet::Publish(p)
+            })
+            .collect();
+        publisher.send(&retained);
+        for _ in 1..=30 {
+            assert!(matches!(publisher.expect(), mqtt::Packet::PubAck(_)));
+        }
+        // A client that reads everything at once still gets only part.
+        let mut sub = RawMqtt::open(
+            broker,
+            &[
+                mqtt_connect("reader", 60, true, None),
+                mqtt::Packet::Subscribe(mqtt::Subscribe::new("ret/#", MqttQoS::AtMostOnce)),
+            ],
+        );
+        let mut got = 0;
+        while let Some(p) = sub.next(Duration::from_millis(500)) {
+            if matches!(p, mqtt::Packet::Publish(_)) {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 30, "retained messages delivered");
+    })
+    .await
+    .expect("join");
+    gw.stop().await;
+}
