@@ -885,3 +885,23 @@ async fn a_subscriber_gets_every_retained_message_even_more_than_max_queued() {
     .expect("join");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_gateway_closes_local_connections_and_the_listener() {
+    let gw = start_gateway_with(|_| {}).await;
+    let broker = gw.broker.expect("broker enabled");
+    let mut raw = tokio::task::spawn_blocking(move || {
+        let mut raw = RawMqtt::open(broker, &[mqtt_connect("stays", 0, true, None)]);
+        assert!(is_connack(&raw.expect()));
+        raw
+    })
+    .await
+    .expect("join");
+    gw.stop().await;
+    tokio::task::spawn_blocking(move || {
+        assert!(closed_within(&mut raw.stream, WAIT), "left open");
+        assert!(TcpStream::connect(broker).is_err(), "still listening");
+    })
+    .await
+    .expect("join");
+}

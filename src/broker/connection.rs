@@ -10,8 +10,10 @@
 //! Bounds: a packet larger than `max_packet_bytes` closes the connection
 //! before it is buffered; at most [`MAX_UNACKED_INBOUND`] of the client's
 //! QoS 1/2 publishes wait for the engine before the socket stops being read
-//! (TCP pushes back on the client); messages towards the client are bounded
-//! by the driver (`max_queued_messages`).
+//! (TCP pushes back on the client; its keep-alive is paused meanwhile);
+//! messages towards the client are bounded by the driver
+//! (`max_queued_messages`), and a write that makes no progress for
+//! 1.5 × keep-alive closes the connection.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
