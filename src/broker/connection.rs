@@ -10,8 +10,10 @@
 //! Bounds: a packet larger than `max_packet_bytes` closes the connection
 //! before it is buffered; at most [`MAX_UNACKED_INBOUND`] of the client's
 //! QoS 1/2 publishes wait for the engine before the socket stops being read
-//! (TCP pushes back on the client); messages towards the client are bounded
-//! by the driver (`max_queued_messages`).
+//! (TCP pushes back on the client; its keep-alive is paused meanwhile);
+//! messages towards the client are bounded by the driver
+//! (`max_queued_messages`), and a write that makes no progress for
+//! 1.5 × keep-alive closes the connection.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -82,6 +84,10 @@ struct Session {
     max_inflight: usize,
     keep_alive: Option<Duration>,
     last_heard: Instant,
+    /// The engine's CONNACK (or refusal) is written. Until then nothing
+    /// more is read and nothing is sent: the first packet a client gets is
+    /// its CONNACK (MQTT-3.2.0-1).
+    connacked: bool,
     inbuf: BytesMut,
     out: BytesMut,
     next_pkid: u16,
@@ -199,6 +205,7 @@ impl Connection {
             max_inflight: usize::from(settings.max_inflight),
             keep_alive,
             last_heard: Instant::now(),
+            connacked: false,
             inbuf,
             out: BytesMut::with_capacity(4096),
             next_pkid: 0,
@@ -334,9 +341,19 @@ fn qos_of(q: u8) -> QoS {
 
 impl Session {
     async fn serve(&mut self) -> End {
+        // Packets the client sent right behind its CONNECT (§3.1.4 allows
+        // it) are already buffered: no read would bring them up again.
+        if let Some(end) = self.on_readable().await {
+            self.flush().await;
+            return end;
+        }
         loop {
-            let deadline = self.keep_alive.map(|k| self.last_heard + k);
-            let can_read = self.awaiting_engine.len() < MAX_UNACKED_INBOUND;
+            let can_read = self.connacked && self.awaiting_engine.len() < MAX_UNACKED_INBOUND;
+            // No keep-alive while we do not read (see below).
+            let deadline = self
+                .keep_alive
+                .filter(|_| can_read)
+                .map(|k| self.last_heard + k);
             tokio::select! {
                 biased;
                 action = self.actions.recv() => match action {
@@ -365,6 +382,12 @@ impl Session {
                     return End::Abrupt("keep-alive expired");
                 }
             }
+            if !can_read {
+                // What the client sent while we did not read (PINGREQ) waits
+                // in the socket: that time is not the client's silence, so
+                // its keep-alive runs afresh from when reading resumes.
+                self.last_heard = Instant::now();
+            }
             self.fill_window();
             if !self.flush().await {
                 return End::Abrupt("write error");
@@ -372,14 +395,31 @@ impl Session {
         }
     }
 
-    /// Writes what is buffered; false if the socket failed.
+    /// Writes what is buffered; false if the socket failed, or (with a
+    /// keep-alive) took no bytes for 1.5 × keep-alive: a client that hung
+    /// with its receive window full would otherwise hold this task in the
+    /// write forever, its keep-alive never checked and its will never sent.
     async fn flush(&mut self) -> bool {
-        if self.out.is_empty() {
-            return true;
+        while self.connacked && !self.out.is_empty() {
+            let written = match self.keep_alive {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, self.writer.write_buf(&mut self.out)).await {
+                        Ok(written) => written,
+                        Err(_) => {
+                            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                            debug!(conn = %self.conn, "client not reading for a keep-alive; closing");
+                            Ok(0)
+                        }
+                    }
+                }
+                None => self.writer.write_buf(&mut self.out).await,
+            };
+            if !matches!(written, Ok(n) if n > 0) {
+                self.out.clear();
+                return false;
+            }
         }
-        let ok = self.writer.write_all(&self.out).await.is_ok();
-        self.out.clear();
-        ok
+        true
     }
 
     fn write(&mut self, packet: Packet) {
@@ -389,18 +429,23 @@ impl Session {
         }
     }
 
+    /// Puts the CONNACK before the answers (PINGRESP…) to what the client
+    /// sent behind its CONNECT, and lets them all go out.
+    fn write_connack(&mut self, connack: ConnAck) {
+        let held = self.out.split();
+        self.write(Packet::ConnAck(connack));
+        self.out.unsplit(held);
+        self.connacked = true;
+    }
+
     fn on_action(&mut self, action: LocalAction) -> Option<End> {
         match action {
-            LocalAction::ConnAck { session_present } => self.write(Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::Success,
-                session_present,
-            ))),
+            LocalAction::ConnAck { session_present } => {
+                self.write_connack(ConnAck::new(ConnectReturnCode::Success, session_present))
+            }
             LocalAction::Refuse => {
                 self.stats.connects_refused.fetch_add(1, Ordering::Relaxed);
-                self.write(Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::ServiceUnavailable,
-                    false,
-                )));
+                self.write_connack(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false));
                 return Some(End::Graceful);
             }
             LocalAction::Deliver(d) => self.pending.push_back(d),

@@ -260,6 +260,17 @@ impl Gateway {
             {
                 info!(client = %client_id, %old, new = %conn, "local client taken over");
                 self.local(old, LocalAction::Close);
+                // Its parked publishes were never acknowledged, as on a
+                // close: the client resends them on the new connection, which
+                // must not be acknowledged for packet ids it did not send.
+                let parked = self
+                    .locals
+                    .sessions
+                    .get_mut(&sid)
+                    .map_or(0, |s| std::mem::take(&mut s.parked).len());
+                if parked > 0 {
+                    self.parked.retain(|&p| p != sid);
+                }
             }
             let keep =
                 !connect.clean_session && self.locals.sessions.get(&sid).is_some_and(|s| !s.clean);

@@ -1,7 +1,7 @@
 //! Engine unit tests: one per behaviour, each driving a [`Gateway`] with encoded
 //! datagrams and a virtual clock, and asserting on the packets it emits. This
 //! file holds the harness; `engine.rs` the general behaviours, `sleep.rs` the
-//! sleeping-client ones.
+//! sleeping-client ones, `local.rs` the embedded broker's clients.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::*;
 
 mod engine;
+mod local;
 mod sleep;
 use crate::proto::{self, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic};
 
