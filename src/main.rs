@@ -43,9 +43,11 @@ enum Command {
     /// print-config`). Command-line overrides replace the file's values, then
     /// the result is validated once.
     Run(RunArgs),
-    /// Publish one MQTT-SN message (like mosquitto_pub), over UDP.
+    /// Publish one MQTT-SN message (like mosquitto_pub), over UDP or a serial
+    /// link.
     Pub(PubArgs),
-    /// Subscribe and print MQTT-SN messages (like mosquitto_sub), over UDP.
+    /// Subscribe and print MQTT-SN messages (like mosquitto_sub), over UDP or
+    /// a serial link.
     Sub(SubArgs),
     /// Check a config file and exit: prints "FILE: ok", or the error and exit
     /// code 2.
@@ -225,6 +227,12 @@ struct ToolTarget {
     /// The gateway's UDP address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
     gateway: std::net::SocketAddr,
+    /// Reach the gateway over a serial port instead of UDP, as
+    /// DEVICE:FRAMING[:BAUD] (the syntax of `sngate run --serial`): raw or
+    /// slip for a direct line, xbee for a local XBee module in API mode 2
+    /// (frames go to the coordinator).
+    #[arg(long, value_name = "DEVICE:FRAMING[:BAUD]", value_parser = parse_serial, conflicts_with = "gateway")]
+    serial: Option<SerialConfig>,
     /// Client id (default: sngate-pub-PID / sngate-sub-PID).
     #[arg(short = 'i', long, value_name = "ID")]
     client_id: Option<String>,
@@ -305,6 +313,17 @@ struct SubArgs {
     sleep: Option<u16>,
 }
 
+impl ToolTarget {
+    /// The gateway as the client library names it: the serial port if one
+    /// was given, else the UDP address.
+    fn endpoint(&self) -> sngate::client::Endpoint {
+        match &self.serial {
+            Some(port) => sngate::client::Endpoint::Serial(port.clone()),
+            None => sngate::client::Endpoint::Udp(self.gateway),
+        }
+    }
+}
+
 fn qos_of(q: i8) -> sngate::proto::QoS {
     use sngate::proto::QoS;
     match q {
@@ -352,7 +371,7 @@ fn pub_request(a: PubArgs) -> Result<sngate::tools::PubRequest, String> {
         _ => None,
     };
     Ok(sngate::tools::PubRequest {
-        gateway: a.target.gateway,
+        gateway: a.target.endpoint(),
         client_id: a
             .target
             .client_id
@@ -377,7 +396,7 @@ fn sub_request(a: SubArgs) -> Result<sngate::tools::SubRequest, String> {
         return Err("give at least one --topic or --predefined-id".into());
     }
     Ok(sngate::tools::SubRequest {
-        gateway: a.target.gateway,
+        gateway: a.target.endpoint(),
         client_id: a
             .target
             .client_id

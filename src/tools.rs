@@ -1,14 +1,14 @@
 //! `sngate pub` and `sngate sub`: MQTT-SN command-line clients in the spirit
 //! of mosquitto_pub / mosquitto_sub, built on [`crate::client`], for testing a
-//! gateway and for scripts on a device. Over UDP.
+//! gateway and for scripts on a device. Over UDP, or over a serial link
+//! ([`Endpoint::Serial`]: raw, SLIP, or XBee API frames to the local module).
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::client::{self, Client, ClientError, ConnectOptions, Will};
+use crate::client::{self, Client, ClientError, ConnectOptions, Endpoint, Will};
 use crate::proto::{QoS, SubscribeTopic, TopicRef};
 
 /// Why a tool failed.
@@ -39,8 +39,8 @@ pub enum TopicArg {
 /// What `sngate pub` sends.
 #[derive(Debug, Clone)]
 pub struct PubRequest {
-    /// The gateway's UDP address.
-    pub gateway: SocketAddr,
+    /// How to reach the gateway: its UDP address or a serial port.
+    pub gateway: Endpoint,
     /// Client id (unused at QoS −1).
     pub client_id: String,
     /// The topic.
@@ -103,8 +103,8 @@ pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
 /// What `sngate sub` listens for.
 #[derive(Debug, Clone)]
 pub struct SubRequest {
-    /// The gateway's UDP address.
-    pub gateway: SocketAddr,
+    /// How to reach the gateway: its UDP address or a serial port.
+    pub gateway: Endpoint,
     /// Client id.
     pub client_id: String,
     /// Topics or filters to subscribe to.

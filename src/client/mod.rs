@@ -1,11 +1,14 @@
-//! An async MQTT-SN v1.2 client over UDP, built on tokio and the [`proto`]
-//! codec. It is what the integration tests, the benchmarks and the `sngate pub`
-//! / `sngate sub` / `sngate sim` tools use to play a device.
+//! An async MQTT-SN v1.2 client over UDP or a serial link, built on tokio and
+//! the [`proto`] codec. It is what the integration tests, the benchmarks and
+//! the `sngate pub` / `sngate sub` / `sngate sim` tools use to play a device.
 //!
 //! # Shape
 //!
-//! A [`Client`] owns one UDP socket connected to one gateway. A background task
-//! reads that socket and does what a device must do without being asked:
+//! A [`Client`] owns one link to one gateway ([`Endpoint`]): a UDP socket
+//! connected to it, or a serial port framed with the gateway's own codecs
+//! (raw, SLIP, or XBee API frames to the local module, addressed to the
+//! coordinator). A background task reads that link and does what a device
+//! must do without being asked:
 //! - answers the gateway's REGISTER with REGACK, keeping the client's own
 //!   id → name table;
 //! - acknowledges PUBLISH at QoS 1 (PUBACK) and QoS 2 (PUBREC, then PUBCOMP on
@@ -53,7 +56,9 @@
 
 mod connection;
 mod discovery;
+mod endpoint;
 mod link;
+mod serial;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -65,8 +70,11 @@ use bytes::Bytes;
 
 pub use connection::Client;
 pub use discovery::{GatewayInfo, publish_minus_one, publish_minus_one_named, search_gateway};
+pub use endpoint::Endpoint;
+pub use serial::SERIAL_MAX_FRAME;
 
 use crate::proto::{EncodeError, QoS, ReturnCode, TopicRef};
+use crate::transport::framing::FrameError;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +85,18 @@ pub enum ClientError {
     /// A packet could not be encoded (it is larger than 65535 bytes).
     #[error("cannot encode the message: {0}")]
     Encode(#[from] EncodeError),
+    /// The serial port could not be opened.
+    #[error("cannot open serial port {device}: {source}")]
+    SerialOpen {
+        /// The device path.
+        device: String,
+        /// Why.
+        source: tokio_serial::Error,
+    },
+    /// A message could not be framed for the serial link (larger than
+    /// [`SERIAL_MAX_FRAME`]).
+    #[error("cannot frame the message for the serial link: {0}")]
+    Frame(#[from] FrameError),
     /// No answer came within the retry budget.
     #[error("no {waiting_for} from the gateway after {attempts} attempt(s)")]
     Timeout {
@@ -96,8 +116,9 @@ pub enum ClientError {
     /// The arguments cannot form a valid request.
     #[error("invalid request: {0}")]
     InvalidArgument(&'static str),
-    /// The client's receive task has stopped (socket failure).
-    #[error("the client's receive task has stopped")]
+    /// The client's link has failed (socket error, serial port gone) and
+    /// its receive task has stopped.
+    #[error("the link to the gateway has failed (the client's receive task has stopped)")]
     Closed,
 }
 
@@ -217,6 +238,9 @@ pub struct Message {
     pub retain: bool,
     /// The DUP flag: the gateway resent it.
     pub dup: bool,
+    /// When the client's receive task read it off the link (before it waited
+    /// in the message buffer): what latency is measured against.
+    pub received_at: tokio::time::Instant,
 }
 
 /// The gateway's answer to a successful SUBSCRIBE.
