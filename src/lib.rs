@@ -26,6 +26,7 @@ pub mod core;
 pub mod driver;
 pub mod logging;
 pub mod proto;
+pub mod sim;
 pub mod systemd;
 pub mod tools;
 pub mod transport;

@@ -204,6 +204,12 @@ impl Client {
                 }
             }
         }
+        if self.link.state().refused {
+            return Err(ClientError::Unreachable {
+                waiting_for,
+                attempts,
+            });
+        }
         Err(ClientError::Timeout {
             waiting_for,
             attempts,

@@ -95,6 +95,9 @@ pub(super) struct Shared {
     pub ping_every: Option<Duration>,
     /// QoS 0 messages dropped because the application did not read fast enough.
     pub dropped_messages: u64,
+    /// The last thing the link reported was an ICMP "port unreachable"
+    /// (nothing listens at the gateway's address); cleared by any datagram.
+    pub refused: bool,
 }
 
 /// The sending side of the link and the shared state; cheap to clone.
@@ -118,6 +121,7 @@ impl Link {
                 last_received: now,
                 ping_every: None,
                 dropped_messages: 0,
+                refused: false,
             })),
         }
     }

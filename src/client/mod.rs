@@ -86,7 +86,7 @@ pub enum ClientError {
     #[error("cannot encode the message: {0}")]
     Encode(#[from] EncodeError),
     /// The serial port could not be opened.
-    #[error("cannot open serial port {device}: {source}")]
+    #[error("cannot open serial port {device}")]
     SerialOpen {
         /// The device path.
         device: String,
@@ -103,6 +103,17 @@ pub enum ClientError {
         /// What was expected.
         waiting_for: &'static str,
         /// How many times the request was sent (or 1 for a plain wait).
+        attempts: u32,
+    },
+    /// No answer came, and the network said nothing listens at the
+    /// gateway's address (ICMP port unreachable).
+    #[error(
+        "the gateway is unreachable: nothing listens at its address (no {waiting_for} after {attempts} attempt(s))"
+    )]
+    Unreachable {
+        /// What was expected.
+        waiting_for: &'static str,
+        /// How many times the request was sent.
         attempts: u32,
     },
     /// The gateway answered with a rejection (CONNACK, REGACK, PUBACK, SUBACK,

@@ -35,7 +35,11 @@ pub(super) async fn run(
             received = wire.recv(&mut buf) => match received {
                 Ok(n) => {
                     let now = Instant::now();
-                    link.state().last_received = now;
+                    {
+                        let mut s = link.state();
+                        s.last_received = now;
+                        s.refused = false;
+                    }
                     let Some(bytes) = buf.get(..n) else { continue };
                     match proto::decode(bytes) {
                         Ok(packet) => handle(&link, &responses, &messages, packet, now).await,
@@ -43,9 +47,10 @@ pub(super) async fn run(
                     }
                 }
                 // ICMP "port unreachable" from an earlier send: the gateway is
-                // not there (yet); requests time out on their own.
+                // not there (yet); requests time out on their own, and say why.
                 Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) => {
                     debug!(error = %e, "client: gateway unreachable");
+                    link.state().refused = true;
                 }
                 Err(e) => {
                     debug!(error = %e, "client: link failed, receive task stops");
