@@ -435,7 +435,7 @@ struct SimArgs {
     sleep: Option<sngate::sim::SleepCycle>,
     /// How many devices (the first ones) follow the sleep cycle: a number,
     /// or `all`.
-    #[arg(long, value_name = "N|all", default_value = "all", value_parser = parse_count_or_all)]
+    #[arg(long, value_name = "N|all", default_value = "all", value_parser = parse_count_or_all, requires = "sleep")]
     sleepers: CountOrAll,
     /// Seconds subscribers still wait for deliveries once publishing is over.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]

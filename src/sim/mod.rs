@@ -62,6 +62,15 @@ use device::{Device, DeviceOutcome};
 /// [`tracker::SeqTracker`] (24 bytes, plus 128 while it has gaps).
 pub const MAX_STREAMS: usize = 10_000_000;
 
+/// The slowest and fastest per-device rates, messages per second.
+pub const MIN_RATE: f64 = 0.001;
+/// See [`MIN_RATE`].
+pub const MAX_RATE: f64 = 1_000_000.0;
+
+/// The longest duration, drain, retry interval or awake time accepted (a
+/// year): bounds that keep every deadline computable.
+pub const MAX_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How long each device publishes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SimLength {
@@ -174,7 +183,8 @@ pub struct SimConfig {
     pub gateway: SocketAddr,
     /// How many devices (≥ 1).
     pub devices: usize,
-    /// Messages per second each device publishes (> 0). Default: 1.
+    /// Messages per second each device publishes ([`MIN_RATE`]..=[`MAX_RATE`]).
+    /// Default: 1.
     pub rate: f64,
     /// How long each device publishes. Default: 10 messages.
     pub length: SimLength,
@@ -266,15 +276,33 @@ impl SimConfig {
         if self.devices == 0 {
             return bad("at least one device is needed".into());
         }
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            return bad(format!("the rate must be above 0 (got {})", self.rate));
+        if !(MIN_RATE..=MAX_RATE).contains(&self.rate) {
+            return bad(format!(
+                "the rate must be {MIN_RATE}..={MAX_RATE} messages per second (got {})",
+                self.rate
+            ));
         }
         match self.length {
             SimLength::Messages(0) => return bad("each device must send at least 1 message".into()),
-            SimLength::Duration(d) if d.is_zero() => {
-                return bad("the duration must be above 0".into());
+            SimLength::Duration(d) if d.is_zero() || d > MAX_SPAN => {
+                return bad(format!(
+                    "the duration must be above 0 and at most {} s",
+                    MAX_SPAN.as_secs()
+                ));
             }
             _ => {}
+        }
+        for (what, d) in [
+            ("the drain time", self.drain),
+            ("the retry interval", self.retry_interval),
+            (
+                "the awake time",
+                self.sleep.map_or(Duration::ZERO, |c| c.awake),
+            ),
+        ] {
+            if d > MAX_SPAN {
+                return bad(format!("{what} must be at most {} s", MAX_SPAN.as_secs()));
+            }
         }
         if self.payload_size < payload::HEADER_LEN || self.payload_size > 65_000 {
             return bad(format!(
@@ -645,6 +673,12 @@ mod tests {
             (Box::new(|c| c.devices = 0), "at least one device"),
             (Box::new(|c| c.rate = 0.0), "rate"),
             (Box::new(|c| c.rate = f64::NAN), "rate"),
+            (Box::new(|c| c.rate = 1e-300), "rate"),
+            (
+                Box::new(|c| c.length = SimLength::Duration(Duration::MAX)),
+                "duration",
+            ),
+            (Box::new(|c| c.drain = Duration::MAX), "drain"),
             (
                 Box::new(|c| c.length = SimLength::Messages(0)),
                 "at least 1 message",
