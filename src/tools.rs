@@ -64,15 +64,16 @@ pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
     if req.qos == QoS::MinusOne {
         match &req.topic {
             TopicArg::Name(name) => {
-                client::publish_minus_one_named(req.gateway, name, req.payload, req.retain).await?
+                client::publish_minus_one_named_via(&req.gateway, name, req.payload, req.retain)
+                    .await?
             }
             TopicArg::Predefined(id) => {
                 let topic = TopicRef::Predefined(*id);
-                client::publish_minus_one(req.gateway, topic, req.payload, req.retain).await?
+                client::publish_minus_one_via(&req.gateway, topic, req.payload, req.retain).await?
             }
             TopicArg::Short(s) => {
                 let topic = TopicRef::Short(*s);
-                client::publish_minus_one(req.gateway, topic, req.payload, req.retain).await?
+                client::publish_minus_one_via(&req.gateway, topic, req.payload, req.retain).await?
             }
         }
         return Ok(());
@@ -81,7 +82,7 @@ pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
     if let Some(will) = req.will {
         options = options.will(will);
     }
-    let mut c = Client::connect(req.gateway, options).await?;
+    let mut c = Client::connect_via(req.gateway, options).await?;
     match &req.topic {
         TopicArg::Name(name) => {
             c.publish_named(name, req.payload, req.qos, req.retain)
@@ -133,7 +134,7 @@ pub async fn subscribe(req: SubRequest, out: &mut impl Write) -> Result<(), Tool
     let options = ConnectOptions::new(req.client_id)
         .keep_alive(req.keep_alive_secs)
         .clean_session(req.clean_session);
-    let mut c = Client::connect(req.gateway, options).await?;
+    let mut c = Client::connect_via(req.gateway, options).await?;
     for topic in &req.topics {
         let topic = match topic {
             TopicArg::Name(name) => SubscribeTopic::Name(name.clone()),

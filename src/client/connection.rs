@@ -53,19 +53,22 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Connects to the gateway at `gateway` — a UDP address (a
-    /// [`SocketAddr`] converts) or a serial port ([`Endpoint::Serial`]):
-    /// binds an ephemeral UDP socket or opens the port, sends CONNECT, runs
-    /// the will handshake when `opts.will` is set, and waits for CONNACK,
-    /// resending CONNECT after `opts.retry_interval` up to `opts.max_retries`
-    /// times.
+    /// Connects to the gateway at the UDP address `gateway`: binds an
+    /// ephemeral UDP socket, sends CONNECT, runs the will handshake when
+    /// `opts.will` is set, and waits for CONNACK, resending CONNECT after
+    /// `opts.retry_interval` up to `opts.max_retries` times.
     ///
     /// A CONNACK with a rejection is [`ClientError::Rejected`].
-    pub async fn connect(
-        gateway: impl Into<Endpoint>,
+    pub async fn connect(gateway: SocketAddr, opts: ConnectOptions) -> Result<Self, ClientError> {
+        Self::connect_via(Endpoint::Udp(gateway), opts).await
+    }
+
+    /// [`connect`](Self::connect) over any link: a UDP address or a serial
+    /// port ([`Endpoint::Serial`], opened here and closed with the client).
+    pub async fn connect_via(
+        endpoint: Endpoint,
         opts: ConnectOptions,
     ) -> Result<Self, ClientError> {
-        let endpoint = gateway.into();
         let (wire, wire_rx) = link::open(&endpoint).await?;
         let link = Link::new(wire, opts.predefined_topics.clone());
         let (responses_tx, responses) = mpsc::channel(RESPONSE_QUEUE);

@@ -62,12 +62,23 @@ pub async fn search_gateway(
     }
 }
 
-/// Publishes at QoS −1 from a fresh socket (or the serial port, opened for
-/// the message), with no connection: to a pre-defined id
-/// ([`TopicRef::Predefined`]) or a short name ([`TopicRef::Short`]). Fire and
-/// forget: nothing says whether the gateway accepted it.
+/// Publishes at QoS −1 from a fresh UDP socket, with no connection: to a
+/// pre-defined id ([`TopicRef::Predefined`]) or a short name
+/// ([`TopicRef::Short`]). Fire and forget: nothing says whether the gateway
+/// accepted it.
 pub async fn publish_minus_one(
-    gateway: impl Into<Endpoint>,
+    gateway: SocketAddr,
+    topic: TopicRef,
+    payload: impl Into<Bytes>,
+    retain: bool,
+) -> Result<(), ClientError> {
+    publish_minus_one_via(&Endpoint::Udp(gateway), topic, payload, retain).await
+}
+
+/// [`publish_minus_one`] over any link: a UDP address, or a serial port
+/// opened for the message.
+pub async fn publish_minus_one_via(
+    gateway: &Endpoint,
     topic: TopicRef,
     payload: impl Into<Bytes>,
     retain: bool,
@@ -78,7 +89,7 @@ pub async fn publish_minus_one(
         ));
     }
     send_once(
-        gateway.into(),
+        gateway,
         &Packet::Publish {
             dup: false,
             qos: QoS::MinusOne,
@@ -95,13 +106,23 @@ pub async fn publish_minus_one(
 /// length-prefixed form of Paho's MQTTSNPacket library, trap T-14; not v1.2,
 /// accepted by sngate unless `gateway.accept_qos_minus_one_named` is off).
 pub async fn publish_minus_one_named(
-    gateway: impl Into<Endpoint>,
+    gateway: SocketAddr,
+    topic_name: &str,
+    payload: impl Into<Bytes>,
+    retain: bool,
+) -> Result<(), ClientError> {
+    publish_minus_one_named_via(&Endpoint::Udp(gateway), topic_name, payload, retain).await
+}
+
+/// [`publish_minus_one_named`] over any link.
+pub async fn publish_minus_one_named_via(
+    gateway: &Endpoint,
     topic_name: &str,
     payload: impl Into<Bytes>,
     retain: bool,
 ) -> Result<(), ClientError> {
     send_once(
-        gateway.into(),
+        gateway,
         &Packet::PublishNamedMinusOne {
             dup: false,
             retain,
@@ -113,15 +134,15 @@ pub async fn publish_minus_one_named(
     .await
 }
 
-async fn send_once(gateway: Endpoint, packet: &Packet) -> Result<(), ClientError> {
+async fn send_once(gateway: &Endpoint, packet: &Packet) -> Result<(), ClientError> {
     let mut buf = BytesMut::new();
     proto::encode(packet, &mut buf)?;
     match gateway {
         Endpoint::Udp(addr) => {
-            let socket = ephemeral_socket(addr).await?;
+            let socket = ephemeral_socket(*addr).await?;
             socket.send_to(&buf, addr).await?;
             Ok(())
         }
-        Endpoint::Serial(port) => serial::send_once(&port, &buf).await,
+        Endpoint::Serial(port) => serial::send_once(port, &buf).await,
     }
 }

@@ -27,9 +27,10 @@
 //! [`ConnectOptions::retry_interval`] up to [`ConnectOptions::max_retries`]
 //! times (T_RETRY / N_RETRY, §7.8), so every wait is bounded.
 //!
-//! Connection-less helpers live beside it: [`publish_minus_one`] and
-//! [`publish_minus_one_named`] (QoS −1, trap T-14) and [`search_gateway`]
-//! (SEARCHGW → GWINFO).
+//! [`Client::connect`] takes a UDP address, [`Client::connect_via`] any
+//! [`Endpoint`]. Connection-less helpers live beside it: [`publish_minus_one`]
+//! and [`publish_minus_one_named`] (QoS −1, trap T-14; `_via` forms for any
+//! endpoint) and [`search_gateway`] (SEARCHGW → GWINFO).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -69,7 +70,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use connection::Client;
-pub use discovery::{GatewayInfo, publish_minus_one, publish_minus_one_named, search_gateway};
+pub use discovery::{
+    GatewayInfo, publish_minus_one, publish_minus_one_named, publish_minus_one_named_via,
+    publish_minus_one_via, search_gateway,
+};
 pub use endpoint::Endpoint;
 pub use serial::SERIAL_MAX_FRAME;
 
