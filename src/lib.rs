@@ -14,8 +14,9 @@
 //! - [`driver`] — the one tokio task that owns the engine and wires transports,
 //!   timers and the upstream bridge to it.
 //! - [`config`] — the TOML configuration, validated once at load; [`logging`].
-//! - [`client`] — an async MQTT-SN client over UDP; [`tools`] — `sngate pub`
-//!   and `sngate sub` built on it.
+//! - [`client`] — an async MQTT-SN client over UDP or a serial link;
+//!   [`tools`] — `sngate pub` and `sngate sub` built on it; [`sim`] —
+//!   `sngate sim`, simulated devices that measure a running gateway.
 //!
 //! See `docs/architecture.md` for the design and the reasons behind it.
 
@@ -27,6 +28,7 @@ pub mod core;
 pub mod driver;
 pub mod logging;
 pub mod proto;
+pub mod sim;
 pub mod store;
 pub mod systemd;
 pub mod tools;

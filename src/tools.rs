@@ -1,14 +1,14 @@
 //! `sngate pub` and `sngate sub`: MQTT-SN command-line clients in the spirit
 //! of mosquitto_pub / mosquitto_sub, built on [`crate::client`], for testing a
-//! gateway and for scripts on a device. Over UDP.
+//! gateway and for scripts on a device. Over UDP, or over a serial link
+//! ([`Endpoint::Serial`]: raw, SLIP, or XBee API frames to the local module).
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::client::{self, Client, ClientError, ConnectOptions, Will};
+use crate::client::{self, Client, ClientError, ConnectOptions, Endpoint, Will};
 use crate::proto::{QoS, SubscribeTopic, TopicRef};
 
 /// Why a tool failed.
@@ -39,8 +39,8 @@ pub enum TopicArg {
 /// What `sngate pub` sends.
 #[derive(Debug, Clone)]
 pub struct PubRequest {
-    /// The gateway's UDP address.
-    pub gateway: SocketAddr,
+    /// How to reach the gateway: its UDP address or a serial port.
+    pub gateway: Endpoint,
     /// Client id (unused at QoS −1).
     pub client_id: String,
     /// The topic.
@@ -64,15 +64,16 @@ pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
     if req.qos == QoS::MinusOne {
         match &req.topic {
             TopicArg::Name(name) => {
-                client::publish_minus_one_named(req.gateway, name, req.payload, req.retain).await?
+                client::publish_minus_one_named_via(&req.gateway, name, req.payload, req.retain)
+                    .await?
             }
             TopicArg::Predefined(id) => {
                 let topic = TopicRef::Predefined(*id);
-                client::publish_minus_one(req.gateway, topic, req.payload, req.retain).await?
+                client::publish_minus_one_via(&req.gateway, topic, req.payload, req.retain).await?
             }
             TopicArg::Short(s) => {
                 let topic = TopicRef::Short(*s);
-                client::publish_minus_one(req.gateway, topic, req.payload, req.retain).await?
+                client::publish_minus_one_via(&req.gateway, topic, req.payload, req.retain).await?
             }
         }
         return Ok(());
@@ -81,7 +82,7 @@ pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
     if let Some(will) = req.will {
         options = options.will(will);
     }
-    let mut c = Client::connect(req.gateway, options).await?;
+    let mut c = Client::connect_via(req.gateway, options).await?;
     match &req.topic {
         TopicArg::Name(name) => {
             c.publish_named(name, req.payload, req.qos, req.retain)
@@ -103,8 +104,8 @@ pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
 /// What `sngate sub` listens for.
 #[derive(Debug, Clone)]
 pub struct SubRequest {
-    /// The gateway's UDP address.
-    pub gateway: SocketAddr,
+    /// How to reach the gateway: its UDP address or a serial port.
+    pub gateway: Endpoint,
     /// Client id.
     pub client_id: String,
     /// Topics or filters to subscribe to.
@@ -133,7 +134,7 @@ pub async fn subscribe(req: SubRequest, out: &mut impl Write) -> Result<(), Tool
     let options = ConnectOptions::new(req.client_id)
         .keep_alive(req.keep_alive_secs)
         .clean_session(req.clean_session);
-    let mut c = Client::connect(req.gateway, options).await?;
+    let mut c = Client::connect_via(req.gateway, options).await?;
     for topic in &req.topics {
         let topic = match topic {
             TopicArg::Name(name) => SubscribeTopic::Name(name.clone()),

@@ -1,17 +1,16 @@
 //! [`Client`]: one connection to one gateway, its requests and its messages.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::link::Link;
-use super::{ClientError, ConnectOptions, Message, Subscribed, task};
+use super::link::{self, Link};
+use super::{ClientError, ConnectOptions, Endpoint, Message, Subscribed, task};
 use crate::proto::{
     MsgType, PROTOCOL_ID_V1_2, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic,
 };
@@ -37,7 +36,7 @@ enum Step<T> {
 #[derive(Debug)]
 pub struct Client {
     link: Link,
-    gateway: SocketAddr,
+    endpoint: Endpoint,
     opts: ConnectOptions,
     responses: mpsc::Receiver<Packet>,
     messages: mpsc::Receiver<Message>,
@@ -53,33 +52,31 @@ impl Drop for Client {
     }
 }
 
-/// Binds an ephemeral UDP socket of the gateway's address family.
-pub(super) async fn ephemeral_socket(gateway: SocketAddr) -> Result<UdpSocket, ClientError> {
-    let local: SocketAddr = if gateway.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    Ok(UdpSocket::bind(local).await?)
-}
-
 impl Client {
-    /// Connects to the gateway at `gateway`: binds an ephemeral UDP socket,
-    /// sends CONNECT, runs the will handshake when `opts.will` is set, and waits
-    /// for CONNACK, resending CONNECT after `opts.retry_interval` up to
-    /// `opts.max_retries` times.
+    /// Connects to the gateway at the UDP address `gateway`: binds an
+    /// ephemeral UDP socket, sends CONNECT, runs the will handshake when
+    /// `opts.will` is set, and waits for CONNACK, resending CONNECT after
+    /// `opts.retry_interval` up to `opts.max_retries` times.
     ///
     /// A CONNACK with a rejection is [`ClientError::Rejected`].
     pub async fn connect(gateway: SocketAddr, opts: ConnectOptions) -> Result<Self, ClientError> {
-        let socket = ephemeral_socket(gateway).await?;
-        socket.connect(gateway).await?;
-        let link = Link::new(socket, opts.predefined_topics.clone());
+        Self::connect_via(Endpoint::Udp(gateway), opts).await
+    }
+
+    /// [`connect`](Self::connect) over any link: a UDP address or a serial
+    /// port ([`Endpoint::Serial`], opened here and closed with the client).
+    pub async fn connect_via(
+        endpoint: Endpoint,
+        opts: ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let (wire, wire_rx) = link::open(&endpoint).await?;
+        let link = Link::new(wire, opts.predefined_topics.clone());
         let (responses_tx, responses) = mpsc::channel(RESPONSE_QUEUE);
         let (messages_tx, messages) = mpsc::channel(opts.message_buffer.max(1));
-        let task = tokio::spawn(task::run(link.clone(), responses_tx, messages_tx));
+        let task = tokio::spawn(task::run(link.clone(), wire_rx, responses_tx, messages_tx));
         let mut client = Client {
             link,
-            gateway,
+            endpoint,
             opts,
             responses,
             messages,
@@ -131,9 +128,9 @@ impl Client {
         Ok(())
     }
 
-    /// The gateway's address.
-    pub fn gateway(&self) -> SocketAddr {
-        self.gateway
+    /// How the client reaches the gateway.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The client id.
@@ -141,9 +138,15 @@ impl Client {
         &self.opts.client_id
     }
 
-    /// The local address of the client's socket.
+    /// The local address of the client's UDP socket
+    /// ([`ClientError::InvalidArgument`] over a serial port).
     pub fn local_addr(&self) -> Result<SocketAddr, ClientError> {
-        Ok(self.link.socket.local_addr()?)
+        match self.link.local_addr() {
+            Some(addr) => Ok(addr?),
+            None => Err(ClientError::InvalidArgument(
+                "a serial link has no socket address",
+            )),
+        }
     }
 
     /// Messages not handed to the application because its buffer was full
@@ -203,6 +206,12 @@ impl Client {
                     Step::Ignore => {}
                 }
             }
+        }
+        if self.link.state().refused {
+            return Err(ClientError::Unreachable {
+                waiting_for,
+                attempts,
+            });
         }
         Err(ClientError::Timeout {
             waiting_for,

@@ -1,5 +1,6 @@
 //! What a device does without a connection: look for a gateway (SEARCHGW →
-//! GWINFO, fact sheet §7.1) and publish at QoS −1 (§7.4, trap T-14).
+//! GWINFO, fact sheet §7.1; over UDP) and publish at QoS −1 (§7.4, trap T-14;
+//! over UDP or a serial link).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::ClientError;
-use super::connection::ephemeral_socket;
+use super::link::ephemeral_socket;
+use super::{ClientError, Endpoint, serial};
 use crate::proto::{self, Packet, QoS, TopicRef};
 
 /// A gateway that answered SEARCHGW.
@@ -61,12 +62,23 @@ pub async fn search_gateway(
     }
 }
 
-/// Publishes at QoS −1 from a fresh socket, with no connection: to a
+/// Publishes at QoS −1 from a fresh UDP socket, with no connection: to a
 /// pre-defined id ([`TopicRef::Predefined`]) or a short name
 /// ([`TopicRef::Short`]). Fire and forget: nothing says whether the gateway
 /// accepted it.
 pub async fn publish_minus_one(
     gateway: SocketAddr,
+    topic: TopicRef,
+    payload: impl Into<Bytes>,
+    retain: bool,
+) -> Result<(), ClientError> {
+    publish_minus_one_via(&Endpoint::Udp(gateway), topic, payload, retain).await
+}
+
+/// [`publish_minus_one`] over any link: a UDP address, or a serial port
+/// opened for the message.
+pub async fn publish_minus_one_via(
+    gateway: &Endpoint,
     topic: TopicRef,
     payload: impl Into<Bytes>,
     retain: bool,
@@ -99,6 +111,16 @@ pub async fn publish_minus_one_named(
     payload: impl Into<Bytes>,
     retain: bool,
 ) -> Result<(), ClientError> {
+    publish_minus_one_named_via(&Endpoint::Udp(gateway), topic_name, payload, retain).await
+}
+
+/// [`publish_minus_one_named`] over any link.
+pub async fn publish_minus_one_named_via(
+    gateway: &Endpoint,
+    topic_name: &str,
+    payload: impl Into<Bytes>,
+    retain: bool,
+) -> Result<(), ClientError> {
     send_once(
         gateway,
         &Packet::PublishNamedMinusOne {
@@ -112,10 +134,15 @@ pub async fn publish_minus_one_named(
     .await
 }
 
-async fn send_once(gateway: SocketAddr, packet: &Packet) -> Result<(), ClientError> {
-    let socket = ephemeral_socket(gateway).await?;
+async fn send_once(gateway: &Endpoint, packet: &Packet) -> Result<(), ClientError> {
     let mut buf = BytesMut::new();
     proto::encode(packet, &mut buf)?;
-    socket.send_to(&buf, gateway).await?;
-    Ok(())
+    match gateway {
+        Endpoint::Udp(addr) => {
+            let socket = ephemeral_socket(*addr).await?;
+            socket.send_to(&buf, addr).await?;
+            Ok(())
+        }
+        Endpoint::Serial(port) => serial::send_once(port, &buf).await,
+    }
 }

@@ -1,7 +1,11 @@
-//! What the [`Client`](super::Client) and its receive task share: the socket,
-//! and a small state behind a mutex that is never held across an `.await`.
+//! What the [`Client`](super::Client) and its receive task share: the link
+//! to the gateway (a UDP socket or a framed serial port, [`Wire`]), and a
+//! small state behind a mutex that is never held across an `.await`. The
+//! receive side of the link ([`WireRx`]) belongs to the receive task alone.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,8 +13,65 @@ use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::ClientError;
+use super::serial::{self, SerialRx, SerialTx};
+use super::{ClientError, Endpoint};
 use crate::proto::{self, MsgType, Packet};
+
+/// The sending side of the link to the gateway.
+#[derive(Debug)]
+pub(super) enum Wire {
+    /// A UDP socket connected to the gateway.
+    Udp(Arc<UdpSocket>),
+    /// A serial port: a framer and a writer task.
+    Serial(SerialTx),
+}
+
+/// The receiving side of the link, owned by the receive task.
+#[derive(Debug)]
+pub(super) enum WireRx {
+    /// The same UDP socket.
+    Udp(Arc<UdpSocket>),
+    /// The serial port's read half and deframer.
+    Serial(SerialRx),
+}
+
+impl WireRx {
+    /// The next datagram (UDP) or deframed message (serial), copied into
+    /// `buf`. Cancel safe.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            WireRx::Udp(socket) => socket.recv(buf).await,
+            WireRx::Serial(port) => port.recv(buf).await,
+        }
+    }
+}
+
+/// Binds an ephemeral UDP socket of the gateway's address family.
+pub(super) async fn ephemeral_socket(gateway: SocketAddr) -> Result<UdpSocket, ClientError> {
+    let local: SocketAddr = if gateway.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    Ok(UdpSocket::bind(local).await?)
+}
+
+/// Opens the link to `endpoint`: a UDP socket connected to the gateway, or
+/// the serial port with its writer task.
+pub(super) async fn open(endpoint: &Endpoint) -> Result<(Wire, WireRx), ClientError> {
+    match endpoint {
+        Endpoint::Udp(gateway) => {
+            let socket = ephemeral_socket(*gateway).await?;
+            socket.connect(gateway).await?;
+            let socket = Arc::new(socket);
+            Ok((Wire::Udp(Arc::clone(&socket)), WireRx::Udp(socket)))
+        }
+        Endpoint::Serial(port) => {
+            let (tx, rx) = serial::open(port)?;
+            Ok((Wire::Serial(tx), WireRx::Serial(rx)))
+        }
+    }
+}
 
 /// State shared by the client and its receive task.
 #[derive(Debug)]
@@ -34,20 +95,23 @@ pub(super) struct Shared {
     pub ping_every: Option<Duration>,
     /// QoS 0 messages dropped because the application did not read fast enough.
     pub dropped_messages: u64,
+    /// The last thing the link reported was an ICMP "port unreachable"
+    /// (nothing listens at the gateway's address); cleared by any datagram.
+    pub refused: bool,
 }
 
-/// The socket and the shared state; cheap to clone.
+/// The sending side of the link and the shared state; cheap to clone.
 #[derive(Debug, Clone)]
 pub(super) struct Link {
-    pub socket: Arc<UdpSocket>,
+    wire: Arc<Wire>,
     shared: Arc<Mutex<Shared>>,
 }
 
 impl Link {
-    pub fn new(socket: UdpSocket, predefined: HashMap<u16, String>) -> Self {
+    pub fn new(wire: Wire, predefined: HashMap<u16, String>) -> Self {
         let now = Instant::now();
         Link {
-            socket: Arc::new(socket),
+            wire: Arc::new(wire),
             shared: Arc::new(Mutex::new(Shared {
                 topics: HashMap::new(),
                 predefined,
@@ -57,6 +121,7 @@ impl Link {
                 last_received: now,
                 ping_every: None,
                 dropped_messages: 0,
+                refused: false,
             })),
         }
     }
@@ -69,11 +134,24 @@ impl Link {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The local address of a UDP link; `None` over a serial port.
+    pub fn local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        match &*self.wire {
+            Wire::Udp(socket) => Some(socket.local_addr()),
+            Wire::Serial(_) => None,
+        }
+    }
+
     /// Encodes and sends one packet to the gateway.
     pub async fn send(&self, packet: &Packet) -> Result<(), ClientError> {
         let mut buf = BytesMut::with_capacity(64);
         proto::encode(packet, &mut buf)?;
-        self.socket.send(&buf).await?;
+        match &*self.wire {
+            Wire::Udp(socket) => {
+                socket.send(&buf).await?;
+            }
+            Wire::Serial(port) => port.send(&buf).await?,
+        }
         self.state().last_sent = Instant::now();
         Ok(())
     }

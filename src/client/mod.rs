@@ -1,11 +1,14 @@
-//! An async MQTT-SN v1.2 client over UDP, built on tokio and the [`proto`]
-//! codec. It is what the integration tests, the benchmarks and the `sngate pub`
-//! / `sngate sub` / `sngate sim` tools use to play a device.
+//! An async MQTT-SN v1.2 client over UDP or a serial link, built on tokio and
+//! the [`proto`] codec. It is what the integration tests, the benchmarks and
+//! the `sngate pub` / `sngate sub` / `sngate sim` tools use to play a device.
 //!
 //! # Shape
 //!
-//! A [`Client`] owns one UDP socket connected to one gateway. A background task
-//! reads that socket and does what a device must do without being asked:
+//! A [`Client`] owns one link to one gateway ([`Endpoint`]): a UDP socket
+//! connected to it, or a serial port framed with the gateway's own codecs
+//! (raw, SLIP, or XBee API frames to the local module, addressed to the
+//! coordinator). A background task reads that link and does what a device
+//! must do without being asked:
 //! - answers the gateway's REGISTER with REGACK, keeping the client's own
 //!   id → name table;
 //! - acknowledges PUBLISH at QoS 1 (PUBACK) and QoS 2 (PUBREC, then PUBCOMP on
@@ -24,9 +27,10 @@
 //! [`ConnectOptions::retry_interval`] up to [`ConnectOptions::max_retries`]
 //! times (T_RETRY / N_RETRY, §7.8), so every wait is bounded.
 //!
-//! Connection-less helpers live beside it: [`publish_minus_one`] and
-//! [`publish_minus_one_named`] (QoS −1, trap T-14) and [`search_gateway`]
-//! (SEARCHGW → GWINFO).
+//! [`Client::connect`] takes a UDP address, [`Client::connect_via`] any
+//! [`Endpoint`]. Connection-less helpers live beside it: [`publish_minus_one`]
+//! and [`publish_minus_one_named`] (QoS −1, trap T-14; `_via` forms for any
+//! endpoint) and [`search_gateway`] (SEARCHGW → GWINFO).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -53,7 +57,9 @@
 
 mod connection;
 mod discovery;
+mod endpoint;
 mod link;
+mod serial;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -64,9 +70,15 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use connection::Client;
-pub use discovery::{GatewayInfo, publish_minus_one, publish_minus_one_named, search_gateway};
+pub use discovery::{
+    GatewayInfo, publish_minus_one, publish_minus_one_named, publish_minus_one_named_via,
+    publish_minus_one_via, search_gateway,
+};
+pub use endpoint::Endpoint;
+pub use serial::SERIAL_MAX_FRAME;
 
 use crate::proto::{EncodeError, QoS, ReturnCode, TopicRef};
+use crate::transport::framing::FrameError;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,12 +89,35 @@ pub enum ClientError {
     /// A packet could not be encoded (it is larger than 65535 bytes).
     #[error("cannot encode the message: {0}")]
     Encode(#[from] EncodeError),
+    /// The serial port could not be opened.
+    #[error("cannot open serial port {device}")]
+    SerialOpen {
+        /// The device path.
+        device: String,
+        /// Why.
+        source: tokio_serial::Error,
+    },
+    /// A message could not be framed for the serial link (larger than
+    /// [`SERIAL_MAX_FRAME`]).
+    #[error("cannot frame the message for the serial link: {0}")]
+    Frame(#[from] FrameError),
     /// No answer came within the retry budget.
     #[error("no {waiting_for} from the gateway after {attempts} attempt(s)")]
     Timeout {
         /// What was expected.
         waiting_for: &'static str,
         /// How many times the request was sent (or 1 for a plain wait).
+        attempts: u32,
+    },
+    /// No answer came, and the network said nothing listens at the
+    /// gateway's address (ICMP port unreachable).
+    #[error(
+        "the gateway is unreachable: nothing listens at its address (no {waiting_for} after {attempts} attempt(s))"
+    )]
+    Unreachable {
+        /// What was expected.
+        waiting_for: &'static str,
+        /// How many times the request was sent.
         attempts: u32,
     },
     /// The gateway answered with a rejection (CONNACK, REGACK, PUBACK, SUBACK,
@@ -96,8 +131,9 @@ pub enum ClientError {
     /// The arguments cannot form a valid request.
     #[error("invalid request: {0}")]
     InvalidArgument(&'static str),
-    /// The client's receive task has stopped (socket failure).
-    #[error("the client's receive task has stopped")]
+    /// The client's link has failed (socket error, serial port gone) and
+    /// its receive task has stopped.
+    #[error("the link to the gateway has failed (the client's receive task has stopped)")]
     Closed,
 }
 
@@ -217,6 +253,9 @@ pub struct Message {
     pub retain: bool,
     /// The DUP flag: the gateway resent it.
     pub dup: bool,
+    /// When the client's receive task read it off the link (before it waited
+    /// in the message buffer): what latency is measured against.
+    pub received_at: tokio::time::Instant,
 }
 
 /// The gateway's answer to a successful SUBSCRIBE.

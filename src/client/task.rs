@@ -1,4 +1,4 @@
-//! The receive task: reads the client's socket, answers what a device answers
+//! The receive task: reads the client's link (socket or serial port), answers what a device answers
 //! by itself (REGISTER, PUBLISH acknowledgements, PUBREL, the gateway's
 //! PINGREQ), sends keep-alive pings, and routes everything else — the answers to
 //! the client's requests — to the [`Client`](super::Client).
@@ -11,15 +11,16 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::Message;
-use super::link::Link;
+use super::link::{Link, WireRx};
 use crate::proto::{self, MsgType, Packet, QoS, ReturnCode, TopicRef};
 
 /// How often the task looks at the keep-alive when pings are off.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// Runs until the socket fails or the client drops the task.
+/// Runs until the link fails or the client drops the task.
 pub(super) async fn run(
     link: Link,
+    mut wire: WireRx,
     responses: mpsc::Sender<Packet>,
     messages: mpsc::Sender<Message>,
 ) {
@@ -31,22 +32,28 @@ pub(super) async fn run(
         };
         let wake = ping_at.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
         tokio::select! {
-            received = link.socket.recv(&mut buf) => match received {
+            received = wire.recv(&mut buf) => match received {
                 Ok(n) => {
-                    link.state().last_received = Instant::now();
+                    let now = Instant::now();
+                    {
+                        let mut s = link.state();
+                        s.last_received = now;
+                        s.refused = false;
+                    }
                     let Some(bytes) = buf.get(..n) else { continue };
                     match proto::decode(bytes) {
-                        Ok(packet) => handle(&link, &responses, &messages, packet).await,
+                        Ok(packet) => handle(&link, &responses, &messages, packet, now).await,
                         Err(e) => debug!(error = %e, "client: dropping a malformed datagram"),
                     }
                 }
                 // ICMP "port unreachable" from an earlier send: the gateway is
-                // not there (yet); requests time out on their own.
+                // not there (yet); requests time out on their own, and say why.
                 Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) => {
                     debug!(error = %e, "client: gateway unreachable");
+                    link.state().refused = true;
                 }
                 Err(e) => {
-                    debug!(error = %e, "client: socket failed, receive task stops");
+                    debug!(error = %e, "client: link failed, receive task stops");
                     return;
                 }
             },
@@ -66,6 +73,7 @@ async fn handle(
     responses: &mpsc::Sender<Packet>,
     messages: &mpsc::Sender<Message>,
     packet: Packet,
+    received_at: Instant,
 ) {
     let reply = match packet {
         Packet::Register {
@@ -124,6 +132,7 @@ async fn handle(
                     qos,
                     retain,
                     dup,
+                    received_at,
                 };
                 if let Err(TrySendError::Full(_) | TrySendError::Closed(_)) =
                     messages.try_send(message)

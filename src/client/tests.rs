@@ -115,6 +115,26 @@ async fn a_silent_gateway_gives_a_timeout_after_the_retries() {
 }
 
 #[tokio::test]
+async fn nothing_listening_is_unreachable_not_a_plain_timeout() {
+    // A port that was just free: the kernel answers with ICMP port unreachable.
+    let addr = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("local addr")
+    };
+    let result = Client::connect(addr, fast("dev").retry(Duration::from_millis(50), 2)).await;
+    assert!(
+        matches!(
+            result,
+            Err(ClientError::Unreachable {
+                waiting_for: "CONNACK",
+                attempts: 3
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_connect_is_an_error() {
     let mut gw = FakeGateway::new().await;
     let connecting = tokio::spawn(Client::connect(gw.addr(), fast("dev")));

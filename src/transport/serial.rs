@@ -140,7 +140,9 @@ pub fn framing_kind(cfg: &SerialConfig) -> FramingKind {
     }
 }
 
-fn open(cfg: &SerialConfig) -> tokio_serial::Result<tokio_serial::SerialStream> {
+/// Opens the port with `cfg`'s line settings (baud, data bits, parity, stop
+/// bits, flow control), ready for tokio. Also used by the client tools.
+pub fn open(cfg: &SerialConfig) -> tokio_serial::Result<tokio_serial::SerialStream> {
     tokio_serial::new(&cfg.device, cfg.baud)
         .data_bits(match cfg.data_bits {
             5 => tokio_serial::DataBits::Five,

@@ -11,6 +11,7 @@ fn conn(n: u64) -> LocalConnId {
 
 fn delivery(topic: &str, payload: &str, qos: u8) -> LocalDelivery {
     LocalDelivery {
+        store_id: None,
         topic: Arc::from(topic),
         payload: b(payload),
         qos,

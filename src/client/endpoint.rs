@@ -1,0 +1,52 @@
+//! [`Endpoint`]: where the gateway is, and over which link a client reaches
+//! it — a UDP address, or a serial port with a framing (the same
+//! `DEVICE:FRAMING[:BAUD]` settings as the gateway's `[[serial]]` ports).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::config::{SerialConfig, SerialFraming};
+
+/// How a client reaches its gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The gateway's UDP address; the client binds an ephemeral socket of the
+    /// same address family.
+    Udp(SocketAddr),
+    /// A serial port, framed as configured. Over `raw` and `slip` the port
+    /// is a point-to-point link to the gateway (or to a forwarder in front
+    /// of it); over `xbee` the client is a node talking to its own local
+    /// XBee module in API mode: it sends Zigbee Transmit Requests (0x10, or
+    /// 0x00/0x01 per `xbee_tx`) to the coordinator — 64-bit address 0, where
+    /// the gateway's radio sits — and reads the module's receive frames.
+    /// Only the port settings are used; the reopen backoff is the gateway's.
+    Serial(SerialConfig),
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::Udp(addr)
+    }
+}
+
+impl From<SerialConfig> for Endpoint {
+    fn from(port: SerialConfig) -> Self {
+        Endpoint::Serial(port)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Udp(addr) => write!(f, "{addr} (UDP)"),
+            Endpoint::Serial(port) => {
+                let framing = match port.framing {
+                    SerialFraming::Xbee => "xbee",
+                    SerialFraming::Slip => "slip",
+                    SerialFraming::Raw => "raw",
+                };
+                write!(f, "{} ({framing}, {} baud)", port.device, port.baud)
+            }
+        }
+    }
+}
