@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust installed:
-# installs what the tests need when it is missing (mosquitto and its clients,
-# from the OS packages), then runs rustfmt, clippy with warnings as errors, and
+# installs what the tests need when it is missing (mosquitto and its clients;
+# systemd-analyze, which checks the unit; /bin/kill, which its ExecReload
+# runs — all from the OS packages), then runs rustfmt, clippy with warnings as errors, and
 # every test (unit, integration, doc). CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+[ -x /bin/kill ] || missing+=(procps)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   sudo=""

@@ -177,3 +177,40 @@ fn help_for_each_command_mentions_its_flags() {
         }
     }
 }
+
+/// Every config file the project ships (`config/*.toml`, `examples/*.toml`,
+/// found by listing the directories, so a new file is covered without
+/// touching this test) passes the real `check-config`.
+#[test]
+fn every_shipped_config_file_checks_ok() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["config", "examples"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("list the directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap_or(p).display().to_string())
+        .collect();
+    // The default file and at least one example: the listing found them.
+    assert!(
+        names.contains(&"config/sngate.toml".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("examples/")),
+        "{names:?}"
+    );
+    for file in &files {
+        let path = file.to_str().expect("utf-8 path");
+        let out = sngate(&["check-config", path]);
+        assert_eq!(out.status.code(), Some(0), "{path}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{path}: ok\n"));
+    }
+}

@@ -1,6 +1,14 @@
-//! `Type=notify` integration: the real binary, run with a notification
-//! socket of our own standing in for systemd, reports READY=1 after binding,
-//! pings the watchdog from its engine loop, and STOPPING=1 on SIGTERM.
+//! systemd integration.
+//!
+//! `Type=notify`: the real binary, run with a notification socket of our own
+//! standing in for systemd, reports READY=1 after binding, pings the watchdog
+//! from its engine loop, and STOPPING=1 on SIGTERM.
+//!
+//! The unit, `systemd/sngate.service`: `systemd-analyze verify` accepts it,
+//! `systemd-analyze security` rates its sandbox, and it keeps what the
+//! gateway relies on (notify, watchdog, restart, directories, serial access).
+//! These need `systemd-analyze` (Debian's `systemd` package; scripts/test.sh
+//! installs it), not a running systemd.
 
 mod common;
 
@@ -73,4 +81,98 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
     assert!(stopping, "STOPPING=1 expected after SIGTERM");
     let status = child.0.wait().expect("sngate exits");
     assert!(status.success(), "graceful exit expected, got {status}");
+}
+
+const UNIT: &str = include_str!("../systemd/sngate.service");
+
+/// The unit with ExecStart pointing at the binary just built (verify checks
+/// that the command exists), written to a temporary directory under its own
+/// name.
+fn unit_for_this_build() -> (tempfile::TempDir, std::path::PathBuf) {
+    assert!(
+        UNIT.contains("ExecStart=/usr/bin/sngate "),
+        "ExecStart runs /usr/bin/sngate, where the package installs it"
+    );
+    let unit = UNIT.replace("/usr/bin/sngate", env!("CARGO_BIN_EXE_sngate"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sngate.service");
+    std::fs::write(&path, unit).expect("write the unit");
+    (dir, path)
+}
+
+fn systemd_analyze(args: &[&str], unit: &std::path::Path) -> std::process::Output {
+    Command::new("systemd-analyze")
+        .args(args)
+        .arg(unit)
+        .output()
+        .expect("systemd-analyze runs (apt-get install systemd; scripts/test.sh does)")
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    let (_dir, path) = unit_for_this_build();
+    let out = systemd_analyze(&["verify", "--man=no"], &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Warnings do not change the exit code: none may be about our unit.
+    assert!(!stderr.contains("sngate"), "{stderr}");
+}
+
+#[test]
+fn the_unit_sandbox_rates_ok_in_systemd_analyze_security() {
+    let (_dir, path) = unit_for_this_build();
+    // Exposure on systemd's 0..=10 scale, given here in tenths: at most 2.0
+    // ("OK"); the unit rates 1.7, the one before hardening 6.3.
+    let out = systemd_analyze(&["security", "--offline=true", "--threshold=20"], &path);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_unit_keeps_what_the_gateway_relies_on() {
+    let directives: Vec<&str> = UNIT
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    for wanted in [
+        // Readiness and liveness (src/systemd.rs).
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=30s",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        // The Debian package's conffile is /etc/sngate/sngate.toml.
+        "ConfigurationDirectory=sngate",
+        "ExecStart=/usr/bin/sngate run --config ${CONFIGURATION_DIRECTORY}/sngate.toml",
+        "StateDirectory=sngate",
+        "DynamicUser=yes",
+        // Serial radios: the dialout group and the tty drivers' devices.
+        "SupplementaryGroups=dialout",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-ttyUSB rw",
+        "DeviceAllow=char-ttyACM rw",
+        "DeviceAllow=char-ttyAMA rw",
+        "DeviceAllow=char-ttyS rw",
+        // UDP/TCP, and AF_UNIX for sd_notify.
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(directives.contains(&wanted), "the unit lacks {wanted:?}");
+    }
+    // PrivateDevices=yes would hide /dev/ttyUSB* and /dev/ttyAMA*.
+    assert!(
+        !directives.iter().any(|d| d.starts_with("PrivateDevices=")),
+        "PrivateDevices hides the serial ports"
+    );
+    let package = include_str!("../Cargo.toml");
+    assert!(
+        package.contains(r#"["config/sngate.toml", "etc/sngate/sngate.toml", "644"]"#),
+        "the package installs the config where the unit reads it"
+    );
 }
