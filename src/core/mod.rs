@@ -13,8 +13,11 @@
 //! - [`session`], [`topic_table`]: per-client state and topic ids.
 //! - [`router`], [`retained`], [`topic`]: the subscription trie, retained store
 //!   and MQTT topic rules, shared by every kind of client.
+//! - [`snapshot`]: read-only views for metrics and status; `drain.rs`: the
+//!   shutdown drain (only acknowledgements taken, what is left undelivered).
 
 mod delivery;
+pub mod drain;
 pub mod engine_config;
 mod gateway;
 mod lifecycle;
@@ -23,6 +26,7 @@ pub mod peer;
 pub mod retained;
 pub mod router;
 pub mod session;
+pub mod snapshot;
 pub mod stats;
 mod subscribe;
 pub mod topic;
@@ -32,9 +36,11 @@ mod uplink;
 #[cfg(test)]
 mod tests;
 
+pub use drain::Undelivered;
 pub use engine_config::{EngineConfig, OverflowPolicy};
 pub use gateway::{Gateway, RetainedMessage, Subscriber, UpstreamMessage};
 pub use output::{Output, UpstreamCommand};
 pub use peer::{LinkAddr, Peer};
 pub use session::{ClientState, SessionId};
+pub use snapshot::{DeviceView, EngineGauges, Transport};
 pub use stats::{DropReason, Stats};

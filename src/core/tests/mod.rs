@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::*;
 
 mod engine;
+mod ops;
 mod sleep;
 use crate::proto::{self, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic};
 
