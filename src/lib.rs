@@ -16,6 +16,8 @@
 //! - [`config`] — the TOML configuration, validated once at load; [`logging`].
 //! - [`client`] — an async MQTT-SN client over UDP; [`tools`] — `sngate pub`
 //!   and `sngate sub` built on it.
+//! - [`ops`] — operations: `/metrics`, `/status` and `/healthz` over a small
+//!   HTTP endpoint, answered by the driver's loop.
 //!
 //! See `docs/architecture.md` for the design and the reasons behind it.
 
@@ -25,6 +27,7 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod logging;
+pub mod ops;
 pub mod proto;
 pub mod systemd;
 pub mod tools;
