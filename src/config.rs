@@ -62,6 +62,20 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[log]`: log level and format.
     pub log: LogConfig,
+    /// `[http]`: the operations endpoint (`/metrics`, `/status`, `/healthz`).
+    /// Off by default.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the operations endpoint: `/metrics` (Prometheus text format),
+/// `/status` (JSON) and `/healthz`, GET only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on, e.g. `"127.0.0.1:9180"`. Default: none (no HTTP
+    /// listener). It serves anyone who can reach it and has no
+    /// authentication: keep it on loopback or a management network.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[store]`: durable state under a state directory, so sessions, sleep
@@ -291,6 +305,12 @@ pub struct GatewayConfig {
     /// Largest keep-alive honoured, in seconds; longer requests are clamped.
     /// Default: 65535.
     pub keep_alive_max_secs: u16,
+    /// Longest graceful shutdown on SIGTERM/SIGINT, in seconds: new input is
+    /// refused at once, then deliveries in flight to connected devices and
+    /// the upstream outbox are given this long to be acknowledged; what is
+    /// left is logged. 0 stops at once. Keep it a few seconds below
+    /// systemd's `TimeoutStopSec`. Default: 5.
+    pub shutdown_grace_secs: u32,
 }
 
 impl Default for GatewayConfig {
@@ -303,6 +323,7 @@ impl Default for GatewayConfig {
             accept_qos_minus_one_named: true,
             keep_alive_default_secs: 3600,
             keep_alive_max_secs: 65535,
+            shutdown_grace_secs: 5,
         }
     }
 }

@@ -3,6 +3,15 @@
 //! an upstream event, the engine's next deadline or shutdown; feed the engine;
 //! drain its outputs to sockets and the bridge. `now` comes from here — the
 //! engine never reads a clock.
+//!
+//! Beside it: `ops.rs` answers operations queries (`/metrics`, `/status`,
+//! `/healthz`) from the same loop, and `shutdown.rs` drains within the
+//! configured bound at SIGTERM.
+
+mod ops;
+mod shutdown;
+
+pub use shutdown::ShutdownReport;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +27,8 @@ use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::broker::{Broker, BrokerError, BrokerEvent, SysTopics};
 use crate::config::{Config, LimitsConfig, QueueOverflow};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer, UpstreamCommand};
+use crate::ops::http::{HttpServer, Limits as HttpLimits};
+use crate::ops::{Query, QueryHandle};
 use crate::proto::{self, Packet};
 use crate::store::{Store, StoreError};
 use crate::transport::serial::{self, SerialLink};
@@ -48,6 +59,14 @@ pub enum DriverError {
     /// The driver task ended abnormally.
     #[error("the gateway task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The HTTP operations endpoint could not be bound.
+    #[error("cannot bind the HTTP endpoint {addr}")]
+    Http {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Builds the engine's settings from the file-level configuration.
@@ -104,9 +123,12 @@ pub struct RunningGateway {
     fatal: Option<oneshot::Receiver<StoreError>>,
     udp_addrs: Vec<SocketAddr>,
     broker_addrs: Vec<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<Duration>>,
     reconfigure: mpsc::UnboundedSender<EngineConfig>,
-    task: JoinHandle<()>,
+    task: JoinHandle<ShutdownReport>,
+    http: Option<HttpServer>,
+    queries: QueryHandle,
+    shutdown_grace: Duration,
 }
 
 /// What a running gateway needs to reload its configuration on SIGHUP.
@@ -134,13 +156,36 @@ impl RunningGateway {
         let _ = self.reconfigure.send(config);
     }
 
-    /// Asks the gateway to stop and waits for it.
-    pub async fn shutdown(mut self) -> Result<(), DriverError> {
+    /// The HTTP operations endpoint's address, when `[http] listen` is set
+    /// (port resolved when 0 was configured).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// Asks the engine task questions (figures, status, health) in-process,
+    /// as the HTTP endpoint does.
+    pub fn queries(&self) -> QueryHandle {
+        self.queries.clone()
+    }
+
+    /// Asks the gateway to stop and waits for it, draining for up to the
+    /// configured `shutdown_grace_secs`.
+    pub async fn shutdown(self) -> Result<(), DriverError> {
+        let grace = self.shutdown_grace;
+        self.shutdown_within(grace).await.map(drop)
+    }
+
+    /// Asks the gateway to stop, draining for up to `grace` (see
+    /// `driver/shutdown.rs`), waits for it, and says what was left.
+    pub async fn shutdown_within(mut self, grace: Duration) -> Result<ShutdownReport, DriverError> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(grace);
         }
-        (&mut self.task).await?;
-        Ok(())
+        let report = (&mut self.task).await?;
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
+        Ok(report)
     }
 }
 
@@ -160,6 +205,17 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         info!(addr = %listener.local_addr, "MQTT-SN listening on UDP");
         listeners.push(listener);
     }
+    let (queries, query_rx) = crate::ops::query::channel();
+    let http = match config.http.listen {
+        Some(addr) => {
+            let server = crate::ops::http::bind(addr, queries.clone(), HttpLimits::default())
+                .await
+                .map_err(|source| DriverError::Http { addr, source })?;
+            info!(addr = %server.local_addr(), "HTTP endpoint listening (/metrics, /status, /healthz)");
+            Some(server)
+        }
+        None => None,
+    };
     let advertise_group = config
         .discovery
         .advertise
@@ -234,7 +290,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     let (fatal_tx, fatal) = oneshot::channel();
     let (reconfigure, reconfigured) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel();
+    let shutdown_grace = Duration::from_secs(u64::from(config.gateway.shutdown_grace_secs));
     let driver = Driver {
+        ops: ops::OpsState::new(listeners.len(), config.upstream.is_some()),
+        queries: query_rx,
+        shutdown_grace,
         gateway,
         listeners,
         readers,
@@ -266,6 +326,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         stop: Some(stop),
         reconfigure,
         task,
+        http,
+        queries,
+        shutdown_grace,
     })
 }
 
@@ -304,9 +367,10 @@ pub async fn run_until(
             }
         }
     }
-    info!("shutting down");
+    let grace = Duration::from_secs(u64::from(current.gateway.shutdown_grace_secs));
+    info!(grace_secs = grace.as_secs(), "shutting down");
     let _ = crate::systemd::notify("STOPPING=1");
-    running.shutdown().await
+    running.shutdown_within(grace).await.map(drop)
 }
 
 /// Starts the gateway and runs it until SIGINT or SIGTERM, reloading on
@@ -365,6 +429,7 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
             new.limits.max_retained_messages != current.limits.max_retained_messages,
         ),
         ("log.format", new.log.format != current.log.format),
+        ("http", new.http != current.http),
     ];
     restart.extend(
         fixed
@@ -498,10 +563,16 @@ struct Driver {
     store_stats: StoreCounters,
     /// `$SYS/broker/…` status messages for local clients.
     sys: SysTopics,
+    /// Figures only the driver sees, for operations queries.
+    ops: ops::OpsState,
+    /// Operations queries (`/metrics`, `/status`, `/healthz`).
+    queries: mpsc::Receiver<Query>,
+    /// How long to drain when the input ends by itself.
+    shutdown_grace: Duration,
 }
 
 impl Driver {
-    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+    async fn run(mut self, mut stop: oneshot::Receiver<Duration>) -> ShutdownReport {
         // What restoring the store asked for (upstream subscriptions).
         self.flush().await;
         // Pinged from this loop, so systemd restarts a wedged engine too.
@@ -510,18 +581,21 @@ impl Driver {
             (Some(_), Some(every)) => Some(tokio::time::interval(every)),
             _ => None,
         };
-        loop {
+        let grace = loop {
             let deadline = self
                 .gateway
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
-                _ = &mut stop => break,
+                // A dropped RunningGateway (no one waits) stops at once.
+                asked = &mut stop => break asked.unwrap_or_default(),
+                Some(query) = self.queries.recv() => self.answer(query),
                 batch = self.inbound.recv() => {
-                    let Some(batch) = batch else { break };
+                    let Some(batch) = batch else { break self.shutdown_grace };
                     let now = tokio::time::Instant::now().into_std();
                     for datagram in batch {
+                        self.ops.received(&datagram.peer);
                         self.gateway.handle_datagram(now, datagram.peer, &datagram.bytes);
                     }
                 }
@@ -549,22 +623,12 @@ impl Driver {
             }
             self.flush().await;
             if self.stopping {
-                break;
+                break Duration::ZERO;
             }
-        }
-        for reader in &self.readers {
-            reader.abort();
-        }
-        for link in &self.serial_links {
-            link.stop();
-        }
-        if let Some(broker) = &mut self.broker {
-            broker.shutdown();
-        }
-        if let Some(bridge) = self.bridge.take() {
-            bridge.shutdown(BRIDGE_SHUTDOWN_GRACE).await;
-        }
+        };
+        let report = self.shut_down(grace).await;
         debug!("gateway task stopped");
+        report
     }
 
     fn on_bridge_event(&mut self, event: Option<BridgeEvent>) {
@@ -658,7 +722,7 @@ impl Driver {
     }
 
     async fn flush_outputs(&mut self) {
-        if !self.commit().await {
+        if self.stopping || !self.commit().await {
             // Nothing of this batch goes out: acknowledgements would promise
             // what is not on disk. The gateway stops (see `run_until`).
             while self.gateway.poll_output().is_some() {}
@@ -737,7 +801,9 @@ impl Driver {
                 let Some(l) = self.listeners.get(usize::from(*listener)) else {
                     return;
                 };
-                if let Err(e) = l.send_to(&self.scratch, *addr).await {
+                let sent = l.send_to(&self.scratch, *addr).await;
+                self.ops.sent(*listener, sent.is_ok());
+                if let Err(e) = sent {
                     debug!(%to, error = %e, "UDP send failed");
                 }
             }
@@ -747,9 +813,6 @@ impl Driver {
         }
     }
 }
-
-/// How long the bridge may keep delivering its outbox at shutdown.
-const BRIDGE_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 async fn room_freed(watch: &Option<RoomWatch>) {
     match watch {

@@ -17,6 +17,8 @@
 //! - [`client`] — an async MQTT-SN client over UDP or a serial link;
 //!   [`tools`] — `sngate pub` and `sngate sub` built on it; [`sim`] —
 //!   `sngate sim`, simulated devices that measure a running gateway.
+//! - [`ops`] — operations: `/metrics`, `/status` and `/healthz` over a small
+//!   HTTP endpoint, answered by the driver's loop.
 //!
 //! See `docs/architecture.md` for the design and the reasons behind it.
 
@@ -27,6 +29,7 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod logging;
+pub mod ops;
 pub mod proto;
 pub mod sim;
 pub mod store;

@@ -111,6 +111,10 @@ struct RunArgs {
     /// gateway_id.
     #[arg(long, value_name = "N")]
     gateway_id: Option<u8>,
+    /// Serve /metrics, /status and /healthz over HTTP on ADDR, e.g.
+    /// 127.0.0.1:9180; replaces [http] listen.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
 }
 
 /// `--log-format` values.
@@ -879,6 +883,10 @@ fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
     for port in &args.serial {
         set.push(format!("serial[{}]", config.serial.len()));
         config.serial.push(port.clone());
+    }
+    if let Some(addr) = args.http {
+        config.http.listen = Some(addr);
+        set.push("http.listen".to_owned());
     }
     set
 }

@@ -317,6 +317,18 @@ impl BridgeHandle {
         usize::try_from(messages.min(by_bytes)).unwrap_or(usize::MAX)
     }
 
+    /// Messages handed to [`send`](Self::send) that the broker has not
+    /// taken yet: still on their way to the task, or in its outbox (queued,
+    /// or sent and awaiting PUBACK/PUBCOMP). 0 means everything handed over
+    /// was acknowledged (or dropped and counted).
+    pub fn unsettled(&self) -> u64 {
+        let c = &self.counters;
+        let taken = c.room.taken_messages.load(Ordering::Acquire);
+        let pending = c.pending_messages.load(Ordering::Acquire);
+        let sent = c.room.sent_messages.load(Ordering::Relaxed);
+        sent.saturating_sub(taken) + pending
+    }
+
     /// A watcher that completes when the bridge's outbox shrank, usable
     /// while the handle itself is borrowed elsewhere.
     pub fn room_watch(&self) -> RoomWatch {
@@ -335,13 +347,14 @@ impl BridgeHandle {
 
     /// Stops the task: for up to `grace` it keeps delivering what is queued
     /// (and reconnecting if needed), then sends DISCONNECT and ends.
-    /// Messages still unacknowledged then are lost (in-memory outbox).
-    pub async fn shutdown(self, grace: Duration) {
+    /// Messages still unacknowledged then are lost (in-memory outbox); the
+    /// counters returned say how many (`pending_messages`).
+    pub async fn shutdown(self, grace: Duration) -> BridgeStats {
         let BridgeHandle {
             control,
             events,
             task,
-            ..
+            counters,
         } = self;
         // Nobody reads events any more: never let the task block on them.
         drop(events);
@@ -352,6 +365,7 @@ impl BridgeHandle {
             warn!("upstream bridge did not stop in time; aborting it");
             task.abort();
         }
+        counters.snapshot()
     }
 }
 

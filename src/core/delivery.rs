@@ -166,6 +166,7 @@ impl Gateway {
             }
             if delivery.sent_as.is_none() {
                 self.stats.publishes_out += 1;
+                self.stats.publish_out(qos);
             }
             s.delivered_this_wake += 1;
             if qos != QoS::AtMostOnce {

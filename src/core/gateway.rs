@@ -91,6 +91,8 @@ pub struct Gateway {
     outputs: VecDeque<Output>,
     match_buf: Vec<(Subscriber, u8)>,
     pub(super) stats: Stats,
+    /// Shutting down: only acknowledgements are taken (see `drain.rs`).
+    pub(super) draining: bool,
 }
 
 impl Gateway {
@@ -119,6 +121,7 @@ impl Gateway {
             outputs: VecDeque::new(),
             match_buf: Vec::new(),
             stats: Stats::default(),
+            draining: false,
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
@@ -216,6 +219,9 @@ impl Gateway {
 
     /// A decoded packet arrived from `peer`.
     pub fn handle_packet(&mut self, now: Instant, peer: Peer, packet: Packet) {
+        if self.draining && !super::drain::taken_while_draining(&packet) {
+            return self.refuse_while_draining(&peer, &packet);
+        }
         match packet {
             Packet::SearchGw { radius } => self.on_searchgw(peer, radius),
             Packet::Connect {

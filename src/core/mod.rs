@@ -16,8 +16,11 @@
 //! - [`session`], [`topic_table`]: per-client state and topic ids.
 //! - [`router`], [`retained`], [`topic`]: the subscription trie, retained store
 //!   and MQTT topic rules, shared by every kind of client.
+//! - [`snapshot`]: read-only views for metrics and status; `drain.rs`: the
+//!   shutdown drain (only acknowledgements taken, what is left undelivered).
 
 mod delivery;
+pub mod drain;
 pub mod engine_config;
 mod gateway;
 mod lifecycle;
@@ -28,6 +31,7 @@ pub mod persist;
 pub mod retained;
 pub mod router;
 pub mod session;
+pub mod snapshot;
 pub mod stats;
 mod subscribe;
 pub mod topic;
@@ -37,6 +41,7 @@ mod uplink;
 #[cfg(test)]
 mod tests;
 
+pub use drain::Undelivered;
 pub use engine_config::{EngineConfig, OverflowPolicy};
 pub use gateway::{Gateway, RetainedMessage, Subscriber, UpstreamMessage};
 pub use local::{LocalClientInfo, LocalConnId, LocalConnect, LocalDelivery, LocalInput};
@@ -46,4 +51,5 @@ pub use persist::{
     ClientKey, ClientKind, QueuedRecord, Restored, SessionRecord, StoreOp, StoredMessage,
 };
 pub use session::{ClientState, SessionId};
+pub use snapshot::{DeviceView, EngineGauges, Transport};
 pub use stats::{DropReason, Stats};

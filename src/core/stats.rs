@@ -2,6 +2,8 @@
 //! with its reason, so that nothing is lost silently. Exported as metrics by the
 //! shell; read by tests to prove that bad input was counted.
 
+use crate::proto::QoS;
+
 /// Why a packet or message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
@@ -28,11 +30,14 @@ pub enum DropReason {
     SessionGone,
     /// The upstream copy of a QoS 0 message while the bridge had no room.
     UpstreamFull,
+    /// New work (CONNECT, PUBLISH, SUBSCRIBE, …) that arrived while the
+    /// gateway was shutting down: only acknowledgements are taken then.
+    ShuttingDown,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -44,6 +49,7 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::SessionGone,
         DropReason::UpstreamFull,
+        DropReason::ShuttingDown,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -60,6 +66,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::SessionGone => "session_gone",
             DropReason::UpstreamFull => "upstream_full",
+            DropReason::ShuttingDown => "shutting_down",
         }
     }
 
@@ -97,10 +104,45 @@ pub struct Stats {
     /// Disconnected or lost sessions removed to make room for a new client
     /// at `max_clients`.
     pub sessions_evicted: u64,
+    /// PUBLISH messages accepted from devices by QoS, indexed by
+    /// [`qos_index`] (−1, 0, 1, 2); they add up to `publishes_in`.
+    pub publishes_in_by_qos: [u64; 4],
+    /// PUBLISH messages sent to devices by QoS (first transmissions), indexed
+    /// by [`qos_index`]; they add up to `publishes_out`.
+    pub publishes_out_by_qos: [u64; 4],
     drops: [u64; DropReason::ALL.len()],
 }
 
+/// The QoS levels in the order of the `*_by_qos` arrays.
+pub const QOS_LEVELS: [QoS; 4] = [
+    QoS::MinusOne,
+    QoS::AtMostOnce,
+    QoS::AtLeastOnce,
+    QoS::ExactlyOnce,
+];
+
+/// Where `qos` is counted in the `*_by_qos` arrays.
+pub fn qos_index(qos: QoS) -> usize {
+    match qos {
+        QoS::MinusOne => 0,
+        QoS::AtMostOnce => 1,
+        QoS::AtLeastOnce => 2,
+        QoS::ExactlyOnce => 3,
+    }
+}
+
 impl Stats {
+    /// Counts one PUBLISH accepted from a device at `qos` (as it came on the
+    /// wire, so QoS −1 is told apart from 0).
+    pub fn publish_in(&mut self, qos: QoS) {
+        self.publishes_in_by_qos[qos_index(qos)] += 1;
+    }
+
+    /// Counts one first transmission of a PUBLISH to a device at `qos`.
+    pub fn publish_out(&mut self, qos: QoS) {
+        self.publishes_out_by_qos[qos_index(qos)] += 1;
+    }
+
     /// Counts one drop.
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;

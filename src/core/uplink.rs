@@ -70,6 +70,7 @@ impl Gateway {
         };
         match qos {
             QoS::AtMostOnce | QoS::MinusOne => {
+                self.stats.publish_in(qos);
                 self.accept_publish(now, &name, payload, 0, retain);
             }
             QoS::AtLeastOnce | QoS::ExactlyOnce => {
@@ -131,6 +132,11 @@ impl Gateway {
                 return_code: ReturnCode::Accepted,
             }
         };
+        self.stats.publish_in(if p.qos == 2 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        });
         self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);
         self.send_to(sid, ack);
     }
@@ -180,7 +186,10 @@ impl Gateway {
             PublishTarget::Name(_) => None,
         };
         match name {
-            Some(name) => self.accept_publish(now, &name, payload, 0, retain),
+            Some(name) => {
+                self.stats.publish_in(QoS::MinusOne);
+                self.accept_publish(now, &name, payload, 0, retain);
+            }
             None => {
                 debug!(%peer, "QoS -1 PUBLISH refused");
                 self.stats.drop(DropReason::QosMinusOneRefused);

@@ -61,6 +61,38 @@ pub struct SerialStats {
     pub opens: AtomicU64,
 }
 
+/// A copy of one port's [`SerialStats`] at one moment, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SerialCounts {
+    /// Frames received and handed to the engine.
+    pub frames_in: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Frames or bytes dropped on receive.
+    pub dropped_in: u64,
+    /// Outgoing messages dropped (queue full, port closed, unframeable).
+    pub dropped_out: u64,
+    /// XBee transmit-status frames reporting a failed delivery.
+    pub tx_failures: u64,
+    /// Times the port was (re)opened.
+    pub opens: u64,
+}
+
+impl SerialStats {
+    /// The counters right now.
+    pub fn snapshot(&self) -> SerialCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SerialCounts {
+            frames_in: get(&self.frames_in),
+            frames_out: get(&self.frames_out),
+            dropped_in: get(&self.dropped_in),
+            dropped_out: get(&self.dropped_out),
+            tx_failures: get(&self.tx_failures),
+            opens: get(&self.opens),
+        }
+    }
+}
+
 /// The driver's handle to one serial port's task.
 pub struct SerialLink {
     /// Index of the port in the configuration (carried in its peers).
@@ -224,7 +256,7 @@ async fn serve(
     port: tokio_serial::SerialStream,
     inbound: &mpsc::Sender<Batch>,
     queue: &mut mpsc::Receiver<Outgoing>,
-    stats: &SerialStats,
+    stats: &Arc<SerialStats>,
     max_frame: usize,
 ) -> String {
     let kind = framing_kind(cfg);
@@ -232,7 +264,7 @@ async fn serve(
     let mut framer = framing::framer(kind, max_frame);
     let (mut reader, writer) = tokio::io::split(port);
     let (to_writer, for_writer) = mpsc::channel::<bytes::Bytes>(WRITER_QUEUE);
-    let mut writer_task = tokio::spawn(write_frames(writer, for_writer));
+    let mut writer_task = tokio::spawn(write_frames(writer, for_writer, Arc::clone(stats)));
     let mut buf = vec![0u8; 4096];
     let mut out = BytesMut::with_capacity(max_frame + 64);
     let why = loop {
@@ -302,11 +334,13 @@ async fn serve(
 async fn write_frames(
     mut writer: tokio::io::WriteHalf<tokio_serial::SerialStream>,
     mut frames: mpsc::Receiver<bytes::Bytes>,
+    stats: Arc<SerialStats>,
 ) -> String {
     while let Some(frame) = frames.recv().await {
         if let Err(e) = writer.write_all(&frame).await {
             return e.to_string();
         }
+        stats.frames_out.fetch_add(1, Ordering::Relaxed);
     }
     "port closed".to_owned()
 }

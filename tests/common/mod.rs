@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod http;
 pub mod mosquitto;
 pub mod pty;
 
@@ -37,10 +38,22 @@ impl TestGateway {
     pub async fn stop(self) {
         self.running.shutdown().await.expect("gateway shuts down");
     }
+
+    /// The running gateway, for what these helpers do not cover.
+    pub fn running(&self) -> &RunningGateway {
+        &self.running
+    }
+
+    /// Takes the running gateway (e.g. to shut it down with a report).
+    pub fn into_running(self) -> RunningGateway {
+        self.running
+    }
 }
 
 /// The test configuration: the defaults, listening on an ephemeral
-/// 127.0.0.1 port, with a 1 s retry timer so retransmissions show quickly.
+/// 127.0.0.1 port, with a 1 s retry timer so retransmissions show quickly,
+/// and a 2 s shutdown drain (a test that ends with a broker gone or a
+/// device silent waits no longer than that).
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.udp.listen = vec!["127.0.0.1:0".parse().expect("address")];
@@ -49,6 +62,7 @@ pub fn test_config() -> Config {
     // In memory unless a test gives it a state directory.
     config.store.enabled = false;
     config.timers.retry_interval_secs = 1;
+    config.gateway.shutdown_grace_secs = 2;
     config
 }
 

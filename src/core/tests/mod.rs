@@ -12,6 +12,7 @@ use super::*;
 
 mod engine;
 mod local;
+mod ops;
 mod sleep;
 use crate::proto::{self, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic};
 

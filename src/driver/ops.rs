@@ -1,0 +1,145 @@
+//! The driver's side of operations: the counts only it sees (UDP datagrams
+//! per listener) and its answers to [`Query`]s from the HTTP endpoint (or any
+//! holder of a `QueryHandle`), taken between two engine inputs on the
+//! driver task — the engine needs no lock, and nothing is computed while
+//! nobody asks.
+//!
+//! A component with figures of its own adds them here: a section pushed in
+//! [`Driver::metrics`] (see `ops::figures`) and, if it has something to show
+//! in `/status`, a key inserted in [`Driver::status`]'s `extra`.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::Driver;
+use crate::core::{LinkAddr, Peer};
+use crate::ops::figures::{
+    EngineFigures, ProcessFigures, SerialFigures, UdpCounts, UdpFigures, UpstreamFigures,
+    UpstreamState,
+};
+use crate::ops::{Health, MetricsSnapshot, Query, StatusSnapshot};
+
+/// What the driver keeps for operations.
+pub(super) struct OpsState {
+    /// When the gateway started.
+    pub(super) started: tokio::time::Instant,
+    /// Per UDP listener, by index.
+    pub(super) udp: Vec<UdpCounts>,
+    /// Whether an `[upstream]` is configured (a missing bridge then means
+    /// it stopped).
+    pub(super) upstream_configured: bool,
+}
+
+impl OpsState {
+    pub(super) fn new(listeners: usize, upstream_configured: bool) -> Self {
+        OpsState {
+            started: tokio::time::Instant::now(),
+            udp: vec![UdpCounts::default(); listeners],
+            upstream_configured,
+        }
+    }
+
+    /// Counts a datagram received from `peer` (UDP ones only).
+    pub(super) fn received(&mut self, peer: &Peer) {
+        if let LinkAddr::Udp { listener, .. } = peer.link
+            && let Some(c) = self.udp.get_mut(usize::from(listener))
+        {
+            c.received += 1;
+        }
+    }
+
+    /// Counts a datagram sent (or refused by the OS) on `listener`.
+    pub(super) fn sent(&mut self, listener: u16, ok: bool) {
+        if let Some(c) = self.udp.get_mut(usize::from(listener)) {
+            if ok {
+                c.sent += 1;
+            } else {
+                c.send_errors += 1;
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Answers one query at once (a receiver that gave up is ignored).
+    pub(super) fn answer(&mut self, query: Query) {
+        match query {
+            Query::Health(reply) => {
+                let _ = reply.send(Health {
+                    shutting_down: self.gateway.is_draining(),
+                });
+            }
+            Query::Metrics(reply) => {
+                let _ = reply.send(self.metrics());
+            }
+            Query::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn upstream_state(&self) -> UpstreamState {
+        match &self.bridge {
+            _ if !self.ops.upstream_configured => UpstreamState::None,
+            None => UpstreamState::Stopped,
+            Some(b) if b.stats().connected => UpstreamState::Connected,
+            Some(_) => UpstreamState::Disconnected,
+        }
+    }
+
+    /// Every section of `/metrics`.
+    fn metrics(&self) -> MetricsSnapshot {
+        let mut m = MetricsSnapshot::new();
+        m.push(ProcessFigures {
+            gateway_id: self.gateway.config().gateway_id,
+            uptime: self.ops.started.elapsed(),
+            shutting_down: self.gateway.is_draining(),
+        });
+        m.push(EngineFigures {
+            stats: self.gateway.stats().clone(),
+            gauges: self.gateway.gauges(),
+        });
+        if self.ops.upstream_configured {
+            m.push(UpstreamFigures {
+                state: self.upstream_state(),
+                stats: self.bridge.as_ref().map(|b| b.stats()).unwrap_or_default(),
+            });
+        }
+        m.push(UdpFigures {
+            listeners: self
+                .listeners
+                .iter()
+                .zip(&self.ops.udp)
+                .map(|(l, c)| (l.local_addr, *c))
+                .collect(),
+        });
+        if !self.serial_links.is_empty() {
+            m.push(SerialFigures {
+                ports: self
+                    .serial_links
+                    .iter()
+                    .map(|l| (l.device.clone(), l.stats.snapshot()))
+                    .collect(),
+            });
+        }
+        m
+    }
+
+    /// `/status`: the gateway, its upstream and every device.
+    fn status(&self) -> StatusSnapshot {
+        let now = tokio::time::Instant::now();
+        let bridge = self.bridge.as_ref().map(|b| b.stats()).unwrap_or_default();
+        StatusSnapshot {
+            gateway_id: self.gateway.config().gateway_id,
+            uptime: now.duration_since(self.ops.started),
+            taken_at: SystemTime::now(),
+            shutting_down: self.gateway.is_draining(),
+            upstream: self.upstream_state(),
+            upstream_reconnects: bridge.reconnects,
+            upstream_outbox_messages: bridge.pending_messages,
+            devices: self.gateway.devices(now.into_std()),
+            serial_ports: self.serial_links.iter().map(|l| l.device.clone()).collect(),
+            extra: BTreeMap::new(),
+        }
+    }
+}

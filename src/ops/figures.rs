@@ -1,0 +1,363 @@
+//! What `/metrics` shows: a [`MetricsSnapshot`] is a list of sections, each a
+//! plain copy of one component's figures taken on the driver task, rendered
+//! to text later on the HTTP task. Every family is named `sngate_…`, with
+//! its unit in the name and `_total` on counters.
+//!
+//! To add a component's figures (the embedded broker, say): give it a
+//! struct of plain numbers, `impl Collect` for it (a few
+//! `out.counter(…).sample(…)` lines), and push one in the driver's
+//! `metrics()` (`src/driver/ops.rs`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::exposition::{Collect, Exposition};
+use crate::bridge::BridgeStats;
+use crate::core::snapshot::DEVICE_STATES;
+use crate::core::stats::QOS_LEVELS;
+use crate::core::{DropReason, EngineGauges, Stats, Transport};
+use crate::transport::serial::SerialCounts;
+
+/// Everything `/metrics` shows, as sections.
+#[derive(Default)]
+pub struct MetricsSnapshot {
+    sections: Vec<Box<dyn Collect>>,
+}
+
+impl MetricsSnapshot {
+    /// No sections yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a section.
+    pub fn push(&mut self, section: impl Collect + 'static) {
+        self.sections.push(Box::new(section));
+    }
+
+    /// The page, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Exposition::new();
+        for section in &self.sections {
+            section.collect(&mut out);
+        }
+        out.finish()
+    }
+}
+
+/// The process: version, gateway id, uptime, whether it is shutting down.
+#[derive(Debug, Clone)]
+pub struct ProcessFigures {
+    /// The gateway id in force.
+    pub gateway_id: u8,
+    /// Time since start.
+    pub uptime: Duration,
+    /// The shutdown drain is under way.
+    pub shutting_down: bool,
+}
+
+impl Collect for ProcessFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let id = self.gateway_id.to_string();
+        out.gauge(
+            "sngate_info",
+            "Always 1; the labels say which sngate this is.",
+        )
+        .sample(
+            &[("version", env!("CARGO_PKG_VERSION")), ("gateway_id", &id)],
+            1u64,
+        );
+        out.gauge(
+            "sngate_uptime_seconds",
+            "Seconds since the gateway started.",
+        )
+        .value(self.uptime.as_secs_f64());
+        out.gauge(
+            "sngate_shutting_down",
+            "1 while the shutdown drain is under way.",
+        )
+        .value(self.shutting_down);
+    }
+}
+
+/// The engine's counters and gauges.
+#[derive(Debug, Clone)]
+pub struct EngineFigures {
+    /// Its counters.
+    pub stats: Stats,
+    /// Its gauges.
+    pub gauges: EngineGauges,
+}
+
+/// Labels of the QoS levels, in the order of the `*_by_qos` arrays
+/// ([`QOS_LEVELS`]).
+const QOS_LABELS: [&str; QOS_LEVELS.len()] = ["-1", "0", "1", "2"];
+
+impl Collect for EngineFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let (s, g) = (&self.stats, &self.gauges);
+        let mut f = out.gauge("sngate_devices", "Device sessions by state.");
+        for (label, n) in DEVICE_STATES.iter().zip(g.by_state) {
+            f.sample(&[("state", label)], n);
+        }
+        let mut f = out.gauge(
+            "sngate_devices_by_transport",
+            "Device sessions by how they are reached (none: their address was taken over).",
+        );
+        for t in Transport::ALL {
+            f.sample(&[("transport", t.label())], g.over(t));
+        }
+        let mut f = out.counter(
+            "sngate_messages_total",
+            "PUBLISH messages from devices (in) and to devices (out, first transmissions), by QoS.",
+        );
+        for (qos, n) in QOS_LABELS.iter().zip(s.publishes_in_by_qos) {
+            f.sample(&[("direction", "in"), ("qos", qos)], n);
+        }
+        for (qos, n) in QOS_LABELS.iter().zip(s.publishes_out_by_qos) {
+            f.sample(&[("direction", "out"), ("qos", qos)], n);
+        }
+        let mut f = out.counter(
+            "sngate_drops_total",
+            "Packets and messages the engine dropped, by reason.",
+        );
+        for r in DropReason::ALL {
+            f.sample(&[("reason", r.label())], s.drops(r));
+        }
+        out.counter(
+            "sngate_packets_total",
+            "MQTT-SN packets received (before decoding) and sent, all transports.",
+        )
+        .sample(&[("direction", "in")], s.datagrams_in)
+        .sample(&[("direction", "out")], s.packets_out);
+        out.counter(
+            "sngate_retransmissions_total",
+            "Messages sent again to devices after T_RETRY.",
+        )
+        .value(s.retransmissions);
+        out.counter("sngate_wills_published_total", "Wills published.")
+            .value(s.wills_published);
+        out.counter(
+            "sngate_upstream_handoffs_total",
+            "Messages the engine handed to the upstream bridge.",
+        )
+        .value(s.upstream_out);
+        out.gauge(
+            "sngate_buffered_messages",
+            "Messages queued for devices (asleep, offline, or behind one in flight).",
+        )
+        .value(g.buffered_messages);
+        out.gauge("sngate_buffered_bytes", "Payload bytes queued for devices.")
+            .value(g.buffered_bytes);
+        out.gauge(
+            "sngate_in_flight_messages",
+            "Exchanges to devices awaiting their acknowledgement.",
+        )
+        .value(g.in_flight);
+        out.gauge(
+            "sngate_parked_publishes",
+            "Device QoS 1/2 messages held unacknowledged until the bridge has room.",
+        )
+        .value(g.parked_publishes);
+        out.counter(
+            "sngate_parked_publishes_total",
+            "Device QoS 1/2 messages that had to wait for bridge room.",
+        )
+        .value(s.publishes_parked);
+        out.counter(
+            "sngate_sessions_expired_total",
+            "Sessions removed after session_expiry_secs.",
+        )
+        .value(s.sessions_expired);
+        out.counter(
+            "sngate_sessions_evicted_total",
+            "Offline sessions removed to make room at max_clients.",
+        )
+        .value(s.sessions_evicted);
+        out.gauge("sngate_subscriptions", "Device subscriptions.")
+            .value(g.subscriptions);
+        out.gauge("sngate_retained_messages", "Retained messages stored.")
+            .value(g.retained_messages);
+    }
+}
+
+/// Where the upstream bridge stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// No `[upstream]` configured.
+    None,
+    /// Connected to the broker.
+    Connected,
+    /// Not connected; reconnecting.
+    Disconnected,
+    /// The bridge task has ended.
+    Stopped,
+}
+
+impl UpstreamState {
+    /// A lower-case label for status.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamState::None => "none",
+            UpstreamState::Connected => "connected",
+            UpstreamState::Disconnected => "disconnected",
+            UpstreamState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The upstream bridge's figures (only when one is configured).
+#[derive(Debug, Clone)]
+pub struct UpstreamFigures {
+    /// Its state.
+    pub state: UpstreamState,
+    /// Its counters (zeros once it has stopped).
+    pub stats: BridgeStats,
+}
+
+impl Collect for UpstreamFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let s = &self.stats;
+        out.gauge(
+            "sngate_upstream_connected",
+            "1 while connected to the upstream broker.",
+        )
+        .value(self.state == UpstreamState::Connected);
+        out.counter(
+            "sngate_upstream_connects_total",
+            "Connections accepted by the upstream broker, the first included.",
+        )
+        .value(s.connects);
+        out.counter(
+            "sngate_upstream_reconnects_total",
+            "Connections to the upstream broker after the first.",
+        )
+        .value(s.reconnects);
+        out.counter(
+            "sngate_upstream_connection_errors_total",
+            "Failed connection attempts and broken connections.",
+        )
+        .value(s.connection_errors);
+        out.counter(
+            "sngate_upstream_messages_total",
+            "Messages taken by the broker (out: QoS 0 written, QoS 1/2 acknowledged) and received from it (in).",
+        )
+        .sample(&[("direction", "out")], s.published)
+        .sample(&[("direction", "in")], s.received);
+        out.counter(
+            "sngate_upstream_dropped_total",
+            "Messages the bridge dropped, by reason.",
+        )
+        .sample(&[("reason", "offline")], s.dropped_offline)
+        .sample(&[("reason", "outbox_full")], s.dropped_full)
+        .sample(&[("reason", "rejected")], s.rejected);
+        out.counter(
+            "sngate_upstream_not_bridged_total",
+            "Messages no bridge rule lets through, by direction.",
+        )
+        .sample(&[("direction", "out")], s.not_bridged_out)
+        .sample(&[("direction", "in")], s.not_bridged_in);
+        out.counter(
+            "sngate_upstream_resent_total",
+            "Messages sent again after a reconnection.",
+        )
+        .value(s.resent);
+        out.counter(
+            "sngate_upstream_suppressed_total",
+            "Copies from the broker dropped: echoes (MQTT 3.1.1) and duplicates (overlapping subscriptions).",
+        )
+        .sample(&[("kind", "echo")], s.echoes_suppressed)
+        .sample(&[("kind", "duplicate")], s.duplicates_suppressed);
+        out.gauge(
+            "sngate_upstream_outbox_messages",
+            "Messages in the bridge's outbox (queued or awaiting acknowledgement).",
+        )
+        .value(s.pending_messages);
+        out.gauge(
+            "sngate_upstream_outbox_bytes",
+            "Topic and payload bytes in the bridge's outbox.",
+        )
+        .value(s.pending_bytes);
+    }
+}
+
+/// Datagrams through one UDP listener, counted on the driver task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounts {
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Sends the OS refused.
+    pub send_errors: u64,
+}
+
+/// Every UDP listener's counts.
+#[derive(Debug, Clone)]
+pub struct UdpFigures {
+    /// (bound address, counts) per listener.
+    pub listeners: Vec<(SocketAddr, UdpCounts)>,
+}
+
+impl Collect for UdpFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let labels: Vec<String> = self.listeners.iter().map(|(a, _)| a.to_string()).collect();
+        let mut f = out.counter(
+            "sngate_udp_datagrams_total",
+            "UDP datagrams received and sent, by listener.",
+        );
+        for ((_, c), l) in self.listeners.iter().zip(&labels) {
+            f.sample(&[("listener", l), ("direction", "in")], c.received);
+            f.sample(&[("listener", l), ("direction", "out")], c.sent);
+        }
+        let mut f = out.counter(
+            "sngate_udp_send_errors_total",
+            "UDP sends the OS refused, by listener.",
+        );
+        for ((_, c), l) in self.listeners.iter().zip(&labels) {
+            f.sample(&[("listener", l)], c.send_errors);
+        }
+    }
+}
+
+/// Every serial port's counters (the section is left out without ports).
+#[derive(Debug, Clone)]
+pub struct SerialFigures {
+    /// (device, counters) per port.
+    pub ports: Vec<(String, SerialCounts)>,
+}
+
+impl Collect for SerialFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let mut f = out.counter(
+            "sngate_serial_frames_total",
+            "Frames received and written, by serial port.",
+        );
+        for (port, c) in &self.ports {
+            f.sample(&[("port", port), ("direction", "in")], c.frames_in);
+            f.sample(&[("port", port), ("direction", "out")], c.frames_out);
+        }
+        let mut f = out.counter(
+            "sngate_serial_dropped_total",
+            "Frames dropped on receive (bad checksum, oversize, garbage) and messages dropped on send (queue full, port closed), by serial port.",
+        );
+        for (port, c) in &self.ports {
+            f.sample(&[("port", port), ("direction", "in")], c.dropped_in);
+            f.sample(&[("port", port), ("direction", "out")], c.dropped_out);
+        }
+        let mut f = out.counter(
+            "sngate_serial_tx_failures_total",
+            "XBee transmit-status frames reporting a failed delivery, by serial port.",
+        );
+        for (port, c) in &self.ports {
+            f.sample(&[("port", port)], c.tx_failures);
+        }
+        let mut f = out.counter(
+            "sngate_serial_opens_total",
+            "Times each serial port was opened (reopens after a loss included).",
+        );
+        for (port, c) in &self.ports {
+            f.sample(&[("port", port)], c.opens);
+        }
+    }
+}

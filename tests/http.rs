@@ -1,0 +1,440 @@
+//! The operations endpoint end to end: real UDP devices (src/client), a real
+//! TCP client, the in-process gateway — and the real binary for the log.
+//! `/metrics` counts known traffic exactly, `/status` lists the device,
+//! `/healthz` answers, and bad or slow clients get bounded answers.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::http::{self, sample};
+use common::{KillOnDrop, RawDevice, connect, expect_message, start_gateway_with};
+use sngate::proto::{QoS, SubscribeTopic, TopicRef};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+fn loopback_any() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("address")
+}
+
+/// Scrapes until `done` holds for the page (the engine has taken what the
+/// test sent), within 10 s.
+async fn scrape_until(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = http::get(addr, "/metrics").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        if done(&page.body) {
+            return page.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never reached the expected state:\n{}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The page is well formed: every sample's family has its HELP and TYPE
+/// first, each family is declared once, names are sngate_ and counters end
+/// in _total.
+fn check_format(page: &str) {
+    let mut declared = HashSet::new();
+    let mut helped = HashSet::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            assert!(helped.insert(name.to_owned()), "HELP twice for {name}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap_or_default();
+            let kind = parts.next().unwrap_or_default();
+            assert!(helped.contains(name), "TYPE before HELP for {name}");
+            assert!(declared.insert(name.to_owned()), "TYPE twice for {name}");
+            assert!(name.starts_with("sngate_"), "{name}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(declared.contains(name), "sample before TYPE: {line}");
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "bad value in {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_exactly_and_status_lists_the_device() {
+    let gw = start_gateway_with(|c| c.http.listen = Some(loopback_any())).await;
+    let http_addr = gw.running().http_addr().expect("an HTTP address");
+
+    let mut device = connect(gw.addr, "dev-1").await;
+    device
+        .subscribe(SubscribeTopic::Name("t/#".into()), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let id = device.register("t/x").await.expect("register");
+    for i in 0..3 {
+        device
+            .publish(TopicRef::Id(id), format!("q0-{i}"), QoS::AtMostOnce, false)
+            .await
+            .expect("QoS 0 publish");
+    }
+    for i in 0..2 {
+        device
+            .publish(TopicRef::Id(id), format!("q1-{i}"), QoS::AtLeastOnce, false)
+            .await
+            .expect("QoS 1 publish");
+    }
+    for _ in 0..5 {
+        expect_message(&mut device).await;
+    }
+    let raw = RawDevice::new(gw.addr).await;
+    raw.send_bytes(&[0x05, 0x0C, 0x00]).await; // Length 5, 3 bytes: malformed
+
+    // Wait until the engine has taken the malformed datagram and the last
+    // PUBACK; from then on nothing moves.
+    let page = scrape_until(http_addr, |p| {
+        sample(p, "sngate_drops_total", "reason=\"malformed\"") == Some(1.0)
+            && sample(p, "sngate_in_flight_messages", "") == Some(0.0)
+    })
+    .await;
+    check_format(&page);
+    let v = |name: &str, labels: &str| {
+        sample(&page, name, labels).unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{page}"))
+    };
+    let messages = "sngate_messages_total";
+    assert_eq!(v(messages, "direction=\"in\",qos=\"-1\""), 0.0);
+    assert_eq!(v(messages, "direction=\"in\",qos=\"0\""), 3.0);
+    assert_eq!(v(messages, "direction=\"in\",qos=\"1\""), 2.0);
+    assert_eq!(v(messages, "direction=\"in\",qos=\"2\""), 0.0);
+    assert_eq!(v(messages, "direction=\"out\",qos=\"0\""), 3.0);
+    assert_eq!(v(messages, "direction=\"out\",qos=\"1\""), 2.0);
+    assert_eq!(v(messages, "direction=\"out\",qos=\"2\""), 0.0);
+    for reason in sngate::core::DropReason::ALL {
+        let want = if reason.label() == "malformed" {
+            1.0
+        } else {
+            0.0
+        };
+        let labels = format!("reason=\"{}\"", reason.label());
+        assert_eq!(v("sngate_drops_total", &labels), want, "{labels}");
+    }
+    for (state, want) in [("active", 1.0), ("asleep", 0.0), ("lost", 0.0)] {
+        assert_eq!(v("sngate_devices", &format!("state=\"{state}\"")), want);
+    }
+    assert_eq!(v("sngate_devices_by_transport", "transport=\"udp\""), 1.0);
+    assert_eq!(
+        v("sngate_devices_by_transport", "transport=\"serial\""),
+        0.0
+    );
+    assert_eq!(v("sngate_subscriptions", ""), 1.0);
+    assert_eq!(v("sngate_buffered_messages", ""), 0.0);
+    assert_eq!(v("sngate_buffered_bytes", ""), 0.0);
+    assert_eq!(v("sngate_parked_publishes", ""), 0.0);
+    assert_eq!(v("sngate_sessions_expired_total", ""), 0.0);
+    // In: CONNECT, SUBSCRIBE, REGISTER, 5 PUBLISH, 2 PUBACK, the malformed
+    // one. Out: CONNACK, SUBACK, REGACK, 2 PUBACK, 5 PUBLISH.
+    let listener = format!("listener=\"{}\"", gw.addr);
+    assert_eq!(
+        v(
+            "sngate_udp_datagrams_total",
+            &format!("{listener},direction=\"in\"")
+        ),
+        11.0
+    );
+    assert_eq!(
+        v(
+            "sngate_udp_datagrams_total",
+            &format!("{listener},direction=\"out\"")
+        ),
+        10.0
+    );
+    assert_eq!(v("sngate_packets_total", "direction=\"in\""), 11.0);
+    assert_eq!(v("sngate_shutting_down", ""), 0.0);
+    assert!(
+        sample(&page, "sngate_upstream_connected", "").is_none(),
+        "no bridge, no bridge figures"
+    );
+    assert!(page.contains("sngate_info{version=\""), "{page}");
+
+    let status = http::get(http_addr, "/status").await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+    assert_eq!(json["gateway_id"], 1);
+    assert_eq!(json["upstream"]["state"], "none");
+    let devices = json["devices"].as_array().expect("a device list");
+    assert_eq!(devices.len(), 1, "{json}");
+    let d = &devices[0];
+    assert_eq!(d["client_id"], "dev-1");
+    assert_eq!(d["state"], "active");
+    assert_eq!(d["transport"], "udp");
+    let local = device.local_addr().expect("device address");
+    assert_eq!(d["address"], local.to_string());
+    assert_eq!(
+        d["subscriptions"],
+        serde_json::json!([{ "filter": "t/#", "qos": 1 }])
+    );
+    assert_eq!(d["buffered_messages"], 0);
+    assert_eq!(d["in_flight"], false);
+    assert!(
+        d["last_seen_secs_ago"].as_u64().is_some_and(|s| s < 10),
+        "{d}"
+    );
+    let last_seen = d["last_seen"].as_str().expect("a wall time");
+    assert!(
+        humantime::parse_rfc3339(last_seen).is_ok(),
+        "{last_seen} is not RFC 3339"
+    );
+    assert!(json["uptime_secs"].as_u64().is_some(), "{json}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_answers_and_bad_requests_get_4xx() {
+    let gw = start_gateway_with(|c| c.http.listen = Some(loopback_any())).await;
+    let addr = gw.running().http_addr().expect("an HTTP address");
+
+    let health = http::get(addr, "/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let head = http::raw(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n").await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert_eq!(head.header("content-length"), Some("3"));
+
+    assert_eq!(http::get(addr, "/nope").await.status, 404);
+    assert_eq!(http::get(addr, "/metrics?x=1").await.status, 200);
+    let post = http::raw(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    assert_eq!(
+        http::raw(addr, b"\x00\x01garbage\r\n\r\n").await.status,
+        400
+    );
+    assert_eq!(
+        http::raw(addr, b"GET / HTTP/1.1\r\nbad header\r\n\r\n")
+            .await
+            .status,
+        400
+    );
+    let many: String = (0..40).map(|i| format!("x-{i}: y\r\n")).collect();
+    let req = format!("GET /healthz HTTP/1.1\r\n{many}\r\n");
+    assert_eq!(http::raw(addr, req.as_bytes()).await.status, 431);
+    let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(10_000));
+    assert_eq!(http::raw(addr, huge.as_bytes()).await.status, 431);
+
+    // Still serving after all that.
+    assert_eq!(http::get(addr, "/healthz").await.status, 200);
+    gw.stop().await;
+
+    let quiet = start_gateway_with(|_| {}).await;
+    assert_eq!(quiet.running().http_addr(), None, "off by default");
+    quiet.stop().await;
+}
+
+#[tokio::test]
+async fn slow_and_excess_connections_are_bounded() {
+    let gw = start_gateway_with(|c| c.http.listen = Some(loopback_any())).await;
+    let addr = gw.running().http_addr().expect("an HTTP address");
+    let limits = sngate::ops::http::Limits::default();
+
+    // Slow-loris clients: half a request head each, then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..limits.max_connections {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .expect("send");
+        slow.push(s);
+    }
+    // Wait until the server holds all of them: one more is turned away.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let answer = http::get(addr, "/healthz").await;
+        if answer.status == 503 {
+            assert_eq!(answer.body, "too many connections\n");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection limit never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each slow client is answered 408 and closed once the read timeout
+    // has passed.
+    let started = tokio::time::Instant::now();
+    for s in &mut slow {
+        let mut bytes = Vec::new();
+        let read = tokio::time::timeout(
+            limits.read_timeout + Duration::from_secs(3),
+            tokio::io::AsyncReadExt::read_to_end(s, &mut bytes),
+        )
+        .await;
+        assert!(read.is_ok(), "a slow client was not closed in time");
+        assert_eq!(http::parse(&bytes).status, 408);
+    }
+    assert!(started.elapsed() <= limits.read_timeout + Duration::from_secs(3));
+    assert_eq!(http::get(addr, "/healthz").await.status, 200);
+    gw.stop().await;
+}
+
+#[test]
+fn the_binary_logs_where_http_listens_and_serves_there() {
+    let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
+        .args(["run", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "--log-format",
+            "text",
+            "--broker",
+            "off",
+            "--state-dir",
+            "off",
+        ])
+        .env_remove("RUST_LOG")
+        .env_remove("SNGATE_CONFIG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sngate starts");
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().expect("piped stderr");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |needle: &str| loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no log line with {needle:?} within 10 s"));
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let line = wait_for("HTTP endpoint listening");
+    let addr: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    assert_ne!(addr.port(), 0, "the bound port, not the configured 0");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let health = runtime.block_on(http::get(addr, "/healthz"));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok);
+    wait_for("shutdown complete");
+    assert!(child.wait().expect("sngate exits").success());
+}
+
+#[tokio::test]
+async fn serial_link_figures_are_labelled_by_port() {
+    use common::pty::Pty;
+    use sngate::config::{SerialConfig, SerialFraming};
+
+    let pty = Pty::open();
+    let port = pty.path.to_str().expect("UTF-8 pty path").to_owned();
+    let device = port.clone();
+    let gw = start_gateway_with(|c| {
+        c.http.listen = Some(loopback_any());
+        c.serial = vec![SerialConfig {
+            device,
+            framing: SerialFraming::Raw,
+            ..SerialConfig::default()
+        }];
+    })
+    .await;
+    let addr = gw.running().http_addr().expect("an HTTP address");
+    pty.wait_opened(Duration::from_secs(5)).await;
+
+    // CONNECT over the raw link until a CONNACK comes back (a first frame
+    // may be read before the port is set up; see tests/serial.rs).
+    let mut connect = bytes::BytesMut::new();
+    sngate::proto::encode(
+        &sngate::proto::Packet::Connect {
+            will: false,
+            clean_session: true,
+            protocol_id: sngate::proto::PROTOCOL_ID_V1_2,
+            duration: 60,
+            client_id: "radio-1".into(),
+        },
+        &mut connect,
+    )
+    .expect("encode CONNECT");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 64];
+    loop {
+        pty.write_all(&connect).await;
+        let wait = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+        if let Some(n) = pty.read_until(&mut buf, wait).await {
+            assert!(buf[..n].starts_with(&[0x03, 0x05, 0x00]), "{:?}", &buf[..n]);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no CONNACK");
+    }
+
+    let port_label = format!("port=\"{port}\"");
+    let page = scrape_until(addr, |p| {
+        sample(
+            p,
+            "sngate_serial_frames_total",
+            &format!("{port_label},direction=\"out\""),
+        )
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    check_format(&page);
+    let v = |name: &str, labels: &str| {
+        sample(&page, name, labels).unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{page}"))
+    };
+    let frames = "sngate_serial_frames_total";
+    // Every packet in and out went over the serial link.
+    assert_eq!(
+        v(frames, &format!("{port_label},direction=\"in\"")),
+        v("sngate_packets_total", "direction=\"in\"")
+    );
+    assert_eq!(
+        v(frames, &format!("{port_label},direction=\"out\"")),
+        v("sngate_packets_total", "direction=\"out\"")
+    );
+    assert_eq!(v("sngate_serial_opens_total", &port_label), 1.0);
+    assert_eq!(v("sngate_serial_tx_failures_total", &port_label), 0.0);
+    for direction in ["in", "out"] {
+        let labels = format!("{port_label},direction=\"{direction}\"");
+        assert_eq!(v("sngate_serial_dropped_total", &labels), 0.0);
+    }
+    assert_eq!(
+        v("sngate_devices_by_transport", "transport=\"serial\""),
+        1.0
+    );
+
+    let status = http::get(addr, "/status").await;
+    let json: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+    let d = &json["devices"][0];
+    assert_eq!(
+        (&d["client_id"], &d["transport"], &d["address"]),
+        (
+            &serde_json::json!("radio-1"),
+            &serde_json::json!("serial"),
+            &serde_json::json!(port)
+        )
+    );
+    gw.stop().await;
+}
