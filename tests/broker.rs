@@ -8,152 +8,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::mosquitto::Mosquitto;
-use common::{KillOnDrop, WAIT, connect, expect_message, start_gateway_with, upstream_to};
+use common::mqtt_tools::{Tool, host_port, is_debug, publish, subscriber};
+use common::{WAIT, connect, expect_message, start_gateway_with, upstream_to};
 use rumqttc::mqttbytes::QoS as MqttQoS;
 use rumqttc::mqttbytes::v4 as mqtt;
 use sngate::proto::{QoS, SubscribeTopic};
-
-/// A `mosquitto_sub` (or `mosquitto_pub -l`) child and its output lines.
-struct Tool {
-    child: KillOnDrop,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Tool {
-    fn spawn(program: &str, args: &[&str]) -> Tool {
-        // Line-buffered: mosquitto's tools block-buffer a pipe otherwise.
-        let mut child = Command::new("stdbuf")
-            .arg("-oL")
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program} starts: {e}"));
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Tool {
-            child: KillOnDrop(child),
-            lines,
-        }
-    }
-
-    /// Waits for a line containing `needle`; returns it.
-    fn expect_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("no line with {needle:?}; saw {seen:#?}"),
-            }
-        }
-    }
-
-    /// The next line that is not mosquitto's debug output.
-    fn next_message(&self) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if is_debug(&line) => continue,
-                Ok(line) => return line,
-                Err(_) => panic!("no message within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// No message line within `wait`.
-    fn expect_silence(&self, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if is_debug(&line) => continue,
-                Ok(line) => panic!("unexpected line {line:?}"),
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// mosquitto's `-d` chatter, not a message.
-fn is_debug(line: &str) -> bool {
-    line.starts_with("Client ") || line.starts_with("Subscribed (")
-}
-
-fn host_port(addr: SocketAddr) -> (String, String) {
-    (addr.ip().to_string(), addr.port().to_string())
-}
-
-/// `mosquitto_sub -d` on `filter`, waiting until its SUBACK arrived. Output
-/// lines are "topic qos retain payload".
-fn subscriber(broker: SocketAddr, filter: &str, extra: &[&str]) -> Tool {
-    let (host, port) = host_port(broker);
-    let mut args = vec![
-        "-h",
-        &host,
-        "-p",
-        &port,
-        "-t",
-        filter,
-        "-d",
-        "-F",
-        "%t %q %r %p",
-    ];
-    args.extend_from_slice(extra);
-    let tool = Tool::spawn("mosquitto_sub", &args);
-    tool.expect_line("received SUBACK");
-    tool
-}
-
-/// Runs `mosquitto_pub` to completion; returns its exit status and output.
-fn publish(broker: SocketAddr, args: &[&str]) -> (bool, String) {
-    let (host, port) = host_port(broker);
-    let out = Command::new("mosquitto_pub")
-        .args(["-h", &host, "-p", &port])
-        .args(args)
-        .output()
-        .expect("mosquitto_pub runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn name(topic: &str) -> SubscribeTopic {
     SubscribeTopic::Name(topic.to_owned())

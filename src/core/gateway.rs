@@ -222,6 +222,7 @@ impl Gateway {
         if self.draining && !super::drain::taken_while_draining(&packet) {
             return self.refuse_while_draining(&peer, &packet);
         }
+        let at = self.persist.enabled.then(|| peer.clone());
         match packet {
             Packet::SearchGw { radius } => self.on_searchgw(peer, radius),
             Packet::Connect {
@@ -279,6 +280,10 @@ impl Gateway {
                 Some(sid) => self.handle_session_packet(now, sid, other),
                 None => self.on_unknown_peer(peer, other),
             },
+        }
+        // CONNECT and wake-up change the session found at this address now.
+        if let Some(sid) = at.and_then(|p| self.by_peer.get(&p).copied()) {
+            self.touch(sid);
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod http;
 pub mod mosquitto;
+pub mod mqtt_tools;
 pub mod pty;
 
 use std::net::SocketAddr;

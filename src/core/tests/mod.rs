@@ -13,6 +13,7 @@ use super::*;
 mod engine;
 mod local;
 mod ops;
+mod persist;
 mod sleep;
 use crate::proto::{self, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic};
 

@@ -1,0 +1,316 @@
+//! Durable state end to end: a real store directory on disk, gateways
+//! stopped and started again on it (in-process, and the real binary killed
+//! with SIGKILL), a real upstream mosquitto stopped and started, real
+//! MQTT-SN devices on UDP.
+//!
+//! What must hold (issue "offline operation"): a QoS 1 message acknowledged
+//! to a device is never lost — not while the upstream broker is down, not
+//! across a restart, not across `kill -9`; sleep buffers, persistent
+//! subscriptions and retained messages survive a restart.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::mosquitto::{Mosquitto, MosquittoOptions};
+use common::mqtt_tools::{Tool, host_port, is_debug};
+use common::{KillOnDrop, WAIT, connect, connect_with, options, start_gateway_with, upstream_to};
+use sngate::config::Config;
+use sngate::proto::{QoS, SubscribeTopic};
+
+/// A free UDP port on 127.0.0.1 (bound, read, released), so a gateway can be
+/// started again on the address its devices know.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// The test configuration with the store in `dir` and UDP on `port`.
+fn durable(config: &mut Config, dir: &std::path::Path, port: u16) {
+    config.store.enabled = true;
+    config.store.state_dir = dir.display().to_string();
+    config.udp.listen = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+}
+
+fn name(topic: &str) -> SubscribeTopic {
+    SubscribeTopic::Name(topic.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_buffers_subscriptions_and_retained_messages_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("state dir");
+    let port = free_udp_port();
+    let gw = start_gateway_with(|c| durable(c, dir.path(), port)).await;
+    let mut sleeper = connect_with(gw.addr, options("sleeper").clean_session(false)).await;
+    sleeper
+        .subscribe(name("cmd/#"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    sleeper.sleep(600).await.expect("sleep");
+    let mut sender = connect(gw.addr, "sender").await;
+    for i in 0..2 {
+        sender
+            .publish_named(
+                "cmd/x",
+                Bytes::from(format!("before-{i}")),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .expect("publish before the restart");
+    }
+    sender
+        .publish_named("site/mode", Bytes::from("eco"), QoS::AtLeastOnce, true)
+        .await
+        .expect("retained publish");
+    gw.stop().await;
+
+    // Same directory, same address: a new process as far as the engine knows.
+    let gw = start_gateway_with(|c| durable(c, dir.path(), port)).await;
+    let mut sender = connect(gw.addr, "sender2").await;
+    sender
+        .publish_named("cmd/x", Bytes::from("after"), QoS::AtLeastOnce, false)
+        .await
+        .expect("publish after the restart");
+    let got: Vec<String> = sleeper
+        .wake_and_collect()
+        .await
+        .expect("wake")
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(got, ["before-0", "before-1", "after"]);
+    // The retained message came back too.
+    let mut late = connect(gw.addr, "late").await;
+    late.subscribe(name("site/mode"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let msg = common::expect_message(&mut late).await;
+    assert_eq!((msg.payload.as_ref(), msg.retain), (b"eco".as_ref(), true));
+    gw.stop().await;
+}
+
+/// `mosquitto_sub` with a persistent session on the upstream broker, so
+/// what the bridge delivers while it reconnects is queued for it.
+fn upstream_subscriber(upstream: SocketAddr, filter: &str, id: &str) -> Tool {
+    let (host, port) = host_port(upstream);
+    let tool = Tool::spawn(
+        "mosquitto_sub",
+        &[
+            "-h", &host, "-p", &port, "-t", filter, "-q", "1", "-c", "-i", id, "-d", "-F", "%p",
+        ],
+    );
+    tool.expect_line("received SUBACK");
+    tool
+}
+
+/// Collects payloads starting with `prefix` from `sub` until `want`
+/// distinct ones arrived or `within` passed; returns them in arrival order
+/// (duplicates included: QoS 1 is at least once, and a broker restart may
+/// deliver again what its persistent subscriber had not acknowledged).
+fn collect(sub: &Tool, prefix: &str, want: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut distinct = BTreeSet::new();
+    while distinct.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.lines.recv_timeout(left) {
+            Ok(line) if is_debug(&line) || !line.starts_with(prefix) => {}
+            Ok(line) => {
+                distinct.insert(line.clone());
+                got.push(line);
+            }
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+fn upstream_options() -> MosquittoOptions {
+    MosquittoOptions {
+        persistence: true,
+        max_queued_messages: Some(0),
+        ..MosquittoOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_messages_acknowledged_while_upstream_is_down_arrive_in_order_even_across_a_restart()
+ {
+    let mut upstream = Mosquitto::start_with(upstream_options()).await;
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    let sub = upstream_subscriber(up, "out/#", "store-test-sub");
+    let dir = tempfile::tempdir().expect("state dir");
+    let port = free_udp_port();
+    let upstream_port = upstream.port;
+    let with_upstream = |c: &mut Config| {
+        durable(c, dir.path(), port);
+        c.upstream = Some(upstream_to(upstream_port, "gw-store-test"));
+    };
+    let gw = start_gateway_with(with_upstream).await;
+    // Proof the bridge is up: one message through.
+    let mut device = connect(gw.addr, "dev").await;
+    device
+        .publish_named("out/x", Bytes::from("ready"), QoS::AtLeastOnce, false)
+        .await
+        .expect("publish");
+    assert_eq!(collect(&sub, "ready", 1, WAIT), ["ready"]);
+
+    upstream.stop().await;
+    for i in 0..1000 {
+        device
+            .publish_named(
+                "out/x",
+                Bytes::from(format!("m{i:04}")),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("message {i} not acknowledged: {e}"));
+    }
+    // Every one of them was acknowledged; now the gateway goes away and
+    // comes back before the broker does.
+    gw.stop().await;
+    let gw = start_gateway_with(with_upstream).await;
+    upstream.restart().await;
+    let got = collect(&sub, "m", 1000, Duration::from_secs(30));
+    let expected: Vec<String> = (0..1000).map(|i| format!("m{i:04}")).collect();
+    let mut firsts = Vec::new();
+    let mut seen = BTreeSet::new();
+    for m in got {
+        if seen.insert(m.clone()) {
+            firsts.push(m);
+        }
+    }
+    assert_eq!(firsts.len(), 1000, "only {} of 1000 arrived", firsts.len());
+    if let Some(i) = (0..1000).find(|&i| firsts[i] != expected[i]) {
+        panic!(
+            "out of order at {i}: {:?}",
+            &firsts[i.saturating_sub(2)..(i + 3).min(1000)]
+        );
+    }
+    gw.stop().await;
+}
+
+/// Waits for a stderr line of the gateway containing `needle`.
+fn wait_for(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("the gateway never logged {needle:?}"),
+        }
+    }
+}
+
+/// Starts the real binary on `port` with the store in `dir`, bridged to
+/// `upstream`; returns when it listens.
+fn spawn_gateway(
+    dir: &std::path::Path,
+    port: u16,
+    upstream: u16,
+) -> (KillOnDrop, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sngate"))
+        .args(["run", "--broker", "off", "--log-format", "text"])
+        .args(["--udp", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{upstream}")])
+        .arg("--state-dir")
+        .arg(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("SNGATE_CONFIG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sngate starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let child = KillOnDrop(child);
+    wait_for(&lines, "listening on UDP");
+    (child, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_acknowledged_before_a_kill_9_arrives_upstream_after_the_restart() {
+    let upstream = Mosquitto::start_with(upstream_options()).await;
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    let sub = upstream_subscriber(up, "k9/#", "k9-sub");
+    let dir = tempfile::tempdir().expect("state dir");
+    let port = free_udp_port();
+    let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (mut child, _lines) = spawn_gateway(dir.path(), port, upstream.port);
+
+    // A QoS 1 stream. Half-way the broker freezes, so what the devices are
+    // told is safe from then on sits only in the gateway; then the gateway
+    // is killed.
+    let mut device = connect(gateway, "k9-device").await;
+    let mut acked = Vec::new();
+    for i in 0..300u32 {
+        if i == 150 {
+            upstream.freeze();
+        }
+        let payload = format!("k{i:04}");
+        device
+            .publish_named(
+                "k9/x",
+                Bytes::from(payload.clone()),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("message {i} not acknowledged: {e}"));
+        acked.push(payload);
+    }
+    // SIGKILL: no drain, no flush; only what was committed survives.
+    child.0.kill().expect("kill -9");
+    let _ = child.wait();
+    upstream.thaw();
+    let (_child, _lines) = spawn_gateway(dir.path(), port, upstream.port);
+    let got: BTreeSet<String> = collect(&sub, "k", acked.len(), Duration::from_secs(30))
+        .into_iter()
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|m| !got.contains(*m)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+#[tokio::test]
+async fn an_unusable_state_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file where the state directory should be.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sngate"))
+        .args([
+            "run",
+            "--broker",
+            "off",
+            "--udp",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("sngate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("state directory") && stderr.contains("not-a-dir"),
+        "{stderr}"
+    );
+}
