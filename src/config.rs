@@ -526,6 +526,17 @@ pub struct UpstreamConfig {
     /// Most payload and topic bytes held for the broker, as
     /// `max_pending_messages` (≥ 1). Default: 64 MiB.
     pub max_pending_bytes: usize,
+    /// What happens to a device's (or local client's) QoS 1/2 message bound
+    /// upstream when the outbox is full: `"backpressure"` (default) — it is
+    /// not acknowledged until there is room, so the sender keeps it and
+    /// nothing acknowledged is ever dropped; `"drop-newest"` — it is
+    /// acknowledged and routed locally, and its upstream copy is dropped and
+    /// counted (for sites where devices must never be slowed down).
+    pub outbox_full: OutboxFull,
+    /// Keep QoS 0 messages for the broker while it is unreachable (they then
+    /// count against the outbox bounds, and are not durable). Default: false
+    /// — dropped and counted, as MQTT allows.
+    pub queue_qos0_offline: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -545,8 +556,20 @@ impl Default for UpstreamConfig {
             protocol_version: 5,
             max_pending_messages: 100_000,
             max_pending_bytes: 64 * MIB,
+            outbox_full: OutboxFull::Backpressure,
+            queue_qos0_offline: false,
         }
     }
+}
+
+/// `[upstream] outbox_full`: the policy when the upstream outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboxFull {
+    /// Hold senders' QoS 1/2 messages unacknowledged until there is room.
+    Backpressure,
+    /// Acknowledge anyway; drop the upstream copy and count it.
+    DropNewest,
 }
 
 /// `[upstream.tls]`: TLS towards the broker.

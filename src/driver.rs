@@ -312,6 +312,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         settled: Vec::new(),
         fatal: Some(fatal_tx),
         stopping: false,
+        drop_when_full: config
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.outbox_full == crate::config::OutboxFull::DropNewest),
         store_stats: StoreCounters::default(),
         sys: SysTopics::new(
             config.broker.sys_interval_secs,
@@ -559,6 +563,8 @@ struct Driver {
     fatal: Option<oneshot::Sender<StoreError>>,
     /// Set when the store failed: the loop ends.
     stopping: bool,
+    /// `[upstream] outbox_full = "drop-newest"`: never hold senders back.
+    drop_when_full: bool,
     /// What the store has committed since start.
     store_stats: StoreCounters,
     /// `$SYS/broker/…` status messages for local clients.
@@ -676,7 +682,13 @@ impl Driver {
             let Some(bridge) = &self.bridge else {
                 return;
             };
-            let room = bridge.room(self.max_packet_bytes);
+            // "drop-newest": never hold senders back; the bridge drops (and
+            // counts) what does not fit.
+            let room = if self.drop_when_full {
+                usize::MAX
+            } else {
+                bridge.room(self.max_packet_bytes)
+            };
             let parked = self.gateway.has_parked_publishes();
             let now = tokio::time::Instant::now().into_std();
             self.gateway.set_upstream_room(now, room);

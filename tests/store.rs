@@ -134,11 +134,14 @@ fn collect(sub: &Tool, prefix: &str, want: usize, within: Duration) -> Vec<Strin
     got
 }
 
+/// A broker that keeps its persistent subscribers' sessions across a
+/// restart and queues everything for them meanwhile (QoS 0 too: the bridge
+/// may deliver before `mosquitto_sub` has reconnected).
 fn upstream_options() -> MosquittoOptions {
     MosquittoOptions {
         persistence: true,
         max_queued_messages: Some(0),
-        ..MosquittoOptions::default()
+        extra: vec!["queue_qos0_messages true".to_owned()],
     }
 }
 
@@ -313,4 +316,83 @@ async fn an_unusable_state_directory_is_a_clear_error() {
         stderr.contains("state directory") && stderr.contains("not-a-dir"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_is_dropped_while_offline_unless_configured_to_be_kept() {
+    for keep in [false, true] {
+        let mut upstream = Mosquitto::start_with(upstream_options()).await;
+        let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+        let sub = upstream_subscriber(up, "q0/#", "q0-sub");
+        let port = upstream.port;
+        let gw = start_gateway_with(|c| {
+            let mut u = upstream_to(port, "gw-q0");
+            u.queue_qos0_offline = keep;
+            c.upstream = Some(u);
+        })
+        .await;
+        let mut device = connect(gw.addr, "q0-dev").await;
+        device
+            .publish_named("q0/x", Bytes::from("ready"), QoS::AtLeastOnce, false)
+            .await
+            .expect("publish");
+        assert_eq!(collect(&sub, "ready", 1, WAIT), ["ready"]);
+        upstream.stop().await;
+        for i in 0..5 {
+            device
+                .publish_named("q0/x", Bytes::from(format!("z{i}")), QoS::AtMostOnce, false)
+                .await
+                .expect("QoS 0 publish");
+        }
+        // A QoS 1 marker behind them: once it arrives, whatever QoS 0 was
+        // kept has arrived before it (one ordered outbox).
+        device
+            .publish_named("q0/x", Bytes::from("zmarker"), QoS::AtLeastOnce, false)
+            .await
+            .expect("marker");
+        upstream.restart().await;
+        let got = collect(&sub, "z", if keep { 6 } else { 1 }, Duration::from_secs(20));
+        let want: Vec<String> = if keep {
+            (0..5)
+                .map(|i| format!("z{i}"))
+                .chain(["zmarker".to_owned()])
+                .collect()
+        } else {
+            vec!["zmarker".to_owned()]
+        };
+        assert_eq!(got, want, "queue_qos0_offline = {keep}");
+        gw.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_newest_keeps_devices_going_when_the_outbox_is_full() {
+    let upstream = Mosquitto::start().await;
+    let port = upstream.port;
+    let gw = start_gateway_with(|c| {
+        let mut u = upstream_to(port, "gw-full");
+        u.max_pending_messages = 10;
+        u.outbox_full = sngate::config::OutboxFull::DropNewest;
+        c.upstream = Some(u);
+    })
+    .await;
+    let mut device = connect(gw.addr, "full-dev").await;
+    device
+        .publish_named("f/x", Bytes::from("first"), QoS::AtLeastOnce, false)
+        .await
+        .expect("publish");
+    upstream.freeze();
+    // With "backpressure" the eleventh would wait for room (see
+    // tests/backpressure.rs); here every one is acknowledged at once.
+    for i in 0..30 {
+        tokio::time::timeout(
+            WAIT,
+            device.publish_named("f/x", Bytes::from(format!("f{i}")), QoS::AtLeastOnce, false),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("message {i} held back"))
+        .unwrap_or_else(|e| panic!("message {i} refused: {e}"));
+    }
+    upstream.thaw();
+    gw.stop().await;
 }

@@ -411,6 +411,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         ),
         deadline: None,
         full_streak: 0,
+        keep_qos0_offline: cfg.queue_qos0_offline,
         settled: Vec::new(),
         restoring: false,
         taken: (0, 0),
@@ -544,6 +545,8 @@ struct Bridge {
     deadline: Option<Instant>,
     /// Consecutive messages refused by a full outbox (for logging).
     full_streak: u64,
+    /// Queue QoS 0 messages while the broker is unreachable (else dropped).
+    keep_qos0_offline: bool,
     /// Durable ids settled outside the outbox (not bridged, dropped), until
     /// reported.
     settled: Vec<u64>,
@@ -716,7 +719,7 @@ impl Bridge {
                     self.settled.extend(store_id);
                     return;
                 };
-                if qos == 0 && !self.connected {
+                if qos == 0 && !self.connected && !self.keep_qos0_offline {
                     bump(&self.counters.dropped_offline, 1);
                     self.settled.extend(store_id);
                     return;
@@ -1023,7 +1026,7 @@ impl Bridge {
         self.control.clear();
         self.counters.connected.store(false, Ordering::Relaxed);
         bump(&self.counters.connection_errors, 1);
-        let (replays, dropped) = self.outbox.connection_lost();
+        let (replays, dropped) = self.outbox.connection_lost(self.keep_qos0_offline);
         event_loop.replace_pending(&replays);
         bump(&self.counters.dropped_offline, dropped as u64);
         if was_connected {

@@ -321,7 +321,7 @@ impl Outbox {
     /// The connection dropped (rumqttc's request channel and state are gone).
     /// Returns the replay list, in message order, and how many QoS 0
     /// messages were dropped. Safe to call again after a failed reconnect.
-    pub fn connection_lost(&mut self) -> (Vec<Replay>, usize) {
+    pub fn connection_lost(&mut self, keep_qos0: bool) -> (Vec<Replay>, usize) {
         let mut dropped = 0;
         let mut replays = Vec::new();
         let mut doomed = Vec::new();
@@ -330,7 +330,9 @@ impl Outbox {
         self.replay_pubrel.clear();
         for (&seq, e) in self.entries.iter_mut() {
             match e.state {
-                State::Queued | State::Submitted | State::Collided(_) if e.msg.qos == 0 => {
+                State::Queued | State::Submitted | State::Collided(_)
+                    if e.msg.qos == 0 && !keep_qos0 =>
+                {
                     doomed.push(seq);
                 }
                 State::Queued | State::Submitted | State::Collided(_) => e.state = State::Queued,
@@ -532,7 +534,7 @@ mod tests {
         assert_eq!(o.on_outgoing_publish(1), Some(1)); // packet ids wrapped
         assert_eq!(o.on_outgoing_publish(0), Some(0));
         assert_eq!(o.on_puback(19, true), Ack::Completed);
-        let (replays, dropped) = o.connection_lost();
+        let (replays, dropped) = o.connection_lost(false);
         assert_eq!(dropped, 0);
         let ids: Vec<_> = replays
             .iter()
@@ -565,13 +567,13 @@ mod tests {
         o.on_outgoing_publish(7);
         assert_eq!(o.on_pubrec(6, true), Ack::Progressed);
         o.push(msg(3, 1)).unwrap();
-        let (replays, _) = o.connection_lost();
+        let (replays, _) = o.connection_lost(false);
         assert_eq!(replays.len(), 3);
         assert!(matches!(&replays[0], Replay::Publish { pkid: 5, msg } if payload(msg) == "0"));
         assert_eq!(replays[1], Replay::PubRel(6));
         assert!(matches!(&replays[2], Replay::Publish { pkid: 7, .. }));
         // A failed reconnect in between gives the same list again.
-        assert_eq!(o.connection_lost().0, replays);
+        assert_eq!(o.connection_lost(false).0, replays);
         assert_eq!(o.connected(true), 0);
         // rumqttc sends the replays first: they do not consume submissions.
         o.on_outgoing_publish(5);
@@ -598,7 +600,7 @@ mod tests {
         o.push(msg(1, 1)).unwrap();
         o.push(msg(2, 0)).unwrap();
         o.mark_submitted();
-        let (replays, dropped) = o.connection_lost();
+        let (replays, dropped) = o.connection_lost(false);
         assert!(replays.is_empty());
         assert_eq!(dropped, 2);
         assert_eq!(o.len(), 1);
@@ -629,7 +631,7 @@ mod tests {
         o.on_pubrec(4, true); // QoS 2 released, id 4 free in rumqttc's table
         o.mark_submitted();
         o.on_outgoing_publish(4); // QoS 1 reuses id 4
-        let (replays, _) = o.connection_lost();
+        let (replays, _) = o.connection_lost(false);
         assert_eq!(replays.len(), 2);
         o.connected(true);
         o.push(msg(2, 1)).unwrap();
