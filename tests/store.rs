@@ -223,10 +223,21 @@ fn spawn_gateway(
     port: u16,
     upstream: u16,
 ) -> (KillOnDrop, mpsc::Receiver<String>) {
+    let upstream = format!("127.0.0.1:{upstream}");
+    spawn_gateway_with(dir, port, &["--broker", "off", "--upstream", &upstream])
+}
+
+/// Starts the real binary on UDP `port` with the store in `dir` and `extra`
+/// arguments; returns when it listens.
+fn spawn_gateway_with(
+    dir: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sngate"))
-        .args(["run", "--broker", "off", "--log-format", "text"])
+        .args(["run", "--log-format", "text"])
         .args(["--udp", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &format!("127.0.0.1:{upstream}")])
+        .args(extra)
         .arg("--state-dir")
         .arg(dir)
         .env_remove("RUST_LOG")
@@ -395,4 +406,75 @@ async fn drop_newest_keeps_devices_going_when_the_outbox_is_full() {
     }
     upstream.thaw();
     gw.stop().await;
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_a_persistent_local_client_had_not_acknowledged_survives_a_kill_9() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket, QoS as MqttQoS};
+    let dir = tempfile::tempdir().expect("state dir");
+    let (udp, tcp) = (free_udp_port(), free_tcp_port());
+    let broker_arg = format!("127.0.0.1:{tcp}");
+    let (mut child, lines) = spawn_gateway_with(dir.path(), udp, &["--broker", &broker_arg]);
+    wait_for(&lines, "MQTT broker listening");
+
+    // A persistent local subscriber that never acknowledges (manual acks).
+    let mut opts = MqttOptions::new("nodered", "127.0.0.1", tcp);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client
+        .subscribe("a/#", MqttQoS::AtLeastOnce)
+        .await
+        .expect("subscribe request");
+    // Wait for the SUBACK before publishing.
+    loop {
+        match tokio::time::timeout(WAIT, events.poll()).await {
+            Ok(Ok(Event::Incoming(MqttPacket::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+    let gateway: SocketAddr = ([127, 0, 0, 1], udp).into();
+    let mut device = connect(gateway, "writer").await;
+    device
+        .publish_named("a/x", Bytes::from("precious"), QoS::AtLeastOnce, false)
+        .await
+        .expect("acknowledged to the device");
+    let first = next_publish(&mut events)
+        .await
+        .expect("delivered to the local client");
+    assert_eq!(first.payload.as_ref(), b"precious");
+    // Not acknowledged by the client; the gateway dies.
+    child.0.kill().expect("kill -9");
+    let _ = child.wait();
+    let (_child, lines) = spawn_gateway_with(dir.path(), udp, &["--broker", &broker_arg]);
+    wait_for(&lines, "MQTT broker listening");
+    let again = next_publish(&mut events)
+        .await
+        .expect("the unacknowledged message is delivered again after the restart");
+    assert_eq!(again.payload.as_ref(), b"precious");
+}
+
+/// The next PUBLISH a rumqttc client receives within 15 s, polling through
+/// connection losses (rumqttc reconnects on the next poll).
+async fn next_publish(events: &mut rumqttc::EventLoop) -> Option<rumqttc::Publish> {
+    use rumqttc::{Event, Packet as MqttPacket};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, events.poll()).await {
+            Err(_) => return None,
+            Ok(Ok(Event::Incoming(MqttPacket::Publish(p)))) => return Some(p),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

@@ -518,20 +518,26 @@ impl Session {
                     retain: p.retain,
                 }
             }
-            Packet::PubAck(ack) => {
-                self.acknowledged(ack.pkid, Awaiting::Ack);
-                return None;
-            }
+            Packet::PubAck(ack) => match self.acknowledged(ack.pkid, Awaiting::Ack) {
+                Some(store_id) => LocalInput::Acked { store_id },
+                None => return None,
+            },
             Packet::PubRec(rec) => {
+                let mut durable = None;
                 if let Some(entry) = self
                     .inflight
                     .iter_mut()
                     .find(|(id, _, stage)| *id == rec.pkid && *stage == Awaiting::Rec)
                 {
                     entry.2 = Awaiting::Comp;
+                    // The client has the message: it counts as delivered.
+                    durable = entry.1.store_id;
                 }
                 self.write(Packet::PubRel(PubRel::new(rec.pkid)));
-                return None;
+                match durable {
+                    Some(store_id) => LocalInput::Acked { store_id },
+                    None => return None,
+                }
             }
             Packet::PubComp(comp) => {
                 self.acknowledged(comp.pkid, Awaiting::Comp);
@@ -575,16 +581,16 @@ impl Session {
         None
     }
 
-    /// The client acknowledged our message `pkid` at `stage`.
-    fn acknowledged(&mut self, pkid: u16, stage: Awaiting) {
-        if let Some(i) = self
+    /// The client acknowledged our message `pkid` at `stage`; returns its
+    /// durable id, which the engine may now forget.
+    fn acknowledged(&mut self, pkid: u16, stage: Awaiting) -> Option<u64> {
+        let i = self
             .inflight
             .iter()
-            .position(|(id, _, s)| *id == pkid && *s == stage)
-        {
-            self.inflight.remove(i);
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-        }
+            .position(|(id, _, s)| *id == pkid && *s == stage)?;
+        let (_, d, _) = self.inflight.remove(i)?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        d.store_id
     }
 
     /// Sends pending messages while the in-flight window has room.

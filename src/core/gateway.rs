@@ -493,7 +493,11 @@ impl Gateway {
                 .get(topic)
                 .is_some_and(|m| m.payload == payload);
         if retain {
-            self.touch_retained(topic);
+            // The gateway's own `$SYS` status is published again after a
+            // restart: never written (it would cost a commit per interval).
+            if origin != Origin::Internal {
+                self.touch_retained(topic);
+            }
             if payload.is_empty() {
                 self.retained.remove(topic);
             } else if let Err(full) = self.retained.set(

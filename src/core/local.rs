@@ -102,6 +102,12 @@ pub enum LocalInput {
         /// Filters.
         filters: Vec<String>,
     },
+    /// The client acknowledged a message that had a durable id (PUBACK, or
+    /// PUBREC at QoS 2): the store may forget it.
+    Acked {
+        /// The message's durable id.
+        store_id: u64,
+    },
     /// The connection ended: `graceful` after a DISCONNECT (no will).
     /// `unacked` are the messages handed to the connection that the client
     /// had not acknowledged (or not yet received), oldest first; a persistent
@@ -124,6 +130,9 @@ pub(super) struct LocalSession {
     pub(super) subscriptions: BTreeMap<String, u8>,
     /// Messages kept while a persistent client is away.
     pub(super) queue: VecDeque<LocalDelivery>,
+    /// Durable messages handed to the connection and not yet acknowledged
+    /// by the client (persistent sessions only), kept on disk until then.
+    pub(super) sent: VecDeque<LocalDelivery>,
     pub(super) will: Option<Will>,
     /// QoS 1/2 publishes waiting for upstream room, oldest first.
     pub(super) parked: VecDeque<ParkedLocal>,
@@ -195,6 +204,11 @@ impl Gateway {
                     } => self.on_local_publish(now, sid, conn, pkid, topic, payload, qos, retain),
                     LocalInput::Subscribe { pkid, filters } => {
                         self.on_local_subscribe(sid, conn, pkid, filters)
+                    }
+                    LocalInput::Acked { store_id } => {
+                        if let Some(s) = self.locals.sessions.get_mut(&sid) {
+                            s.sent.retain(|d| d.store_id != Some(store_id));
+                        }
                     }
                     LocalInput::Unsubscribe { pkid, filters } => {
                         for filter in &filters {
@@ -292,6 +306,7 @@ impl Gateway {
                         clean: connect.clean_session,
                         subscriptions: BTreeMap::new(),
                         queue: VecDeque::new(),
+                        sent: VecDeque::new(),
                         will: None,
                         parked: VecDeque::new(),
                         expires: None,
@@ -341,6 +356,11 @@ impl Gateway {
             // the session, now on its new connection (a clean one started
             // afresh and owes nothing).
             if !s.clean {
+                s.sent.retain(|d| {
+                    !unacked
+                        .iter()
+                        .any(|u| u.store_id.is_some() && u.store_id == d.store_id)
+                });
                 for d in unacked.into_iter().filter(|d| d.qos > 0) {
                     self.deliver_local(sid, d);
                 }
@@ -348,6 +368,9 @@ impl Gateway {
             return;
         }
         s.conn = None;
+        // What the connection had not had acknowledged comes back in
+        // `unacked` (with its durable ids) and is queued again below.
+        s.sent.clear();
         self.touch(sid);
         let Some(s) = self.locals.sessions.get_mut(&sid) else {
             return;
@@ -604,7 +627,18 @@ impl Gateway {
         match s.conn {
             Some(conn) => {
                 self.stats.local_out += 1;
-                self.local(conn, LocalAction::Deliver(delivery));
+                if self.persist.enabled && !s.clean && delivery.qos > 0 {
+                    // Kept on disk until the client acknowledges it.
+                    let mut delivery = delivery;
+                    if delivery.store_id.is_none() {
+                        self.persist.next_id_into(&mut delivery.store_id);
+                    }
+                    s.sent.push_back(delivery.clone());
+                    self.persist.mark(sid);
+                    self.local(conn, LocalAction::Deliver(delivery));
+                } else {
+                    self.local(conn, LocalAction::Deliver(delivery));
+                }
             }
             None if delivery.qos > 0 || self.cfg.queue_qos0 => {
                 if s.queue.len() >= self.cfg.max_queued_messages_per_client {

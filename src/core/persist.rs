@@ -169,6 +169,19 @@ impl Persistence {
         self.next_id += 1;
         self.next_id
     }
+
+    /// Gives `slot` a fresh id.
+    pub(super) fn next_id_into(&mut self, slot: &mut Option<u64>) {
+        *slot = Some(self.next_id());
+    }
+
+    /// Marks a session as changed (as `Gateway::touch`, where the gateway
+    /// itself is borrowed).
+    pub(super) fn mark(&mut self, sid: SessionId) {
+        if self.enabled {
+            self.dirty.insert(sid);
+        }
+    }
 }
 
 impl StoredMessage {
@@ -367,8 +380,9 @@ impl Gateway {
                 (key, None, Vec::new())
             } else {
                 let current = s
-                    .queue
+                    .sent
                     .iter()
+                    .chain(s.queue.iter())
                     .filter_map(|d| {
                         d.store_id.map(|id| {
                             (
@@ -547,6 +561,7 @@ impl Gateway {
                 clean: r.clean,
                 subscriptions: r.subscriptions.iter().cloned().collect(),
                 queue: Default::default(),
+                sent: Default::default(),
                 will: None,
                 parked: Default::default(),
                 expires,

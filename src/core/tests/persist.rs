@@ -242,3 +242,10 @@ fn without_persistence_nothing_is_produced() {
     h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(id), 1, "x"));
     assert!(h.gw.take_store_ops().is_empty());
 }
+
+#[test]
+fn the_gateways_own_sys_messages_are_never_written() {
+    let mut h = durable_harness();
+    h.gw.publish_internal(h.now, "$SYS/broker/uptime", b("10 seconds"), true);
+    assert!(h.gw.take_store_ops().is_empty());
+}
