@@ -292,7 +292,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     let (stop, stopped) = oneshot::channel();
     let shutdown_grace = Duration::from_secs(u64::from(config.gateway.shutdown_grace_secs));
     let driver = Driver {
-        ops: ops::OpsState::new(listeners.len(), config.upstream.is_some()),
+        ops: ops::OpsState::new(
+            listeners.len(),
+            config.upstream.is_some(),
+            broker.as_ref().map(|b| Arc::clone(b.stats())),
+        ),
         queries: query_rx,
         shutdown_grace,
         gateway,

@@ -309,6 +309,11 @@ async fn garbage_and_wrong_protocols_are_refused_and_others_keep_working() {
     })
     .await
     .expect("join");
+    // A real MQTT 5 client (its CONNECT has properties, so it does not
+    // parse as 3.1.1) gets the same CONNACK, not a dropped connection.
+    let (ok, out) = publish(broker, &["-V", "mqttv5", "-t", "ok", "-m", "v5"]);
+    assert!(!ok, "MQTT 5 accepted: {out}");
+    assert!(out.contains("Unsupported Protocol Version"), "{out}");
     let (ok, out) = publish(broker, &["-t", "ok", "-m", "still here"]);
     assert!(ok, "{out}");
     assert_eq!(sub.next_message(), "ok 0 0 still here");

@@ -1,7 +1,9 @@
 //! The operations endpoint end to end: real UDP devices (src/client), a real
 //! TCP client, the in-process gateway — and the real binary for the log.
-//! `/metrics` counts known traffic exactly, `/status` lists the device,
-//! `/healthz` answers, and bad or slow clients get bounded answers.
+//! `/metrics` counts known traffic exactly (devices, the embedded broker's
+//! real `mosquitto_pub`/`mosquitto_sub` clients, the durable store's
+//! commits), `/status` lists the devices and local clients, `/healthz`
+//! answers, and bad or slow clients get bounded answers.
 
 mod common;
 
@@ -161,6 +163,8 @@ async fn metrics_count_known_traffic_exactly_and_status_lists_the_device() {
         "no bridge, no bridge figures"
     );
     assert!(page.contains("sngate_info{version=\""), "{page}");
+    assert_eq!(v("sngate_store_enabled", ""), 0.0, "tests run in memory");
+    assert_eq!(v("sngate_store_commits_total", ""), 0.0);
 
     let status = http::get(http_addr, "/status").await;
     assert_eq!(status.status, 200);
@@ -192,6 +196,171 @@ async fn metrics_count_known_traffic_exactly_and_status_lists_the_device() {
         "{last_seen} is not RFC 3339"
     );
     assert!(json["uptime_secs"].as_u64().is_some(), "{json}");
+    gw.stop().await;
+}
+
+/// Runs `program` (`mosquitto_pub` or `mosquitto_sub`) against `broker` to
+/// completion, on a blocking thread (the gateway runs on this runtime), and
+/// killed by coreutils' `timeout` if it has not ended within 10 s. Returns
+/// whether it succeeded, and its stdout and stderr.
+async fn mosquitto(program: &str, broker: SocketAddr, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["10", program, "-h", &broker.ip().to_string()])
+        .args(["-p", &broker.port().to_string()])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("the blocking thread")
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn broker_figures_count_real_mqtt_clients_exactly_and_status_lists_them() {
+    let gw = start_gateway_with(|c| c.http.listen = Some(loopback_any())).await;
+    let http_addr = gw.running().http_addr().expect("an HTTP address");
+    let broker = gw.broker.expect("the embedded broker");
+
+    // A persistent session subscribes and leaves (-E: exit on SUBACK)...
+    let keeper = ["-c", "-i", "keeper", "-q", "1", "-t", "a/#"];
+    let (ok, out) = mosquitto("mosquitto_sub", broker, &[&keeper[..], &["-E"]].concat()).await;
+    assert!(ok, "{out}");
+    // ...a message is kept for it, handed over when it comes back (and
+    // leaves after one message), then another is kept.
+    let (ok, out) = mosquitto(
+        "mosquitto_pub",
+        broker,
+        &["-q", "1", "-t", "a/1", "-m", "one"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = mosquitto(
+        "mosquitto_sub",
+        broker,
+        &[&keeper[..], &["-C", "1"]].concat(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(out, "one\n");
+    let (ok, out) = mosquitto(
+        "mosquitto_pub",
+        broker,
+        &["-q", "1", "-t", "a/2", "-m", "two"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    // MQTT 5 is refused (the broker speaks 3.1.1).
+    let (ok, out) = mosquitto(
+        "mosquitto_pub",
+        broker,
+        &["-V", "mqttv5", "-q", "1", "-t", "a/3", "-m", "three"],
+    )
+    .await;
+    assert!(!ok, "MQTT 5 accepted: {out}");
+
+    // Five connections in all, every one closed and its task ended.
+    let page = scrape_until(http_addr, |p| {
+        sample(p, "sngate_broker_connections_accepted_total", "") == Some(5.0)
+            && sample(p, "sngate_broker_sockets", "") == Some(0.0)
+            && sample(p, "sngate_broker_connections", "") == Some(0.0)
+    })
+    .await;
+    check_format(&page);
+    let v = |name: &str, labels: &str| {
+        sample(&page, name, labels).unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{page}"))
+    };
+    assert_eq!(v("sngate_broker_listening", ""), 1.0);
+    assert_eq!(v("sngate_broker_connects_refused_total", ""), 1.0);
+    assert_eq!(v("sngate_broker_protocol_errors_total", ""), 0.0);
+    assert_eq!(v("sngate_broker_timeouts_total", ""), 0.0);
+    assert_eq!(
+        v("sngate_broker_dropped_total", "reason=\"slow_client\""),
+        0.0
+    );
+    assert_eq!(v("sngate_broker_publishes_total", "direction=\"in\""), 2.0);
+    assert_eq!(v("sngate_broker_publishes_total", "direction=\"out\""), 1.0);
+    assert_eq!(v("sngate_broker_messages_total", "direction=\"in\""), 2.0);
+    assert_eq!(v("sngate_broker_messages_total", "direction=\"out\""), 1.0);
+    assert_eq!(v("sngate_broker_sessions", "state=\"connected\""), 0.0);
+    assert_eq!(v("sngate_broker_sessions", "state=\"away\""), 1.0);
+    assert_eq!(v("sngate_broker_queued_messages", ""), 1.0);
+    // Local clients are not devices.
+    assert_eq!(
+        v("sngate_messages_total", "direction=\"in\",qos=\"1\""),
+        0.0
+    );
+    assert_eq!(v("sngate_devices", "state=\"active\""), 0.0);
+
+    let status = http::get(http_addr, "/status").await;
+    let json: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+    assert_eq!(
+        json["local_clients"],
+        serde_json::json!([{
+            "client_id": "keeper",
+            "connected": false,
+            "clean_session": false,
+            "subscriptions": [{ "filter": "a/#", "qos": 1 }],
+            "queued": 1,
+        }]),
+        "{json}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn store_figures_count_the_commit_behind_a_qos1_acknowledgement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().to_str().expect("a UTF-8 path").to_owned();
+    let gw = start_gateway_with(|c| {
+        c.http.listen = Some(loopback_any());
+        c.store.enabled = true;
+        c.store.state_dir = state_dir;
+        // No broker: its retained $SYS messages would be committed too.
+        c.broker.listen = Vec::new();
+    })
+    .await;
+    let http_addr = gw.running().http_addr().expect("an HTTP address");
+
+    // A clean session has nothing durable: no commit yet.
+    let mut device = connect(gw.addr, "dev-1").await;
+    let id = device.register("t/r").await.expect("register");
+    let page = http::get(http_addr, "/metrics").await.body;
+    check_format(&page);
+    assert_eq!(
+        sample(&page, "sngate_store_enabled", ""),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "sngate_store_commits_total", ""), Some(0.0));
+    assert_eq!(sample(&page, "sngate_store_records_total", ""), Some(0.0));
+    assert!(
+        sample(&page, "sngate_broker_listening", "").is_none(),
+        "no broker, no broker figures"
+    );
+
+    // A retained QoS 1 message is acknowledged once on disk: by the time
+    // the PUBACK is here, its commit is counted.
+    device
+        .publish(TopicRef::Id(id), "21.5", QoS::AtLeastOnce, true)
+        .await
+        .expect("QoS 1 publish");
+    let page = http::get(http_addr, "/metrics").await.body;
+    check_format(&page);
+    assert_eq!(
+        sample(&page, "sngate_store_commits_total", ""),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "sngate_store_records_total", ""), Some(1.0));
+    assert!(
+        sample(&page, "sngate_store_written_bytes_total", "").is_some_and(|b| b > 4.0),
+        "{page}"
+    );
     gw.stop().await;
 }
 

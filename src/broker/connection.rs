@@ -287,6 +287,18 @@ async fn refuse(writer: &mut OwnedWriteHalf, code: ConnectReturnCode) {
     let _ = writer.shutdown().await;
 }
 
+/// The protocol level a CONNECT at the start of `buf` declares, once the
+/// first 7 bytes of its variable header (`00 04 MQTT` and the level) are in.
+/// Read before parsing: a later protocol's CONNECT (MQTT 5 adds properties)
+/// does not parse as 3.1.1, yet must be answered with CONNACK
+/// "unacceptable protocol version" (MQTT-3.1.2-2), not a closed socket.
+fn declared_level(buf: &[u8]) -> Option<u8> {
+    // The fixed header: the type byte, then 1..=4 bytes of remaining length.
+    let len_bytes = buf.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let var = buf.get(1 + len_bytes..1 + len_bytes + 7)?;
+    (var[..6] == *b"\0\x04MQTT").then_some(var[6])
+}
+
 /// Reads until the first packet is buffered. `Ok(None)`: the peer closed.
 /// Anything but a CONNECT fails on its first byte, so a stray client (an
 /// HTTP request, a port scan) is turned away at once.
@@ -300,6 +312,11 @@ async fn read_connect(
             && first != 0x10
         {
             return Err(mqttbytes::Error::InvalidPacketType(first >> 4));
+        }
+        if let Some(level) = declared_level(buf)
+            && level != 4
+        {
+            return Err(mqttbytes::Error::InvalidProtocolLevel(level));
         }
         match Packet::read(buf, max) {
             Ok(packet) => return Ok(Some(packet)),
@@ -660,5 +677,29 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declared_level;
+
+    #[test]
+    fn the_protocol_level_is_read_before_the_packet_is_complete() {
+        // CONNECT, remaining length 200 (two bytes), "MQTT", level 5.
+        let v5 = [0x10, 0xc8, 0x01, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02];
+        assert_eq!(declared_level(&v5), Some(5));
+        assert_eq!(
+            declared_level(&[0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 4]),
+            Some(4)
+        );
+        // Not yet in, or not "MQTT" (3.1's "MQIsdp" is left to the parser).
+        assert_eq!(declared_level(&v5[..9]), None);
+        assert_eq!(
+            declared_level(&[0x10, 12, 0, 6, b'M', b'Q', b'I', b's', b'd']),
+            None
+        );
+        assert_eq!(declared_level(&[0x10, 0xff, 0xff, 0xff, 0xff, 0, 4]), None);
+        assert_eq!(declared_level(&[]), None);
     }
 }

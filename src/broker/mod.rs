@@ -95,6 +95,44 @@ pub struct BrokerStats {
     pub publishes_sent: AtomicU64,
 }
 
+/// A copy of [`BrokerStats`] at one moment, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerCounts {
+    /// Connections accepted by the listeners.
+    pub connections_accepted: u64,
+    /// TCP connections open now, those still before CONNECT included.
+    pub connections_open: usize,
+    /// CONNECTs refused.
+    pub connects_refused: u64,
+    /// Connections closed for a protocol error or an oversized packet.
+    pub protocol_errors: u64,
+    /// Connections closed because keep-alive or the CONNECT timeout ran out.
+    pub timeouts: u64,
+    /// Messages for a client dropped because it was not reading them.
+    pub dropped_slow_client: u64,
+    /// PUBLISH packets received from clients.
+    pub publishes_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub publishes_sent: u64,
+}
+
+impl BrokerStats {
+    /// The counters right now.
+    pub fn snapshot(&self) -> BrokerCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BrokerCounts {
+            connections_accepted: get(&self.connections_accepted),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            connects_refused: get(&self.connects_refused),
+            protocol_errors: get(&self.protocol_errors),
+            timeouts: get(&self.timeouts),
+            dropped_slow_client: get(&self.dropped_slow_client),
+            publishes_received: get(&self.publishes_received),
+            publishes_sent: get(&self.publishes_sent),
+        }
+    }
+}
+
 /// The running broker: its listeners, and the driver's side of its channels.
 pub struct Broker {
     events: mpsc::Receiver<BrokerEvent>,

@@ -9,13 +9,15 @@
 //! in `/status`, a key inserted in [`Driver::status`]'s `extra`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Driver;
-use crate::core::{LinkAddr, Peer};
+use crate::broker::{Broker, BrokerStats};
+use crate::core::{LinkAddr, LocalClientInfo, Peer};
 use crate::ops::figures::{
-    EngineFigures, ProcessFigures, SerialFigures, UdpCounts, UdpFigures, UpstreamFigures,
-    UpstreamState,
+    BrokerFigures, EngineFigures, ProcessFigures, SerialFigures, StoreFigures, UdpCounts,
+    UdpFigures, UpstreamFigures, UpstreamState,
 };
 use crate::ops::{Health, MetricsSnapshot, Query, StatusSnapshot};
 
@@ -28,14 +30,22 @@ pub(super) struct OpsState {
     /// Whether an `[upstream]` is configured (a missing bridge then means
     /// it stopped).
     pub(super) upstream_configured: bool,
+    /// The embedded broker's counters, when one was started (kept if it
+    /// stops, so its figures stay on the page).
+    pub(super) broker: Option<Arc<BrokerStats>>,
 }
 
 impl OpsState {
-    pub(super) fn new(listeners: usize, upstream_configured: bool) -> Self {
+    pub(super) fn new(
+        listeners: usize,
+        upstream_configured: bool,
+        broker: Option<Arc<BrokerStats>>,
+    ) -> Self {
         OpsState {
             started: tokio::time::Instant::now(),
             udp: vec![UdpCounts::default(); listeners],
             upstream_configured,
+            broker,
         }
     }
 
@@ -122,10 +132,34 @@ impl Driver {
                     .collect(),
             });
         }
+        if let Some(stats) = &self.ops.broker {
+            m.push(self.broker_figures(stats));
+        }
+        m.push(StoreFigures {
+            enabled: self.store.is_some(),
+            counters: self.store_stats,
+        });
         m
     }
 
-    /// `/status`: the gateway, its upstream and every device.
+    fn broker_figures(&self, stats: &BrokerStats) -> BrokerFigures {
+        let engine = self.gateway.stats();
+        let clients = self.gateway.local_clients();
+        let connected = clients.iter().filter(|c| c.connected).count();
+        BrokerFigures {
+            listening: self.broker.is_some(),
+            connections: self.broker.as_ref().map_or(0, Broker::connections),
+            counts: stats.snapshot(),
+            messages_in: engine.local_in,
+            messages_out: engine.local_out,
+            sessions_connected: connected,
+            sessions_away: clients.len() - connected,
+            queued_messages: clients.iter().map(|c| c.queued).sum(),
+        }
+    }
+
+    /// `/status`: the gateway, its upstream, every device and every local
+    /// MQTT client.
     fn status(&self) -> StatusSnapshot {
         let now = tokio::time::Instant::now();
         let bridge = self.bridge.as_ref().map(|b| b.stats()).unwrap_or_default();
@@ -139,7 +173,31 @@ impl Driver {
             upstream_outbox_messages: bridge.pending_messages,
             devices: self.gateway.devices(now.into_std()),
             serial_ports: self.serial_links.iter().map(|l| l.device.clone()).collect(),
-            extra: BTreeMap::new(),
+            extra: BTreeMap::from([(
+                "local_clients".to_owned(),
+                local_clients_json(&self.gateway.local_clients()),
+            )]),
         }
     }
+}
+
+/// `/status`'s `local_clients`: every local MQTT session (connected, or
+/// persistent and away), by client id.
+fn local_clients_json(clients: &[LocalClientInfo]) -> serde_json::Value {
+    clients
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "client_id": c.client_id,
+                "connected": c.connected,
+                "clean_session": c.clean_session,
+                "subscriptions": c
+                    .subscriptions
+                    .iter()
+                    .map(|(filter, qos)| serde_json::json!({ "filter": filter, "qos": qos }))
+                    .collect::<Vec<_>>(),
+                "queued": c.queued,
+            })
+        })
+        .collect()
 }

@@ -3,7 +3,7 @@
 //! to text later on the HTTP task. Every family is named `sngate_…`, with
 //! its unit in the name and `_total` on counters.
 //!
-//! To add a component's figures (the embedded broker, say): give it a
+//! To add a component's figures: give it a
 //! struct of plain numbers, `impl Collect` for it (a few
 //! `out.counter(…).sample(…)` lines), and push one in the driver's
 //! `metrics()` (`src/driver/ops.rs`).
@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use super::exposition::{Collect, Exposition};
 use crate::bridge::BridgeStats;
+use crate::broker::BrokerCounts;
 use crate::core::snapshot::DEVICE_STATES;
 use crate::core::stats::QOS_LEVELS;
 use crate::core::{DropReason, EngineGauges, Stats, Transport};
+use crate::driver::StoreCounters;
 use crate::transport::serial::SerialCounts;
 
 /// Everything `/metrics` shows, as sections.
@@ -359,5 +361,131 @@ impl Collect for SerialFigures {
         for (port, c) in &self.ports {
             f.sample(&[("port", port)], c.opens);
         }
+    }
+}
+
+/// The embedded MQTT broker's figures (only when one is configured): its
+/// connections' counters, and the engine's side of local clients.
+#[derive(Debug, Clone)]
+pub struct BrokerFigures {
+    /// The broker is running (it was started and has not stopped).
+    pub listening: bool,
+    /// MQTT connections open past CONNECT.
+    pub connections: usize,
+    /// The connections' counters.
+    pub counts: BrokerCounts,
+    /// Messages the engine accepted from local clients.
+    pub messages_in: u64,
+    /// Messages the engine handed to local clients.
+    pub messages_out: u64,
+    /// Local sessions with a connection.
+    pub sessions_connected: usize,
+    /// Persistent local sessions kept while their client is away.
+    pub sessions_away: usize,
+    /// Messages kept for away clients.
+    pub queued_messages: usize,
+}
+
+impl Collect for BrokerFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let c = &self.counts;
+        out.gauge(
+            "sngate_broker_listening",
+            "1 while the embedded MQTT broker accepts connections.",
+        )
+        .value(self.listening);
+        out.gauge(
+            "sngate_broker_connections",
+            "MQTT connections open past CONNECT.",
+        )
+        .value(self.connections);
+        out.gauge(
+            "sngate_broker_sockets",
+            "TCP connections open, those still before CONNECT included ([broker] max_connections bounds them).",
+        )
+        .value(c.connections_open);
+        out.counter(
+            "sngate_broker_connections_accepted_total",
+            "TCP connections accepted by the broker's listeners.",
+        )
+        .value(c.connections_accepted);
+        out.counter(
+            "sngate_broker_connects_refused_total",
+            "Connections refused: protocol level, credentials, client id, max_connections, max_clients.",
+        )
+        .value(c.connects_refused);
+        out.counter(
+            "sngate_broker_protocol_errors_total",
+            "Connections closed for a protocol error or an oversized packet.",
+        )
+        .value(c.protocol_errors);
+        out.counter(
+            "sngate_broker_timeouts_total",
+            "Connections closed because keep-alive or the CONNECT timeout ran out.",
+        )
+        .value(c.timeouts);
+        out.counter(
+            "sngate_broker_dropped_total",
+            "Messages for local clients dropped by the broker, by reason (slow_client: max_queued_messages waiting).",
+        )
+        .sample(&[("reason", "slow_client")], c.dropped_slow_client);
+        out.counter(
+            "sngate_broker_publishes_total",
+            "PUBLISH packets received from local clients (in) and written to them (out).",
+        )
+        .sample(&[("direction", "in")], c.publishes_received)
+        .sample(&[("direction", "out")], c.publishes_sent);
+        out.counter(
+            "sngate_broker_messages_total",
+            "Messages the engine accepted from local clients (in) and handed to them (out).",
+        )
+        .sample(&[("direction", "in")], self.messages_in)
+        .sample(&[("direction", "out")], self.messages_out);
+        out.gauge(
+            "sngate_broker_sessions",
+            "Local MQTT sessions: connected, or persistent and kept while their client is away.",
+        )
+        .sample(&[("state", "connected")], self.sessions_connected)
+        .sample(&[("state", "away")], self.sessions_away);
+        out.gauge(
+            "sngate_broker_queued_messages",
+            "Messages kept for local clients that are away.",
+        )
+        .value(self.queued_messages);
+    }
+}
+
+/// The durable store's figures (always shown; zeros while it is off).
+#[derive(Debug, Clone)]
+pub struct StoreFigures {
+    /// The store is open.
+    pub enabled: bool,
+    /// What it has committed since start.
+    pub counters: StoreCounters,
+}
+
+impl Collect for StoreFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let c = &self.counters;
+        out.gauge(
+            "sngate_store_enabled",
+            "1 while state is kept on disk ([store] enabled and open).",
+        )
+        .value(self.enabled);
+        out.counter(
+            "sngate_store_commits_total",
+            "Synced batches committed to the durable store.",
+        )
+        .value(c.commits);
+        out.counter(
+            "sngate_store_records_total",
+            "Records written or deleted in the durable store.",
+        )
+        .value(c.records);
+        out.counter(
+            "sngate_store_written_bytes_total",
+            "Encoded record bytes written to the durable store (before the store's own overhead).",
+        )
+        .value(c.bytes);
     }
 }
