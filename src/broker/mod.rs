@@ -267,6 +267,15 @@ impl Broker {
         }
         self.links.clear();
     }
+
+    /// Waits until the listeners are closed (after [`shutdown`](Self::shutdown)),
+    /// so a stopped gateway no longer accepts connections.
+    pub async fn closed(&mut self) {
+        for task in self.accept_tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 async fn accept_loop(

@@ -90,6 +90,9 @@ impl Driver {
             self.flush().await;
         }
         self.stop_input();
+        if let Some(broker) = &mut self.broker {
+            broker.closed().await;
+        }
         let upstream_unacknowledged = match self.bridge.take() {
             Some(bridge) => {
                 let rest = deadline.saturating_duration_since(Instant::now());
