@@ -431,6 +431,8 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
             "predefined_topics",
             new.predefined_topics != current.predefined_topics,
         ),
+        // The ACL file's contents are read again on every reload regardless.
+        ("security", new.security != current.security),
         (
             "limits",
             LimitsConfig {
