@@ -65,6 +65,9 @@ pub struct Config {
     /// `[http]`: the operations endpoint (`/metrics`, `/status`, `/healthz`).
     /// Off by default.
     pub http: HttpConfig,
+    /// `[security]`: admission of MQTT-SN devices and the ACL file
+    /// (`crate::security`, docs/security.md).
+    pub security: crate::security::SecurityConfig,
 }
 
 /// `[http]`: the operations endpoint: `/metrics` (Prometheus text format),
@@ -728,7 +731,7 @@ impl fmt::Display for Location<'_> {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             path: PathBuf::new(),
             key: key.into(),
@@ -803,6 +806,7 @@ impl Config {
             validate_serial(i, port)?;
         }
         validate_broker(&self.broker)?;
+        self.security.validate()?;
         validate_log_level(&self.log.level).map_err(|r| ConfigError::invalid("log.level", r))
     }
 

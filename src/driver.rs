@@ -30,6 +30,7 @@ use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer,
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
 use crate::ops::{Query, QueryHandle};
 use crate::proto::{self, Packet};
+use crate::security::AclFileError;
 use crate::store::{Store, StoreError};
 use crate::transport::serial::{self, SerialLink};
 use crate::transport::udp::{self, UdpListener};
@@ -59,6 +60,9 @@ pub enum DriverError {
     /// The driver task ended abnormally.
     #[error("the gateway task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The ACL file could not be read or parsed.
+    #[error(transparent)]
+    Acl(#[from] AclFileError),
     /// The HTTP operations endpoint could not be bound.
     #[error("cannot bind the HTTP endpoint {addr}")]
     Http {
@@ -114,7 +118,20 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         upstream: config.upstream.is_some(),
         // Turned on by `start` once the store is open.
         persist: false,
+        // Read from its file by `start` and `reload` (`with_acl`).
+        acl: None,
+        admission: config.security.admission(),
     }
+}
+
+/// The `[security] acl_file`, read and parsed (at start and on every reload,
+/// so an edited file applies on SIGHUP), logged with its rule count.
+fn load_acl(config: &Config) -> Result<Option<Arc<crate::core::acl::Acl>>, AclFileError> {
+    let acl = config.security.load_acl()?;
+    if let (Some(acl), Some(path)) = (&acl, &config.security.acl_file) {
+        info!(file = %path.display(), rules = acl.len(), "ACL loaded");
+    }
+    Ok(acl)
 }
 
 /// A started gateway: its listeners are bound and its task is running.
@@ -277,6 +294,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     let now = tokio::time::Instant::now().into_std();
     let mut engine = engine_config(&config);
     engine.persist = opened.is_some();
+    engine.acl = load_acl(&config)?;
     let mut gateway = Gateway::new(engine, now);
     let store = match opened {
         Some((store, loaded)) => {
@@ -413,6 +431,8 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
             "predefined_topics",
             new.predefined_topics != current.predefined_topics,
         ),
+        // The ACL file's contents are read again on every reload regardless.
+        ("security", new.security != current.security),
         (
             "limits",
             LimitsConfig {
@@ -445,7 +465,15 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
             .filter(|(_, changed)| *changed)
             .map(|(k, _)| *k),
     );
-    running.reconfigure(engine_config(&new));
+    let mut engine = engine_config(&new);
+    match load_acl(&new) {
+        Ok(acl) => engine.acl = acl,
+        Err(e) => {
+            warn!(error = %e, "configuration not reloaded; the running one is kept");
+            return;
+        }
+    }
+    running.reconfigure(engine);
     info!(?applied, needs_restart = ?restart, "configuration reloaded");
     *current = new;
 }

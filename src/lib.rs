@@ -31,6 +31,7 @@ pub mod driver;
 pub mod logging;
 pub mod ops;
 pub mod proto;
+pub mod security;
 pub mod sim;
 pub mod store;
 pub mod systemd;

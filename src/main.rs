@@ -115,6 +115,13 @@ struct RunArgs {
     /// 127.0.0.1:9180; replaces [http] listen.
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// ACL file in mosquitto's acl_file format; replaces [security] acl_file.
+    #[arg(long, value_name = "FILE")]
+    acl_file: Option<PathBuf>,
+    /// Client id glob (`*`, `?`) of MQTT-SN devices allowed to connect.
+    /// Repeatable; appended to [security] allow_clients.
+    #[arg(long = "allow-client", value_name = "PATTERN")]
+    allow_client: Vec<String>,
 }
 
 /// `--log-format` values.
@@ -887,6 +894,17 @@ fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
     if let Some(addr) = args.http {
         config.http.listen = Some(addr);
         set.push("http.listen".to_owned());
+    }
+    if let Some(file) = &args.acl_file {
+        config.security.acl_file = Some(file.clone());
+        set.push("security.acl_file".to_owned());
+    }
+    if !args.allow_client.is_empty() {
+        config
+            .security
+            .allow_clients
+            .extend(args.allow_client.iter().cloned());
+        set.push("security.allow_clients".to_owned());
     }
     set
 }

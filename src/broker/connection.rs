@@ -276,6 +276,9 @@ fn check_connect(
         client_id,
         clean_session: connect.clean_session,
         will,
+        // As the client sent it (checked above when credentials are set):
+        // the ACL's `user` lines and `%u` match it.
+        username: connect.login.as_ref().map(|l| l.username.clone()),
     }))
 }
 

@@ -2,7 +2,11 @@
 //! file-level `crate::config::Config` by the shell, so `core/` depends on no
 //! serde layout and tests can set exactly what they exercise.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::acl::Acl;
+use super::admission::Admission;
 
 /// What to do when a message arrives for a client whose queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +82,12 @@ pub struct EngineConfig {
     /// Produce store operations (see `core::persist`): set when the driver
     /// has a durable store. Fixed at start.
     pub persist: bool,
+    /// Authorisation rules (mosquitto `acl_file` semantics, `core::acl`);
+    /// `None` (the default) allows every publish and subscription.
+    pub acl: Option<Arc<Acl>>,
+    /// Which MQTT-SN devices may connect (`core::admission`); the default
+    /// admits all.
+    pub admission: Admission,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +120,8 @@ impl Default for EngineConfig {
             predefined_topics: Vec::new(),
             upstream: false,
             persist: false,
+            acl: None,
+            admission: Admission::default(),
         }
     }
 }

@@ -536,6 +536,9 @@ impl Gateway {
         self.subscriptions.matches(topic, &mut matches);
         let delivered_retain = retain && origin == Origin::Upstream;
         for &(sub, sub_qos) in &matches {
+            if !self.acl_may_read(sub, topic) {
+                continue;
+            }
             match sub {
                 Subscriber::Device(sid) => {
                     // Scoped: only subscribers of that filter, at its QoS.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, info};
 
-use super::gateway::{Gateway, Origin};
+use super::acl::Access;
+use super::gateway::{Gateway, Origin, Subscriber};
 use super::session::{ClientState, Handshake, Session, SessionId, Will};
 use super::stats::DropReason;
 use crate::proto::{PROTOCOL_ID_V1_2, Packet, ReturnCode, WillTopic};
@@ -177,6 +178,19 @@ impl Gateway {
                 "client id empty or too long",
                 ReturnCode::NotSupported,
             );
+        }
+        if !self.cfg.admission.admits(&client_id, &peer) {
+            info!(%peer, client = %client_id, "device not admitted");
+            self.stats.drop(DropReason::NotAdmitted);
+            if self.cfg.admission.refusal == super::admission::Refusal::ConnAck {
+                self.transmit(
+                    peer,
+                    Packet::ConnAck {
+                        return_code: ReturnCode::NotSupported,
+                    },
+                );
+            }
+            return;
         }
         let existing = self.by_client.get(client_id.as_str()).copied();
         if existing.is_none() && self.sessions.len() >= self.cfg.max_clients && !self.evict_one() {
@@ -552,6 +566,8 @@ impl Gateway {
         let requeued = s.requeue_inflight();
         self.queued_bytes_total += requeued;
         self.detach_peer(sid);
+        let will = will
+            .filter(|w| self.acl_check(Subscriber::Device(sid), &w.topic, Access::Write, "will"));
         if let Some(will) = will {
             self.stats.wills_published += 1;
             let topic: Arc<str> = Arc::from(will.topic.as_str());

@@ -28,6 +28,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{debug, info};
 
+use super::acl::Access;
 use super::gateway::{Gateway, Origin, Subscriber};
 use super::output::{LocalAction, Output};
 use super::session::{SessionId, Will};
@@ -52,6 +53,9 @@ pub struct LocalConnect {
     pub clean_session: bool,
     /// The will, if any.
     pub will: Option<Will>,
+    /// The username the client authenticated with, if any (ACL `user` and
+    /// `%u`).
+    pub username: Option<String>,
 }
 
 /// A message for a local client.
@@ -124,6 +128,8 @@ pub enum LocalInput {
 #[derive(Debug)]
 pub(super) struct LocalSession {
     pub(super) client_id: Arc<str>,
+    /// The username of its latest CONNECT (for the ACL).
+    pub(super) username: Option<String>,
     /// The connection it is on, if connected.
     pub(super) conn: Option<LocalConnId>,
     pub(super) clean: bool,
@@ -302,6 +308,7 @@ impl Gateway {
                     sid,
                     LocalSession {
                         client_id: client_id.clone(),
+                        username: None,
                         conn: None,
                         clean: connect.clean_session,
                         subscriptions: BTreeMap::new(),
@@ -323,6 +330,7 @@ impl Gateway {
                 s.conn = Some(conn);
                 s.clean = connect.clean_session;
                 s.will = connect.will;
+                s.username = connect.username;
                 if let Some(at) = s.expires.take() {
                     self.locals.expiry.remove(&(at, sid));
                 }
@@ -400,6 +408,8 @@ impl Gateway {
             }
         }
         debug!(client = %s.client_id, %conn, graceful, "local client disconnected");
+        let will = will
+            .filter(|w| self.acl_check(Subscriber::Local(sid), &w.topic, Access::Write, "will"));
         if let Some(will) = will {
             self.stats.wills_published += 1;
             let topic: Arc<str> = Arc::from(will.topic.as_str());
@@ -487,6 +497,14 @@ impl Gateway {
             return self.local(conn, LocalAction::Close);
         }
         let topic: Arc<str> = Arc::from(topic);
+        if !self.acl_check(Subscriber::Local(sid), &topic, Access::Write, "publish") {
+            // MQTT 3.1.1 has no refusing PUBACK: acknowledged and dropped,
+            // as mosquitto does.
+            if qos > 0 {
+                self.local(conn, LocalAction::Ack { pkid, qos });
+            }
+            return;
+        }
         if qos == 0 {
             self.stats.local_in += 1;
             return self.route(now, &topic, payload, 0, retain, Origin::Local, None);
@@ -569,6 +587,13 @@ impl Gateway {
                 granted.push(None);
                 continue;
             }
+            if !self.acl_check_subscribe(Subscriber::Local(sid), &filter) {
+                granted.push(None);
+                continue;
+            }
+            let Some(s) = self.locals.sessions.get_mut(&sid) else {
+                return;
+            };
             let is_new = s.subscriptions.insert(filter.clone(), qos).is_none();
             self.subscribe_filter(Subscriber::Local(sid), &filter, qos, is_new);
             granted.push(Some(qos));
@@ -589,6 +614,9 @@ impl Gateway {
                 })
                 .collect();
             for delivery in retained {
+                if !self.acl_may_read(Subscriber::Local(sid), &delivery.topic) {
+                    continue;
+                }
                 self.deliver_local(sid, delivery);
             }
         }

@@ -16,9 +16,14 @@
 //! - [`session`], [`topic_table`]: per-client state and topic ids.
 //! - [`router`], [`retained`], [`topic`]: the subscription trie, retained store
 //!   and MQTT topic rules, shared by every kind of client.
+//! - [`acl`], [`admission`]: who may publish/receive on which topic
+//!   (mosquitto `acl_file` semantics) and which devices may connect.
 //! - [`snapshot`]: read-only views for metrics and status; `drain.rs`: the
 //!   shutdown drain (only acknowledgements taken, what is left undelivered).
 
+pub mod acl;
+pub mod admission;
+mod authorize;
 mod delivery;
 pub mod drain;
 pub mod engine_config;

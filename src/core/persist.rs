@@ -557,6 +557,7 @@ impl Gateway {
             sid,
             LocalSession {
                 client_id: client_id.clone(),
+                username: None,
                 conn: None,
                 clean: r.clean,
                 subscriptions: r.subscriptions.iter().cloned().collect(),

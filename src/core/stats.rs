@@ -33,11 +33,16 @@ pub enum DropReason {
     /// New work (CONNECT, PUBLISH, SUBSCRIBE, …) that arrived while the
     /// gateway was shutting down: only acknowledgements are taken then.
     ShuttingDown,
+    /// A CONNECT (or QoS −1 publish) from a device the admission rules do
+    /// not allow (client id or UDP source network).
+    NotAdmitted,
+    /// A publish, subscription, will or delivery the ACL refused.
+    AclDenied,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -50,6 +55,8 @@ impl DropReason {
         DropReason::SessionGone,
         DropReason::UpstreamFull,
         DropReason::ShuttingDown,
+        DropReason::NotAdmitted,
+        DropReason::AclDenied,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -67,6 +74,8 @@ impl DropReason {
             DropReason::SessionGone => "session_gone",
             DropReason::UpstreamFull => "upstream_full",
             DropReason::ShuttingDown => "shutting_down",
+            DropReason::NotAdmitted => "not_admitted",
+            DropReason::AclDenied => "acl_denied",
         }
     }
 

@@ -36,6 +36,9 @@ impl Gateway {
                 return self.send_to(sid, refuse(code));
             }
         };
+        if !self.acl_check_subscribe(Subscriber::Device(sid), &filter) {
+            return self.send_to(sid, refuse(ReturnCode::NotSupported));
+        }
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -87,6 +90,9 @@ impl Gateway {
             })
             .collect();
         for delivery in retained {
+            if !self.acl_may_read(Subscriber::Device(sid), &delivery.topic) {
+                continue;
+            }
             self.enqueue(now, sid, delivery);
         }
     }

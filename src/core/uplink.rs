@@ -8,7 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::gateway::{Gateway, Origin, PublishTarget};
+use super::acl::Access;
+use super::gateway::{Gateway, Origin, PublishTarget, Subscriber};
 use super::peer::Peer;
 use super::session::{MAX_INBOUND_QOS2, ParkedPublish, SessionId};
 use super::stats::DropReason;
@@ -68,6 +69,21 @@ impl Gateway {
                 );
             }
         };
+        if !self.acl_check(Subscriber::Device(sid), &name, Access::Write, "publish") {
+            // QoS 1/2 are told (PUBACK "rejected: not supported"); QoS 0 and
+            // −1 have no answer to carry it.
+            if matches!(qos, QoS::AtLeastOnce | QoS::ExactlyOnce) {
+                self.send_to(
+                    sid,
+                    Packet::PubAck {
+                        topic_id: topic.raw(),
+                        msg_id,
+                        return_code: ReturnCode::NotSupported,
+                    },
+                );
+            }
+            return;
+        }
         match qos {
             QoS::AtMostOnce | QoS::MinusOne => {
                 self.stats.publish_in(qos);
@@ -185,6 +201,16 @@ impl Gateway {
             }
             PublishTarget::Name(_) => None,
         };
+        if !self.cfg.admission.admits_source(&peer) {
+            debug!(%peer, "QoS -1 PUBLISH from a source not admitted");
+            self.stats.drop(DropReason::NotAdmitted);
+            return;
+        }
+        if let Some(name) = &name
+            && !self.acl_check_anonymous_write(name)
+        {
+            return;
+        }
         match name {
             Some(name) => {
                 self.stats.publish_in(QoS::MinusOne);

@@ -56,6 +56,7 @@ impl Harness {
                 client_id: client_id.to_owned(),
                 clean_session,
                 will,
+                username: None,
             }),
         );
         actions_to(&out, c)
@@ -175,6 +176,7 @@ fn local_clients_beyond_max_clients_are_refused_but_a_known_id_may_take_over() {
             client_id: "one".into(),
             clean_session: true,
             will: None,
+            username: None,
         }),
     );
     assert_eq!(actions_to(&out, conn(1)), vec![LocalAction::Close]);
@@ -340,6 +342,7 @@ fn a_takeover_closes_the_old_connection_whose_late_close_keeps_the_session_and_i
             client_id: "plc".into(),
             clean_session: false,
             will: None,
+            username: None,
         }),
     );
     assert_eq!(actions_to(&out, old), vec![LocalAction::Close]);
@@ -463,6 +466,7 @@ fn a_persistent_session_keeps_unacked_and_qos1_messages_but_not_qos0_while_away(
             client_id: "p".into(),
             clean_session: false,
             will: None,
+            username: None,
         }),
     );
     // CONNACK first, then the kept messages, oldest first.

@@ -1,0 +1,383 @@
+//! Admission (client id globs, UDP source networks) and the ACL in the
+//! engine: refused CONNECTs, denied publishes, subscriptions, wills and
+//! deliveries for devices and local MQTT clients, each counted.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::core::acl::{Acl, Permission};
+use crate::core::admission::{Admission, Refusal};
+use crate::core::session::Will;
+use crate::security::parse_acl;
+
+fn acl(text: &str) -> Option<Arc<Acl>> {
+    match parse_acl(text) {
+        Ok(acl) => Some(Arc::new(acl)),
+        Err(e) => panic!("test ACL: {e}"),
+    }
+}
+
+/// Devices may write `dev/<id>/#` and read `cmd/#`; nothing else.
+const DEVICE_ACL: &str = "\
+topic read cmd/#
+topic deny cmd/secret
+pattern write dev/%c/#
+user app
+topic readwrite #
+";
+
+fn connect_packet(id: &str) -> Packet {
+    Packet::Connect {
+        will: false,
+        clean_session: true,
+        protocol_id: 1,
+        duration: 60,
+        client_id: id.to_owned(),
+    }
+}
+
+#[test]
+fn a_client_id_outside_the_allow_list_gets_connack_0x03_and_is_counted() {
+    let mut h = Harness::with(EngineConfig {
+        admission: Admission {
+            allow_clients: vec!["sensor-*".into()],
+            ..Admission::default()
+        },
+        ..EngineConfig::default()
+    });
+    let a = peer(1);
+    let out = h.send(&a, connect_packet("intruder"));
+    assert_eq!(
+        packets_to(&out, &a),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    assert_eq!(h.gw.session_count(), 0);
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 1);
+    h.connect(&a, "sensor-7", true);
+}
+
+#[test]
+fn a_refused_client_can_be_dropped_silently() {
+    let mut h = Harness::with(EngineConfig {
+        admission: Admission {
+            allow_clients: vec!["ok".into()],
+            refusal: Refusal::Drop,
+            ..Admission::default()
+        },
+        ..EngineConfig::default()
+    });
+    let a = peer(1);
+    assert!(h.send(&a, connect_packet("nope")).is_empty());
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 1);
+}
+
+#[test]
+fn a_source_outside_the_allowed_networks_is_refused() {
+    let cidr = |s: &str| s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+    let mut h = Harness::with(EngineConfig {
+        admission: Admission {
+            allow_udp_sources: vec![cidr("10.0.0.0/8")],
+            ..Admission::default()
+        },
+        predefined_topics: vec![(3, "m/pre".into())],
+        ..EngineConfig::default()
+    });
+    let outside = peer(1); // 127.0.0.1
+    let out = h.send(&outside, connect_packet("d"));
+    assert_eq!(
+        packets_to(&out, &outside),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    // QoS −1 from the same source is dropped too.
+    h.send(
+        &outside,
+        publish(QoS::MinusOne, TopicRef::Predefined(3), 0, "x"),
+    );
+    assert_eq!(h.gw.stats().publishes_in, 0);
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 2);
+    let inside = Peer::udp(SocketAddr::from(([10, 1, 2, 3], 4000)));
+    h.connect(&inside, "d", true);
+    h.send(
+        &inside,
+        publish(QoS::MinusOne, TopicRef::Predefined(3), 0, "x"),
+    );
+    assert_eq!(h.gw.stats().publishes_in, 1);
+}
+
+#[test]
+fn qos_minus_one_goes_only_to_topics_the_anonymous_rules_allow() {
+    let mut h = Harness::with(EngineConfig {
+        acl: acl("topic write m/open\n"),
+        predefined_topics: vec![(1, "m/open".into()), (2, "m/closed".into())],
+        ..EngineConfig::default()
+    });
+    let s = peer(9);
+    h.send(&s, publish(QoS::MinusOne, TopicRef::Predefined(1), 0, "a"));
+    h.send(&s, publish(QoS::MinusOne, TopicRef::Predefined(2), 0, "b"));
+    assert_eq!(h.gw.stats().publishes_in, 1);
+    assert_eq!(h.gw.stats().drops(DropReason::AclDenied), 1);
+}
+
+#[test]
+fn a_denied_device_publish_gets_puback_not_supported_and_goes_nowhere() {
+    let mut h = Harness::with(EngineConfig {
+        acl: acl(DEVICE_ACL),
+        upstream: true,
+        ..EngineConfig::default()
+    });
+    let a = peer(1);
+    h.connect(&a, "n1", true);
+    let own = h.register(&a, 1, "dev/n1/temp");
+    let other = h.register(&a, 2, "dev/n2/temp");
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(other), 3, "x"));
+    assert_eq!(
+        packets_to(&out, &a),
+        vec![Packet::PubAck {
+            topic_id: other,
+            msg_id: 3,
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    assert!(upstream(&out).is_empty());
+    // QoS 0 has no answer: dropped and counted.
+    let out = h.send(&a, publish(QoS::AtMostOnce, TopicRef::Id(other), 0, "x"));
+    assert!(packets_to(&out, &a).is_empty() && upstream(&out).is_empty());
+    assert_eq!(h.gw.stats().drops(DropReason::AclDenied), 2);
+    // Its own topic goes through.
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(own), 4, "y"));
+    assert_eq!(
+        packets_to(&out, &a),
+        vec![Packet::PubAck {
+            topic_id: own,
+            msg_id: 4,
+            return_code: ReturnCode::Accepted
+        }]
+    );
+    assert_eq!(upstream(&out).len(), 1);
+}
+
+#[test]
+fn a_denied_device_subscribe_gets_a_rejecting_suback() {
+    let mut h = Harness::with(EngineConfig {
+        acl: acl(DEVICE_ACL),
+        ..EngineConfig::default()
+    });
+    let a = peer(1);
+    h.connect(&a, "n1", true);
+    for filter in ["dev/#", "cmd/secret"] {
+        let answer = h.subscribe(&a, 1, filter, QoS::AtMostOnce);
+        assert!(
+            matches!(
+                answer.as_slice(),
+                [Packet::SubAck {
+                    return_code: ReturnCode::NotSupported,
+                    ..
+                }]
+            ),
+            "{filter}: {answer:?}"
+        );
+    }
+    assert_eq!(h.gw.stats().drops(DropReason::AclDenied), 2);
+    let answer = h.subscribe(&a, 2, "cmd/#", QoS::AtMostOnce);
+    assert!(matches!(
+        answer.as_slice(),
+        [Packet::SubAck {
+            return_code: ReturnCode::Accepted,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn delivery_skips_a_subscriber_that_may_not_read_the_topic() {
+    let mut h = Harness::with(EngineConfig {
+        acl: acl(DEVICE_ACL),
+        ..EngineConfig::default()
+    });
+    let a = peer(1);
+    h.connect(&a, "n1", true);
+    h.subscribe(&a, 1, "cmd/#", QoS::AtMostOnce);
+    // The app (username "app") may write anything; cmd/secret is denied
+    // to devices, so only cmd/open reaches n1.
+    let c = LocalConnId(1);
+    h.gw.handle_local(
+        h.now,
+        c,
+        LocalInput::Connect(LocalConnect {
+            client_id: "app1".into(),
+            clean_session: true,
+            will: None,
+            username: Some("app".into()),
+        }),
+    );
+    for topic in ["cmd/secret", "cmd/open"] {
+        h.gw.handle_local(
+            h.now,
+            c,
+            LocalInput::Publish {
+                pkid: 0,
+                topic: topic.into(),
+                payload: b("go"),
+                qos: 0,
+                retain: false,
+            },
+        );
+    }
+    let out = h.drain();
+    let topics: Vec<_> = packets_to(&out, &a)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Register { topic_name, .. } => Some(topic_name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, vec!["cmd/open".to_owned()]);
+    assert_eq!(h.gw.stats().drops(DropReason::AclDenied), 1);
+}
+
+#[test]
+fn a_will_to_a_denied_topic_is_dropped_when_it_would_be_published() {
+    let mut h = Harness::with(EngineConfig {
+        acl: acl(DEVICE_ACL),
+        upstream: true,
+        ..EngineConfig::default()
+    });
+    let a = peer(1);
+    h.send(
+        &a,
+        Packet::Connect {
+            will: true,
+            clean_session: true,
+            protocol_id: 1,
+            duration: 10,
+            client_id: "n1".into(),
+        },
+    );
+    h.send(
+        &a,
+        Packet::WillTopic(Some(WillTopic {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "dev/n2/status".into(),
+        })),
+    );
+    h.send(&a, Packet::WillMsg { payload: b("gone") });
+    assert_eq!(h.gw.client_state("n1"), Some(&ClientState::Active));
+    let out = h.advance(Duration::from_secs(60));
+    assert_eq!(h.gw.stats().wills_published, 0);
+    assert!(upstream(&out).is_empty());
+    assert_eq!(h.gw.stats().drops(DropReason::AclDenied), 1);
+}
+
+#[test]
+fn local_clients_are_matched_by_username_and_client_id() {
+    let mut h = Harness::with(EngineConfig {
+        acl: acl("user ann\ntopic write ann/#\npattern read in/%u/%c\n"),
+        ..EngineConfig::default()
+    });
+    let c = LocalConnId(1);
+    let will = Will {
+        topic: "elsewhere".into(),
+        payload: b("bye"),
+        qos: 0,
+        retain: false,
+    };
+    h.gw.handle_local(
+        h.now,
+        c,
+        LocalInput::Connect(LocalConnect {
+            client_id: "c1".into(),
+            clean_session: true,
+            will: Some(will),
+            username: Some("ann".into()),
+        }),
+    );
+    h.gw.handle_local(
+        h.now,
+        c,
+        LocalInput::Subscribe {
+            pkid: 1,
+            filters: vec![("in/ann/c1".into(), 1), ("ann/#".into(), 1)],
+        },
+    );
+    // A denied QoS 1 publish is acknowledged (MQTT 3.1.1 has no refusal)
+    // but not routed; the allowed one is.
+    for (pkid, topic) in [(2, "other/x"), (3, "ann/x")] {
+        h.gw.handle_local(
+            h.now,
+            c,
+            LocalInput::Publish {
+                pkid,
+                topic: topic.into(),
+                payload: b("p"),
+                qos: 1,
+                retain: false,
+            },
+        );
+    }
+    let out = h.drain();
+    let actions: Vec<LocalAction> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Local { action, .. } => Some(action.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(actions.contains(&LocalAction::SubAck {
+        pkid: 1,
+        granted: vec![Some(1), None]
+    }));
+    assert!(actions.contains(&LocalAction::Ack { pkid: 2, qos: 1 }));
+    assert!(actions.contains(&LocalAction::Ack { pkid: 3, qos: 1 }));
+    assert_eq!(h.gw.stats().local_in, 1);
+    // ann may write ann/x but not read it (no subscription was granted).
+    assert!(!actions.iter().any(|a| matches!(a, LocalAction::Deliver(_))));
+    // Its will goes to a topic it may not write: dropped when it would fire.
+    h.gw.handle_local(
+        h.now,
+        c,
+        LocalInput::Closed {
+            graceful: false,
+            unacked: Vec::new(),
+        },
+    );
+    h.drain();
+    assert_eq!(h.gw.stats().wills_published, 0);
+    // subscribe ann/#, publish other/x, will.
+    assert_eq!(h.gw.stats().drops(DropReason::AclDenied), 3);
+}
+
+#[test]
+fn no_acl_allows_everything_and_an_empty_acl_nothing() {
+    let mut acl_empty = Acl::default();
+    assert!(acl_empty.is_empty());
+    acl_empty.add_topic(None, Permission::Deny, "x");
+    let mut h = Harness::new();
+    let a = peer(1);
+    h.connect(&a, "d", true);
+    let answer = h.subscribe(&a, 1, "anything/#", QoS::AtMostOnce);
+    assert!(matches!(
+        answer.as_slice(),
+        [Packet::SubAck {
+            return_code: ReturnCode::Accepted,
+            ..
+        }]
+    ));
+    let mut h = Harness::with(EngineConfig {
+        acl: Some(Arc::new(acl_empty)),
+        ..EngineConfig::default()
+    });
+    h.connect(&a, "d", true);
+    let answer = h.subscribe(&a, 1, "anything/#", QoS::AtMostOnce);
+    assert!(matches!(
+        answer.as_slice(),
+        [Packet::SubAck {
+            return_code: ReturnCode::NotSupported,
+            ..
+        }]
+    ));
+}
