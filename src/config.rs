@@ -151,11 +151,46 @@ pub struct BrokerConfig {
     /// Seconds between `$SYS/broker/…` status messages (retained); 0 turns
     /// them off. Default: 10.
     pub sys_interval_secs: u32,
-    /// User name clients must present; unset (the default) accepts anonymous
-    /// clients. Set together with `password`.
-    pub username: Option<String>,
-    /// Password clients must present with `username`.
-    pub password: Option<String>,
+    /// `[[broker.users]]`: who may connect with a user name and password.
+    /// Default: none.
+    pub users: Vec<BrokerUser>,
+    /// Let clients in without a user name. Default: false when `users` are
+    /// configured, true otherwise (the default listener is loopback only; a
+    /// non-loopback listener with anonymous clients allowed logs a warning).
+    pub allow_anonymous: Option<bool>,
+    /// TCP addresses for MQTT over TLS (e.g. `["0.0.0.0:8883"]`), served
+    /// with `tls_cert_file` and `tls_key_file`. Default: none.
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM file with the broker's certificate chain (the server certificate
+    /// first). Required with `tls_listen`.
+    pub tls_cert_file: Option<String>,
+    /// PEM file with the private key of `tls_cert_file` (PKCS#8, PKCS#1 or
+    /// SEC1). Required with `tls_listen`.
+    pub tls_key_file: Option<String>,
+}
+
+impl BrokerConfig {
+    /// Whether clients without a user name are let in: `allow_anonymous`,
+    /// or when unset, whether no users are configured.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.users.is_empty())
+    }
+
+    /// Whether the broker runs at all (some listener configured).
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty() || !self.tls_listen.is_empty()
+    }
+}
+
+/// `[[broker.users]]`: one user of the embedded broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUser {
+    /// The user name clients present.
+    pub name: String,
+    /// The password's hash, as `sngate passwd` prints it
+    /// (`$pbkdf2-sha256$i=…,l=32$…$…`); never the password itself.
+    pub password_hash: String,
 }
 
 impl Default for BrokerConfig {
@@ -168,8 +203,11 @@ impl Default for BrokerConfig {
             max_queued_messages: 1000,
             connect_timeout_secs: 10,
             sys_interval_secs: 10,
-            username: None,
-            password: None,
+            users: Vec::new(),
+            allow_anonymous: None,
+            tls_listen: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -958,11 +996,42 @@ fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
-    if b.username.is_some() != b.password.is_some() {
+    let mut names = std::collections::HashSet::new();
+    for (i, user) in b.users.iter().enumerate() {
+        if user.name.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("broker.users[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if !names.insert(user.name.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("broker.users[{i}].name"),
+                format!("{:?} is listed twice", user.name),
+            ));
+        }
+        if let Err(e) = user.password_hash.parse::<crate::broker::PasswordHash>() {
+            return Err(ConfigError::invalid(
+                format!("broker.users[{i}].password_hash"),
+                e.to_string(),
+            ));
+        }
+    }
+    if b.users.is_empty() && b.allow_anonymous == Some(false) && b.enabled() {
         return Err(ConfigError::invalid(
-            "broker.username",
-            "username and password are set together, or neither",
+            "broker.allow_anonymous",
+            "false with no [[broker.users]]: no client could connect",
         ));
+    }
+    if !b.tls_listen.is_empty() {
+        for (key, value) in [
+            ("broker.tls_cert_file", &b.tls_cert_file),
+            ("broker.tls_key_file", &b.tls_key_file),
+        ] {
+            if value.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::invalid(key, "required with broker.tls_listen"));
+            }
+        }
     }
     Ok(())
 }
@@ -1280,6 +1349,26 @@ mod tests {
                 3,
             ),
             ("[log]\nlevel = \"inf\"\n", "log.level", 2),
+            (
+                "[broker]\nallow_anonymous = false\n",
+                "broker.allow_anonymous",
+                2,
+            ),
+            (
+                "[broker]\ntls_listen = [\"127.0.0.1:8883\"]\ntls_key_file = \"k.pem\"\n",
+                "broker.tls_cert_file",
+                1,
+            ),
+            (
+                "[[broker.users]]\nname = \"a\"\npassword_hash = \"a\"\n",
+                "broker.users[0].password_hash",
+                3,
+            ),
+            (
+                "[[broker.users]]\nname = \"\"\npassword_hash = \"a\"\n",
+                "broker.users[0].name",
+                2,
+            ),
             ("[log]\nlevel = \"info,sngate=loud\"\n", "log.level", 2),
             ("[upstream]\nport = 1\n", "upstream.host", 1),
             (

@@ -140,6 +140,7 @@ pub struct RunningGateway {
     fatal: Option<oneshot::Receiver<StoreError>>,
     udp_addrs: Vec<SocketAddr>,
     broker_addrs: Vec<SocketAddr>,
+    broker_tls_addrs: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<Duration>>,
     reconfigure: mpsc::UnboundedSender<EngineConfig>,
     task: JoinHandle<ShutdownReport>,
@@ -166,6 +167,11 @@ impl RunningGateway {
     /// The embedded broker's TCP addresses actually bound (empty when off).
     pub fn broker_addrs(&self) -> &[SocketAddr] {
         &self.broker_addrs
+    }
+
+    /// The embedded broker's TLS addresses actually bound (empty when none).
+    pub fn broker_tls_addrs(&self) -> &[SocketAddr] {
+        &self.broker_tls_addrs
     }
 
     /// Applies new engine settings (see `Gateway::reconfigure`).
@@ -261,7 +267,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         }
         false => None,
     };
-    let broker = if config.broker.listen.is_empty() {
+    let broker = if !config.broker.enabled() {
         None
     } else {
         Some(Broker::start(&config.broker).await?)
@@ -269,6 +275,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     let broker_addrs = broker
         .as_ref()
         .map(|b| b.local_addrs().to_vec())
+        .unwrap_or_default();
+    let broker_tls_addrs = broker
+        .as_ref()
+        .map(|b| b.tls_addrs().to_vec())
         .unwrap_or_default();
     let readers = listeners
         .iter()
@@ -349,6 +359,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         fatal: Some(fatal),
         udp_addrs,
         broker_addrs,
+        broker_tls_addrs,
         stop: Some(stop),
         reconfigure,
         task,

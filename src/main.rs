@@ -66,6 +66,23 @@ enum Command {
     },
     /// Print the default config file, every key commented, to stdout.
     PrintConfig,
+    /// Hash a password for the embedded broker's [[broker.users]].
+    ///
+    /// Reads the password from the terminal without echo (twice), or the
+    /// first line of standard input when it is not a terminal, and prints
+    /// its hash — with --user, the whole [[broker.users]] entry.
+    Passwd(PasswdArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct PasswdArgs {
+    /// Print a complete [[broker.users]] entry for this user name.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// PBKDF2 iterations: more makes a stolen config harder to crack and
+    /// every CONNECT slower to check.
+    #[arg(long, value_name = "N", default_value_t = sngate::broker::auth::DEFAULT_ITERATIONS)]
+    iterations: u32,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -244,7 +261,62 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT_CONFIG_TOML);
             ExitCode::SUCCESS
         }
+        Command::Passwd(args) => passwd(&args),
     }
+}
+
+/// `sngate passwd`: the hash (or `[[broker.users]]` entry) on stdout.
+fn passwd(args: &PasswdArgs) -> ExitCode {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ");
+        let again = rpassword::prompt_password("Again: ");
+        match (first, again) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("error: the passwords differ");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                report(&e);
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        let mut line = String::new();
+        // A password, not a file: the first line, bounded.
+        let read = std::io::stdin().lock().take(64 * 1024).read_line(&mut line);
+        if let Err(e) = read {
+            report(&e);
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        let trimmed = line.trim_end_matches(['\n', '\r']).len();
+        line.truncate(trimmed);
+        line
+    };
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let hash = match sngate::broker::PasswordHash::new(password.as_bytes(), args.iterations) {
+        Ok(hash) => hash.to_string(),
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match &args.user {
+        Some(user) => {
+            let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+            println!(
+                "[[broker.users]]\nname = {}\npassword_hash = {}",
+                quote(user),
+                quote(&hash)
+            );
+        }
+        None => println!("{hash}"),
+    }
+    ExitCode::SUCCESS
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -862,6 +934,8 @@ fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
             .collect();
         if args.broker.contains(&BrokerListen::Off) {
             config.broker.listen.clear();
+            config.broker.tls_listen.clear();
+            set.push("broker.tls_listen".to_owned());
         }
         set.push("broker.listen".to_owned());
     }

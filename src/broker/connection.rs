@@ -5,7 +5,7 @@
 //! and our packet ids, the QoS 1/2 handshakes in both directions (inbound
 //! QoS 2 duplicates are caught here by packet id), the in-flight window
 //! towards the client, keep-alive, and the CONNECT checks (protocol level,
-//! credentials, client id). Everything a message means is the engine's.
+//! credentials through [`super::auth`], client id). Everything a message means is the engine's.
 //!
 //! Bounds: a packet larger than `max_packet_bytes` closes the connection
 //! before it is buffered; at most [`MAX_UNACKED_INBOUND`] of the client's
@@ -27,9 +27,7 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{self, Protocol, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -42,11 +40,13 @@ use crate::core::{LocalAction, LocalConnId, LocalConnect, LocalDelivery, LocalIn
 /// before the connection stops reading.
 const MAX_UNACKED_INBOUND: usize = 64;
 
-/// A connection before and after CONNECT.
-pub(super) struct Connection {
+/// A connection before and after CONNECT, over any byte stream: a TCP
+/// socket's halves, or a TLS stream's.
+pub(super) struct Connection<R, W> {
     conn: LocalConnId,
     peer: SocketAddr,
-    stream: TcpStream,
+    reader: R,
+    writer: W,
     events: mpsc::Sender<BrokerEvent>,
     settings: Arc<ConnSettings>,
     stats: Arc<BrokerStats>,
@@ -72,10 +72,10 @@ enum End {
 }
 
 /// The conversation after a successful CONNECT.
-struct Session {
+struct Session<R, W> {
     conn: LocalConnId,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: R,
+    writer: W,
     actions: mpsc::UnboundedReceiver<LocalAction>,
     events: mpsc::Sender<BrokerEvent>,
     stats: Arc<BrokerStats>,
@@ -101,11 +101,16 @@ struct Session {
     received_qos2: HashSet<u16>,
 }
 
-impl Connection {
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     pub(super) fn new(
         conn: LocalConnId,
         peer: SocketAddr,
-        stream: TcpStream,
+        reader: R,
+        writer: W,
         events: mpsc::Sender<BrokerEvent>,
         settings: Arc<ConnSettings>,
         stats: Arc<BrokerStats>,
@@ -113,7 +118,8 @@ impl Connection {
         Connection {
             conn,
             peer,
-            stream,
+            reader,
+            writer,
             events,
             settings,
             stats,
@@ -125,12 +131,12 @@ impl Connection {
         let Connection {
             conn,
             peer,
-            stream,
+            mut reader,
+            mut writer,
             events,
             settings,
             stats,
         } = self;
-        let (mut reader, mut writer) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(4096);
         let first = tokio::time::timeout(
             settings.connect_timeout,
@@ -157,14 +163,28 @@ impl Connection {
                 return;
             }
         };
-        let Some(accepted) = check_connect(conn, &connect, &settings) else {
+        // The protocol level first (its refusal code wins), then who it is
+        // (off the runtime's threads), then the rest.
+        let login = connect
+            .login
+            .as_ref()
+            .map(|l| (l.username.as_str(), l.password.as_str()));
+        let accepted = if connect.protocol != Protocol::V4 {
+            Some(Err(ConnectReturnCode::RefusedProtocolVersion))
+        } else if !settings.auth.check(login).await {
+            Some(Err(ConnectReturnCode::BadUserNamePassword))
+        } else {
+            check_connect(conn, &connect)
+        };
+        let Some(accepted) = accepted else {
             return;
         };
         let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(code) => {
                 stats.connects_refused.fetch_add(1, Ordering::Relaxed);
-                info!(%conn, %peer, client = %connect.client_id, ?code, "MQTT connection refused");
+                let user = login.map(|(user, _)| user);
+                info!(%conn, %peer, client = %connect.client_id, ?user, ?code, "MQTT connection refused");
                 refuse(&mut writer, code).await;
                 return;
             }
@@ -235,20 +255,7 @@ impl Connection {
 fn check_connect(
     conn: LocalConnId,
     connect: &Connect,
-    settings: &ConnSettings,
 ) -> Option<Result<LocalConnect, ConnectReturnCode>> {
-    if connect.protocol != Protocol::V4 {
-        return Some(Err(ConnectReturnCode::RefusedProtocolVersion));
-    }
-    if let Some((user, password)) = &settings.credentials {
-        let ok = connect
-            .login
-            .as_ref()
-            .is_some_and(|l| l.username == *user && l.password == *password);
-        if !ok {
-            return Some(Err(ConnectReturnCode::BadUserNamePassword));
-        }
-    }
     let client_id = if connect.client_id.is_empty() {
         if !connect.clean_session {
             // A persistent session needs a name to come back to (§3.1.3.1).
@@ -282,7 +289,7 @@ fn check_connect(
     }))
 }
 
-async fn refuse(writer: &mut OwnedWriteHalf, code: ConnectReturnCode) {
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, code: ConnectReturnCode) {
     let mut out = BytesMut::with_capacity(4);
     if ConnAck::new(code, false).write(&mut out).is_ok() {
         let _ = writer.write_all(&out).await;
@@ -305,8 +312,8 @@ fn declared_level(buf: &[u8]) -> Option<u8> {
 /// Reads until the first packet is buffered. `Ok(None)`: the peer closed.
 /// Anything but a CONNECT fails on its first byte, so a stray client (an
 /// HTTP request, a port scan) is turned away at once.
-async fn read_connect(
-    reader: &mut OwnedReadHalf,
+async fn read_connect<R: AsyncRead + Unpin>(
+    reader: &mut R,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Packet>, mqttbytes::Error> {
@@ -359,7 +366,11 @@ fn qos_of(q: u8) -> QoS {
     }
 }
 
-impl Session {
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     async fn serve(&mut self) -> End {
         // Packets the client sent right behind its CONNECT (§3.1.4 allows
         // it) are already buffered: no read would bring them up again.

@@ -11,11 +11,15 @@
 //! Shape: one accept task per listener and one task per connection. Tasks
 //! send [`BrokerEvent`]s to the driver over one bounded channel (a slow
 //! engine slows the sockets down, it does not grow memory); the driver
-//! answers through each connection's [`ConnLink`].
+//! answers through each connection's [`ConnLink`]. A TLS listener
+//! (`tls_listen`) runs the same connection code over the TLS stream.
+//! Who may connect is [`auth`]'s.
 
+pub mod auth;
 mod connection;
 mod sys;
 
+pub use auth::{Authenticator, HashError, PasswordHash};
 pub use sys::SysTopics;
 
 use std::collections::HashMap;
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -42,6 +46,22 @@ pub enum BrokerError {
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A user's password hash does not parse.
+    #[error("broker user {user:?}: {source}")]
+    User {
+        /// The user name.
+        user: String,
+        /// What is wrong with the hash.
+        source: HashError,
+    },
+    /// The TLS certificate or key cannot be read or used.
+    #[error("broker TLS: {path}: {reason}")]
+    Tls {
+        /// The file (the certificate's when rustls refused the pair).
+        path: String,
+        /// What went wrong.
+        reason: String,
     },
 }
 
@@ -142,6 +162,7 @@ pub struct Broker {
     orphans: HashMap<LocalConnId, Vec<LocalDelivery>>,
     accept_tasks: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     max_queued: usize,
     stats: Arc<BrokerStats>,
 }
@@ -152,7 +173,7 @@ struct ConnSettings {
     max_packet_bytes: usize,
     max_inflight: u16,
     connect_timeout: Duration,
-    credentials: Option<(String, String)>,
+    auth: Arc<Authenticator>,
 }
 
 impl Broker {
@@ -161,26 +182,48 @@ impl Broker {
     pub async fn start(cfg: &BrokerConfig) -> Result<Broker, BrokerError> {
         let (tx, events) = mpsc::channel(1024);
         let stats = Arc::new(BrokerStats::default());
+        let auth =
+            Authenticator::new(cfg).map_err(|(user, source)| BrokerError::User { user, source })?;
         let settings = Arc::new(ConnSettings {
             max_packet_bytes: cfg.max_packet_bytes,
             max_inflight: cfg.max_inflight_messages,
             connect_timeout: Duration::from_secs(u64::from(cfg.connect_timeout_secs)),
-            credentials: cfg.username.clone().zip(cfg.password.clone()),
+            auth: Arc::new(auth),
         });
+        let tls = if cfg.tls_listen.is_empty() {
+            None
+        } else {
+            Some(tls_acceptor(cfg)?)
+        };
         let next_conn = Arc::new(AtomicU64::new(0));
         let mut accept_tasks = Vec::new();
         let mut local_addrs = Vec::new();
-        for &addr in &cfg.listen {
+        let mut tls_addrs = Vec::new();
+        let listeners = cfg
+            .listen
+            .iter()
+            .map(|a| (*a, None))
+            .chain(cfg.tls_listen.iter().map(|a| (*a, tls.clone())));
+        for (addr, tls) in listeners {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| BrokerError::Bind { addr, source })?;
             let local = listener
                 .local_addr()
                 .map_err(|source| BrokerError::Bind { addr, source })?;
-            info!(addr = %local, "MQTT broker listening on TCP");
-            local_addrs.push(local);
+            if tls.is_some() {
+                info!(addr = %local, "MQTT broker listening on TCP with TLS");
+                tls_addrs.push(local);
+            } else {
+                info!(addr = %local, "MQTT broker listening on TCP");
+                local_addrs.push(local);
+            }
+            if settings.auth.allow_anonymous() && !local.ip().is_loopback() {
+                warn!(addr = %local, "MQTT broker reachable beyond this machine with anonymous clients allowed; configure [[broker.users]] (sngate passwd) or allow_anonymous = false");
+            }
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
+                tls,
                 tx.clone(),
                 settings.clone(),
                 stats.clone(),
@@ -194,14 +237,20 @@ impl Broker {
             orphans: HashMap::new(),
             accept_tasks,
             local_addrs,
+            tls_addrs,
             max_queued: cfg.max_queued_messages,
             stats,
         })
     }
 
-    /// The bound addresses (port 0 resolved).
+    /// The bound plain TCP addresses (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The bound TLS addresses (port 0 resolved).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The broker's counters.
@@ -278,8 +327,38 @@ impl Broker {
     }
 }
 
+/// The TLS server setup from `tls_cert_file` and `tls_key_file`, with
+/// ring as the crypto provider (as the bridge's client side).
+fn tls_acceptor(cfg: &BrokerConfig) -> Result<tokio_rustls::TlsAcceptor, BrokerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let err = |path: &str, reason: String| BrokerError::Tls {
+        path: path.to_owned(),
+        reason,
+    };
+    let cert_file = cfg.tls_cert_file.as_deref().unwrap_or_default();
+    let key_file = cfg.tls_key_file.as_deref().unwrap_or_default();
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| err(cert_file, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err(cert_file, "no PEM certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| err(key_file, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(cert_file, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err(cert_file, format!("does not fit {key_file}: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     events: mpsc::Sender<BrokerEvent>,
     settings: Arc<ConnSettings>,
     stats: Arc<BrokerStats>,
@@ -306,18 +385,56 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = LocalConnId(next_conn.fetch_add(1, Ordering::Relaxed) + 1);
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        let task = connection::Connection::new(
-            conn,
-            peer,
-            stream,
-            events.clone(),
-            settings.clone(),
-            stats.clone(),
-        );
-        let stats = stats.clone();
+        let (events, settings, stats) = (events.clone(), settings.clone(), stats.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            task.run().await;
+            serve(conn, peer, stream, tls, events, settings, &stats).await;
             stats.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Runs one accepted connection, after its TLS handshake on a TLS listener
+/// (bounded by the CONNECT timeout: a client that stalls it is a client
+/// that sends no CONNECT).
+async fn serve(
+    conn: LocalConnId,
+    peer: SocketAddr,
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    events: mpsc::Sender<BrokerEvent>,
+    settings: Arc<ConnSettings>,
+    stats: &Arc<BrokerStats>,
+) {
+    let Some(tls) = tls else {
+        let (reader, writer) = stream.into_split();
+        let task = connection::Connection::new(
+            conn,
+            peer,
+            reader,
+            writer,
+            events,
+            settings,
+            stats.clone(),
+        );
+        task.run().await;
+        return;
+    };
+    let stream = match tokio::time::timeout(settings.connect_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            debug!(%conn, %peer, error = %e, "TLS handshake failed; closing");
+            return;
+        }
+        Err(_) => {
+            stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            debug!(%conn, %peer, "no TLS handshake in time; closing");
+            return;
+        }
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    let task =
+        connection::Connection::new(conn, peer, reader, writer, events, settings, stats.clone());
+    task.run().await;
 }
