@@ -33,11 +33,14 @@ pub enum DropReason {
     /// New work (CONNECT, PUBLISH, SUBSCRIBE, …) that arrived while the
     /// gateway was shutting down: only acknowledgements are taken then.
     ShuttingDown,
+    /// A datagram over its source's rate limit (`per_source_packets_per_sec`),
+    /// dropped before decoding.
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -50,6 +53,7 @@ impl DropReason {
         DropReason::SessionGone,
         DropReason::UpstreamFull,
         DropReason::ShuttingDown,
+        DropReason::RateLimited,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -67,6 +71,7 @@ impl DropReason {
             DropReason::SessionGone => "session_gone",
             DropReason::UpstreamFull => "upstream_full",
             DropReason::ShuttingDown => "shutting_down",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
