@@ -153,10 +153,23 @@ fn datagram(rng: &mut Rng, valid: &[Vec<u8>]) -> Vec<u8> {
 /// floods the gateway as fast as one socket can send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_address_does_not_starve_another_device() {
-    let gw = start_gateway_with(|c| c.http.listen = Some(loopback_any())).await;
+    // The default limit: 100/s, burst 200 (the test configuration turns it
+    // off, as its devices all share 127.0.0.1).
+    let defaults = sngate::config::Config::default().limits;
+    assert_eq!(
+        (
+            defaults.per_source_packets_per_sec,
+            defaults.per_source_burst
+        ),
+        (100, 200)
+    );
+    let gw = start_gateway_with(|c| {
+        c.http.listen = Some(loopback_any());
+        c.limits.per_source_packets_per_sec = defaults.per_source_packets_per_sec;
+        c.limits.per_source_burst = defaults.per_source_burst;
+    })
+    .await;
     let http_addr = gw.running().http_addr().expect("an HTTP address");
-    // The default limit: 100/s, burst 200.
-    assert_eq!(gw_limit(), (100, 200));
 
     let stop = Arc::new(AtomicBool::new(false));
     let target = gw.addr;
@@ -219,14 +232,6 @@ async fn a_flooding_address_does_not_starve_another_device() {
     gw.stop().await;
 }
 
-fn gw_limit() -> (u32, u32) {
-    let c = common::test_config();
-    (
-        c.limits.per_source_packets_per_sec,
-        c.limits.per_source_burst,
-    )
-}
-
 /// 100,000 random and mutated datagrams from 16 sockets on 8 addresses:
 /// the gateway stays up, within max_clients and its queue bounds, and a
 /// normal device still connects and publishes afterwards. (The storm's
@@ -246,8 +251,8 @@ async fn a_hundred_thousand_bad_datagrams_leave_the_gateway_serving_within_bound
     let gw = start_gateway_with(|c| {
         c.http.listen = Some(loopback_any());
         c.limits.max_clients = MAX_CLIENTS;
-        // The engine itself must take the garbage: no rate limit in front.
-        c.limits.per_source_packets_per_sec = 0;
+        // The engine itself must take the garbage: no rate limit in front
+        // (the test configuration has none).
     })
     .await;
     let http_addr = gw.running().http_addr().expect("an HTTP address");
@@ -329,8 +334,8 @@ async fn a_subscriber_to_everything_that_never_acknowledges_stays_bounded() {
         c.http.listen = Some(loopback_any());
         c.limits.max_queued_messages_per_client = PER_CLIENT;
         c.limits.max_queued_bytes_per_client = PER_CLIENT_BYTES;
-        // Both devices are on 127.0.0.1; the publisher must not be limited.
-        c.limits.per_source_packets_per_sec = 0;
+        // Both devices are on 127.0.0.1: no rate limit (the test
+        // configuration has none).
         // The sink must stay connected (not lost after retries) while the
         // test publishes, so its queue is what is measured.
         c.timers.retry_interval_secs = 60;

@@ -76,10 +76,16 @@ impl Gateway {
                     s.client_id, s.queued_bytes
                 ));
             }
-            if s.subscriptions.len() + s.predefined_subscriptions.len()
-                > cfg.max_subscriptions_per_client
-            {
+            // A subscription by pre-defined id is also in `subscriptions`
+            // (by name); the id set only marks how to deliver.
+            if s.subscriptions.len() > cfg.max_subscriptions_per_client {
                 return Err(format!("{}: subscriptions over the limit", s.client_id));
+            }
+            if s.predefined_subscriptions.len() > self.predefined_by_id.len() {
+                return Err(format!(
+                    "{}: unknown pre-defined subscriptions",
+                    s.client_id
+                ));
             }
             if s.topics.len() > cfg.max_topics_per_client {
                 return Err(format!("{}: topic ids over the limit", s.client_id));
