@@ -183,7 +183,8 @@ async fn sleepers(n: usize, per_device: usize) -> BenchResult<()> {
     std::fs::write(
         &config,
         format!(
-            "[limits]\nmax_clients = {}\nmax_topics_per_client = {}\nmax_queued_bytes_total = {}\n",
+            "[limits]\nmax_clients = {}\nmax_topics_per_client = {}\nmax_queued_bytes_total = {}\n\
+             per_source_packets_per_sec = 0\n",
             n + PUBLISHERS + 10,
             n / PUBLISHERS + 10,
             256 << 20
@@ -297,7 +298,12 @@ async fn serial_link(secs: u64) -> BenchResult<()> {
 
     let pty = Pty::open()?;
     let device = format!("{}:xbee:115200", pty.slave_path);
-    let gateway = Sngate::start_with(&["--serial", &device])?;
+    // One radio sends the whole load: no per-source rate limit.
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("serial.toml");
+    std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let gateway = Sngate::start_with(&["--serial", &device, "--config", &config])?;
     let mut options = ConnectOptions::new("serial-sub");
     // Large enough that the measuring client never drops QoS 0 itself.
     options.message_buffer = 1 << 20;
@@ -974,7 +980,18 @@ struct Sngate {
 
 impl Sngate {
     fn start(mqtt_port: u16) -> BenchResult<Sngate> {
-        Self::start_with(&["--upstream", &format!("127.0.0.1:{mqtt_port}")])
+        // Every simulated device sends from 127.0.0.1: the per-source rate
+        // limit (one budget per IP address) would cap the whole load.
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("bench.toml");
+        std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+        let config = config.to_string_lossy().into_owned();
+        Self::start_with(&[
+            "--upstream",
+            &format!("127.0.0.1:{mqtt_port}"),
+            "--config",
+            &config,
+        ])
     }
 
     /// The gateway with extra `sngate run` arguments (e.g. a config file).

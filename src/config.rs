@@ -490,6 +490,16 @@ pub struct LimitsConfig {
     pub max_messages_per_wake: usize,
     /// Most retained messages kept. Default: 10000.
     pub max_retained_messages: usize,
+    /// Datagrams per second one source may send, sustained: a UDP source IP
+    /// address (any port), a radio address on a serial dongle, a raw or SLIP
+    /// serial port. Excess datagrams are dropped before decoding and counted
+    /// (`sngate_drops_total{reason="rate_limited"}`), so one flooding address
+    /// cannot starve the others. Devices behind one NAT or one forwarder
+    /// share their address's budget. 0 = no limit. Default: 100.
+    pub per_source_packets_per_sec: u32,
+    /// Datagrams one source may send at once after being idle (≥ 1 when the
+    /// limit is on). Default: 200.
+    pub per_source_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -507,6 +517,8 @@ impl Default for LimitsConfig {
             queue_overflow: QueueOverflow::RefuseNewest,
             max_messages_per_wake: 0,
             max_retained_messages: 10_000,
+            per_source_packets_per_sec: 100,
+            per_source_burst: 200,
         }
     }
 }
@@ -910,6 +922,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "timers.will_handshake_timeout_secs",
                 "must be at least 1",
+            ));
+        }
+        if self.limits.per_source_packets_per_sec > 0 && self.limits.per_source_burst == 0 {
+            return Err(ConfigError::invalid(
+                "limits.per_source_burst",
+                "must be at least 1 while per_source_packets_per_sec is set",
             ));
         }
         if self.limits.max_clients == 0 {

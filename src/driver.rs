@@ -110,6 +110,8 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         },
         max_messages_per_wake: config.limits.max_messages_per_wake,
         max_retained_messages: config.limits.max_retained_messages,
+        per_source_packets_per_sec: config.limits.per_source_packets_per_sec,
+        per_source_burst: config.limits.per_source_burst,
         predefined_topics: config
             .predefined_topics
             .iter()

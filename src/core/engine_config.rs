@@ -75,6 +75,12 @@ pub struct EngineConfig {
     pub max_messages_per_wake: usize,
     /// Most retained messages.
     pub max_retained_messages: usize,
+    /// Datagrams per second each source (UDP IP address, radio address,
+    /// serial port) may send, sustained; excess is dropped before decoding
+    /// and counted as `rate_limited`. 0 = no limit.
+    pub per_source_packets_per_sec: u32,
+    /// Datagrams a source may send at once after being idle.
+    pub per_source_burst: u32,
     /// Pre-defined topics: (id, name).
     pub predefined_topics: Vec<(u16, String)>,
     /// Forward every device publish to the upstream bridge.
@@ -117,6 +123,8 @@ impl Default for EngineConfig {
             queue_overflow: OverflowPolicy::RefuseNewest,
             max_messages_per_wake: 0,
             max_retained_messages: 10_000,
+            per_source_packets_per_sec: 100,
+            per_source_burst: 200,
             predefined_topics: Vec::new(),
             upstream: false,
             persist: false,

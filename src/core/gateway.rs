@@ -19,6 +19,7 @@ use super::local::{LocalDelivery, LocalSessions};
 use super::output::{Output, UpstreamCommand};
 use super::peer::Peer;
 use super::persist::Persistence;
+use super::rate_limit::{RateLimit, SourceLimiter};
 use super::retained::RetainedStore;
 use super::router::SubscriptionTrie;
 use super::session::{ClientState, Delivery, Session, SessionId};
@@ -86,14 +87,20 @@ pub struct Gateway {
     /// What to write to the durable store.
     pub(super) persist: Persistence,
     /// One entry per session with a deadline: (its earliest deadline, id).
-    timers: BTreeSet<(Instant, SessionId)>,
+    pub(super) timers: BTreeSet<(Instant, SessionId)>,
     next_advertise: Option<Instant>,
     outputs: VecDeque<Output>,
     match_buf: Vec<(Subscriber, u8)>,
     pub(super) stats: Stats,
     /// Shutting down: only acknowledgements are taken (see `drain.rs`).
     pub(super) draining: bool,
+    /// Per-source token buckets, checked before decoding.
+    limiter: SourceLimiter,
 }
+
+/// Most sources the rate limiter remembers at once (about 1 MiB at most);
+/// see `core::rate_limit` for what forgetting one means.
+pub const RATE_LIMIT_SOURCES: usize = 16_384;
 
 impl Gateway {
     /// A gateway with no sessions, started at `now`.
@@ -122,6 +129,7 @@ impl Gateway {
             match_buf: Vec::new(),
             stats: Stats::default(),
             draining: false,
+            limiter: SourceLimiter::new(RATE_LIMIT_SOURCES),
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
@@ -136,6 +144,11 @@ impl Gateway {
     /// The settings in force.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// Sources the rate limiter remembers now (at most [`RATE_LIMIT_SOURCES`]).
+    pub fn rate_limited_sources(&self) -> usize {
+        self.limiter.tracked()
     }
 
     /// Number of sessions (in any state).
@@ -191,6 +204,13 @@ impl Gateway {
     /// A datagram (or serial frame) arrived from `peer`.
     pub fn handle_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
         self.stats.datagrams_in += 1;
+        let limit = RateLimit {
+            packets_per_sec: self.cfg.per_source_packets_per_sec,
+            burst: self.cfg.per_source_burst,
+        };
+        if !self.limiter.admit(now, &peer.link, limit) {
+            return self.stats.drop(DropReason::RateLimited);
+        }
         // `max_packet_bytes` bounds the MQTT-SN message (inside a forwarder's
         // wrapper, if any): every name and payload a device can make the
         // gateway hold, and every message the bridge's room is counted in.

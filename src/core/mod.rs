@@ -24,15 +24,18 @@
 pub mod acl;
 pub mod admission;
 mod authorize;
+pub mod chaos;
 mod delivery;
 pub mod drain;
 pub mod engine_config;
 mod gateway;
+mod invariants;
 mod lifecycle;
 pub mod local;
 pub mod output;
 pub mod peer;
 pub mod persist;
+pub mod rate_limit;
 pub mod retained;
 pub mod router;
 pub mod session;
@@ -48,7 +51,7 @@ mod tests;
 
 pub use drain::Undelivered;
 pub use engine_config::{EngineConfig, OverflowPolicy};
-pub use gateway::{Gateway, RetainedMessage, Subscriber, UpstreamMessage};
+pub use gateway::{Gateway, RATE_LIMIT_SOURCES, RetainedMessage, Subscriber, UpstreamMessage};
 pub use local::{LocalClientInfo, LocalConnId, LocalConnect, LocalDelivery, LocalInput};
 pub use output::{LocalAction, Output, UpstreamCommand};
 pub use peer::{LinkAddr, Peer};

@@ -38,11 +38,14 @@ pub enum DropReason {
     NotAdmitted,
     /// A publish, subscription, will or delivery the ACL refused.
     AclDenied,
+    /// A datagram over its source's rate limit (`per_source_packets_per_sec`),
+    /// dropped before decoding.
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -57,6 +60,7 @@ impl DropReason {
         DropReason::ShuttingDown,
         DropReason::NotAdmitted,
         DropReason::AclDenied,
+        DropReason::RateLimited,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -76,6 +80,7 @@ impl DropReason {
             DropReason::ShuttingDown => "shutting_down",
             DropReason::NotAdmitted => "not_admitted",
             DropReason::AclDenied => "acl_denied",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 

@@ -53,7 +53,8 @@ impl TestGateway {
 
 /// The test configuration: the defaults, listening on an ephemeral
 /// 127.0.0.1 port, with a 1 s retry timer so retransmissions show quickly,
-/// and a 2 s shutdown drain (a test that ends with a broker gone or a
+/// no per-source rate limit (all test devices share 127.0.0.1), and a 2 s
+/// shutdown drain (a test that ends with a broker gone or a
 /// device silent waits no longer than that).
 pub fn test_config() -> Config {
     let mut config = Config::default();
@@ -64,6 +65,9 @@ pub fn test_config() -> Config {
     config.store.enabled = false;
     config.timers.retry_interval_secs = 1;
     config.gateway.shutdown_grace_secs = 2;
+    // Every test device sends from 127.0.0.1, which the per-source rate
+    // limit counts as one source; tests of the limit turn it back on.
+    config.limits.per_source_packets_per_sec = 0;
     config
 }
 

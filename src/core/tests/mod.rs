@@ -14,6 +14,7 @@ mod engine;
 mod local;
 mod ops;
 mod persist;
+mod rate_limit;
 mod security;
 mod sleep;
 use crate::proto::{self, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic};
