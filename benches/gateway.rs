@@ -6,9 +6,17 @@
 //! ```sh
 //! cargo bench --bench gateway                      # the default scenario set
 //! cargo bench --bench gateway -- qos0 60000        # QoS 0 at 60,000 msg/s
-//! cargo bench --bench gateway -- qos1              # QoS 1, closed loop
+//! cargo bench --bench gateway -- qos1              # QoS 1, closed loop, 100 devices
+//! cargo bench --bench gateway -- qos1 1 10         # … 1 device, 10 s per leg
 //! cargo bench --bench gateway -- idle 10000        # RSS with 10,000 devices
 //! ```
+//!
+//! The QoS 1 scenario runs the gateway twice in the same run, with the
+//! durable store off and on (a temporary state directory under Cargo's
+//! target tmp dir, i.e. on the disk that holds `target/`), and for each
+//! reports the bytes the gateway process wrote to disk per message
+//! (`write_bytes` of `/proc/<pid>/io` around the load: page-cache pages it
+//! dirtied, so the filesystem's own journal is not included).
 //!
 //! Every figure is printed as a Markdown table row for `docs/performance.md`.
 
@@ -64,7 +72,11 @@ fn main() -> BenchResult<()> {
             let rate = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(60_000);
             rt.block_on(qos0_pair(&mosquitto, rate, 10))?;
         }
-        Some("qos1") => rt.block_on(qos1_pair(&mosquitto, 10))?,
+        Some("qos1") => {
+            let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(DEVICES);
+            let secs = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(10);
+            rt.block_on(qos1_pair(&mosquitto, n, secs))?;
+        }
         Some("idle") => {
             let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
             rt.block_on(idle(&mosquitto, n))?;
@@ -78,7 +90,7 @@ fn main() -> BenchResult<()> {
             for rate in [20_000, 40_000, 60_000, 80_000] {
                 rt.block_on(qos0_pair(&mosquitto, rate, 5))?;
             }
-            rt.block_on(qos1_pair(&mosquitto, 5))?;
+            rt.block_on(qos1_pair(&mosquitto, DEVICES, 5))?;
             rt.block_on(idle(&mosquitto, 10_000))?;
             rt.block_on(sleepers(10_000, 10))?;
             rt.block_on(serial_link(5))?;
@@ -120,35 +132,76 @@ async fn qos0_pair(mosquitto: &Mosquitto, rate: u64, secs: u64) -> BenchResult<(
     Ok(())
 }
 
-/// QoS 1, closed loop: every client keeps one message in flight.
-async fn qos1_pair(mosquitto: &Mosquitto, secs: u64) -> BenchResult<()> {
+/// QoS 1, closed loop: every client keeps one message in flight. Three legs
+/// in one run: straight to mosquitto, via sngate with the store off, via
+/// sngate with the store on; then what durability costs.
+async fn qos1_pair(mosquitto: &Mosquitto, devices: usize, secs: u64) -> BenchResult<()> {
     let duration = Duration::from_secs(secs);
     let direct = {
         let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
         let start = Instant::now();
-        let sent = publish_direct_qos1(mosquitto.port, duration).await?;
+        let sent = publish_direct_qos1(mosquitto.port, devices, duration).await?;
         sub.finish(sent, start).await
     };
     direct.print(
-        &format!("QoS 1, {DEVICES} clients, 1 in flight each"),
+        &format!("QoS 1, {devices} clients, 1 in flight each"),
         "direct to mosquitto",
         0,
     );
 
-    let gateway = Sngate::start(mosquitto.port)?;
-    let via = {
-        let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
-        let devices = Devices::connect(gateway.udp, DEVICES).await?;
-        let start = Instant::now();
-        let sent = devices.publish_qos1_closed_loop(duration, start).await?;
-        sub.finish(sent, start).await
-    };
-    via.print(
-        &format!("QoS 1, {DEVICES} devices, 1 in flight each"),
-        "via sngate",
-        0,
+    let scenario = format!("QoS 1, {devices} devices, 1 in flight each");
+    let off = qos1_via(mosquitto.port, devices, duration, None).await?;
+    off.print(&scenario, "via sngate, store off");
+
+    // On the disk that holds target/, not /tmp (which may be a tmpfs).
+    let state = tempfile::Builder::new()
+        .prefix("sngate-bench-state-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let filesystem = filesystem_of(state.path());
+    let on = qos1_via(mosquitto.port, devices, duration, Some(state.path())).await?;
+    on.print(&scenario, &format!("via sngate, store on ({filesystem})"));
+
+    println!(
+        "| QoS 1, {devices} devices | store on / store off | | {:.0} % | | | | same run; sngate / direct: off {:.0} %, on {:.0} % |",
+        on.outcome.rate / off.outcome.rate.max(1.0) * 100.0,
+        off.outcome.rate / direct.rate.max(1.0) * 100.0,
+        on.outcome.rate / direct.rate.max(1.0) * 100.0,
     );
     Ok(())
+}
+
+/// One QoS 1 leg through a fresh gateway: `state_dir` None runs it with
+/// `--state-dir off`. The gateway is stopped before this returns, so the
+/// next leg's bridge never shares the broker with it.
+async fn qos1_via(
+    mqtt_port: u16,
+    devices: usize,
+    duration: Duration,
+    state_dir: Option<&std::path::Path>,
+) -> BenchResult<Leg> {
+    let upstream = format!("127.0.0.1:{mqtt_port}");
+    let mut gateway = Sngate::spawn(state_dir, &["--upstream", &upstream])?;
+    let sub = Subscriber::start(mqtt_port, "bench/#", MqttQoS::AtLeastOnce).await?;
+    let sims = Devices::connect(gateway.udp, devices).await?;
+    let before = gateway.write_bytes();
+    let start = Instant::now();
+    let sent = sims.publish_qos1_closed_loop(duration, start).await?;
+    let outcome = sub.finish(sent, start).await;
+    let after = gateway.write_bytes();
+    // A gateway whose store failed stops on its own: say so, never report
+    // its figures as if it had kept up.
+    if let Some(status) = gateway.child.try_wait()? {
+        return Err(format!("sngate exited during the load: {status}").into());
+    }
+    let written = match (before, after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    Ok(Leg {
+        outcome,
+        duration,
+        written,
+    })
 }
 
 /// Memory: `n` connected devices, gateway RSS before and after.
@@ -577,6 +630,57 @@ impl Outcome {
     }
 }
 
+/// A QoS 1 leg through the gateway, with what the gateway wrote to disk.
+struct Leg {
+    outcome: Outcome,
+    /// How long the devices published (each then waits for its last PUBACK).
+    duration: Duration,
+    /// `write_bytes` of the gateway process over the load, if readable.
+    written: Option<u64>,
+}
+
+impl Leg {
+    fn print(&self, scenario: &str, path: &str) {
+        let o = &self.outcome;
+        let written = match self.written {
+            Some(w) => format!(
+                "gateway wrote {:.0} B/message to disk ({:.1} MB in all; write_bytes, ext4 journal excluded)",
+                w as f64 / o.received.max(1) as f64,
+                w as f64 / 1e6
+            ),
+            None => "bytes written: /proc/<pid>/io not readable".to_owned(),
+        };
+        println!(
+            "| {scenario} | {path} | closed loop | {:.0} | {} of {} | {:.2} ms | {:.2} ms | devices acknowledged {:.0}/s while publishing; {written} |",
+            o.rate,
+            o.sent.saturating_sub(o.received),
+            o.sent,
+            o.p50.as_secs_f64() * 1e3,
+            o.p99.as_secs_f64() * 1e3,
+            o.sent as f64 / self.duration.as_secs_f64().max(1e-9),
+        );
+    }
+}
+
+/// The filesystem `path` is on, as "type on device" from /proc/self/mounts
+/// (longest mount point that contains it), so a run on a tmpfs shows.
+fn filesystem_of(path: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return "filesystem unknown".to_owned();
+    };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, at, kind) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(at)
+                .then(|| (at.len(), format!("{kind} on {dev}")))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "filesystem unknown".to_owned(), |(_, fs)| fs)
+}
+
 /// The payload: [device u32][seq u32][sent-at nanos since EPOCH u64] + padding.
 fn payload(device: u32, seq: u32) -> Bytes {
     let mut p = Vec::with_capacity(PAYLOAD);
@@ -771,9 +875,9 @@ async fn publish_direct_paced(port: u16, rate: u64, total: u64, start: Instant) 
     Ok(())
 }
 
-async fn publish_direct_qos1(port: u16, duration: Duration) -> BenchResult<u64> {
+async fn publish_direct_qos1(port: u16, devices: usize, duration: Duration) -> BenchResult<u64> {
     let start = Instant::now();
-    let clients = mqtt_clients(port, DEVICES, 1).await?;
+    let clients = mqtt_clients(port, devices, 1).await?;
     let mut tasks = Vec::new();
     for (d, (client, mut acked)) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -994,10 +1098,18 @@ impl Sngate {
         ])
     }
 
-    /// The gateway with extra `sngate run` arguments (e.g. a config file).
+    /// The gateway with extra `sngate run` arguments (e.g. a config file),
+    /// the durable store off.
     fn start_with(extra: &[&str]) -> BenchResult<Sngate> {
+        Self::spawn(None, extra)
+    }
+
+    /// The gateway with its durable store in `state_dir` (None: off) and
+    /// extra `sngate run` arguments.
+    fn spawn(state_dir: Option<&std::path::Path>, extra: &[&str]) -> BenchResult<Sngate> {
         let port = free_udp_port()?;
         let udp: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let state_dir = state_dir.map_or_else(|| "off".to_owned(), |d| d.display().to_string());
         let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
             .args([
                 "run",
@@ -1006,7 +1118,7 @@ impl Sngate {
                 "--broker",
                 "off",
                 "--state-dir",
-                "off",
+                &state_dir,
                 "--udp",
                 &udp.to_string(),
             ])
@@ -1043,6 +1155,20 @@ impl Sngate {
                     .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
             })
             .unwrap_or(0)
+    }
+}
+
+impl Sngate {
+    /// Bytes the gateway process has caused to be written to storage so far
+    /// (`write_bytes` in `/proc/<pid>/io`, all its threads: counted as it
+    /// dirties page-cache pages, so neither the filesystem journal nor
+    /// another process's writes are in it). None where it cannot be read.
+    fn write_bytes(&self) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 
