@@ -340,6 +340,11 @@ impl BridgeHandle {
         self.events.recv().await
     }
 
+    /// An event that is ready now, without waiting.
+    pub fn try_recv(&mut self) -> Option<BridgeEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// The bridge's counters right now.
     pub fn stats(&self) -> BridgeStats {
         self.counters.snapshot()

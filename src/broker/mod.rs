@@ -265,7 +265,18 @@ impl Broker {
 
     /// The next event from a connection.
     pub async fn recv(&mut self) -> Option<BrokerEvent> {
-        let mut event = self.events.recv().await?;
+        let event = self.events.recv().await?;
+        Some(self.note(event))
+    }
+
+    /// An event that is ready now, without waiting.
+    pub fn try_recv(&mut self) -> Option<BrokerEvent> {
+        let event = self.events.try_recv().ok()?;
+        Some(self.note(event))
+    }
+
+    /// Keeps the connection table in step with an event on its way out.
+    fn note(&mut self, mut event: BrokerEvent) -> BrokerEvent {
         match &mut event {
             BrokerEvent::Opened { conn, link } => {
                 self.links.insert(*conn, link.clone());
@@ -281,7 +292,7 @@ impl Broker {
             }
             BrokerEvent::Input { .. } => {}
         }
-        Some(event)
+        event
     }
 
     /// Hands the engine's `action` to connection `conn`. Never blocks: a

@@ -93,6 +93,9 @@ impl Driver {
         if let Some(broker) = &mut self.broker {
             broker.closed().await;
         }
+        // What the bridge settled during the drain is forgotten on disk too.
+        self.settle_now = true;
+        self.flush().await;
         let upstream_unacknowledged = match self.bridge.take() {
             Some(bridge) => {
                 let rest = deadline.saturating_duration_since(Instant::now());
