@@ -180,7 +180,12 @@ async fn qos1_via(
     state_dir: Option<&std::path::Path>,
 ) -> BenchResult<Leg> {
     let upstream = format!("127.0.0.1:{mqtt_port}");
-    let mut gateway = Sngate::spawn(state_dir, &["--upstream", &upstream])?;
+    // Every simulated device sends from 127.0.0.1: no per-source rate limit.
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bench.toml");
+    std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let mut gateway = Sngate::spawn(state_dir, &["--upstream", &upstream, "--config", &config])?;
     let sub = Subscriber::start(mqtt_port, "bench/#", MqttQoS::AtLeastOnce).await?;
     let sims = Devices::connect(gateway.udp, devices).await?;
     let before = gateway.write_bytes();
