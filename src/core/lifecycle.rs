@@ -566,24 +566,31 @@ impl Gateway {
         let requeued = s.requeue_inflight();
         self.queued_bytes_total += requeued;
         self.detach_peer(sid);
-        let will = will
-            .filter(|w| self.acl_check(Subscriber::Device(sid), &w.topic, Access::Write, "will"));
         if let Some(will) = will {
-            self.stats.wills_published += 1;
-            let topic: Arc<str> = Arc::from(will.topic.as_str());
-            self.route(
-                now,
-                &topic,
-                will.payload,
-                will.qos,
-                will.retain,
-                Origin::Will,
-                None,
-            );
+            self.publish_will(now, Subscriber::Device(sid), will);
         }
         if clean {
             self.remove_session(sid);
         }
+    }
+
+    /// Publishes a lost client's will (device or local), if the ACL lets
+    /// it write there.
+    pub(super) fn publish_will(&mut self, now: Instant, owner: Subscriber, will: Will) {
+        if !self.acl_check(owner, &will.topic, Access::Write, "will") {
+            return;
+        }
+        self.stats.wills_published += 1;
+        let topic: Arc<str> = Arc::from(will.topic.as_str());
+        self.route(
+            now,
+            &topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            Origin::Will,
+            None,
+        );
     }
 
     /// Forgets the session's address.

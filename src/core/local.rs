@@ -408,20 +408,8 @@ impl Gateway {
             }
         }
         debug!(client = %s.client_id, %conn, graceful, "local client disconnected");
-        let will = will
-            .filter(|w| self.acl_check(Subscriber::Local(sid), &w.topic, Access::Write, "will"));
         if let Some(will) = will {
-            self.stats.wills_published += 1;
-            let topic: Arc<str> = Arc::from(will.topic.as_str());
-            self.route(
-                now,
-                &topic,
-                will.payload,
-                will.qos,
-                will.retain,
-                Origin::Will,
-                None,
-            );
+            self.publish_will(now, Subscriber::Local(sid), will);
         }
         if clean {
             self.remove_local_session(sid);
