@@ -7,14 +7,15 @@
 
 mod common;
 
+use common::{spawn_logged, wait_for_line};
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::http::{self, sample};
-use common::{KillOnDrop, RawDevice, connect, expect_message, start_gateway_with};
+use common::{RawDevice, connect, expect_message, start_gateway_with};
 use sngate::proto::{QoS, SubscribeTopic, TopicRef};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -454,8 +455,8 @@ async fn slow_and_excess_connections_are_bounded() {
 
 #[test]
 fn the_binary_logs_where_http_listens_and_serves_there() {
-    let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
-        .args(["run", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
+    cmd.args(["run", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args([
             "--log-format",
             "text",
@@ -465,29 +466,9 @@ fn the_binary_logs_where_http_listens_and_serves_there() {
             "off",
         ])
         .env_remove("RUST_LOG")
-        .env_remove("SNGATE_CONFIG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sngate starts");
-    let mut child = KillOnDrop(child);
-    let stderr = child.0.stderr.take().expect("piped stderr");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("no log line with {needle:?} within 10 s"));
-        if line.contains(needle) {
-            return line;
-        }
-    };
-    let line = wait_for("HTTP endpoint listening");
+        .env_remove("SNGATE_CONFIG");
+    let (mut child, lines) = spawn_logged(cmd);
+    let line = wait_for_line(&lines, "HTTP endpoint listening");
     let addr: SocketAddr = line
         .split("addr=")
         .nth(1)
@@ -509,7 +490,7 @@ fn the_binary_logs_where_http_listens_and_serves_there() {
         .expect("kill runs")
         .success();
     assert!(ok);
-    wait_for("shutdown complete");
+    wait_for_line(&lines, "shutdown complete");
     assert!(child.wait().expect("sngate exits").success());
 }
 

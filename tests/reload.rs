@@ -3,26 +3,12 @@
 
 mod common;
 
-use common::KillOnDrop;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use common::{spawn_logged, wait_for_line};
+
+use std::process::Command;
 
 fn sngate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sngate"))
-}
-
-/// Waits for a stderr line containing `needle`; returns it.
-fn wait_for(lines: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("no log line with {needle:?} within 10 s"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 fn publish_predefined(gateway: &str, id: &str) -> i32 {
@@ -59,8 +45,8 @@ fn sighup_applies_new_predefined_topics_and_keeps_the_old_config_on_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("sngate.toml");
     std::fs::write(&file, "[log]\nlevel = \"info\"\n").expect("write config");
-    let mut child = sngate()
-        .args(["run", "--config"])
+    let mut cmd = sngate();
+    cmd.args(["run", "--config"])
         .arg(&file)
         .args([
             "--udp",
@@ -72,21 +58,9 @@ fn sighup_applies_new_predefined_topics_and_keeps_the_old_config_on_errors() {
             "--log-format",
             "text",
         ])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sngate starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut child = KillOnDrop(child);
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let listening = wait_for(&lines, "listening on UDP");
+        .env_remove("RUST_LOG");
+    let (mut child, lines) = spawn_logged(cmd);
+    let listening = wait_for_line(&lines, "listening on UDP");
     let addr = listening
         .split("addr=")
         .nth(1)
@@ -102,7 +76,7 @@ fn sighup_applies_new_predefined_topics_and_keeps_the_old_config_on_errors() {
     )
     .expect("rewrite config");
     signal(child.0.id(), "-HUP");
-    let reloaded = wait_for(&lines, "configuration reloaded");
+    let reloaded = wait_for_line(&lines, "configuration reloaded");
     assert!(reloaded.contains("predefined_topics"), "{reloaded}");
     assert_eq!(
         publish_predefined(&addr, "7"),
@@ -113,10 +87,10 @@ fn sighup_applies_new_predefined_topics_and_keeps_the_old_config_on_errors() {
     // A broken file: nothing changes, the gateway keeps running.
     std::fs::write(&file, "[limits]\nmax_clinets = 3\n").expect("break config");
     signal(child.0.id(), "-HUP");
-    let refused = wait_for(&lines, "configuration not reloaded");
+    let refused = wait_for_line(&lines, "configuration not reloaded");
     assert!(refused.contains("line 2"), "{refused}");
     // toml's message goes on over the next lines, naming the key.
-    wait_for(&lines, "max_clinets");
+    wait_for_line(&lines, "max_clinets");
     assert_eq!(
         publish_predefined(&addr, "7"),
         0,

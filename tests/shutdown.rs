@@ -5,12 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use common::{spawn_logged, wait_for_line};
+
+use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
-use common::{KillOnDrop, RawDevice, connect, options, start_gateway_with, upstream_to};
+use common::{RawDevice, connect, options, start_gateway_with, upstream_to};
 use sngate::client::Client;
 use sngate::proto::{Packet, QoS, ReturnCode, SubscribeTopic, TopicRef};
 
@@ -192,48 +194,28 @@ fn a_frozen_broker_cannot_hold_the_process_past_its_grace_period() {
         broker.port
     )
     .expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_sngate"))
-        .args([
-            "run",
-            "--broker",
-            "off",
-            "--state-dir",
-            "off",
-            "--log-format",
-            "text",
-            "--config",
-        ])
-        .arg(config.path())
-        .env_remove("RUST_LOG")
-        .env_remove("SNGATE_CONFIG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sngate starts");
-    let mut child = KillOnDrop(child);
-    let stderr = child.0.stderr.take().expect("piped stderr");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("no log line with {needle:?} within 10 s"));
-        if line.contains(needle) {
-            return line;
-        }
-    };
-    let listening = wait_for("listening on UDP");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
+    cmd.args([
+        "run",
+        "--broker",
+        "off",
+        "--state-dir",
+        "off",
+        "--log-format",
+        "text",
+        "--config",
+    ])
+    .arg(config.path())
+    .env_remove("RUST_LOG")
+    .env_remove("SNGATE_CONFIG");
+    let (mut child, lines) = spawn_logged(cmd);
+    let listening = wait_for_line(&lines, "listening on UDP");
     let addr = listening
         .split("addr=")
         .nth(1)
         .and_then(|a| a.trim().parse().ok())
         .expect("the bound address in the log");
-    wait_for("upstream broker connected");
+    wait_for_line(&lines, "upstream broker connected");
 
     broker.freeze();
     const N: usize = 5;
@@ -256,7 +238,7 @@ fn a_frozen_broker_cannot_hold_the_process_past_its_grace_period() {
         .expect("kill runs")
         .success();
     assert!(ok);
-    let left = wait_for("messages left undelivered");
+    let left = wait_for_line(&lines, "messages left undelivered");
     assert!(
         left.contains(&format!("upstream_unacknowledged={N}")),
         "{left}"

@@ -6,7 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use common::spawn_logged;
+
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -181,32 +183,20 @@ fn sngate() -> Command {
 
 /// `sngate run --udp 127.0.0.1:0`, and the address it bound (from its log).
 fn run_gateway() -> (KillOnDrop, String) {
-    let mut child = sngate()
-        .args([
-            "run",
-            "--udp",
-            "127.0.0.1:0",
-            "--broker",
-            "off",
-            "--state-dir",
-            "off",
-            "--log-format",
-            "text",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sngate run starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let child = KillOnDrop(child);
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let mut cmd = sngate();
+    cmd.args([
+        "run",
+        "--udp",
+        "127.0.0.1:0",
+        "--broker",
+        "off",
+        "--state-dir",
+        "off",
+        "--log-format",
+        "text",
+    ])
+    .stdout(Stdio::null());
+    let (child, lines) = spawn_logged(cmd);
     loop {
         let line = lines
             .recv_timeout(Duration::from_secs(10))

@@ -10,10 +10,11 @@
 
 mod common;
 
+use common::{spawn_logged, wait_for_line};
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -203,19 +204,6 @@ async fn a_thousand_messages_acknowledged_while_upstream_is_down_arrive_in_order
     gw.stop().await;
 }
 
-/// Waits for a stderr line of the gateway containing `needle`.
-fn wait_for(lines: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("the gateway never logged {needle:?}"),
-        }
-    }
-}
-
 /// Starts the real binary on `port` with the store in `dir`, bridged to
 /// `upstream`; returns when it listens.
 fn spawn_gateway(
@@ -234,28 +222,16 @@ fn spawn_gateway_with(
     port: u16,
     extra: &[&str],
 ) -> (KillOnDrop, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sngate"))
-        .args(["run", "--log-format", "text"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
+    cmd.args(["run", "--log-format", "text"])
         .args(["--udp", &format!("127.0.0.1:{port}")])
         .args(extra)
         .arg("--state-dir")
         .arg(dir)
         .env_remove("RUST_LOG")
-        .env_remove("SNGATE_CONFIG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sngate starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let child = KillOnDrop(child);
-    wait_for(&lines, "listening on UDP");
+        .env_remove("SNGATE_CONFIG");
+    let (child, lines) = spawn_logged(cmd);
+    wait_for_line(&lines, "listening on UDP");
     (child, lines)
 }
 
@@ -423,7 +399,7 @@ async fn a_message_a_persistent_local_client_had_not_acknowledged_survives_a_kil
     let (udp, tcp) = (free_udp_port(), free_tcp_port());
     let broker_arg = format!("127.0.0.1:{tcp}");
     let (mut child, lines) = spawn_gateway_with(dir.path(), udp, &["--broker", &broker_arg]);
-    wait_for(&lines, "MQTT broker listening");
+    wait_for_line(&lines, "MQTT broker listening");
 
     // A persistent local subscriber that never acknowledges (manual acks).
     let mut opts = MqttOptions::new("nodered", "127.0.0.1", tcp);
@@ -457,7 +433,7 @@ async fn a_message_a_persistent_local_client_had_not_acknowledged_survives_a_kil
     child.0.kill().expect("kill -9");
     let _ = child.wait();
     let (_child, lines) = spawn_gateway_with(dir.path(), udp, &["--broker", &broker_arg]);
-    wait_for(&lines, "MQTT broker listening");
+    wait_for_line(&lines, "MQTT broker listening");
     let again = next_publish(&mut events)
         .await
         .expect("the unacknowledged message is delivered again after the restart");

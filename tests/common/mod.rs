@@ -217,3 +217,37 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Starts `cmd` (usually the real `sngate run`) with stderr piped; its log
+/// lines arrive on the returned channel, read by a thread of their own.
+pub fn spawn_logged(
+    mut cmd: std::process::Command,
+) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (KillOnDrop(child), lines)
+}
+
+/// The next log line containing `needle`, within 10 s (else the test fails).
+pub fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no log line with {needle:?} within 10 s"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
