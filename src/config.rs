@@ -590,6 +590,78 @@ pub struct UpstreamConfig {
     /// count against the outbox bounds, and are not durable). Default: false
     /// — dropped and counted, as MQTT allows.
     pub queue_qos0_offline: bool,
+    /// `"aggregate"` (default): one upstream session carries every device.
+    /// `"per-device"`: each MQTT-SN device gets its own upstream session with
+    /// its client id, CleanSession flag, keep-alive and will (see
+    /// `[upstream.per_device]` and `docs/bridge.md`); the shared session
+    /// stays for local clients and QoS −1 publishes.
+    pub bridge_mode: BridgeMode,
+    /// `[upstream.per_device]`: identities of the per-device sessions.
+    pub per_device: PerDeviceConfig,
+}
+
+/// `[upstream] bridge_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BridgeMode {
+    /// One upstream session for all devices.
+    #[default]
+    Aggregate,
+    /// One upstream session per device.
+    PerDevice,
+}
+
+/// `[upstream.per_device]`: how per-device upstream sessions identify
+/// themselves (used only with `bridge_mode = "per-device"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerDeviceConfig {
+    /// Put in front of the device's client id to make its upstream client
+    /// id. Default: `""` (the device's own id).
+    pub client_id_prefix: String,
+    /// How long a device's CONNACK waits for its upstream session before
+    /// the device is accepted anyway and works offline, in seconds (≥ 1).
+    /// Default: 5.
+    pub connect_wait_secs: u32,
+    /// Default credentials for every device's session; `%c` in `username`
+    /// stands for the device's client id. Default: none (no user name;
+    /// `[upstream.tls]`'s client certificate, if any, is used).
+    pub username: Option<String>,
+    /// Default password. Default: none.
+    pub password: Option<String>,
+    /// `[[upstream.per_device.credentials]]`: credentials for the devices
+    /// whose client id matches `client_id` (a glob); the first match wins,
+    /// then the defaults above.
+    pub credentials: Vec<DeviceCredentials>,
+}
+
+impl Default for PerDeviceConfig {
+    fn default() -> Self {
+        Self {
+            client_id_prefix: String::new(),
+            connect_wait_secs: 5,
+            username: None,
+            password: None,
+            credentials: Vec::new(),
+        }
+    }
+}
+
+/// One `[[upstream.per_device.credentials]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceCredentials {
+    /// Glob over device client ids (`*`, `?`), e.g. `"sensor-*"`. Required.
+    pub client_id: String,
+    /// MQTT user name (`%c` = the device's client id). Default: none.
+    pub username: Option<String>,
+    /// MQTT password. Default: none.
+    pub password: Option<String>,
+    /// PEM client certificate for this device's TLS session (with
+    /// `key_file`; needs `[upstream.tls]` for the CA). Default: none.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`. Default: none.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -611,6 +683,8 @@ impl Default for UpstreamConfig {
             max_pending_bytes: 64 * MIB,
             outbox_full: OutboxFull::Backpressure,
             queue_qos0_offline: false,
+            bridge_mode: BridgeMode::Aggregate,
+            per_device: PerDeviceConfig::default(),
         }
     }
 }

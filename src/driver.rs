@@ -118,6 +118,16 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             .map(|p| (p.id, p.topic.clone()))
             .collect(),
         upstream: config.upstream.is_some(),
+        per_device_sessions: config
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.bridge_mode == crate::config::BridgeMode::PerDevice),
+        upstream_session_wait: config
+            .upstream
+            .as_ref()
+            .map_or(Duration::from_secs(5), |u| {
+                secs(u.per_device.connect_wait_secs.max(1))
+            }),
         // Turned on by `start` once the store is open.
         persist: false,
         // Read from its file by `start` and `reload` (`with_acl`).
@@ -578,6 +588,7 @@ fn restore_outbox(bridge: Option<&BridgeHandle>, outbox: Vec<(u64, crate::core::
             qos: m.qos,
             retain: m.retain,
             store_id: Some(id),
+            from: None,
         })
         .collect();
     bridge.restore(cmds);

@@ -265,6 +265,7 @@ fn publish(topic: &str, payload: &str, qos: u8) -> UpstreamCommand {
         qos,
         retain: false,
         store_id: None,
+        from: None,
     }
 }
 

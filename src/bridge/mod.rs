@@ -718,6 +718,7 @@ impl Bridge {
                 qos,
                 retain,
                 store_id,
+                from: _,
             } => {
                 let Some((remote, qos)) = self.rules.outbound(&topic, qos.min(2)) else {
                     bump(&self.counters.not_bridged_out, 1);
@@ -773,6 +774,11 @@ impl Bridge {
                     self.control.push_back(Request::Subscribe(filter, qos, id));
                 }
             }
+            // Per-device sessions are the pool's (not implemented yet).
+            UpstreamCommand::OpenSession(_)
+            | UpstreamCommand::CloseSession { .. }
+            | UpstreamCommand::SessionSubscribe { .. }
+            | UpstreamCommand::SessionUnsubscribe { .. } => {}
             UpstreamCommand::Unsubscribe { filter } => {
                 if !self.rules.is_transparent() {
                     return;

@@ -85,6 +85,14 @@ pub struct EngineConfig {
     pub predefined_topics: Vec<(u16, String)>,
     /// Forward every device publish to the upstream bridge.
     pub upstream: bool,
+    /// Per-device upstream sessions (`upstream.bridge_mode = "per-device"`):
+    /// each device gets its own upstream session ([`UpstreamCommand::OpenSession`](super::UpstreamCommand::OpenSession));
+    /// its CONNACK waits for that session, its QoS 1/2 acknowledgements for
+    /// the broker's. Only meaningful with `upstream`.
+    pub per_device_sessions: bool,
+    /// Per-device mode: how long a device's CONNACK waits for its upstream
+    /// session before the device is accepted anyway (offline operation).
+    pub upstream_session_wait: Duration,
     /// Produce store operations (see `core::persist`): set when the driver
     /// has a durable store. Fixed at start.
     pub persist: bool,
@@ -127,6 +135,8 @@ impl Default for EngineConfig {
             per_source_burst: 200,
             predefined_topics: Vec::new(),
             upstream: false,
+            per_device_sessions: false,
+            upstream_session_wait: Duration::from_secs(5),
             persist: false,
             acl: None,
             admission: Admission::default(),

@@ -546,6 +546,7 @@ impl Gateway {
                     qos,
                     retain,
                     store_id,
+                    from: None,
                 });
             } else {
                 // Only QoS 0 gets here: QoS 1/2 wait for room (see on_publish).

@@ -26,6 +26,7 @@ pub mod admission;
 mod authorize;
 pub mod chaos;
 mod delivery;
+mod device_sessions;
 pub mod drain;
 pub mod engine_config;
 mod gateway;
@@ -53,7 +54,10 @@ pub use drain::Undelivered;
 pub use engine_config::{EngineConfig, OverflowPolicy};
 pub use gateway::{Gateway, RATE_LIMIT_SOURCES, RetainedMessage, Subscriber, UpstreamMessage};
 pub use local::{LocalClientInfo, LocalConnId, LocalConnect, LocalDelivery, LocalInput};
-pub use output::{LocalAction, Output, UpstreamCommand};
+pub use output::{
+    DeviceOrigin, LocalAction, Output, SessionParams, SessionStatus, SessionWill, UpstreamAck,
+    UpstreamCommand,
+};
 pub use peer::{LinkAddr, Peer};
 pub use persist::{
     ClientKey, ClientKind, QueuedRecord, Restored, SessionRecord, StoreOp, StoredMessage,

@@ -2,6 +2,8 @@
 //! [`Gateway::poll_output`](super::Gateway::poll_output) after every input and
 //! carries them out in order.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::local::{LocalConnId, LocalDelivery};
@@ -94,6 +96,10 @@ pub enum UpstreamCommand {
         /// reports it settled once the broker has the message (or the rules
         /// keep it local), and the driver deletes it from the store.
         store_id: Option<u64>,
+        /// Per-device mode: the device whose own upstream session publishes
+        /// it (and which waits for the broker's acknowledgement). `None`:
+        /// the shared session (aggregate mode, local clients, QoS −1).
+        from: Option<DeviceOrigin>,
     },
     /// Start receiving messages matching a local topic filter from upstream.
     Subscribe {
@@ -106,5 +112,103 @@ pub enum UpstreamCommand {
     Unsubscribe {
         /// The local topic filter.
         filter: String,
+    },
+    /// Per-device mode: open (or reuse) the device's own upstream session.
+    /// Answered with [`Gateway::handle_session_status`](super::Gateway::handle_session_status)
+    /// — the device's CONNACK waits for it (see `docs/bridge.md`).
+    OpenSession(SessionParams),
+    /// Per-device mode: end the device's upstream session once what it
+    /// holds for the broker is delivered. `publish_will`: drop the
+    /// connection without DISCONNECT so the broker publishes the will (the
+    /// device was lost); otherwise DISCONNECT (the will is discarded).
+    CloseSession {
+        /// The device's client id.
+        client_id: Arc<str>,
+        /// Let the broker publish the will.
+        publish_will: bool,
+    },
+    /// Per-device mode: subscribe on the device's own session.
+    SessionSubscribe {
+        /// The device's client id.
+        client_id: Arc<str>,
+        /// The local topic filter.
+        filter: String,
+        /// Maximum QoS wanted.
+        qos: u8,
+    },
+    /// Per-device mode: unsubscribe on the device's own session.
+    SessionUnsubscribe {
+        /// The device's client id.
+        client_id: Arc<str>,
+        /// The local topic filter.
+        filter: String,
+    },
+}
+
+/// Who publishes a message upstream in per-device mode, and what to tell the
+/// device once the broker has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOrigin {
+    /// The device's client id (its upstream session).
+    pub client_id: Arc<str>,
+    /// For a device's QoS 1/2 PUBLISH: the acknowledgement the device gets
+    /// when the broker has acknowledged the message, or when it is queued
+    /// while the session is down. Handed back unchanged through
+    /// [`Gateway::handle_session_ack`](super::Gateway::handle_session_ack).
+    pub ack: Option<UpstreamAck>,
+}
+
+/// An acknowledgement owed to a device (opaque to the shell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamAck {
+    /// The PUBLISH's MsgId.
+    pub(super) msg_id: u16,
+    /// Its TopicId field, echoed in the PUBACK.
+    pub(super) topic_field: u16,
+    /// 1: PUBACK; 2: PUBREC.
+    pub(super) qos: u8,
+}
+
+/// What a device's upstream session is made of (per-device mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionParams {
+    /// The device's client id (the shell adds the configured prefix).
+    pub client_id: Arc<str>,
+    /// The device's CleanSession flag.
+    pub clean_session: bool,
+    /// The device's keep-alive in seconds, as the engine applies it.
+    pub keep_alive_secs: u32,
+    /// The device's will, for the broker to publish if the device is lost.
+    pub will: Option<SessionWill>,
+}
+
+/// A device's will as carried by its upstream session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionWill {
+    /// Local topic name (the shell applies the bridge rules).
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// MQTT QoS 0..=2.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+}
+
+/// How a device's upstream session answered [`UpstreamCommand::OpenSession`],
+/// or what became of it later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// The broker accepted the session (CONNACK 0).
+    Up,
+    /// The broker cannot be reached; the session keeps retrying with a
+    /// jittered backoff and the device works offline meanwhile.
+    Unreachable,
+    /// The broker refused the session (bad credentials, not authorised):
+    /// the device is refused (CONNACK 0x03) or, if already connected,
+    /// disconnected.
+    Refused {
+        /// The broker's reason, for the log.
+        reason: String,
     },
 }

@@ -1271,7 +1271,8 @@ fn upstream_sees_device_publishes_and_follows_local_subscriptions() {
             payload: b("v"),
             qos: 1,
             retain: false,
-            store_id: None
+            store_id: None,
+            from: None
         }]
     );
     // Messages from upstream reach local subscribers and do not go back up.
