@@ -12,7 +12,6 @@ fn conn(n: u64) -> LocalConnId {
 fn delivery(topic: &str, payload: &str, qos: u8) -> LocalDelivery {
     LocalDelivery {
         store_id: None,
-        from: None,
         topic: Arc::from(topic),
         payload: b(payload),
         qos,
