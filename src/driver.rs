@@ -705,6 +705,24 @@ impl Driver {
                 let now = tokio::time::Instant::now().into_std();
                 self.gateway.handle_upstream(now, msg);
             }
+            Some(BridgeEvent::SessionStatus { client_id, status }) => {
+                let now = tokio::time::Instant::now().into_std();
+                self.gateway.handle_session_status(now, &client_id, status);
+            }
+            Some(BridgeEvent::SessionAck {
+                client_id,
+                ack,
+                accepted,
+            }) => {
+                let now = tokio::time::Instant::now().into_std();
+                self.gateway
+                    .handle_session_ack(now, &client_id, ack, accepted);
+            }
+            Some(BridgeEvent::SessionMessage { client_id, message }) => {
+                let now = tokio::time::Instant::now().into_std();
+                self.gateway
+                    .handle_session_message(now, &client_id, message);
+            }
             Some(BridgeEvent::Connected) => info!("upstream broker connected"),
             Some(BridgeEvent::Settled(ids)) => self.settled.extend(ids),
             Some(BridgeEvent::Disconnected { reason }) => {
@@ -869,7 +887,7 @@ impl Driver {
                         }
                     }
                 }
-                Output::Upstream(cmd) => match &self.bridge {
+                Output::Upstream(cmd) => match &mut self.bridge {
                     Some(bridge) => bridge.send(cmd),
                     None => debug!(?cmd, "no upstream bridge; command dropped"),
                 },

@@ -1,73 +1,97 @@
-//! Echo suppression for MQTT 3.1.1 upstreams, which have no No Local option.
+//! Echo suppression for MQTT 3.1.1 upstreams, which have no No Local option
+//! and no user properties.
 //!
-//! On 3.1.1 the broker sends the bridge back every message the bridge itself
-//! published on a topic the bridge is subscribed to. The gateway already
-//! routed that message locally when the device published it, so delivering
-//! the echo would hand local subscribers a second copy. This filter remembers
-//! each such publication (remote topic and a hash of the payload) for a short
-//! while, and swallows the first matching message that comes back.
+//! On 3.1.1 the broker sends a session back every message the gateway
+//! published on a topic that session is subscribed to — its own messages
+//! (aggregate mode), and in per-device mode also those of every other
+//! session of this gateway (device A's session publishes, device B's session
+//! is subscribed). The gateway already routed that message locally when it
+//! was published, so delivering the broker's copy would hand local
+//! subscribers a second one.
+//!
+//! The gateway keeps one [`EchoLog`] of recent publications (remote topic and
+//! a hash of the payload, each with a sequence number), shared by all its
+//! sessions; each session keeps an [`EchoSeen`] of the log entries it has
+//! already swallowed. A message received on a session is an echo when the
+//! log holds a matching publication the session has not swallowed yet: so
+//! each session swallows one copy per publication, however many sessions
+//! receive it.
 //!
 //! It is a best-effort heuristic, not a protocol guarantee (see
 //! `docs/bridge.md`): a different client publishing the very same payload on
 //! the very same topic within the window loses one copy, and an echo that
 //! arrives after the window (or a second echo of a message resent after a
-//! reconnect) gets through. Memory is bounded by a fixed number of entries.
+//! reconnect) gets through. Memory is bounded by a fixed number of entries
+//! in the log and in each session's record.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 type Key = (String, u64);
 
-/// Recently published (topic, payload) pairs expected to come back.
+/// Recently published (topic, payload) pairs expected to come back, shared
+/// by every session of the gateway.
 #[derive(Debug)]
-pub struct EchoFilter {
+pub struct EchoLog {
     window: Duration,
     capacity: usize,
-    order: VecDeque<(Instant, Key)>,
-    counts: HashMap<Key, usize>,
+    next_seq: u64,
+    /// Every remembered publication, oldest first.
+    order: VecDeque<(Instant, Key, u64)>,
+    /// Sequence numbers per key, oldest first.
+    by_key: HashMap<Key, VecDeque<u64>>,
 }
 
-impl EchoFilter {
-    /// A filter remembering at most `capacity` publications for `window`.
+impl EchoLog {
+    /// A log remembering at most `capacity` publications for `window`.
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
             window,
             capacity: capacity.max(1),
+            next_seq: 0,
             order: VecDeque::new(),
-            counts: HashMap::new(),
+            by_key: HashMap::new(),
         }
     }
 
-    /// Records that the bridge published `payload` on remote `topic` at `now`.
+    /// Records that the gateway published `payload` on remote `topic` at `now`.
     pub fn published(&mut self, now: Instant, topic: &str, payload: &[u8]) {
         self.expire(now);
         if self.order.len() >= self.capacity {
             self.pop_oldest();
         }
         let key = (topic.to_owned(), hash(payload));
-        *self.counts.entry(key.clone()).or_insert(0) += 1;
-        self.order.push_back((now, key));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_key.entry(key.clone()).or_default().push_back(seq);
+        self.order.push_back((now, key, seq));
     }
 
-    /// True if the message received on remote `topic` is the echo of one the
-    /// bridge published (and forgets that publication).
-    pub fn is_echo(&mut self, now: Instant, topic: &str, payload: &[u8]) -> bool {
+    /// True if the message a session received on remote `topic` is the echo
+    /// of a publication that session (`seen`) has not swallowed yet; it then
+    /// counts as swallowed by that session.
+    pub fn is_echo(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        payload: &[u8],
+        seen: &mut EchoSeen,
+    ) -> bool {
         self.expire(now);
+        seen.expire(now, self.window);
         let key = (topic.to_owned(), hash(payload));
-        let Some(n) = self.counts.get_mut(&key) else {
+        let Some(seqs) = self.by_key.get(&key) else {
             return false;
         };
-        *n -= 1;
-        if *n == 0 {
-            self.counts.remove(&key);
+        match seqs.iter().find(|s| !seen.set.contains(s)) {
+            Some(&seq) => {
+                seen.insert(now, seq);
+                true
+            }
+            None => false,
         }
-        // Drop the oldest record of this key from the order queue.
-        if let Some(i) = self.order.iter().position(|(_, k)| *k == key) {
-            self.order.remove(i);
-        }
-        true
     }
 
     /// Publications currently remembered.
@@ -81,7 +105,7 @@ impl EchoFilter {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
+        while let Some((at, _, _)) = self.order.front() {
             if now.saturating_duration_since(*at) < self.window {
                 break;
             }
@@ -90,13 +114,52 @@ impl EchoFilter {
     }
 
     fn pop_oldest(&mut self) {
-        if let Some((_, key)) = self.order.pop_front()
-            && let Some(n) = self.counts.get_mut(&key)
+        if let Some((_, key, seq)) = self.order.pop_front()
+            && let Some(seqs) = self.by_key.get_mut(&key)
         {
-            *n -= 1;
-            if *n == 0 {
-                self.counts.remove(&key);
+            seqs.retain(|s| *s != seq);
+            if seqs.is_empty() {
+                self.by_key.remove(&key);
             }
+        }
+    }
+}
+
+/// The log entries one session has swallowed (bounded like the log).
+#[derive(Debug)]
+pub struct EchoSeen {
+    capacity: usize,
+    order: VecDeque<(Instant, u64)>,
+    set: HashSet<u64>,
+}
+
+impl EchoSeen {
+    /// A record of at most `capacity` swallowed echoes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    fn insert(&mut self, now: Instant, seq: u64) {
+        if self.order.len() >= self.capacity
+            && let Some((_, old)) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back((now, seq));
+        self.set.insert(seq);
+    }
+
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while let Some((at, seq)) = self.order.front() {
+            if now.saturating_duration_since(*at) < window {
+                break;
+            }
+            self.set.remove(seq);
+            self.order.pop_front();
         }
     }
 }
@@ -114,37 +177,50 @@ mod tests {
     const W: Duration = Duration::from_secs(10);
 
     #[test]
-    fn swallows_each_publication_once() {
+    fn swallows_each_publication_once_per_session() {
         let t = Instant::now();
-        let mut f = EchoFilter::new(W, 100);
-        f.published(t, "a", b"1");
-        f.published(t, "a", b"1");
-        assert!(!f.is_echo(t, "a", b"2"), "other payload");
-        assert!(!f.is_echo(t, "b", b"1"), "other topic");
-        assert!(f.is_echo(t, "a", b"1"));
-        assert!(f.is_echo(t, "a", b"1"));
-        assert!(!f.is_echo(t, "a", b"1"), "only as many as published");
-        assert!(f.is_empty());
+        let mut log = EchoLog::new(W, 100);
+        let mut a = EchoSeen::new(100);
+        let mut b = EchoSeen::new(100);
+        log.published(t, "a", b"1");
+        log.published(t, "a", b"1");
+        assert!(!log.is_echo(t, "a", b"2", &mut a), "other payload");
+        assert!(!log.is_echo(t, "b", b"1", &mut a), "other topic");
+        assert!(log.is_echo(t, "a", b"1", &mut a));
+        assert!(log.is_echo(t, "a", b"1", &mut a));
+        assert!(
+            !log.is_echo(t, "a", b"1", &mut a),
+            "only as many as published"
+        );
+        // Another session gets its own copies of the same publications.
+        assert!(log.is_echo(t, "a", b"1", &mut b));
+        assert!(log.is_echo(t, "a", b"1", &mut b));
+        assert!(!log.is_echo(t, "a", b"1", &mut b));
     }
 
     #[test]
     fn forgets_after_window() {
         let t = Instant::now();
-        let mut f = EchoFilter::new(W, 100);
-        f.published(t, "a", b"1");
-        assert!(!f.is_echo(t + W, "a", b"1"));
-        assert!(f.is_empty());
+        let mut log = EchoLog::new(W, 100);
+        let mut a = EchoSeen::new(100);
+        log.published(t, "a", b"1");
+        assert!(!log.is_echo(t + W, "a", b"1", &mut a));
+        assert!(log.is_empty());
     }
 
     #[test]
     fn bounded_by_capacity() {
         let t = Instant::now();
-        let mut f = EchoFilter::new(W, 3);
+        let mut log = EchoLog::new(W, 3);
+        let mut a = EchoSeen::new(2);
         for i in 0..10u8 {
-            f.published(t, "a", &[i]);
+            log.published(t, "a", &[i]);
         }
-        assert_eq!(f.len(), 3);
-        assert!(!f.is_echo(t, "a", &[0]), "oldest forgotten");
-        assert!(f.is_echo(t, "a", &[9]));
+        assert_eq!(log.len(), 3);
+        assert!(!log.is_echo(t, "a", &[0], &mut a), "oldest forgotten");
+        assert!(log.is_echo(t, "a", &[9], &mut a));
+        assert!(log.is_echo(t, "a", &[8], &mut a));
+        assert!(log.is_echo(t, "a", &[7], &mut a));
+        assert_eq!(a.order.len(), 2, "a session's record is bounded too");
     }
 }

@@ -46,6 +46,11 @@ pub struct OutMessage {
     pub retain: bool,
     /// Its id in the durable store, reported settled when it leaves.
     pub store_id: Option<u64>,
+    /// An acknowledgement owed to its sender (a device's QoS 1/2 message in
+    /// per-device mode), by the session's ticket number: answered when the
+    /// message leaves ([`Outbox::take_answered`]) or earlier
+    /// ([`Outbox::release_tickets`]).
+    pub ticket: Option<u64>,
 }
 
 impl OutMessage {
@@ -130,6 +135,9 @@ pub struct Outbox {
     replay_pubrel: HashSet<u16>,
     /// Durable ids of messages that left, until taken.
     settled: Vec<u64>,
+    /// Tickets of messages that left, with whether the broker took them,
+    /// until taken.
+    answered: Vec<(u64, bool)>,
 }
 
 impl Outbox {
@@ -147,6 +155,7 @@ impl Outbox {
             replay_publish: HashSet::new(),
             replay_pubrel: HashSet::new(),
             settled: Vec::new(),
+            answered: Vec::new(),
         }
     }
 
@@ -185,7 +194,7 @@ impl Outbox {
     pub fn discard_queued(&mut self) -> Option<OutMessage> {
         let seq = self.queue.pop_front()?;
         let msg = self.entries.get(&seq).map(|e| e.msg.clone());
-        self.remove(seq);
+        self.remove(seq, false);
         msg
     }
 
@@ -193,6 +202,39 @@ impl Outbox {
     /// refused by the broker, or discarded), for the store to forget.
     pub fn take_settled(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.settled)
+    }
+
+    /// Tickets of the messages that left since the last call: `true` when
+    /// the broker has them (PUBACK, PUBCOMP), `false` when it refused them
+    /// or they were discarded.
+    pub fn take_answered(&mut self) -> Vec<(u64, bool)> {
+        std::mem::take(&mut self.answered)
+    }
+
+    /// Takes the tickets of every message still held (they will be answered
+    /// now, not when the messages leave).
+    pub fn release_tickets(&mut self) -> Vec<u64> {
+        self.entries
+            .values_mut()
+            .filter_map(|e| e.msg.ticket.take())
+            .collect()
+    }
+
+    /// Removes every message and returns them in order (a session handing
+    /// what it could not deliver to another); their durable ids and tickets
+    /// travel with them, nothing is reported settled.
+    pub fn drain_all(&mut self) -> Vec<OutMessage> {
+        let out = std::mem::take(&mut self.entries)
+            .into_values()
+            .map(|e| e.msg)
+            .collect();
+        self.bytes = 0;
+        self.queue.clear();
+        self.submitted.clear();
+        self.by_pkid.clear();
+        self.replay_publish.clear();
+        self.replay_pubrel.clear();
+        out
     }
 
     /// Appends a message, or refuses it when a bound is reached.
@@ -256,7 +298,7 @@ impl Outbox {
         let seq = self.submitted.pop_front()?;
         let qos = self.entries.get(&seq).map(|e| e.msg.qos)?;
         if qos == 0 {
-            self.remove(seq);
+            self.remove(seq, true);
         } else {
             self.assign(seq, State::Sent(pkid));
         }
@@ -280,7 +322,7 @@ impl Outbox {
     pub fn on_puback(&mut self, pkid: u16, ok: bool) -> Ack {
         match self.find(pkid, |s| s == State::Sent(pkid)) {
             Some(seq) if self.entries.get(&seq).is_some_and(|e| e.msg.qos == 1) => {
-                self.remove(seq);
+                self.remove(seq, ok);
                 if ok { Ack::Completed } else { Ack::Rejected }
             }
             _ => Ack::Unmatched,
@@ -299,7 +341,7 @@ impl Outbox {
                     }
                     Ack::Progressed
                 } else {
-                    self.remove(seq);
+                    self.remove(seq, false);
                     Ack::Rejected
                 }
             }
@@ -311,7 +353,7 @@ impl Outbox {
     pub fn on_pubcomp(&mut self, pkid: u16) -> Ack {
         match self.find(pkid, |s| s == State::Released(pkid)) {
             Some(seq) => {
-                self.remove(seq);
+                self.remove(seq, true);
                 Ack::Completed
             }
             None => Ack::Unmatched,
@@ -350,7 +392,7 @@ impl Outbox {
             }
         }
         for seq in doomed {
-            self.remove(seq);
+            self.remove(seq, false);
             dropped += 1;
         }
         for seqs in self.by_pkid.values_mut() {
@@ -417,12 +459,15 @@ impl Outbox {
 
     /// Forgets an entry that is not in `queue` (callers in `Queued` state
     /// rebuild the queue afterwards).
-    fn remove(&mut self, seq: u64) {
+    fn remove(&mut self, seq: u64, taken: bool) {
         let Some(e) = self.entries.remove(&seq) else {
             return;
         };
         if let Some(id) = e.msg.store_id {
             self.settled.push(id);
+        }
+        if let Some(ticket) = e.msg.ticket {
+            self.answered.push((ticket, taken));
         }
         self.bytes -= e.msg.cost();
         if let State::Collided(p) | State::Sent(p) | State::Released(p) = e.state
@@ -443,6 +488,7 @@ mod tests {
     fn msg(n: u32, qos: u8) -> OutMessage {
         OutMessage {
             store_id: None,
+            ticket: None,
             topic: "t".into(),
             payload: Bytes::from(n.to_string()),
             qos,

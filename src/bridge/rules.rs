@@ -72,6 +72,25 @@ impl Rules {
             })
     }
 
+    /// The remote filter a device's own session subscribes to for the local
+    /// `filter` (per-device mode): unchanged when transparent; with rules,
+    /// `remote_prefix + rest` for the first `in`/`both` rule whose
+    /// `local_prefix` starts the filter and whose topic filter some topic
+    /// matches together with `rest`. What comes down is still mapped (and
+    /// checked) by [`inbound`](Self::inbound). `None` when no rule fits.
+    pub fn remote_filter(&self, filter: &str) -> Option<String> {
+        if self.is_transparent() {
+            return Some(filter.to_owned());
+        }
+        self.rules
+            .iter()
+            .filter(|r| matches!(r.direction, Direction::In | Direction::Both))
+            .find_map(|r| {
+                let rest = filter.strip_prefix(r.local_prefix.as_str())?;
+                overlaps(&r.topic, rest).then(|| format!("{}{rest}", r.remote_prefix))
+            })
+    }
+
     /// The static upstream subscriptions (remote filter, QoS) of the `in` and
     /// `both` rules, duplicates removed. Empty when transparent.
     pub fn subscriptions(&self) -> Vec<(String, u8)> {
@@ -90,6 +109,23 @@ impl Rules {
     }
 }
 
+/// Whether some topic name matches both filters.
+fn overlaps(a: &str, b: &str) -> bool {
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+            // "x/#" also matches "x".
+            (None, Some(rest)) | (Some(rest), None) => {
+                return rest == "#";
+            }
+            (Some(x), Some(y)) if x == y || x == "+" || y == "+" => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +138,37 @@ mod tests {
             local_prefix: local.to_owned(),
             remote_prefix: remote.to_owned(),
         }
+    }
+
+    #[test]
+    fn device_filters_map_through_in_rules() {
+        let r = Rules::new(&[
+            rule(Direction::Out, "#", 2, "", ""),
+            rule(Direction::In, "cmd/#", 1, "dev/", "site1/"),
+        ]);
+        assert_eq!(r.remote_filter("dev/cmd/x"), Some("site1/cmd/x".into()));
+        assert_eq!(r.remote_filter("dev/+/x"), Some("site1/+/x".into()));
+        assert_eq!(r.remote_filter("dev/#"), Some("site1/#".into()));
+        assert_eq!(
+            r.remote_filter("dev/status/x"),
+            None,
+            "no in rule covers it"
+        );
+        assert_eq!(
+            r.remote_filter("other/cmd/x"),
+            None,
+            "not under the local prefix"
+        );
+        assert_eq!(Rules::new(&[]).remote_filter("a/#"), Some("a/#".into()));
+    }
+
+    #[test]
+    fn filter_overlap() {
+        assert!(overlaps("a/#", "a"));
+        assert!(overlaps("a/+", "+/b"));
+        assert!(!overlaps("a/+", "a/b/c"));
+        assert!(overlaps("#", "x/y"));
+        assert!(!overlaps("a/b", "a/c"));
     }
 
     #[test]

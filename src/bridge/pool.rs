@@ -1,0 +1,225 @@
+//! The per-device sessions behind [`BridgeHandle`](super::BridgeHandle)
+//! (`bridge_mode = "per-device"`): which device has a session task, routing
+//! each command that names a device to it, starting one on
+//! [`UpstreamCommand::OpenSession`], and forgetting one that has ended.
+//!
+//! Lives on the driver's side of the channels (inside the handle), so
+//! routing costs no extra task or hop. A session task that has no
+//! connection and nothing to do reports `Finished` with how many commands it
+//! has received; the pool forgets it only if that is every command it sent
+//! (otherwise a command is on its way and the task carries on with it), so
+//! no command is ever lost to a task that just ended. A later OpenSession
+//! then starts a new task.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::identities::DeviceIdentities;
+use super::session::Session;
+use super::{BridgeEvent, Common, Control, bump};
+use crate::core::{DeviceOrigin, SessionStatus, UpstreamCommand};
+
+/// One device's session task.
+struct Slot {
+    /// Unique per task (a device's later session is another task).
+    task: u64,
+    control: mpsc::UnboundedSender<Control>,
+    /// Commands sent to it.
+    sent: u64,
+    handle: JoinHandle<()>,
+}
+
+/// The device sessions. See the module documentation.
+pub(super) struct Pool {
+    rt: tokio::runtime::Handle,
+    common: Arc<Common>,
+    identities: Arc<DeviceIdentities>,
+    slots: HashMap<Arc<str>, Slot>,
+    next_task: u64,
+}
+
+impl Pool {
+    pub(super) fn new(
+        rt: tokio::runtime::Handle,
+        common: Arc<Common>,
+        identities: DeviceIdentities,
+    ) -> Self {
+        Self {
+            rt,
+            common,
+            identities: Arc::new(identities),
+            slots: HashMap::new(),
+            next_task: 0,
+        }
+    }
+
+    /// Routes `cmd`: to a device's session (`None` returned), or back to the
+    /// caller for the shared session. Answers the engine itself (into
+    /// `local`) when no session can: a device whose upstream id would be the
+    /// shared session's is refused, and a device's message without a
+    /// session is refused (`accepted = false`) and dropped.
+    pub(super) fn dispatch(
+        &mut self,
+        cmd: UpstreamCommand,
+        local: &mut VecDeque<BridgeEvent>,
+    ) -> Option<UpstreamCommand> {
+        let device = match &cmd {
+            UpstreamCommand::Publish {
+                from: Some(DeviceOrigin { client_id, .. }),
+                ..
+            } => Arc::clone(client_id),
+            UpstreamCommand::OpenSession(p) => Arc::clone(&p.client_id),
+            UpstreamCommand::CloseSession { client_id, .. }
+            | UpstreamCommand::SessionSubscribe { client_id, .. }
+            | UpstreamCommand::SessionUnsubscribe { client_id, .. } => Arc::clone(client_id),
+            UpstreamCommand::Publish { from: None, .. }
+            | UpstreamCommand::Subscribe { .. }
+            | UpstreamCommand::Unsubscribe { .. } => return Some(cmd),
+        };
+        if let UpstreamCommand::OpenSession(_) = &cmd
+            && self.identities.upstream_id(&device) == self.common.cfg.client_id
+        {
+            warn!(client_id = %device, "a device's upstream client id would be the gateway's own; refused");
+            local.push_back(BridgeEvent::SessionStatus {
+                client_id: device,
+                status: SessionStatus::Refused {
+                    reason: "the upstream client id is the gateway's own".to_owned(),
+                },
+            });
+            return None;
+        }
+        let cmd = match self.slots.get_mut(&device) {
+            Some(slot) => match Self::deliver(slot, cmd, &self.common) {
+                Ok(()) => return None,
+                // The task is gone (it cannot end before we forget it, so
+                // it failed): start again if this command can.
+                Err(cmd) => {
+                    self.slots.remove(&device);
+                    cmd
+                }
+            },
+            None => cmd,
+        };
+        match cmd {
+            UpstreamCommand::OpenSession(_) => {
+                let mut slot = self.start(Arc::clone(&device));
+                if let Err(cmd) = Self::deliver(&mut slot, cmd, &self.common) {
+                    debug!(?cmd, "a new device session task is gone already");
+                }
+                self.slots.insert(device, slot);
+            }
+            UpstreamCommand::Publish {
+                from: Some(origin),
+                store_id,
+                ..
+            } => {
+                // The engine publishes only for devices with a session; this
+                // one's was refused or has ended.
+                debug!(client_id = %origin.client_id, "a device message without an upstream session; refused");
+                bump(&self.common.counters.rejected, 1);
+                if let Some(id) = store_id {
+                    local.push_back(BridgeEvent::Settled(vec![id]));
+                }
+                if let Some(ack) = origin.ack {
+                    local.push_back(BridgeEvent::SessionAck {
+                        client_id: origin.client_id,
+                        ack,
+                        accepted: false,
+                    });
+                }
+            }
+            other => debug!(?other, "no upstream session for this device; ignored"),
+        }
+        None
+    }
+
+    /// Hands `cmd` to the slot's task, counting it (and, for a publish, its
+    /// room); gives it back when the task has ended.
+    fn deliver(
+        slot: &mut Slot,
+        cmd: UpstreamCommand,
+        common: &Common,
+    ) -> Result<(), UpstreamCommand> {
+        let cost = match &cmd {
+            UpstreamCommand::Publish { topic, payload, .. } => {
+                Some((topic.len() + payload.len()) as u64)
+            }
+            _ => None,
+        };
+        if let Some(bytes) = cost {
+            common.counters.handed_over(1, bytes);
+        }
+        match slot.control.send(Control::Command(cmd)) {
+            Ok(()) => {
+                slot.sent += 1;
+                Ok(())
+            }
+            Err(mpsc::error::SendError(Control::Command(cmd))) => {
+                if let Some(bytes) = cost {
+                    // Never reached a task: not unsettled after all.
+                    common
+                        .counters
+                        .room
+                        .taken_messages
+                        .fetch_add(1, std::sync::atomic::Ordering::Release);
+                    common
+                        .counters
+                        .room
+                        .taken_bytes
+                        .fetch_add(bytes, std::sync::atomic::Ordering::Release);
+                }
+                Err(cmd)
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn start(&mut self, device: Arc<str>) -> Slot {
+        let task = self.next_task;
+        self.next_task += 1;
+        let (control, rx) = mpsc::unbounded_channel();
+        let session = Session::device(
+            Arc::clone(&self.common),
+            Arc::clone(&self.identities),
+            device,
+            task,
+        );
+        let handle = self.rt.spawn(session.run(None, rx));
+        Slot {
+            task,
+            control,
+            sent: 0,
+            handle,
+        }
+    }
+
+    /// A device session reported it has nothing to do after `received`
+    /// commands: forget it if it has had every command sent to it (dropping
+    /// its channel ends the task).
+    pub(super) fn finished(&mut self, device: &str, task: u64, received: u64) {
+        if self
+            .slots
+            .get(device)
+            .is_some_and(|s| s.task == task && s.sent == received)
+        {
+            self.slots.remove(device);
+        }
+    }
+
+    /// Asks every device session to stop within `grace`; their tasks, to
+    /// wait for.
+    pub(super) fn shutdown(self, grace: Duration) -> Vec<JoinHandle<()>> {
+        self.slots
+            .into_values()
+            .map(|slot| {
+                let _ = slot.control.send(Control::Shutdown(grace));
+                slot.handle
+            })
+            .collect()
+    }
+}
