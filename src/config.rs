@@ -1183,6 +1183,7 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    validate_per_device(u)?;
     for (i, rule) in u.rules.iter().enumerate() {
         if rule.qos > 2 {
             return Err(ConfigError::invalid(
@@ -1194,6 +1195,50 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 format!("upstream.rules[{i}].topic"),
                 "must not be empty (use \"#\" for everything)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[upstream.per_device]` and the per-device mode's own needs.
+fn validate_per_device(u: &UpstreamConfig) -> Result<(), ConfigError> {
+    let pd = &u.per_device;
+    if u.bridge_mode == BridgeMode::PerDevice && u.client_id.is_empty() {
+        return Err(ConfigError::invalid(
+            "upstream.client_id",
+            "must not be empty with bridge_mode = \"per-device\" (it tags the gateway's own messages)",
+        ));
+    }
+    if pd.connect_wait_secs == 0 {
+        return Err(ConfigError::invalid(
+            "upstream.per_device.connect_wait_secs",
+            "must be at least 1",
+        ));
+    }
+    for (i, c) in pd.credentials.iter().enumerate() {
+        let key = |field: &str| format!("upstream.per_device.credentials[{i}].{field}");
+        if c.client_id.is_empty() {
+            return Err(ConfigError::invalid(
+                key("client_id"),
+                "must be a client id glob (\"*\" for every device)",
+            ));
+        }
+        if c.cert_file.is_some() != c.key_file.is_some() {
+            let missing = if c.cert_file.is_some() {
+                "key_file"
+            } else {
+                "cert_file"
+            };
+            return Err(ConfigError::invalid(
+                key(missing),
+                "cert_file and key_file must be given together",
+            ));
+        }
+        if c.cert_file.is_some() && u.tls.is_none() {
+            return Err(ConfigError::invalid(
+                key("cert_file"),
+                "a client certificate needs [upstream.tls] (its ca_file)",
             ));
         }
     }
@@ -1351,6 +1396,35 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_upstream_example_parses_and_validates() {
+        // The `# [upstream]` block of the default file, uncommented (its
+        // `# # ` lines are prose and stay comments).
+        let start = DEFAULT_CONFIG_TOML
+            .find("# [upstream]\n")
+            .expect("upstream example");
+        let end = DEFAULT_CONFIG_TOML
+            .find("\n[broker]\n")
+            .expect("broker section");
+        let example: String = DEFAULT_CONFIG_TOML[start..end]
+            .lines()
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        let up = c.upstream.expect("an upstream");
+        assert_eq!(up.bridge_mode, BridgeMode::Aggregate);
+        assert_eq!(
+            up.per_device,
+            PerDeviceConfig {
+                credentials: up.per_device.credentials.clone(),
+                ..PerDeviceConfig::default()
+            }
+        );
+        assert_eq!(up.per_device.credentials[0].client_id, "camera-*");
+    }
+
+    #[test]
     fn empty_file_is_the_default() {
         assert_eq!(parse("").unwrap(), Config::default());
     }
@@ -1473,6 +1547,33 @@ mod tests {
                 "upstream.rules[1].qos",
                 6,
             ),
+            (
+                "[upstream]\nhost = \"h\"\n[upstream.per_device]\nconnect_wait_secs = 0\n",
+                "upstream.per_device.connect_wait_secs",
+                4,
+            ),
+            (
+                "[upstream]\nhost = \"h\"\nbridge_mode = \"per-device\"\nclient_id = \"\"\n",
+                "upstream.client_id",
+                4,
+            ),
+            (
+                "[upstream]\nhost = \"h\"\n[[upstream.per_device.credentials]]\nusername = \"u\"\n",
+                "upstream.per_device.credentials[0].client_id",
+                3,
+            ),
+            (
+                "[upstream]\nhost = \"h\"\n[[upstream.per_device.credentials]]\nclient_id = \"a*\"\n\
+                 cert_file = \"/c.pem\"\n",
+                "upstream.per_device.credentials[0].key_file",
+                3,
+            ),
+            (
+                "[upstream]\nhost = \"h\"\n[[upstream.per_device.credentials]]\nclient_id = \"a*\"\n\
+                 cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+                "upstream.per_device.credentials[0].cert_file",
+                5,
+            ),
         ];
         for (text, want_key, want_line) in cases {
             let (key, line, _) = invalid(text);
@@ -1495,6 +1596,19 @@ mod tests {
         assert_eq!(up.port, 1883);
         assert_eq!(up.rules[0].direction, Direction::Both);
         assert_eq!(up.rules[0].topic, "#");
+        assert_eq!(up.bridge_mode, BridgeMode::Aggregate);
+        let c = parse(
+            "[upstream]\nhost = \"broker\"\nbridge_mode = \"per-device\"\n\
+             [upstream.tls]\nca_file = \"/etc/ca.pem\"\n\
+             [upstream.per_device]\nclient_id_prefix = \"sn-\"\nusername = \"%c\"\n\
+             [[upstream.per_device.credentials]]\nclient_id = \"cam-*\"\n\
+             cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let up = c.upstream.unwrap();
+        assert_eq!(up.bridge_mode, BridgeMode::PerDevice);
+        assert_eq!(up.per_device.client_id_prefix, "sn-");
+        assert_eq!(up.per_device.credentials[0].client_id, "cam-*");
     }
 
     #[test]

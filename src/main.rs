@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sngate::config::{
-    self, Config, ConfigError, LogFormat, PredefinedTopic, SerialConfig, SerialFraming,
+    self, BridgeMode, Config, ConfigError, LogFormat, PredefinedTopic, SerialConfig, SerialFraming,
     UpstreamConfig,
 };
 
@@ -115,6 +115,12 @@ struct RunArgs {
     /// section if the file has none.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
     upstream: Option<HostPort>,
+    /// Upstream bridge mode, overriding [upstream] bridge_mode: `aggregate`
+    /// (one upstream session carries every device) or `per-device` (each
+    /// device gets its own, with its client id, keep-alive and will). Needs
+    /// an upstream (--upstream or [upstream]).
+    #[arg(long, value_name = "MODE")]
+    bridge_mode: Option<BridgeModeArg>,
     /// Predefined topic as ID=TOPIC, e.g. 1=sensors/temp. Repeatable; appended
     /// to [[predefined_topics]].
     #[arg(long = "predefined", value_name = "ID=TOPIC", value_parser = parse_predefined)]
@@ -148,6 +154,24 @@ enum LogFormatArg {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `--bridge-mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BridgeModeArg {
+    /// One upstream session for every device.
+    Aggregate,
+    /// One upstream session per device.
+    PerDevice,
+}
+
+impl From<BridgeModeArg> for BridgeMode {
+    fn from(m: BridgeModeArg) -> Self {
+        match m {
+            BridgeModeArg::Aggregate => BridgeMode::Aggregate,
+            BridgeModeArg::PerDevice => BridgeMode::PerDevice,
+        }
+    }
 }
 
 impl From<LogFormatArg> for LogFormat {
@@ -950,6 +974,16 @@ fn apply_overrides(config: &mut Config, args: &RunArgs) -> Vec<String> {
         if let Some(port) = port {
             upstream.port = *port;
         }
+    }
+    if let Some(mode) = args.bridge_mode {
+        // Without an upstream this creates one with no host, which the
+        // validation then reports (as a command-line error).
+        if config.upstream.is_none() {
+            set.push("upstream.host".to_owned());
+        }
+        let upstream = config.upstream.get_or_insert_with(UpstreamConfig::default);
+        upstream.bridge_mode = mode.into();
+        set.push("upstream.bridge_mode".to_owned());
     }
     for p in &args.predefined {
         set.push(format!(

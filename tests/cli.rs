@@ -161,6 +161,7 @@ fn help_for_each_command_mentions_its_flags() {
                 "--log-format",
                 "--udp",
                 "--upstream",
+                "--bridge-mode",
                 "--predefined",
                 "--gateway-id",
             ],

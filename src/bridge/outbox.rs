@@ -551,6 +551,74 @@ mod tests {
         assert!(o.is_empty());
     }
 
+    fn ticketed(n: u32, qos: u8, ticket: u64) -> OutMessage {
+        OutMessage {
+            ticket: Some(ticket),
+            store_id: Some(u64::from(n)),
+            ..msg(n, qos)
+        }
+    }
+
+    #[test]
+    fn tickets_are_answered_when_their_messages_leave() {
+        let mut o = Outbox::new(10, 1000);
+        o.push(ticketed(1, 1, 10)).unwrap();
+        o.push(ticketed(2, 2, 20)).unwrap();
+        o.push(ticketed(3, 1, 30)).unwrap();
+        submit_all(&mut o);
+        o.on_outgoing_publish(1);
+        o.on_outgoing_publish(2);
+        o.on_outgoing_publish(3);
+        assert_eq!(o.on_puback(1, true), Ack::Completed);
+        assert_eq!(o.on_pubrec(2, true), Ack::Progressed);
+        assert_eq!(
+            o.take_answered(),
+            vec![(10, true)],
+            "QoS 2 waits for PUBCOMP"
+        );
+        assert_eq!(o.on_pubcomp(2), Ack::Completed);
+        assert_eq!(o.on_puback(3, false), Ack::Rejected);
+        assert_eq!(o.take_answered(), vec![(20, true), (30, false)]);
+        assert_eq!(o.take_settled(), vec![1, 2, 3]);
+        assert!(o.take_answered().is_empty());
+    }
+
+    #[test]
+    fn released_tickets_are_not_answered_again() {
+        let mut o = Outbox::new(10, 1000);
+        o.push(ticketed(1, 1, 10)).unwrap();
+        o.push(ticketed(2, 1, 20)).unwrap();
+        submit_all(&mut o);
+        o.on_outgoing_publish(1);
+        let _ = o.connection_lost(false);
+        assert_eq!(o.release_tickets(), vec![10, 20]);
+        assert!(o.release_tickets().is_empty());
+        o.connected(true);
+        assert_eq!(o.on_puback(1, true), Ack::Completed);
+        assert!(o.take_answered().is_empty(), "answered when released");
+        assert_eq!(o.take_settled(), vec![1], "still settled in the store");
+    }
+
+    #[test]
+    fn drain_all_hands_everything_over_in_order() {
+        let mut o = Outbox::new(10, 1000);
+        for n in 1..=3 {
+            o.push(ticketed(n, 1, u64::from(n))).unwrap();
+        }
+        submit_all(&mut o);
+        o.on_outgoing_publish(1);
+        let all = o.drain_all();
+        assert_eq!(all.iter().map(payload).collect::<Vec<_>>(), ["1", "2", "3"]);
+        assert!(o.is_empty());
+        assert_eq!(o.bytes(), 0);
+        assert_eq!(o.in_flight(), 0);
+        assert!(
+            o.take_settled().is_empty(),
+            "their store ids travel with them"
+        );
+        assert_eq!(o.on_puback(1, true), Ack::Unmatched);
+    }
+
     #[test]
     fn bounds_refuse_new_messages() {
         let mut o = Outbox::new(2, 1000);

@@ -280,7 +280,29 @@ impl Collect for UpstreamFigures {
             "Topic and payload bytes in the bridge's outbox.",
         )
         .value(s.pending_bytes);
+        device_sessions(s, out);
     }
+}
+
+/// Per-device upstream sessions (`bridge_mode = "per-device"`; zeros
+/// otherwise).
+fn device_sessions(s: &BridgeStats, out: &mut Exposition) {
+    out.gauge(
+        "sngate_upstream_device_sessions",
+        "Per-device upstream sessions, by state (open: existing, connected or trying).",
+    )
+    .sample(&[("state", "open")], s.device_sessions_open)
+    .sample(&[("state", "connected")], s.device_sessions_connected);
+    out.counter(
+        "sngate_upstream_device_session_connects_total",
+        "CONNACKs accepting a device's upstream session.",
+    )
+    .value(s.device_session_connects);
+    out.counter(
+        "sngate_upstream_device_session_refusals_total",
+        "Device upstream sessions the broker refused (bad credentials, not authorised).",
+    )
+    .value(s.device_session_refusals);
 }
 
 /// Datagrams through one UDP listener, counted on the driver task.
