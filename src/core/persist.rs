@@ -542,8 +542,12 @@ impl Gateway {
         s.subscriptions = r.subscriptions.iter().cloned().collect();
         self.sessions.insert(sid, s);
         self.by_client.insert(client_id, sid);
-        for (filter, qos) in &r.subscriptions {
-            self.subscribe_filter(Subscriber::Device(sid), filter, *qos, true);
+        if self.per_device() {
+            self.restore_device_session(sid);
+        } else {
+            for (filter, qos) in &r.subscriptions {
+                self.subscribe_filter(Subscriber::Device(sid), filter, *qos, true);
+            }
         }
         self.arm(sid);
         sid
