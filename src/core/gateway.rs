@@ -543,12 +543,13 @@ impl Gateway {
             if self.upstream_room > 0 || origin == Origin::Will {
                 self.upstream_room = self.upstream_room.saturating_sub(1);
                 self.stats.upstream_out += 1;
-                let store_id = self.outbox_id(topic, &payload, qos, retain);
                 let from = if origin == Origin::Device {
                     self.publishing_as.take()
                 } else {
                     None
                 };
+                let device = from.as_ref().map(|f| f.client_id.clone());
+                let store_id = self.outbox_id(topic, &payload, qos, retain, device.as_deref());
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),
                     payload: payload.clone(),

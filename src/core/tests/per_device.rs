@@ -517,3 +517,27 @@ fn a_reconnect_opens_the_session_again_with_every_subscription() {
         ]
     );
 }
+
+#[test]
+fn a_stored_outbox_message_remembers_whose_session_sends_it() {
+    let mut h = Harness::with(EngineConfig {
+        upstream: true,
+        per_device_sessions: true,
+        persist: true,
+        ..EngineConfig::default()
+    });
+    let a = peer(1);
+    connect_up(&mut h, &a, "a");
+    let id = h.register(&a, 1, "data/a");
+    h.gw.take_store_ops();
+    h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(id), 3, "v"));
+    let devices: Vec<Option<String>> =
+        h.gw.take_store_ops()
+            .into_iter()
+            .filter_map(|op| match op {
+                StoreOp::PutOutbox(_, r) => Some(r.device),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(devices, vec![Some("a".to_owned())]);
+}
