@@ -9,6 +9,7 @@
 //! cargo bench --bench gateway -- qos1              # QoS 1, closed loop, 100 devices
 //! cargo bench --bench gateway -- qos1 1 10         # … 1 device, 10 s per leg
 //! cargo bench --bench gateway -- idle 10000        # RSS with 10,000 devices
+//! cargo bench --bench gateway -- perdevice 1000 10 # 1,000 per-device upstream sessions
 //! ```
 //!
 //! The QoS 1 scenario runs the gateway twice in the same run, with the
@@ -82,6 +83,11 @@ fn main() -> BenchResult<()> {
             rt.block_on(idle(&mosquitto, n))?;
         }
         Some("serial") => rt.block_on(serial_link(5))?,
+        Some("perdevice") => {
+            let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(1000);
+            let secs = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(10);
+            rt.block_on(per_device(&mosquitto, n, secs))?;
+        }
         Some("sleep") => {
             let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
             rt.block_on(sleepers(n, 10))?;
@@ -207,6 +213,111 @@ async fn qos1_via(
         duration,
         written,
     })
+}
+
+/// `n` devices, each with its own upstream session (`--bridge-mode
+/// per-device`), against the same devices through the one shared session
+/// and the same number of MQTT clients straight to mosquitto, in one run:
+/// time until every device has its CONNACK (all CONNECTs sent at once; in
+/// per-device mode a CONNACK waits for the device's session) and until
+/// mosquitto holds every session (established TCP connections to its port),
+/// gateway RSS, and QoS 1 closed-loop throughput for `secs` seconds.
+async fn per_device(mosquitto: &Mosquitto, n: usize, secs: u64) -> BenchResult<()> {
+    let duration = Duration::from_secs(secs);
+    let direct = {
+        let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
+        let start = Instant::now();
+        let sent = publish_direct_qos1(mosquitto.port, n, duration).await?;
+        sub.finish(sent, start).await
+    };
+    direct.print(
+        &format!("QoS 1, {n} clients, 1 in flight each"),
+        "direct to mosquitto",
+        0,
+    );
+    for mode in ["aggregate", "per-device"] {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("bench.toml");
+        std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+        let config = config.to_string_lossy().into_owned();
+        let upstream = format!("127.0.0.1:{}", mosquitto.port);
+        let mut gateway = Sngate::start_with(&[
+            "--upstream",
+            &upstream,
+            "--config",
+            &config,
+            "--bridge-mode",
+            mode,
+        ])?;
+        let baseline = established_to(mosquitto.port);
+        let idle_rss = gateway.rss_kib();
+        let start = Instant::now();
+        let devices = Devices::connect_burst(gateway.udp, n).await?;
+        let connacked = start.elapsed();
+        // Every session up at the broker (the shared one was up before).
+        let want = if mode == "per-device" {
+            baseline + n
+        } else {
+            baseline
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while established_to(mosquitto.port) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let at_broker = start.elapsed();
+        let sessions = established_to(mosquitto.port).saturating_sub(baseline);
+        let rss = gateway.rss_kib();
+        let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
+        let t0 = Instant::now();
+        let sent = devices.publish_qos1_closed_loop(duration, t0).await?;
+        let outcome = sub.finish(sent, t0).await;
+        if let Some(status) = gateway.child.try_wait()? {
+            return Err(format!("sngate exited during the load: {status}").into());
+        }
+        outcome.print(
+            &format!("QoS 1, {n} devices, 1 in flight each"),
+            &format!("via sngate, bridge_mode {mode}"),
+            0,
+        );
+        println!(
+            "| {n} devices connect, bridge_mode {mode} | via sngate | | | | | | all CONNACKed (and a topic registered each) in {:.2} s; {sessions} device sessions at the broker after {:.2} s; RSS {:.1} MB (idle {:.1} MB, {:.1} KB per device) |",
+            connacked.as_secs_f64(),
+            at_broker.as_secs_f64(),
+            rss as f64 / 1024.0,
+            idle_rss as f64 / 1024.0,
+            rss.saturating_sub(idle_rss) as f64 / n.max(1) as f64,
+        );
+        println!(
+            "| QoS 1, {n} devices, bridge_mode {mode} | sngate / direct | | {:.0} % | | | | same run |",
+            outcome.rate / direct.rate.max(1.0) * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// Established TCP connections whose local port is `port` (mosquitto's
+/// side of each client connection), from /proc/net/tcp and tcp6.
+fn established_to(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    let mut f = l.split_whitespace();
+                    let local = f.nth(1).unwrap_or("");
+                    let state = f.nth(1).unwrap_or("");
+                    state == "01"
+                        && local
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| u16::from_str_radix(p, 16).ok())
+                            == Some(port)
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// Memory: `n` connected devices, gateway RSS before and after.
@@ -924,6 +1035,63 @@ struct Devices {
 impl Devices {
     async fn connect(gateway: SocketAddr, n: usize) -> BenchResult<Devices> {
         tokio::task::spawn_blocking(move || Self::connect_blocking(gateway, n)).await?
+    }
+
+    /// Like [`connect`](Self::connect) but every CONNECT goes out at once
+    /// (then the REGISTERs, one device at a time); a device whose CONNACK
+    /// does not come within 2 s sends its CONNECT again, as a device would.
+    async fn connect_burst(gateway: SocketAddr, n: usize) -> BenchResult<Devices> {
+        tokio::task::spawn_blocking(move || Self::connect_burst_blocking(gateway, n)).await?
+    }
+
+    fn connect_burst_blocking(gateway: SocketAddr, n: usize) -> BenchResult<Devices> {
+        let connect = |i: usize| Packet::Connect {
+            will: false,
+            clean_session: true,
+            protocol_id: 1,
+            duration: 600,
+            client_id: format!("bench-{i}"),
+        };
+        let mut sockets = Vec::with_capacity(n);
+        let mut buf = BytesMut::new();
+        for i in 0..n {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            s.connect(gateway)?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            buf.clear();
+            proto::encode(&connect(i), &mut buf)?;
+            s.send(&buf)?;
+            sockets.push(s);
+        }
+        let mut topic_ids = Vec::with_capacity(n);
+        for (i, s) in sockets.iter().enumerate() {
+            let mut rx = [0u8; 64];
+            let connack = match s.recv(&mut rx) {
+                Ok(len) => proto::decode(&rx[..len])?,
+                Err(_) => request(s, &connect(i), |p| matches!(p, Packet::ConnAck { .. }))?,
+            };
+            if connack
+                != (Packet::ConnAck {
+                    return_code: ReturnCode::Accepted,
+                })
+            {
+                return Err(format!("device {i}: {connack:?}").into());
+            }
+            let regack = request(
+                s,
+                &Packet::Register {
+                    topic_id: 0,
+                    msg_id: 1,
+                    topic_name: format!("bench/d{i}"),
+                },
+                |p| matches!(p, Packet::RegAck { .. }),
+            )?;
+            let Packet::RegAck { topic_id, .. } = regack else {
+                return Err("no REGACK".into());
+            };
+            topic_ids.push(topic_id);
+        }
+        Ok(Devices { sockets, topic_ids })
     }
 
     fn connect_blocking(gateway: SocketAddr, n: usize) -> BenchResult<Devices> {

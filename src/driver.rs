@@ -565,7 +565,7 @@ pub struct StoreCounters {
 /// Hands the outbox found in the store to the bridge, oldest first. Without
 /// a bridge (the upstream was removed from the config) the messages stay in
 /// the store for a later start with one.
-fn restore_outbox(bridge: Option<&BridgeHandle>, outbox: Vec<(u64, crate::core::StoredMessage)>) {
+fn restore_outbox(bridge: Option<&BridgeHandle>, outbox: Vec<(u64, crate::core::OutboxRecord)>) {
     if outbox.is_empty() {
         return;
     }
@@ -582,13 +582,17 @@ fn restore_outbox(bridge: Option<&BridgeHandle>, outbox: Vec<(u64, crate::core::
     );
     let cmds = outbox
         .into_iter()
-        .map(|(id, m)| UpstreamCommand::Publish {
-            topic: m.topic,
-            payload: Bytes::from(m.payload),
-            qos: m.qos,
-            retain: m.retain,
+        .map(|(id, r)| UpstreamCommand::Publish {
+            topic: r.message.topic,
+            payload: Bytes::from(r.message.payload),
+            qos: r.message.qos,
+            retain: r.message.retain,
             store_id: Some(id),
-            from: None,
+            // A device's message goes up on its own session again.
+            from: r.device.map(|d| crate::core::DeviceOrigin {
+                client_id: d.into(),
+                ack: None,
+            }),
         })
         .collect();
     bridge.restore(cmds);

@@ -1,8 +1,9 @@
 //! An interpreter that drives the engine from an arbitrary byte string: a
 //! sequence of operations from several peers — raw or templated datagrams
 //! (valid packets with fuzzer-chosen fields, optionally mutated), clock
-//! advances with timeouts, upstream messages, upstream room, and local MQTT
-//! inputs — checking after every one that the engine holds no more than its
+//! advances with timeouts, upstream messages, upstream room, local MQTT
+//! inputs, and (in per-device mode) the answers of devices' upstream
+//! sessions: status, acknowledgements, downlinks — checking after every one that the engine holds no more than its
 //! bounds allow ([`Gateway::check_invariants`]). Shared by the cargo-fuzz
 //! target `fuzz/fuzz_targets/engine.rs` and the stable seeded harness in the
 //! normal test suite, so both exercise exactly the same thing.
@@ -18,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use super::engine_config::{EngineConfig, OverflowPolicy};
 use super::gateway::{Gateway, UpstreamMessage};
 use super::local::{LocalConnId, LocalConnect, LocalInput};
+use super::output::{DeviceOrigin, Output, SessionStatus, UpstreamAck, UpstreamCommand};
 use super::peer::{LinkAddr, Peer};
 use crate::proto::{self, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic};
 
@@ -250,8 +252,11 @@ pub fn run(data: &[u8], start: Instant) -> usize {
         },
         queue_qos0: flags & 2 == 0,
         sleep_buffer_qos0: flags & 4 == 0,
+        per_device_sessions: flags & 8 != 0,
         ..config()
     };
+    // Acknowledgements owed to devices (per-device mode), answered later.
+    let mut owed: Vec<(std::sync::Arc<str>, UpstreamAck)> = Vec::new();
     let mut gw = Gateway::new(cfg, start);
     let peers = peers();
     let mut now = start;
@@ -301,20 +306,48 @@ pub fn run(data: &[u8], start: Instant) -> usize {
                         break;
                     }
                     gw.handle_timeout(at.max(start));
-                    drain(&mut gw);
+                    drain(&mut gw, &mut owed);
                 }
                 gw.handle_timeout(now);
             }
-            // A message from upstream.
+            // A message from upstream, or a device session's answer.
             7 => {
-                let msg = UpstreamMessage {
-                    topic: c.pick(&TOPICS).into(),
-                    payload: c.bytes(150),
-                    qos: c.u8() % 3,
-                    retain: c.u8() & 3 == 0,
-                    filter: (c.u8() & 7 == 0).then(|| c.pick(&FILTERS).into()),
-                };
-                gw.handle_upstream(now, msg);
+                let what = c.u8() % 5;
+                let client = c.pick(&CLIENT_IDS);
+                match what {
+                    2 => {
+                        let status = match c.u8() % 3 {
+                            0 => SessionStatus::Up,
+                            1 => SessionStatus::Unreachable,
+                            _ => SessionStatus::Refused {
+                                reason: "refused".into(),
+                            },
+                        };
+                        gw.handle_session_status(now, client, status);
+                    }
+                    3 => {
+                        let accepted = c.u8() & 3 != 0;
+                        if !owed.is_empty() {
+                            let i = usize::from(c.u8()) % owed.len();
+                            let (client, ack) = owed.swap_remove(i);
+                            gw.handle_session_ack(now, &client, ack, accepted);
+                        }
+                    }
+                    _ => {
+                        let msg = UpstreamMessage {
+                            topic: c.pick(&TOPICS).into(),
+                            payload: c.bytes(150),
+                            qos: c.u8() % 3,
+                            retain: c.u8() & 3 == 0,
+                            filter: (c.u8() & 7 == 0).then(|| c.pick(&FILTERS).into()),
+                        };
+                        if what == 4 {
+                            gw.handle_session_message(now, client, msg);
+                        } else {
+                            gw.handle_upstream(now, msg);
+                        }
+                    }
+                }
             }
             // The bridge's room changes.
             8 => gw.set_upstream_room(now, usize::from(c.u8() % 4)),
@@ -351,7 +384,8 @@ pub fn run(data: &[u8], start: Instant) -> usize {
                 gw.handle_local(now, conn, input);
             }
         }
-        drain(&mut gw);
+        drain(&mut gw, &mut owed);
+        owed.truncate(64);
         if let Err(violation) = gw.check_invariants() {
             panic!("after operation {ops}: {violation}");
         }
@@ -361,9 +395,20 @@ pub fn run(data: &[u8], start: Instant) -> usize {
 
 /// Takes every output, as the driver would; an engine that kept producing
 /// outputs without new input would loop forever, so that is bounded too.
-fn drain(gw: &mut Gateway) {
+fn drain(gw: &mut Gateway, owed: &mut Vec<(std::sync::Arc<str>, UpstreamAck)>) {
     let mut n = 0usize;
-    while gw.poll_output().is_some() {
+    while let Some(out) = gw.poll_output() {
+        if let Output::Upstream(UpstreamCommand::Publish {
+            from:
+                Some(DeviceOrigin {
+                    client_id,
+                    ack: Some(ack),
+                }),
+            ..
+        }) = out
+        {
+            owed.push((client_id, ack));
+        }
         n += 1;
         assert!(n < 1_000_000, "the engine produced outputs without end");
     }

@@ -91,6 +91,9 @@ pub struct Gateway {
     next_advertise: Option<Instant>,
     outputs: VecDeque<Output>,
     match_buf: Vec<(Subscriber, u8)>,
+    /// Per-device mode: the device whose message `route` is about to send
+    /// upstream (set by `accept_publish`, taken by `route`).
+    pub(super) publishing_as: Option<super::output::DeviceOrigin>,
     pub(super) stats: Stats,
     /// Shutting down: only acknowledgements are taken (see `drain.rs`).
     pub(super) draining: bool,
@@ -127,6 +130,7 @@ impl Gateway {
             next_advertise,
             outputs: VecDeque::new(),
             match_buf: Vec::new(),
+            publishing_as: None,
             stats: Stats::default(),
             draining: false,
             limiter: SourceLimiter::new(RATE_LIMIT_SOURCES),
@@ -539,14 +543,20 @@ impl Gateway {
             if self.upstream_room > 0 || origin == Origin::Will {
                 self.upstream_room = self.upstream_room.saturating_sub(1);
                 self.stats.upstream_out += 1;
-                let store_id = self.outbox_id(topic, &payload, qos, retain);
+                let from = if origin == Origin::Device {
+                    self.publishing_as.take()
+                } else {
+                    None
+                };
+                let device = from.as_ref().map(|f| f.client_id.clone());
+                let store_id = self.outbox_id(topic, &payload, qos, retain, device.as_deref());
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),
                     payload: payload.clone(),
                     qos,
                     retain,
                     store_id,
-                    from: None,
+                    from,
                 });
             } else {
                 // Only QoS 0 gets here: QoS 1/2 wait for room (see on_publish).
@@ -556,7 +566,13 @@ impl Gateway {
         let mut matches = std::mem::take(&mut self.match_buf);
         self.subscriptions.matches(topic, &mut matches);
         let delivered_retain = retain && origin == Origin::Upstream;
+        // Per-device mode: devices get the broker's messages on their own
+        // sessions (handle_session_message), not from the shared one.
+        let devices_skipped = origin == Origin::Upstream && self.per_device();
         for &(sub, sub_qos) in &matches {
+            if devices_skipped && matches!(sub, Subscriber::Device(_)) {
+                continue;
+            }
             if !self.acl_may_read(sub, topic) {
                 continue;
             }
@@ -699,7 +715,10 @@ impl Gateway {
         let connecting = matches!(session.state, ClientState::Connecting(_));
         let gone = matches!(session.state, ClientState::Disconnected | ClientState::Lost);
         if supervision_due {
-            if connecting {
+            if session.state == ClientState::Connecting(super::session::Handshake::AwaitUpstream) {
+                tracing::info!(client = %session.client_id, "upstream session not up in time: device accepted, working offline");
+                self.accept_connect(now, sid);
+            } else if connecting {
                 self.abort_handshake(sid, "will handshake timed out");
             } else if gone {
                 debug!(client = %session.client_id, "session expired");
@@ -732,6 +751,9 @@ pub(super) enum Origin {
     Device,
     /// A lost device's will (goes upstream even without room).
     Will,
+    /// A lost device's will that its own upstream session carries
+    /// (per-device mode): the broker publishes it, so local subscribers only.
+    SessionWill,
     /// The upstream broker (never sent back up).
     Upstream,
     /// A local MQTT client of the embedded broker (goes upstream too).

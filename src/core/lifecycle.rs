@@ -47,6 +47,11 @@ impl Gateway {
                 }
                 self.complete_connect(now, sid);
             }
+            (ClientState::Connecting(Handshake::AwaitUpstream), other) => {
+                // The device has no CONNACK yet; it will retry what it sent.
+                debug!(msg = %other.msg_type(), "message while the upstream session opens; dropped");
+                self.stats.drop(DropReason::OutOfState);
+            }
             (ClientState::Connecting(_), other) => {
                 debug!(msg = %other.msg_type(), "unexpected message during the will handshake");
                 self.stats.drop(DropReason::OutOfState);
@@ -354,8 +359,18 @@ impl Gateway {
         }
     }
 
-    /// CONNACK, Active, and start delivering what waited for the client.
+    /// The handshake is done: CONNACK now, or (per-device mode) once the
+    /// device's upstream session has answered.
     fn complete_connect(&mut self, now: Instant, sid: SessionId) {
+        if self.per_device() {
+            self.await_upstream_session(now, sid);
+        } else {
+            self.accept_connect(now, sid);
+        }
+    }
+
+    /// CONNACK, Active, and start delivering what waited for the client.
+    pub(super) fn accept_connect(&mut self, now: Instant, sid: SessionId) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.state = ClientState::Active;
             s.handshake_deadline = None;
@@ -430,6 +445,9 @@ impl Gateway {
                 ReturnCode::Accepted
             }
         };
+        if code == ReturnCode::Accepted {
+            self.reopen_upstream_session(sid);
+        }
         self.send_to(sid, Packet::WillTopicResp { return_code: code });
     }
 
@@ -443,6 +461,9 @@ impl Gateway {
             // No will topic to attach the message to (trap T-13).
             Some(None) => ReturnCode::NotSupported,
         };
+        if code == ReturnCode::Accepted {
+            self.reopen_upstream_session(sid);
+        }
         self.send_to(sid, Packet::WillMsgResp { return_code: code });
     }
 
@@ -462,7 +483,8 @@ impl Gateway {
                 }
             }
             None => {
-                // A clean DISCONNECT discards the will.
+                // A clean DISCONNECT discards the will (upstream too).
+                self.close_upstream_session(sid, false);
                 let clean = self.sessions.get_mut(&sid).is_some_and(|s| {
                     s.will = None;
                     s.state = ClientState::Disconnected;
@@ -566,8 +588,15 @@ impl Gateway {
         let requeued = s.requeue_inflight();
         self.queued_bytes_total += requeued;
         self.detach_peer(sid);
+        // Per-device mode: the device's own upstream session carries the
+        // will; dropping it makes the broker publish it.
+        let broker_publishes_will = self.close_upstream_session(sid, true);
         if let Some(will) = will {
-            self.publish_will(now, Subscriber::Device(sid), will);
+            if broker_publishes_will {
+                self.publish_will_locally(now, sid, will);
+            } else {
+                self.publish_will(now, Subscriber::Device(sid), will);
+            }
         }
         if clean {
             self.remove_session(sid);
@@ -604,6 +633,7 @@ impl Gateway {
 
     /// Removes a session and everything that refers to it.
     pub(super) fn remove_session(&mut self, sid: SessionId) {
+        self.close_upstream_session(sid, false);
         if let Some(s) = self.sessions.get(&sid) {
             let key = super::persist::ClientKey {
                 kind: super::persist::ClientKind::Device,

@@ -60,7 +60,8 @@ pub use output::{
 };
 pub use peer::{LinkAddr, Peer};
 pub use persist::{
-    ClientKey, ClientKind, QueuedRecord, Restored, SessionRecord, StoreOp, StoredMessage,
+    ClientKey, ClientKind, OutboxRecord, QueuedRecord, Restored, SessionRecord, StoreOp,
+    StoredMessage,
 };
 pub use session::{ClientState, SessionId};
 pub use snapshot::{DeviceView, EngineGauges, Transport};

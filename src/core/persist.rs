@@ -65,6 +65,17 @@ pub struct StoredMessage {
     pub retain: bool,
 }
 
+/// A message bound upstream, as stored in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The message.
+    pub message: StoredMessage,
+    /// Per-device mode: the device whose own upstream session publishes it
+    /// (so a message stored before a restart still goes up under the
+    /// device's identity); `None`: the shared session.
+    pub device: Option<String>,
+}
+
 /// A message queued for a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedRecord {
@@ -128,7 +139,7 @@ pub enum StoreOp {
     /// A retained message cleared.
     DelRetained(String),
     /// A message handed to the upstream bridge, kept until it is settled.
-    PutOutbox(u64, StoredMessage),
+    PutOutbox(u64, OutboxRecord),
 }
 
 /// What the store held at start-up, for [`Gateway::restore`].
@@ -303,6 +314,7 @@ impl Gateway {
         payload: &Bytes,
         qos: u8,
         retain: bool,
+        device: Option<&str>,
     ) -> Option<u64> {
         if !self.persist.enabled || qos == 0 {
             return None;
@@ -310,7 +322,10 @@ impl Gateway {
         let id = self.persist.next_id();
         self.persist.ops.push(StoreOp::PutOutbox(
             id,
-            StoredMessage::new(topic, payload, qos, retain),
+            OutboxRecord {
+                message: StoredMessage::new(topic, payload, qos, retain),
+                device: device.map(str::to_owned),
+            },
         ));
         Some(id)
     }
@@ -542,8 +557,12 @@ impl Gateway {
         s.subscriptions = r.subscriptions.iter().cloned().collect();
         self.sessions.insert(sid, s);
         self.by_client.insert(client_id, sid);
-        for (filter, qos) in &r.subscriptions {
-            self.subscribe_filter(Subscriber::Device(sid), filter, *qos, true);
+        if self.per_device() {
+            self.restore_device_session(sid);
+        } else {
+            for (filter, qos) in &r.subscriptions {
+                self.subscribe_filter(Subscriber::Device(sid), filter, *qos, true);
+            }
         }
         self.arm(sid);
         sid

@@ -64,6 +64,9 @@ pub enum Handshake {
         /// Its retain flag.
         retain: bool,
     },
+    /// Per-device mode: the CONNACK waits for the device's upstream session
+    /// (or for `upstream_session_wait`).
+    AwaitUpstream,
 }
 
 /// A client's last will.
@@ -201,6 +204,12 @@ pub struct Session {
     /// A PUBLISH from the client waiting for upstream room (at most one: a
     /// client has one QoS 1/2 PUBLISH in flight).
     pub parked: Option<ParkedPublish>,
+    /// Per-device mode: the device's upstream session was opened and not
+    /// closed since.
+    pub upstream_open: bool,
+    /// Per-device mode: MsgId of the QoS 1/2 PUBLISH whose acknowledgement
+    /// waits for the broker's (a retransmission of it is not forwarded again).
+    pub awaiting_upstream_ack: Option<u16>,
     /// How long the session outlives its client once disconnected or lost
     /// (`None`: forever); set at CONNECT, `Some(0)` for a clean session.
     pub expiry: Option<Duration>,
@@ -235,6 +244,8 @@ impl Session {
             armed: None,
             delivered_this_wake: 0,
             parked: None,
+            upstream_open: false,
+            awaiting_upstream_ack: None,
             expiry: Some(Duration::ZERO),
         }
     }

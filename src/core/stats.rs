@@ -41,11 +41,17 @@ pub enum DropReason {
     /// A datagram over its source's rate limit (`per_source_packets_per_sec`),
     /// dropped before decoding.
     RateLimited,
+    /// Per-device mode: a device's QoS 1/2 message the upstream broker
+    /// refused (the device got a rejecting PUBACK).
+    UpstreamRefused,
+    /// Per-device mode: a message on a device's upstream session that
+    /// matches none of its subscriptions.
+    NoSubscription,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -61,6 +67,8 @@ impl DropReason {
         DropReason::NotAdmitted,
         DropReason::AclDenied,
         DropReason::RateLimited,
+        DropReason::UpstreamRefused,
+        DropReason::NoSubscription,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -81,6 +89,8 @@ impl DropReason {
             DropReason::NotAdmitted => "not_admitted",
             DropReason::AclDenied => "acl_denied",
             DropReason::RateLimited => "rate_limited",
+            DropReason::UpstreamRefused => "upstream_refused",
+            DropReason::NoSubscription => "no_subscription",
         }
     }
 
@@ -110,6 +120,11 @@ pub struct Stats {
     pub upstream_out: u64,
     /// Wills published.
     pub wills_published: u64,
+    /// Per-device mode: messages delivered to devices from their own
+    /// upstream sessions.
+    pub session_messages_in: u64,
+    /// Per-device mode: device sessions the upstream broker refused.
+    pub upstream_session_refusals: u64,
     /// Device QoS 1/2 publishes held unacknowledged until the upstream bridge
     /// had room (backpressure).
     pub publishes_parked: u64,

@@ -131,7 +131,11 @@ impl Gateway {
             return;
         };
         let is_new = s.subscriptions.insert(filter.to_owned(), qos).is_none();
-        self.subscribe_filter(Subscriber::Device(sid), filter, qos, is_new);
+        if self.per_device() {
+            self.subscribe_on_device_session(sid, filter, qos);
+        } else {
+            self.subscribe_filter(Subscriber::Device(sid), filter, qos, is_new);
+        }
     }
 
     /// Puts a subscription in the trie; a filter no one held before is
@@ -160,7 +164,11 @@ impl Gateway {
     /// Removes one session's subscription from the trie and the upstream
     /// reference counts (the session's own map is updated by the caller).
     pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
-        self.unsubscribe_filter(Subscriber::Device(sid), filter);
+        if self.per_device() {
+            self.unsubscribe_on_device_session(sid, filter);
+        } else {
+            self.unsubscribe_filter(Subscriber::Device(sid), filter);
+        }
     }
 
     /// Takes a subscription out of the trie; the last holder of a filter

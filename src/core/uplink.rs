@@ -87,13 +87,21 @@ impl Gateway {
         match qos {
             QoS::AtMostOnce | QoS::MinusOne => {
                 self.stats.publish_in(qos);
+                self.publishing_as = self.device_origin(sid, None);
                 self.accept_publish(now, &name, payload, 0, retain);
+                self.publishing_as = None;
             }
             QoS::AtLeastOnce | QoS::ExactlyOnce => {
                 let upstream_full = self.cfg.upstream && self.upstream_room == 0;
                 let Some(s) = self.sessions.get_mut(&sid) else {
                     return;
                 };
+                // Per-device mode: its acknowledgement waits for the broker's;
+                // the device's retransmission is not forwarded again.
+                if s.awaiting_upstream_ack == Some(msg_id) {
+                    debug!(client = %s.client_id, msg_id, "retransmission while the broker's acknowledgement is awaited");
+                    return;
+                }
                 // A retransmission of a QoS 2 PUBLISH not yet released is
                 // acknowledged again but not forwarded twice (trap T-7).
                 if qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&msg_id) {
@@ -153,8 +161,25 @@ impl Gateway {
         } else {
             QoS::AtLeastOnce
         });
+        // Per-device mode: the acknowledgement goes with the message to the
+        // device's upstream session and comes back in handle_session_ack.
+        let token = super::output::UpstreamAck {
+            msg_id: p.msg_id,
+            topic_field: p.topic_field,
+            qos: p.qos,
+        };
+        self.publishing_as = self.device_origin(sid, Some(token));
         self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);
-        self.send_to(sid, ack);
+        match self.publishing_as.take() {
+            // Handed upstream: acknowledged when the broker has it.
+            None if self.per_device() => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.awaiting_upstream_ack = Some(p.msg_id);
+                }
+            }
+            // Not sent upstream after all (or aggregate mode): now.
+            _ => self.send_to(sid, ack),
+        }
     }
 
     fn accept_publish(

@@ -12,8 +12,10 @@
 //! - `sessions`: kind byte + client id → [`SessionRecord`];
 //! - `queued`: id (u64, big-endian) → [`QueuedRecord`];
 //! - `retained`: topic → [`StoredMessage`];
-//! - `outbox`: id (u64, big-endian) → [`StoredMessage`] — big-endian ids
-//!   iterate in order, so the outbox replays oldest first.
+//! - `outbox`: id (u64, big-endian) → [`OutboxRecord`] (a bare
+//!   [`StoredMessage`] in stores written before per-device sessions, still
+//!   read) — big-endian ids iterate in order, so the outbox replays oldest
+//!   first.
 //!
 //! The store is opened by one process at a time (fjall locks the
 //! directory). A store that cannot be read is moved aside and a new one
@@ -27,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
-use crate::core::{ClientKey, ClientKind, Restored, StoreOp, StoredMessage};
+use crate::core::{ClientKey, ClientKind, OutboxRecord, Restored, StoreOp, StoredMessage};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,7 @@ pub struct Loaded {
     /// For the engine.
     pub restored: Restored,
     /// The upstream outbox, oldest first: (id, message).
-    pub outbox: Vec<(u64, StoredMessage)>,
+    pub outbox: Vec<(u64, OutboxRecord)>,
 }
 
 /// Sizes of one committed batch, for metrics.
@@ -190,9 +192,12 @@ impl Store {
         for (key, value) in self.scan(&self.outbox)? {
             let id = decode_id(&key);
             loaded.restored.max_id = loaded.restored.max_id.max(id);
-            loaded
-                .outbox
-                .push((id, self.decode(&value, "outbox message")?));
+            let record = decode_outbox(&value).map_err(|source| StoreError::Record {
+                dir: self.dir.clone(),
+                what: "outbox message",
+                source,
+            })?;
+            loaded.outbox.push((id, record));
         }
         info!(
             dir = %self.dir.display(),
@@ -311,6 +316,18 @@ fn decode_client_key(bytes: &[u8]) -> Option<ClientKey> {
     Some(ClientKey {
         kind,
         client_id: String::from_utf8(id.to_vec()).ok()?,
+    })
+}
+
+/// An outbox value: an [`OutboxRecord`], or a bare [`StoredMessage`] as
+/// stores written before per-device sessions hold (sent by the shared
+/// session).
+pub(crate) fn decode_outbox(value: &[u8]) -> Result<OutboxRecord, postcard::Error> {
+    postcard::from_bytes::<OutboxRecord>(value).or_else(|_| {
+        postcard::from_bytes::<StoredMessage>(value).map(|message| OutboxRecord {
+            message,
+            device: None,
+        })
     })
 }
 

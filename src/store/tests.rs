@@ -5,6 +5,29 @@
 use super::*;
 use crate::core::{QueuedRecord, SessionRecord};
 
+fn outbox(message: StoredMessage, device: Option<&str>) -> OutboxRecord {
+    OutboxRecord {
+        message,
+        device: device.map(str::to_owned),
+    }
+}
+
+#[test]
+fn an_outbox_value_from_before_per_device_sessions_still_reads() -> Result<(), postcard::Error> {
+    let legacy = postcard::to_allocvec(&msg("up/old", "kept"))?;
+    assert_eq!(
+        super::decode_outbox(&legacy)?,
+        outbox(msg("up/old", "kept"), None)
+    );
+    let current = postcard::to_allocvec(&outbox(msg("up/new", "x"), Some("d")))?;
+    assert_eq!(
+        super::decode_outbox(&current)?,
+        outbox(msg("up/new", "x"), Some("d"))
+    );
+    assert!(super::decode_outbox(&[0xff, 0xff, 0xff]).is_err());
+    Ok(())
+}
+
 fn msg(topic: &str, payload: &str) -> StoredMessage {
     StoredMessage {
         topic: topic.into(),
@@ -55,9 +78,9 @@ fn committed_state_comes_back_after_a_reopen() -> Result<(), StoreError> {
                 },
             ),
             StoreOp::PutRetained("site/mode".into(), msg("site/mode", "eco")),
-            StoreOp::PutOutbox(10, msg("up/1", "one")),
-            StoreOp::PutOutbox(11, msg("up/2", "two")),
-            StoreOp::PutOutbox(300, msg("up/3", "three")),
+            StoreOp::PutOutbox(10, outbox(msg("up/1", "one"), None)),
+            StoreOp::PutOutbox(11, outbox(msg("up/2", "two"), None)),
+            StoreOp::PutOutbox(300, outbox(msg("up/3", "three"), Some("dev-7"))),
         ];
         store.commit(&ops, &[])?;
         // Settle one outbox message and delete the retained one.
@@ -69,13 +92,20 @@ fn committed_state_comes_back_after_a_reopen() -> Result<(), StoreError> {
     assert_eq!(loaded.restored.queued[0].0, 3);
     assert_eq!(loaded.restored.queued[0].1.sent_as, Some(9));
     assert!(loaded.restored.retained.is_empty());
-    let outbox: Vec<(u64, String)> = loaded
+    let outbox: Vec<(u64, String, Option<String>)> = loaded
         .outbox
         .iter()
-        .map(|(id, m)| (*id, m.topic.clone()))
+        .map(|(id, r)| (*id, r.message.topic.clone(), r.device.clone()))
         .collect();
-    // In id order (big-endian keys), 300 after 10 although "300" < "10".
-    assert_eq!(outbox, vec![(10, "up/1".into()), (300, "up/3".into())]);
+    // In id order (big-endian keys), 300 after 10 although "300" < "10";
+    // the device whose session publishes it is kept.
+    assert_eq!(
+        outbox,
+        vec![
+            (10, "up/1".into(), None),
+            (300, "up/3".into(), Some("dev-7".into()))
+        ]
+    );
     assert_eq!(loaded.restored.max_id, 300);
     Ok(())
 }

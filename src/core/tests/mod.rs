@@ -13,6 +13,7 @@ use super::*;
 mod engine;
 mod local;
 mod ops;
+mod per_device;
 mod persist;
 mod rate_limit;
 mod security;
