@@ -264,7 +264,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         listener.join_multicast(group, config.discovery.multicast_ttl)?;
         info!(%group, "joined the discovery multicast group");
     }
-    let bridge = match &config.upstream {
+    let mut bridge = match &config.upstream {
         Some(upstream) => {
             info!(host = %upstream.host, port = upstream.port, "bridging to the upstream broker");
             Some(bridge::spawn(upstream)?)
@@ -322,7 +322,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         Some((store, loaded)) => {
             info!(dir = %store.dir().display(), "durable state in");
             gateway.restore(now, loaded.restored);
-            restore_outbox(bridge.as_ref(), loaded.outbox);
+            restore_outbox(bridge.as_mut(), loaded.outbox);
             Some(Arc::new(store))
         }
         None => None,
@@ -565,7 +565,10 @@ pub struct StoreCounters {
 /// Hands the outbox found in the store to the bridge, oldest first. Without
 /// a bridge (the upstream was removed from the config) the messages stay in
 /// the store for a later start with one.
-fn restore_outbox(bridge: Option<&BridgeHandle>, outbox: Vec<(u64, crate::core::OutboxRecord)>) {
+fn restore_outbox(
+    bridge: Option<&mut BridgeHandle>,
+    outbox: Vec<(u64, crate::core::OutboxRecord)>,
+) {
     if outbox.is_empty() {
         return;
     }

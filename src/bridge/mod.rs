@@ -398,18 +398,26 @@ impl BridgeHandle {
     }
 
     /// Hands the bridge the durable outbox found at start-up, in order,
-    /// ahead of anything sent later (on the shared session). These messages
-    /// were acknowledged to their senders before the restart, so the outbox
-    /// takes them whatever its bounds (room stays 0 until it has drained
-    /// below them).
-    pub fn restore(&self, cmds: Vec<UpstreamCommand>) {
+    /// ahead of anything sent later. These messages were acknowledged to
+    /// their senders before the restart, so the outboxes take them whatever
+    /// their bounds (room stays 0 until they have drained below them). In
+    /// per-device mode a device's messages go to its own session, which
+    /// holds them until the device's session is opened (or hands them to the
+    /// shared session if that does not happen soon, docs/bridge.md).
+    pub fn restore(&mut self, cmds: Vec<UpstreamCommand>) {
         for cmd in &cmds {
             if let UpstreamCommand::Publish { topic, payload, .. } = cmd {
                 self.counters
                     .handed_over(1, (topic.len() + payload.len()) as u64);
             }
         }
-        let _ = self.control.send(Control::Restore(cmds));
+        let cmds = match &mut self.pool {
+            Some(pool) => pool.restore(cmds),
+            None => cmds,
+        };
+        if !cmds.is_empty() {
+            let _ = self.control.send(Control::Restore(cmds));
+        }
     }
 
     /// How many more messages the bridge can take without dropping any: its

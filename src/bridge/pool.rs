@@ -198,6 +198,48 @@ impl Pool {
         }
     }
 
+    /// Routes the restored outbox: each device's messages (in order) to its
+    /// session, started for them if needed; the rest is returned for the
+    /// shared session.
+    pub(super) fn restore(&mut self, cmds: Vec<UpstreamCommand>) -> Vec<UpstreamCommand> {
+        let mut shared = Vec::new();
+        let mut by_device: Vec<(Arc<str>, Vec<UpstreamCommand>)> = Vec::new();
+        for cmd in cmds {
+            match &cmd {
+                UpstreamCommand::Publish {
+                    from: Some(origin), ..
+                } => {
+                    let id = Arc::clone(&origin.client_id);
+                    match by_device.iter_mut().find(|(d, _)| *d == id) {
+                        Some((_, list)) => list.push(cmd),
+                        None => by_device.push((id, vec![cmd])),
+                    }
+                }
+                _ => shared.push(cmd),
+            }
+        }
+        for (device, list) in by_device {
+            if !self.slots.contains_key(&device) {
+                let slot = self.start(Arc::clone(&device));
+                self.slots.insert(Arc::clone(&device), slot);
+            }
+            let n = list.len() as u64;
+            let sent = self
+                .slots
+                .get_mut(&device)
+                .map(|slot| (slot.control.send(Control::Restore(list)), slot));
+            match sent {
+                Some((Ok(()), slot)) => slot.sent += n,
+                Some((Err(mpsc::error::SendError(Control::Restore(list))), _)) => {
+                    self.slots.remove(&device);
+                    shared.extend(list);
+                }
+                _ => {}
+            }
+        }
+        shared
+    }
+
     /// A device session reported it has nothing to do after `received`
     /// commands: forget it if it has had every command sent to it (dropping
     /// its channel ends the task).

@@ -329,7 +329,7 @@ impl Session {
                 return Woke::Interrupted;
             }
             let deadline = self.deadline;
-            let close_at = self.close_deadline();
+            let close_at = self.wake_deadline();
             tokio::select! {
                 out = &mut fut => return Woke::Done(out),
                 msg = control.recv(), if deadline.is_none() => {
@@ -341,6 +341,7 @@ impl Session {
                                 self.on_command(cmd);
                             }
                             self.restoring = false;
+                            self.hold_restored();
                         }
                         Some(Control::Adopt(msgs)) => self.adopt(msgs),
                         Some(Control::Shutdown(grace)) => {
@@ -466,7 +467,7 @@ impl Session {
             self.answer(ack, true);
             return;
         };
-        if !self.can_publish() {
+        if !self.restoring && !self.can_publish() {
             // A device session the broker refused, or one that has ended.
             bump(&self.common.counters.rejected, 1);
             self.settled.extend(store_id);

@@ -39,6 +39,10 @@ use crate::core::{SessionParams, SessionStatus};
 /// How long a closing session keeps delivering what it holds.
 pub(crate) const CLOSE_DRAIN: Duration = Duration::from_secs(3);
 
+/// How long a device's messages restored from the store wait for the
+/// device's session to be opened before the shared session takes them.
+pub(crate) const RESTORED_HOLD: Duration = Duration::from_secs(60);
+
 /// A close asked for.
 #[derive(Debug, Clone, Copy)]
 struct Close {
@@ -74,6 +78,8 @@ pub(crate) struct Device {
     finished_reported: bool,
     /// Replays (same packet ids) for the next connection after a switch.
     replays: Vec<Replay>,
+    /// Restored messages wait for an OpenSession until then.
+    hold_until: Option<Instant>,
 }
 
 impl Device {
@@ -87,8 +93,10 @@ impl Device {
             next: None,
             owed: 0,
             close: None,
-            finished_reported: false,
+            // Nothing to report before the first command.
+            finished_reported: true,
             replays: Vec::new(),
+            hold_until: None,
         }
     }
 
@@ -195,11 +203,35 @@ impl Session {
             .is_none_or(|d| self.client.is_some() || d.next.is_some())
     }
 
-    /// When a closing session must end at the latest.
-    pub(super) fn close_deadline(&self) -> Option<Instant> {
+    /// When the session must act at the latest without being asked: a
+    /// closing session ends, restored messages stop waiting.
+    pub(super) fn wake_deadline(&self) -> Option<Instant> {
         let d = self.dev()?;
-        self.client.as_ref()?;
-        d.close.map(|c| c.until)
+        match &self.client {
+            Some(_) => d.close.map(|c| c.until),
+            None => d.hold_until.filter(|_| !self.outbox.is_empty()),
+        }
+    }
+
+    /// Messages restored from the store reached a session with no
+    /// connection: they wait for the device's OpenSession (sleeping devices
+    /// get theirs at once after a restart; others when they reconnect).
+    pub(super) fn hold_restored(&mut self) {
+        let idle = self.client.is_none();
+        if let Role::Device(d) = &mut self.role
+            && idle
+            && d.next.is_none()
+            && d.hold_until.is_none()
+        {
+            d.hold_until = Some(Instant::now() + RESTORED_HOLD);
+        }
+    }
+
+    /// Restored messages still waiting for the device's session.
+    fn holding(&self) -> bool {
+        self.dev()
+            .and_then(|d| d.hold_until)
+            .is_some_and(|t| Instant::now() < t && !self.outbox.is_empty())
     }
 
     /// Whether [`transition`](Self::transition) has something to do now.
@@ -213,7 +245,7 @@ impl Session {
         match (&self.client, &d.close) {
             (Some(_), Some(c)) => self.outbox.is_empty() || Instant::now() >= c.until,
             (Some(_), None) => d.next.is_some(),
-            (None, _) => d.next.is_some() || !d.finished_reported,
+            (None, _) => d.next.is_some() || (!d.finished_reported && !self.holding()),
         }
     }
 
@@ -242,6 +274,13 @@ impl Session {
         }
         if link.is_none() {
             *link = self.open_link();
+        }
+        if link.is_none() && !self.outbox.is_empty() {
+            if self.holding() {
+                return;
+            }
+            // Restored messages whose device did not come back in time.
+            self.hand_over();
         }
         if link.is_none()
             && let Role::Device(d) = &mut self.role
@@ -273,6 +312,7 @@ impl Session {
         event_loop.replace_pending(&std::mem::take(&mut d.replays));
         d.params = Some(params);
         d.finished_reported = false;
+        d.hold_until = None;
         self.client = Some(client);
         self.backoff.reset();
         Some(event_loop)
