@@ -770,3 +770,90 @@ async fn qos1_acknowledgements_follow_the_broker_per_device_acl() {
     assert_eq!(h.unsettled(), 0);
     h.shutdown(Duration::from_secs(1)).await;
 }
+
+/// What a closing device session could not deliver is not dropped: the
+/// shared session takes it and delivers it when the broker is back. And a
+/// device's messages restored from the store go up on the device's own
+/// session once it is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_and_restored_messages_are_not_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acl = dir.path().join("acl");
+    // dev/<client id>/ for each client itself; open/ for everyone.
+    std::fs::write(
+        &acl,
+        "pattern write dev/%c/#\npattern write open/#\npattern read #\n",
+    )
+    .expect("acl file");
+    let mut broker = Mosquitto::start_with(MosquittoOptions {
+        extra: vec![format!("acl_file {}", acl.display())],
+        ..MosquittoOptions::default()
+    })
+    .await;
+    let mut cloud = Checker::connect(broker.port, "cloud-kept").await;
+    cloud.subscribe("dev/#").await;
+    let mut h = bridge::spawn(&per_device(broker.port, "gw-kept")).expect("spawn");
+
+    // Restored from the store before the device's session exists: held,
+    // then sent under the device's own identity once it is opened (the
+    // shared session may not write there: the broker would refuse them).
+    let restored =
+        |n: u64| match device_publish("dev-r", "dev/dev-r/t", &format!("restored {n}"), 1) {
+            UpstreamCommand::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+                from,
+                ..
+            } => UpstreamCommand::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+                store_id: Some(n),
+                from,
+            },
+            other => other,
+        };
+    h.restore(vec![restored(1), restored(2)]);
+    assert_eq!(h.unsettled(), 2);
+    h.send(open(params("dev-r", false, 30)));
+    assert_eq!(status_of(&mut h, "dev-r").await, SessionStatus::Up);
+    let got = cloud.until_topic("dev/dev-r/t").await;
+    assert_eq!(got.last().map(|m| m.1.as_str()), Some("restored 1"));
+    let got = cloud.until_topic("dev/dev-r/t").await;
+    assert_eq!(got.last().map(|m| m.1.as_str()), Some("restored 2"));
+    let settled = until(&mut h, "the restored messages settled", |ev| match ev {
+        BridgeEvent::Settled(ids) if ids.contains(&2) => Some(ids.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(settled.contains(&2), "{settled:?}");
+    assert_eq!(h.unsettled(), 0);
+
+    // The broker goes away; the device publishes (queued on its session),
+    // then leaves. After the close drain the shared session has it.
+    broker.stop().await;
+    stats_until(&mut h, "sessions down", |s| {
+        s.device_sessions_connected == 0
+    })
+    .await;
+    h.send(device_publish("dev-r", "open/dev-r", "while away", 1));
+    h.send(close("dev-r", false));
+    stats_until(&mut h, "the device session gone", |s| {
+        s.device_sessions_open == 0
+    })
+    .await;
+    assert_eq!(h.unsettled(), 1, "still held, by the shared session");
+    broker.restart().await;
+    let mut cloud = Checker::connect(broker.port, "cloud-kept-2").await;
+    cloud.subscribe("dev/#").await;
+    stats_until(&mut h, "delivered by the shared session", |s| {
+        s.pending_messages == 0
+    })
+    .await;
+    assert_eq!(h.unsettled(), 0);
+    assert_eq!(h.stats().rejected, 0);
+    h.shutdown(Duration::from_secs(1)).await;
+}
