@@ -611,7 +611,7 @@ impl Engine {
         }
     }
 
-    fn from_device(&mut self, h: &mut BridgeHandle, packet: SnPacket) {
+    fn device_sends(&mut self, h: &mut BridgeHandle, packet: SnPacket) {
         let mut buf = BytesMut::new();
         proto::encode(&packet, &mut buf).expect("encode");
         self.gw
@@ -621,7 +621,7 @@ impl Engine {
 
     /// Feeds bridge events to the engine until it has a packet for the
     /// device.
-    async fn to_device(&mut self, h: &mut BridgeHandle) -> SnPacket {
+    async fn device_gets(&mut self, h: &mut BridgeHandle) -> SnPacket {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(p) = self.to_device.pop_front() {
@@ -656,7 +656,7 @@ impl Engine {
     }
 
     async fn connect(&mut self, h: &mut BridgeHandle, id: &str) {
-        self.from_device(
+        self.device_sends(
             h,
             SnPacket::Connect {
                 will: false,
@@ -666,14 +666,14 @@ impl Engine {
                 client_id: id.into(),
             },
         );
-        match self.to_device(h).await {
+        match self.device_gets(h).await {
             SnPacket::ConnAck { return_code } => assert_eq!(return_code, ReturnCode::Accepted),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
 
     async fn register(&mut self, h: &mut BridgeHandle, topic: &str) -> u16 {
-        self.from_device(
+        self.device_sends(
             h,
             SnPacket::Register {
                 topic_id: 0,
@@ -681,7 +681,7 @@ impl Engine {
                 topic_name: topic.into(),
             },
         );
-        match self.to_device(h).await {
+        match self.device_gets(h).await {
             SnPacket::RegAck { topic_id, .. } => topic_id,
             other => panic!("expected REGACK, got {other:?}"),
         }
@@ -695,7 +695,7 @@ impl Engine {
         msg_id: u16,
         payload: &str,
     ) -> ReturnCode {
-        self.from_device(
+        self.device_sends(
             h,
             SnPacket::Publish {
                 dup: false,
@@ -706,7 +706,7 @@ impl Engine {
                 payload: Bytes::copy_from_slice(payload.as_bytes()),
             },
         );
-        match self.to_device(h).await {
+        match self.device_gets(h).await {
             SnPacket::PubAck {
                 msg_id: m,
                 return_code,
