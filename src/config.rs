@@ -247,6 +247,17 @@ pub struct SerialConfig {
     pub reopen_min_secs: u32,
     /// Longest wait between reopening attempts, in seconds. Default: 30.
     pub reopen_max_secs: u32,
+    /// The radio addresses devices on this link may connect (and publish at
+    /// QoS −1) from, in hex (case-insensitive); empty (the default) admits
+    /// every device on the link. On an `xbee` link: a remote radio's 64-bit
+    /// address (16 digits, `"0013A20040A1B2C3"`) or 16-bit one (4 digits),
+    /// which admits the forwarded nodes behind it too, or `"RADIO/NODE"` for
+    /// one forwarded node behind that radio. On a `slip` or `raw` link: a
+    /// forwarder's wireless node id (`"01"`); the port itself has no address,
+    /// so a device not behind a forwarder is refused once the list is set.
+    /// Refused devices are treated as `[security] refused_connect` says and
+    /// counted as `not_admitted` (docs/security.md). Applied on SIGHUP.
+    pub allow_radio_addresses: Vec<String>,
 }
 
 impl Default for SerialConfig {
@@ -264,6 +275,18 @@ impl Default for SerialConfig {
             slip_crc: false,
             reopen_min_secs: 1,
             reopen_max_secs: 30,
+            allow_radio_addresses: Vec::new(),
+        }
+    }
+}
+
+impl SerialConfig {
+    /// The settings a reload cannot apply to a running link (all but
+    /// `allow_radio_addresses`, which the engine applies at once).
+    pub fn restart_only(&self) -> SerialConfig {
+        SerialConfig {
+            allow_radio_addresses: Vec::new(),
+            ..self.clone()
         }
     }
 }
@@ -1162,6 +1185,12 @@ fn validate_serial(i: usize, p: &SerialConfig) -> Result<(), ConfigError> {
             "must be at least 1 and at most reopen_max_secs",
         );
     }
+    let addressed = p.framing == SerialFraming::Xbee;
+    for (j, a) in p.allow_radio_addresses.iter().enumerate() {
+        if let Err(e) = crate::core::admission::RadioAddr::parse(a, addressed) {
+            return invalid(&format!("allow_radio_addresses[{j}]"), &e.to_string());
+        }
+    }
     Ok(())
 }
 
@@ -1390,6 +1419,16 @@ mod tests {
             ("[log]\nlevel = \"info,sngate=loud\"\n", "log.level", 2),
             ("[upstream]\nport = 1\n", "upstream.host", 1),
             (
+                "[[serial]]\ndevice = \"/dev/x\"\nallow_radio_addresses = [\"0013A20040A1B2C3\", \"12\"]\n",
+                "serial[0].allow_radio_addresses[1]",
+                3,
+            ),
+            (
+                "[[serial]]\ndevice = \"/dev/x\"\nframing = \"slip\"\nallow_radio_addresses = [\"1A2B/01\"]\n",
+                "serial[0].allow_radio_addresses[0]",
+                4,
+            ),
+            (
                 "[upstream]\nhost = \"h\"\nreconnect_min_secs = 9\nreconnect_max_secs = 8\n",
                 "upstream.reconnect_min_secs",
                 3,
@@ -1421,6 +1460,23 @@ mod tests {
         assert_eq!(up.port, 1883);
         assert_eq!(up.rules[0].direction, Direction::Both);
         assert_eq!(up.rules[0].topic, "#");
+    }
+
+    #[test]
+    fn radio_allow_lists_follow_the_framing() {
+        let c = parse(
+            "[[serial]]\ndevice = \"/dev/a\"\n\
+             allow_radio_addresses = [\"0013a20040A1B2C3\", \"1A2B\", \"0013A20040A1B2C3/0102\"]\n\
+             [[serial]]\ndevice = \"/dev/b\"\nframing = \"raw\"\nallow_radio_addresses = [\"0102\"]\n",
+        )
+        .unwrap();
+        let admission = c.security.admission(&c.serial);
+        assert_eq!(admission.allow_radio.len(), 2);
+        assert_eq!(admission.allow_radio[0].len(), 3);
+        assert_eq!(admission.allow_radio[1].len(), 1);
+        let (_, _, reason) =
+            invalid("[[serial]]\ndevice = \"/dev/a\"\nallow_radio_addresses = [\"01\"]\n");
+        assert!(reason.contains("16 hex digits"), "{reason}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::broker::{Broker, BrokerError, BrokerEvent, SysTopics};
-use crate::config::{Config, LimitsConfig, QueueOverflow};
+use crate::config::{Config, LimitsConfig, QueueOverflow, SerialConfig};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer, UpstreamCommand};
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
 use crate::ops::{Query, QueryHandle};
@@ -122,7 +122,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         persist: false,
         // Read from its file by `start` and `reload` (`with_acl`).
         acl: None,
-        admission: config.security.admission(),
+        admission: config.security.admission(&config.serial),
     }
 }
 
@@ -448,6 +448,13 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
         // The ACL file's contents are read again on every reload regardless.
         ("security", new.security != current.security),
         (
+            "serial.allow_radio_addresses",
+            new.serial
+                .iter()
+                .map(|s| &s.allow_radio_addresses)
+                .ne(current.serial.iter().map(|s| &s.allow_radio_addresses)),
+        ),
+        (
             "limits",
             LimitsConfig {
                 max_retained_messages: 0,
@@ -461,7 +468,13 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
     applied.extend(live.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k));
     let fixed = [
         ("udp", new.udp != current.udp),
-        ("serial", new.serial != current.serial),
+        (
+            "serial",
+            new.serial
+                .iter()
+                .map(SerialConfig::restart_only)
+                .ne(current.serial.iter().map(SerialConfig::restart_only)),
+        ),
         ("upstream", new.upstream != current.upstream),
         ("broker", new.broker != current.broker),
         ("store", new.store != current.store),
