@@ -382,12 +382,14 @@ pub async fn run_until(
     reloader: Option<Reloader>,
 ) -> Result<(), DriverError> {
     let mut current = config.clone();
+    // Before anything is bound or logged: until a handler is installed,
+    // SIGHUP's default action would end the process.
+    let mut hangups = hangup_signals();
     let running = start(config).await?;
     if let Err(e) = crate::systemd::notify("READY=1") {
         warn!(error = %e, "cannot notify systemd of readiness");
     }
     let mut running = running;
-    let mut hangups = hangup_signals();
     tokio::pin!(shutdown);
     let mut fatal = running.fatal.take();
     loop {
@@ -658,6 +660,9 @@ impl Driver {
                 // A dropped RunningGateway (no one waits) stops at once.
                 asked = &mut stop => break asked.unwrap_or_default(),
                 Some(query) = self.queries.recv() => self.answer(query),
+                // Before any input: a reload is logged once its settings are
+                // sent, so whatever arrives after that line meets them.
+                Some(cfg) = self.reconfigured.recv() => self.gateway.reconfigure(cfg),
                 batch = self.inbound.recv() => {
                     let Some(batch) = batch else { break self.shutdown_grace };
                     let now = tokio::time::Instant::now().into_std();
@@ -676,7 +681,6 @@ impl Driver {
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
                 }
-                Some(cfg) = self.reconfigured.recv() => self.gateway.reconfigure(cfg),
                 _ = tick(&mut sys_tick), if sys_tick.is_some() => {
                     let now = tokio::time::Instant::now().into_std();
                     let connections = self.broker.as_ref().map_or(0, Broker::connections);
