@@ -3,8 +3,8 @@
 //! MQTT-SN devices on real UDP sockets and by an XBee module played on a
 //! pseudo-terminal, its counters read from the real `/metrics` endpoint.
 //!
-//! Every gateway runs on ephemeral ports with `--broker off --state-dir off`
-//! unless the test is about the broker, inside [`KillOnDrop`]; every wait is
+//! Every gateway runs on ephemeral loopback ports with `--state-dir off` and
+//! `--broker off` unless the test is about the broker, inside [`KillOnDrop`]; every wait is
 //! on a log line, a packet or an answer, with a deadline.
 
 mod common;
@@ -15,6 +15,7 @@ use std::process::Command;
 use std::sync::mpsc::Receiver;
 
 use bytes::BytesMut;
+use common::mqtt_tools::publish;
 use common::pty::{Pty, SerialPath};
 use common::{KillOnDrop, WAIT, options, spawn_logged, wait_for_line};
 use sngate::client::{Client, ClientError};
@@ -27,12 +28,14 @@ fn sngate() -> Command {
     cmd
 }
 
-/// A running `sngate run`: the process, its log, its UDP and HTTP addresses.
+/// A running `sngate run`: the process, its log, its UDP, HTTP and (when
+/// on) broker addresses.
 struct Gateway {
     child: KillOnDrop,
     lines: Receiver<String>,
     udp: SocketAddr,
     http: SocketAddr,
+    broker: Option<SocketAddr>,
 }
 
 /// The address logged on the next line containing `needle` (`… addr=A`).
@@ -44,17 +47,17 @@ fn logged_addr(lines: &Receiver<String>, needle: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
 
-/// Starts `sngate run` on ephemeral loopback ports (UDP and HTTP), no
-/// broker, no state directory, text logs, then `args`; returns once both
-/// listeners are bound.
-fn start(args: &[&str]) -> Gateway {
+/// `sngate run` on ephemeral loopback ports (UDP and HTTP), no state
+/// directory, text logs, the broker on `broker` (`off`, or an address),
+/// then `args`.
+fn run_command(broker: &str, args: &[&str]) -> Command {
     let mut cmd = sngate();
     cmd.args([
         "run",
         "--udp",
         "127.0.0.1:0",
         "--broker",
-        "off",
+        broker,
         "--state-dir",
         "off",
         "--http",
@@ -65,16 +68,28 @@ fn start(args: &[&str]) -> Gateway {
         "info",
     ])
     .args(args);
-    let (child, lines) = spawn_logged(cmd);
+    cmd
+}
+
+/// Starts [`run_command`]; returns once every listener is bound.
+fn start_with_broker(broker: &str, args: &[&str]) -> Gateway {
+    let (child, lines) = spawn_logged(run_command(broker, args));
     // Bound in this order, one after the other, before anything else runs.
     let udp = logged_addr(&lines, "MQTT-SN listening on UDP");
     let http = logged_addr(&lines, "HTTP endpoint listening");
+    let broker = (broker != "off").then(|| logged_addr(&lines, "MQTT broker listening on TCP"));
     Gateway {
         child,
         lines,
         udp,
         http,
+        broker,
     }
+}
+
+/// Starts `sngate run` with no broker and `args`.
+fn start(args: &[&str]) -> Gateway {
+    start_with_broker("off", args)
 }
 
 impl Gateway {
@@ -376,5 +391,87 @@ async fn a_serial_links_radio_allow_list_admits_only_the_listed_radio() {
             }
         )
     );
+    gw.stop();
+}
+
+// ------------------------------------------------------------ the broker's anonymous clients
+
+/// A broker listener beyond loopback, no users, `allow_anonymous` unset.
+const LAN_BROKER: &str = "[broker]\nlisten = [\"0.0.0.0:1883\"]\n";
+
+/// `[[broker.users]]`: `app`, password `secret`.
+const APP_USER: &str = "[[broker.users]]\nname = \"app\"\n\
+    password_hash = \"$pbkdf2-sha256$i=1000,l=32$yBVTmZ9SB3lR1wmOsu4fLQ$\
+    sNh8STjvO62FcreVLlU4QK/6bbOrwBF0axbQgllKuCM\"\n";
+
+/// Says what to do: the listener's key, and both ways out.
+fn assert_names_the_way_out(text: &str) {
+    assert!(
+        text.contains("broker.listen[0]")
+            && text.contains("[[broker.users]]")
+            && text.contains("allow_anonymous = true"),
+        "{text}"
+    );
+}
+
+/// mosquitto 2.0's rule with the real binary: with `allow_anonymous` unset
+/// and no users, anonymous clients are let in only while every listener is
+/// on loopback. A listener beyond loopback is then a config error, from
+/// `check-config` and from `run` (which binds nothing), until users are
+/// added or `allow_anonymous = true` is said; with users, anonymous clients
+/// are refused and users let in.
+#[test]
+fn the_broker_lets_anonymous_clients_in_only_in_local_only_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sngate.toml");
+    let file_arg = file.to_str().expect("UTF-8 path");
+    let check = |text: &str| {
+        write(&file, text);
+        let out = sngate()
+            .args(["check-config", file_arg])
+            .output()
+            .expect("check-config runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = check(LAN_BROKER);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_names_the_way_out(&stderr);
+    assert_eq!(
+        check(&format!("{LAN_BROKER}allow_anonymous = true\n")).0,
+        Some(0)
+    );
+    assert_eq!(check(&format!("{LAN_BROKER}{APP_USER}")).0, Some(0));
+
+    // `run` refuses the same from the command line, before binding.
+    let (mut child, lines) = spawn_logged(run_command("0.0.0.0:0", &[]));
+    assert_names_the_way_out(&wait_for_line(&lines, "allow_anonymous"));
+    assert_eq!(child.wait().expect("sngate exits").code(), Some(2));
+
+    // Local-only mode: an anonymous mosquitto_pub is let in.
+    let gw = start_with_broker("127.0.0.1:0", &[]);
+    let broker = gw.broker.expect("broker address");
+    let (ok, out) = publish(broker, &["-t", "t", "-m", "anon", "-q", "1"]);
+    assert!(ok, "anonymous refused on loopback: {out}");
+    gw.stop();
+
+    // Users configured: anonymous refused, the user let in.
+    write(&file, APP_USER);
+    let gw = start_with_broker("127.0.0.1:0", &["--config", file_arg]);
+    let broker = gw.broker.expect("broker address");
+    let (ok, out) = publish(broker, &["-t", "t", "-m", "anon", "-q", "1"]);
+    assert!(
+        !ok && out.contains("refused"),
+        "anonymous let in beside users: {out}"
+    );
+    let (ok, out) = publish(
+        broker,
+        &[
+            "-u", "app", "-P", "secret", "-t", "t", "-m", "app", "-q", "1",
+        ],
+    );
+    assert!(ok, "user refused: {out}");
     gw.stop();
 }

@@ -218,8 +218,10 @@ impl Broker {
                 info!(addr = %local, "MQTT broker listening on TCP");
                 local_addrs.push(local);
             }
-            if settings.auth.allow_anonymous() && !local.ip().is_loopback() {
-                warn!(addr = %local, "MQTT broker reachable beyond this machine with anonymous clients allowed; configure [[broker.users]] (sngate passwd) or allow_anonymous = false");
+            // Only with `allow_anonymous = true` said outright: unset, a
+            // listener beyond loopback with no users is a config error.
+            if settings.auth.allow_anonymous() && !crate::config::is_loopback(local.ip()) {
+                warn!(addr = %local, "MQTT broker reachable beyond this machine with anonymous clients allowed (allow_anonymous = true); configure [[broker.users]] (sngate passwd) and drop allow_anonymous to require credentials");
             }
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
