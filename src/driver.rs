@@ -326,6 +326,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
             listeners.len(),
             config.upstream.is_some(),
             broker.as_ref().map(|b| Arc::clone(b.stats())),
+            ops::fixed_limits(&config),
         ),
         queries: query_rx,
         shutdown_grace,

@@ -528,6 +528,8 @@ impl Gateway {
                 },
             ) {
                 debug!(%topic, error = %full, "retained message not stored");
+                self.stats
+                    .limit_hit(super::stats::LimitHit::MaxRetainedMessages);
             }
         }
         if already_delivered {
