@@ -154,9 +154,13 @@ pub struct BrokerConfig {
     /// `[[broker.users]]`: who may connect with a user name and password.
     /// Default: none.
     pub users: Vec<BrokerUser>,
-    /// Let clients in without a user name. Default: false when `users` are
-    /// configured, true otherwise (the default listener is loopback only; a
-    /// non-loopback listener with anonymous clients allowed logs a warning).
+    /// Let clients in without a user name. Unset (the default), mosquitto
+    /// 2.0's rule: allowed only in "local-only mode" — no `users` configured
+    /// and every listener (`listen` and `tls_listen`) on a loopback address,
+    /// as the default listener is — and refused once `users` are
+    /// configured. A non-loopback listener with no `users` and this unset is
+    /// a configuration error: add `[[broker.users]]` or set it to `true`
+    /// (which then logs a warning at start).
     pub allow_anonymous: Option<bool>,
     /// TCP addresses for MQTT over TLS (e.g. `["0.0.0.0:8883"]`), served
     /// with `tls_cert_file` and `tls_key_file`. Default: none.
@@ -171,9 +175,28 @@ pub struct BrokerConfig {
 
 impl BrokerConfig {
     /// Whether clients without a user name are let in: `allow_anonymous`,
-    /// or when unset, whether no users are configured.
+    /// or when unset, whether the broker is in local-only mode (no users,
+    /// every listener on loopback).
     pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous.unwrap_or(self.users.is_empty())
+        self.allow_anonymous
+            .unwrap_or(self.users.is_empty() && self.first_non_loopback().is_none())
+    }
+
+    /// The first listener (plain, then TLS) that is not on a loopback
+    /// address, as its dotted key and address, if any.
+    fn first_non_loopback(&self) -> Option<(String, SocketAddr)> {
+        [
+            ("broker.listen", &self.listen),
+            ("broker.tls_listen", &self.tls_listen),
+        ]
+        .into_iter()
+        .find_map(|(key, addrs)| {
+            addrs
+                .iter()
+                .enumerate()
+                .find(|(_, a)| !is_loopback(a.ip()))
+                .map(|(i, a)| (format!("{key}[{i}]"), *a))
+        })
     }
 
     /// Whether the broker runs at all (some listener configured).
@@ -247,6 +270,17 @@ pub struct SerialConfig {
     pub reopen_min_secs: u32,
     /// Longest wait between reopening attempts, in seconds. Default: 30.
     pub reopen_max_secs: u32,
+    /// The radio addresses devices on this link may connect (and publish at
+    /// QoS −1) from, in hex (case-insensitive); empty (the default) admits
+    /// every device on the link. On an `xbee` link: a remote radio's 64-bit
+    /// address (16 digits, `"0013A20040A1B2C3"`) or 16-bit one (4 digits),
+    /// which admits the forwarded nodes behind it too, or `"RADIO/NODE"` for
+    /// one forwarded node behind that radio. On a `slip` or `raw` link: a
+    /// forwarder's wireless node id (`"01"`); the port itself has no address,
+    /// so a device not behind a forwarder is refused once the list is set.
+    /// Refused devices are treated as `[security] refused_connect` says and
+    /// counted as `not_admitted` (docs/security.md). Applied on SIGHUP.
+    pub allow_radio_addresses: Vec<String>,
 }
 
 impl Default for SerialConfig {
@@ -264,6 +298,18 @@ impl Default for SerialConfig {
             slip_crc: false,
             reopen_min_secs: 1,
             reopen_max_secs: 30,
+            allow_radio_addresses: Vec::new(),
+        }
+    }
+}
+
+impl SerialConfig {
+    /// The settings a reload cannot apply to a running link (all but
+    /// `allow_radio_addresses`, which the engine applies at once).
+    pub fn restart_only(&self) -> SerialConfig {
+        SerialConfig {
+            allow_radio_addresses: Vec::new(),
+            ..self.clone()
         }
     }
 }
@@ -1109,6 +1155,21 @@ fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    if b.users.is_empty()
+        && b.allow_anonymous.is_none()
+        && let Some((key, addr)) = b.first_non_loopback()
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{addr} is not a loopback address, and with no [[broker.users]] anonymous \
+                 clients are let in only while every listener is on loopback (mosquitto \
+                 2.0's local-only mode): add [[broker.users]] (`sngate passwd --user NAME` \
+                 prints an entry), or set [broker] allow_anonymous = true to let in anyone \
+                 who can reach it"
+            ),
+        ));
+    }
     if b.users.is_empty() && b.allow_anonymous == Some(false) && b.enabled() {
         return Err(ConfigError::invalid(
             "broker.allow_anonymous",
@@ -1245,6 +1306,18 @@ fn validate_per_device(u: &UpstreamConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Is `ip` a loopback address (`127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z`
+/// as a dual-stack socket spells an IPv4 one)? The broker's local-only mode
+/// is decided with this.
+pub(crate) fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
+}
+
 /// Checks that `level` is an `EnvFilter` directive. A bare word must be a level
 /// name: `EnvFilter` would read a typo like `"inf"` as a target name and
 /// silently log nothing else.
@@ -1280,6 +1353,12 @@ fn validate_serial(i: usize, p: &SerialConfig) -> Result<(), ConfigError> {
             "reopen_min_secs",
             "must be at least 1 and at most reopen_max_secs",
         );
+    }
+    let addressed = p.framing == SerialFraming::Xbee;
+    for (j, a) in p.allow_radio_addresses.iter().enumerate() {
+        if let Err(e) = crate::core::admission::RadioAddr::parse(a, addressed) {
+            return invalid(&format!("allow_radio_addresses[{j}]"), &e.to_string());
+        }
     }
     Ok(())
 }
@@ -1538,6 +1617,16 @@ mod tests {
             ("[log]\nlevel = \"info,sngate=loud\"\n", "log.level", 2),
             ("[upstream]\nport = 1\n", "upstream.host", 1),
             (
+                "[[serial]]\ndevice = \"/dev/x\"\nallow_radio_addresses = [\"0013A20040A1B2C3\", \"12\"]\n",
+                "serial[0].allow_radio_addresses[1]",
+                3,
+            ),
+            (
+                "[[serial]]\ndevice = \"/dev/x\"\nframing = \"slip\"\nallow_radio_addresses = [\"1A2B/01\"]\n",
+                "serial[0].allow_radio_addresses[0]",
+                4,
+            ),
+            (
                 "[upstream]\nhost = \"h\"\nreconnect_min_secs = 9\nreconnect_max_secs = 8\n",
                 "upstream.reconnect_min_secs",
                 3,
@@ -1609,6 +1698,64 @@ mod tests {
         assert_eq!(up.bridge_mode, BridgeMode::PerDevice);
         assert_eq!(up.per_device.client_id_prefix, "sn-");
         assert_eq!(up.per_device.credentials[0].client_id, "cam-*");
+    }
+
+    #[test]
+    fn anonymous_clients_follow_mosquitto_local_only_mode() {
+        const USER: &str = "[[broker.users]]\nname = \"app\"\n\
+            password_hash = \"$pbkdf2-sha256$i=1000,l=32$yBVTmZ9SB3lR1wmOsu4fLQ$\
+            sNh8STjvO62FcreVLlU4QK/6bbOrwBF0axbQgllKuCM\"\n";
+        let anon = |text: &str| parse(text).map(|c| c.broker.anonymous_allowed());
+        // Local-only: the default listener, every loopback form, plain and TLS.
+        assert!(anon("").unwrap());
+        let tls = "tls_cert_file = \"c\"\ntls_key_file = \"k\"\n";
+        assert!(
+            anon(&format!(
+                "[broker]\nlisten = [\"127.0.0.2:1883\", \"[::1]:1883\", \"[::ffff:127.0.0.1]:1\"]\n\
+                 tls_listen = [\"127.0.0.1:8883\"]\n{tls}"
+            ))
+            .unwrap()
+        );
+        // Users turn anonymous access off, wherever the listeners are.
+        assert!(!anon(USER).unwrap());
+        let lan = "[broker]\nlisten = [\"127.0.0.1:1883\", \"0.0.0.0:1883\"]\n";
+        assert!(!anon(&format!("{lan}{USER}")).unwrap());
+        // Said outright, it is what was said.
+        assert!(anon(&format!("{lan}allow_anonymous = true\n")).unwrap());
+        assert!(!anon(&format!("{lan}allow_anonymous = false\n{USER}")).unwrap());
+        // Beyond loopback, no users and nothing said: an error naming the
+        // listener, telling what to do.
+        let (key, line, reason) = invalid(lan);
+        assert_eq!((key.as_str(), line), ("broker.listen[1]", Some(2)));
+        assert!(
+            reason.contains("0.0.0.0:1883")
+                && reason.contains("[[broker.users]]")
+                && reason.contains("allow_anonymous = true"),
+            "{reason}"
+        );
+        let (key, ..) = invalid(&format!(
+            "[broker]\nlisten = []\ntls_listen = [\"[::]:8883\"]\n{tls}"
+        ));
+        assert_eq!(key, "broker.tls_listen[0]");
+        // A broker that is off has no listener to worry about.
+        assert!(parse("[broker]\nlisten = []\n").is_ok());
+    }
+
+    #[test]
+    fn radio_allow_lists_follow_the_framing() {
+        let c = parse(
+            "[[serial]]\ndevice = \"/dev/a\"\n\
+             allow_radio_addresses = [\"0013a20040A1B2C3\", \"1A2B\", \"0013A20040A1B2C3/0102\"]\n\
+             [[serial]]\ndevice = \"/dev/b\"\nframing = \"raw\"\nallow_radio_addresses = [\"0102\"]\n",
+        )
+        .unwrap();
+        let admission = c.security.admission(&c.serial);
+        assert_eq!(admission.allow_radio.len(), 2);
+        assert_eq!(admission.allow_radio[0].len(), 3);
+        assert_eq!(admission.allow_radio[1].len(), 1);
+        let (_, _, reason) =
+            invalid("[[serial]]\ndevice = \"/dev/a\"\nallow_radio_addresses = [\"01\"]\n");
+        assert!(reason.contains("16 hex digits"), "{reason}");
     }
 
     #[test]

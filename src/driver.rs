@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::broker::{Broker, BrokerError, BrokerEvent, SysTopics};
-use crate::config::{Config, LimitsConfig, QueueOverflow};
+use crate::config::{Config, LimitsConfig, QueueOverflow, SerialConfig};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer, UpstreamCommand};
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
 use crate::ops::{Query, QueryHandle};
@@ -132,7 +132,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         persist: false,
         // Read from its file by `start` and `reload` (`with_acl`).
         acl: None,
-        admission: config.security.admission(),
+        admission: config.security.admission(&config.serial),
     }
 }
 
@@ -336,6 +336,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
             listeners.len(),
             config.upstream.is_some(),
             broker.as_ref().map(|b| Arc::clone(b.stats())),
+            ops::fixed_limits(&config),
         ),
         queries: query_rx,
         shutdown_grace,
@@ -392,12 +393,14 @@ pub async fn run_until(
     reloader: Option<Reloader>,
 ) -> Result<(), DriverError> {
     let mut current = config.clone();
+    // Before anything is bound or logged: until a handler is installed,
+    // SIGHUP's default action would end the process.
+    let mut hangups = hangup_signals();
     let running = start(config).await?;
     if let Err(e) = crate::systemd::notify("READY=1") {
         warn!(error = %e, "cannot notify systemd of readiness");
     }
     let mut running = running;
-    let mut hangups = hangup_signals();
     tokio::pin!(shutdown);
     let mut fatal = running.fatal.take();
     loop {
@@ -458,6 +461,13 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
         // The ACL file's contents are read again on every reload regardless.
         ("security", new.security != current.security),
         (
+            "serial.allow_radio_addresses",
+            new.serial
+                .iter()
+                .map(|s| &s.allow_radio_addresses)
+                .ne(current.serial.iter().map(|s| &s.allow_radio_addresses)),
+        ),
+        (
             "limits",
             LimitsConfig {
                 max_retained_messages: 0,
@@ -471,7 +481,13 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
     applied.extend(live.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k));
     let fixed = [
         ("udp", new.udp != current.udp),
-        ("serial", new.serial != current.serial),
+        (
+            "serial",
+            new.serial
+                .iter()
+                .map(SerialConfig::restart_only)
+                .ne(current.serial.iter().map(SerialConfig::restart_only)),
+        ),
         ("upstream", new.upstream != current.upstream),
         ("broker", new.broker != current.broker),
         ("store", new.store != current.store),
@@ -663,6 +679,9 @@ impl Driver {
                 // A dropped RunningGateway (no one waits) stops at once.
                 asked = &mut stop => break asked.unwrap_or_default(),
                 Some(query) = self.queries.recv() => self.answer(query),
+                // Before any input: a reload is logged once its settings are
+                // sent, so whatever arrives after that line meets them.
+                Some(cfg) = self.reconfigured.recv() => self.gateway.reconfigure(cfg),
                 batch = self.inbound.recv() => {
                     let Some(batch) = batch else { break self.shutdown_grace };
                     let now = tokio::time::Instant::now().into_std();
@@ -681,7 +700,6 @@ impl Driver {
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.gateway.handle_timeout(tokio::time::Instant::now().into_std());
                 }
-                Some(cfg) = self.reconfigured.recv() => self.gateway.reconfigure(cfg),
                 _ = tick(&mut sys_tick), if sys_tick.is_some() => {
                     let now = tokio::time::Instant::now().into_std();
                     let connections = self.broker.as_ref().map_or(0, Broker::connections);

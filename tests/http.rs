@@ -588,3 +588,142 @@ async fn serial_link_figures_are_labelled_by_port() {
     );
     gw.stop().await;
 }
+
+/// Every configured limit is on the page as `sngate_limit{limit=KEY}`, and
+/// refusals at the limits no other family counts are
+/// `sngate_limit_hits_total{limit=KEY}`: each limit is hit here once, by
+/// real devices and real TCP clients of the embedded broker.
+#[tokio::test]
+async fn limits_and_the_refusals_at_them_are_on_the_page() {
+    let gw = start_gateway_with(|c| {
+        c.http.listen = Some(loopback_any());
+        c.gateway.max_client_id_len = 8;
+        c.limits.max_clients = 2;
+        c.limits.max_topics_per_client = 1;
+        c.limits.max_subscriptions_per_client = 1;
+        c.limits.max_retained_messages = 1;
+        c.broker.max_connections = 1;
+        c.broker.max_packet_bytes = 128;
+        // The broker's retained $SYS topics would take the one retained slot.
+        c.broker.sys_interval_secs = 0;
+    })
+    .await;
+    let addr = gw.running().http_addr().expect("an HTTP address");
+    let broker = gw.broker.expect("the broker listens");
+    let congestion = |r: Result<(), sngate::client::ClientError>, what: &str| match r {
+        Err(sngate::client::ClientError::Rejected(sngate::proto::ReturnCode::Congestion)) => {}
+        other => panic!("{what}: expected congestion, got {other:?}"),
+    };
+
+    match sngate::client::Client::connect(gw.addr, common::options("id-too-long")).await {
+        Err(sngate::client::ClientError::Rejected(sngate::proto::ReturnCode::NotSupported)) => {}
+        other => panic!("a long id: expected 0x03, got {:?}", other.map(drop)),
+    }
+    let mut a = connect(gw.addr, "a").await;
+    let _b = connect(gw.addr, "b").await;
+    congestion(
+        sngate::client::Client::connect(gw.addr, common::options("c"))
+            .await
+            .map(drop),
+        "a third client",
+    );
+    a.register("t/1").await.expect("the first topic");
+    congestion(a.register("t/2").await.map(drop), "a second topic");
+    a.subscribe(SubscribeTopic::Name("s/#".into()), QoS::AtMostOnce)
+        .await
+        .expect("the first subscription");
+    congestion(
+        a.subscribe(SubscribeTopic::Name("u/#".into()), QoS::AtMostOnce)
+            .await
+            .map(drop),
+        "a second subscription",
+    );
+    // Short topic names: no topic id needed. The second retained message
+    // is still accepted, just not kept.
+    for short in ["r1", "r2"] {
+        a.publish_named(short, &b"x"[..], QoS::AtLeastOnce, true)
+            .await
+            .expect("a retained publish");
+    }
+
+    // The broker: one idle connection holds max_connections; the next is
+    // closed at once.
+    let idle = TcpStream::connect(broker).await.expect("connect");
+    let mut refused = TcpStream::connect(broker).await.expect("connect");
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        common::WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut refused, &mut rest),
+    )
+    .await
+    .expect("the refused connection closed in time")
+    .expect("read");
+    drop(idle);
+    scrape_until(addr, |p| {
+        sample(p, "sngate_broker_sockets", "") == Some(0.0)
+    })
+    .await;
+    // A CONNECT announcing 1000 bytes, over max_packet_bytes: closed
+    // before the rest is read.
+    let mut big = TcpStream::connect(broker).await.expect("connect");
+    big.write_all(&[0x10, 0xE8, 0x07]).await.expect("send");
+    tokio::time::timeout(
+        common::WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut big, &mut rest),
+    )
+    .await
+    .expect("the oversized CONNECT closed in time")
+    .expect("read");
+
+    let hits = "sngate_limit_hits_total";
+    let page = scrape_until(addr, |p| {
+        sample(p, hits, "limit=\"broker.max_packet_bytes\"") == Some(1.0)
+    })
+    .await;
+    check_format(&page);
+    let v = |name: &str, key: &str| {
+        sample(&page, name, &format!("limit=\"{key}\""))
+            .unwrap_or_else(|| panic!("no {name}{{limit={key}}} in\n{page}"))
+    };
+    for (key, value) in [
+        ("gateway.max_client_id_len", 8.0),
+        ("gateway.max_packet_bytes", 2048.0),
+        ("limits.max_clients", 2.0),
+        ("limits.max_topics_per_client", 1.0),
+        ("limits.max_subscriptions_per_client", 1.0),
+        ("limits.max_queued_messages_per_client", 1000.0),
+        ("limits.max_queued_bytes_per_client", 1048576.0),
+        ("limits.max_queued_bytes_total", 67108864.0),
+        ("limits.max_messages_per_wake", 0.0),
+        ("limits.max_retained_messages", 1.0),
+        ("limits.per_source_packets_per_sec", 0.0),
+        ("limits.per_source_burst", 200.0),
+        ("broker.max_connections", 1.0),
+        ("broker.max_packet_bytes", 128.0),
+        ("broker.max_inflight_messages", 20.0),
+        ("broker.max_queued_messages", 1000.0),
+    ] {
+        assert_eq!(v("sngate_limit", key), value, "{key}");
+    }
+    assert_eq!(
+        sample(
+            &page,
+            "sngate_limit",
+            "limit=\"upstream.max_pending_messages\""
+        ),
+        None,
+        "no upstream, no outbox limit"
+    );
+    for key in [
+        "gateway.max_client_id_len",
+        "limits.max_clients",
+        "limits.max_topics_per_client",
+        "limits.max_subscriptions_per_client",
+        "limits.max_retained_messages",
+        "broker.max_connections",
+        "broker.max_packet_bytes",
+    ] {
+        assert_eq!(v(hits, key), 1.0, "{key}");
+    }
+    gw.stop().await;
+}

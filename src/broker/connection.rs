@@ -159,6 +159,9 @@ where
             Ok(Ok(None)) => return,
             Ok(other) => {
                 stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(other, Err(mqttbytes::Error::PayloadSizeLimitExceeded(_))) {
+                    stats.packets_too_large.fetch_add(1, Ordering::Relaxed);
+                }
                 debug!(%conn, %peer, first = ?other.map(|p| p.map(|p| packet_name(&p))), "first packet is not a valid CONNECT; closing");
                 return;
             }
@@ -513,6 +516,9 @@ where
                 Err(mqttbytes::Error::InsufficientBytes(_)) => return None,
                 Err(e) => {
                     self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    if matches!(e, mqttbytes::Error::PayloadSizeLimitExceeded(_)) {
+                        self.stats.packets_too_large.fetch_add(1, Ordering::Relaxed);
+                    }
                     debug!(conn = %self.conn, error = %e, "malformed MQTT packet; closing");
                     return Some(End::Abrupt("malformed packet"));
                 }

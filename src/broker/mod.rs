@@ -113,6 +113,12 @@ pub struct BrokerStats {
     pub publishes_received: AtomicU64,
     /// PUBLISH packets sent to clients.
     pub publishes_sent: AtomicU64,
+    /// Connections refused because `max_connections` were open (counted in
+    /// `connects_refused` too).
+    pub refused_max_connections: AtomicU64,
+    /// Connections closed for a packet over `max_packet_bytes` (counted in
+    /// `protocol_errors` too).
+    pub packets_too_large: AtomicU64,
 }
 
 /// A copy of [`BrokerStats`] at one moment, for metrics.
@@ -134,6 +140,10 @@ pub struct BrokerCounts {
     pub publishes_received: u64,
     /// PUBLISH packets sent to clients.
     pub publishes_sent: u64,
+    /// Connections refused at `max_connections`.
+    pub refused_max_connections: u64,
+    /// Connections closed for a packet over `max_packet_bytes`.
+    pub packets_too_large: u64,
 }
 
 impl BrokerStats {
@@ -149,6 +159,8 @@ impl BrokerStats {
             dropped_slow_client: get(&self.dropped_slow_client),
             publishes_received: get(&self.publishes_received),
             publishes_sent: get(&self.publishes_sent),
+            refused_max_connections: get(&self.refused_max_connections),
+            packets_too_large: get(&self.packets_too_large),
         }
     }
 }
@@ -218,8 +230,10 @@ impl Broker {
                 info!(addr = %local, "MQTT broker listening on TCP");
                 local_addrs.push(local);
             }
-            if settings.auth.allow_anonymous() && !local.ip().is_loopback() {
-                warn!(addr = %local, "MQTT broker reachable beyond this machine with anonymous clients allowed; configure [[broker.users]] (sngate passwd) or allow_anonymous = false");
+            // Only with `allow_anonymous = true` said outright: unset, a
+            // listener beyond loopback with no users is a config error.
+            if settings.auth.allow_anonymous() && !crate::config::is_loopback(local.ip()) {
+                warn!(addr = %local, "MQTT broker reachable beyond this machine with anonymous clients allowed (allow_anonymous = true); configure [[broker.users]] (sngate passwd) and drop allow_anonymous to require credentials");
             }
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
@@ -389,6 +403,9 @@ async fn accept_loop(
         stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
         if stats.connections_open.load(Ordering::Relaxed) >= max_connections {
             stats.connects_refused.fetch_add(1, Ordering::Relaxed);
+            stats
+                .refused_max_connections
+                .fetch_add(1, Ordering::Relaxed);
             warn!(%peer, max_connections, "MQTT connection refused: too many connections");
             drop(stream);
             continue;

@@ -129,6 +129,8 @@ impl Gateway {
                         debug!(client = %s.client_id, error = %full, "no topic id for delivery");
                         self.pop_head(sid);
                         self.stats.drop(DropReason::RefusedByDevice);
+                        self.stats
+                            .limit_hit(super::stats::LimitHit::MaxTopicsPerClient);
                         continue;
                     }
                 }

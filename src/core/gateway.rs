@@ -532,6 +532,8 @@ impl Gateway {
                 },
             ) {
                 debug!(%topic, error = %full, "retained message not stored");
+                self.stats
+                    .limit_hit(super::stats::LimitHit::MaxRetainedMessages);
             }
         }
         if already_delivered {

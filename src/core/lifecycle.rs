@@ -177,6 +177,9 @@ impl Gateway {
             );
         }
         if client_id.is_empty() || client_id.len() > self.cfg.max_client_id_len {
+            if !client_id.is_empty() {
+                self.stats.limit_hit(super::stats::LimitHit::MaxClientIdLen);
+            }
             return refuse(
                 self,
                 peer,
@@ -199,6 +202,7 @@ impl Gateway {
         }
         let existing = self.by_client.get(client_id.as_str()).copied();
         if existing.is_none() && self.sessions.len() >= self.cfg.max_clients && !self.evict_one() {
+            self.stats.limit_hit(super::stats::LimitHit::MaxClients);
             return refuse(self, peer, "max_clients reached", ReturnCode::Congestion);
         }
 

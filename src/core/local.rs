@@ -266,6 +266,7 @@ impl Gateway {
         let existing = self.locals.by_client.get(&client_id).copied();
         if existing.is_none() && self.locals.sessions.len() >= self.cfg.max_clients {
             info!(client = %client_id, %conn, "local client refused: max_clients reached");
+            self.stats.limit_hit(super::stats::LimitHit::MaxClients);
             return self.local(conn, LocalAction::Refuse);
         }
         let mut session_present = false;
@@ -567,10 +568,14 @@ impl Gateway {
             let Some(s) = self.locals.sessions.get_mut(&sid) else {
                 return;
             };
-            let ok = super::topic::validate_filter(&filter).is_ok()
-                && (s.subscriptions.contains_key(&filter)
-                    || s.subscriptions.len() < self.cfg.max_subscriptions_per_client);
-            if !ok {
+            let room = s.subscriptions.contains_key(&filter)
+                || s.subscriptions.len() < self.cfg.max_subscriptions_per_client;
+            let valid = super::topic::validate_filter(&filter).is_ok();
+            if valid && !room {
+                self.stats
+                    .limit_hit(super::stats::LimitHit::MaxSubscriptionsPerClient);
+            }
+            if !(valid && room) {
                 debug!(client = %s.client_id, %filter, "refusing a local SUBSCRIBE filter");
                 granted.push(None);
                 continue;

@@ -65,4 +65,4 @@ pub use persist::{
 };
 pub use session::{ClientState, SessionId};
 pub use snapshot::{DeviceView, EngineGauges, Transport};
-pub use stats::{DropReason, Stats};
+pub use stats::{DropReason, LimitHit, Stats};

@@ -19,7 +19,8 @@ pub enum LinkAddr {
         addr: SocketAddr,
     },
     /// A radio address on a serial-attached dongle: the port's index in the
-    /// configuration and the remote radio's address (e.g. an XBee 64-bit address).
+    /// configuration and the remote radio's address (an XBee 64-bit address,
+    /// or a 16-bit one tagged with [`SHORT_RADIO_ADDRESS`]).
     Radio {
         /// Index of the serial port.
         port: u16,
@@ -32,6 +33,13 @@ pub enum LinkAddr {
         port: u16,
     },
 }
+
+/// How a radio known only by its 16-bit address (XBee 802.15.4 0x81 frames)
+/// is told apart from a 64-bit one in [`LinkAddr::Radio`]: its address is
+/// this tag ORed with the 16 bits, a range no real 64-bit address uses, so
+/// the two kinds never collide. Shared by the XBee codec, which makes such
+/// addresses, and the admission rules, which name them.
+pub const SHORT_RADIO_ADDRESS: u64 = 0xFFFE_0000_0000_0000;
 
 /// An MQTT-SN peer: a link address, and for devices behind a forwarder the
 /// wireless node id the forwarder reported. Replies to a forwarded peer are

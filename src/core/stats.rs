@@ -1,6 +1,7 @@
-//! Counters the engine keeps about itself: packets in and out, and every drop
-//! with its reason, so that nothing is lost silently. Exported as metrics by the
-//! shell; read by tests to prove that bad input was counted.
+//! Counters the engine keeps about itself: packets in and out, every drop
+//! with its reason, and every refusal at a configured limit, so that nothing
+//! is lost silently. Exported as metrics by the shell; read by tests to prove
+//! that bad input was counted.
 
 use crate::proto::QoS;
 
@@ -99,6 +100,51 @@ impl DropReason {
     }
 }
 
+/// A configured limit the engine refused something at, where no
+/// [`DropReason`] already counts it (those: `queue_full` for the queue
+/// limits, `too_large` for `max_packet_bytes`, `rate_limited` for the
+/// per-source rate). Each is named by its configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LimitHit {
+    /// A CONNECT whose client id is longer than `max_client_id_len`
+    /// (CONNACK "not supported").
+    MaxClientIdLen,
+    /// A new device or local client refused because `max_clients` sessions
+    /// exist and none could be evicted.
+    MaxClients,
+    /// A topic id refused because the client holds `max_topics_per_client`
+    /// (REGACK or SUBACK "congestion", or a delivery with no id to give).
+    MaxTopicsPerClient,
+    /// A subscription refused because the client holds
+    /// `max_subscriptions_per_client`.
+    MaxSubscriptionsPerClient,
+    /// A retained message not stored because `max_retained_messages` topics
+    /// hold one (the message itself is still delivered).
+    MaxRetainedMessages,
+}
+
+impl LimitHit {
+    /// Every limit, for exporting all counters (zeros included).
+    pub const ALL: [LimitHit; 5] = [
+        LimitHit::MaxClientIdLen,
+        LimitHit::MaxClients,
+        LimitHit::MaxTopicsPerClient,
+        LimitHit::MaxSubscriptionsPerClient,
+        LimitHit::MaxRetainedMessages,
+    ];
+
+    /// The limit's configuration key, as metrics label it.
+    pub fn key(self) -> &'static str {
+        match self {
+            LimitHit::MaxClientIdLen => "gateway.max_client_id_len",
+            LimitHit::MaxClients => "limits.max_clients",
+            LimitHit::MaxTopicsPerClient => "limits.max_topics_per_client",
+            LimitHit::MaxSubscriptionsPerClient => "limits.max_subscriptions_per_client",
+            LimitHit::MaxRetainedMessages => "limits.max_retained_messages",
+        }
+    }
+}
+
 /// The engine's counters.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -140,6 +186,7 @@ pub struct Stats {
     /// by [`qos_index`]; they add up to `publishes_out`.
     pub publishes_out_by_qos: [u64; 4],
     drops: [u64; DropReason::ALL.len()],
+    limit_hits: [u64; LimitHit::ALL.len()],
 }
 
 /// The QoS levels in the order of the `*_by_qos` arrays.
@@ -185,5 +232,15 @@ impl Stats {
     /// All drops, whatever the reason.
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Counts one refusal at `limit`.
+    pub fn limit_hit(&mut self, limit: LimitHit) {
+        self.limit_hits[limit as usize] += 1;
+    }
+
+    /// How many refusals at `limit`.
+    pub fn limit_hits(&self, limit: LimitHit) -> u64 {
+        self.limit_hits[limit as usize]
     }
 }

@@ -47,6 +47,8 @@ impl Gateway {
             && s.subscriptions.len() >= self.cfg.max_subscriptions_per_client
         {
             debug!(client = %s.client_id, "subscription limit reached");
+            self.stats
+                .limit_hit(super::stats::LimitHit::MaxSubscriptionsPerClient);
             return self.send_to(sid, refuse(ReturnCode::Congestion));
         }
         let topic_id = match &topic {
@@ -58,6 +60,8 @@ impl Gateway {
                 Ok(id) => id,
                 Err(full) => {
                     debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
+                    self.stats
+                        .limit_hit(super::stats::LimitHit::MaxTopicsPerClient);
                     return self.send_to(sid, refuse(ReturnCode::Congestion));
                 }
             },

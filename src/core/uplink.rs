@@ -34,6 +34,8 @@ impl Gateway {
             Ok(id) => answer(id, ReturnCode::Accepted),
             Err(full) => {
                 debug!(client = %s.client_id, error = %full, "refusing REGISTER");
+                self.stats
+                    .limit_hit(super::stats::LimitHit::MaxTopicsPerClient);
                 answer(0, ReturnCode::Congestion)
             }
         };

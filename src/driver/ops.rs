@@ -14,10 +14,11 @@ use std::time::SystemTime;
 
 use super::Driver;
 use crate::broker::{Broker, BrokerStats};
-use crate::core::{LinkAddr, LocalClientInfo, Peer};
+use crate::config::Config;
+use crate::core::{EngineConfig, LimitHit, LinkAddr, LocalClientInfo, Peer};
 use crate::ops::figures::{
-    BrokerFigures, EngineFigures, ProcessFigures, SerialFigures, StoreFigures, UdpCounts,
-    UdpFigures, UpstreamFigures, UpstreamState,
+    BrokerFigures, EngineFigures, LimitFigures, ProcessFigures, SerialFigures, StoreFigures,
+    UdpCounts, UdpFigures, UpstreamFigures, UpstreamState,
 };
 use crate::ops::{Health, MetricsSnapshot, Query, StatusSnapshot};
 
@@ -33,6 +34,8 @@ pub(super) struct OpsState {
     /// The embedded broker's counters, when one was started (kept if it
     /// stops, so its figures stay on the page).
     pub(super) broker: Option<Arc<BrokerStats>>,
+    /// The limits outside the engine, fixed at start ([`fixed_limits`]).
+    pub(super) fixed_limits: Vec<(&'static str, u64)>,
 }
 
 impl OpsState {
@@ -40,12 +43,14 @@ impl OpsState {
         listeners: usize,
         upstream_configured: bool,
         broker: Option<Arc<BrokerStats>>,
+        fixed_limits: Vec<(&'static str, u64)>,
     ) -> Self {
         OpsState {
             started: tokio::time::Instant::now(),
             udp: vec![UdpCounts::default(); listeners],
             upstream_configured,
             broker,
+            fixed_limits,
         }
     }
 
@@ -139,7 +144,26 @@ impl Driver {
             enabled: self.store.is_some(),
             counters: self.store_stats,
         });
+        m.push(self.limit_figures());
         m
+    }
+
+    /// The limits in force: the engine's as it runs now (a reload changes
+    /// them), the rest as started; refusals at each.
+    fn limit_figures(&self) -> LimitFigures {
+        let mut maxima = engine_limits(self.gateway.config());
+        maxima.extend(self.ops.fixed_limits.iter().copied());
+        let stats = self.gateway.stats();
+        let mut hits: Vec<(&'static str, u64)> = LimitHit::ALL
+            .iter()
+            .map(|&l| (l.key(), stats.limit_hits(l)))
+            .collect();
+        if let Some(broker) = &self.ops.broker {
+            let c = broker.snapshot();
+            hits.push(("broker.max_connections", c.refused_max_connections));
+            hits.push(("broker.max_packet_bytes", c.packets_too_large));
+        }
+        LimitFigures { maxima, hits }
     }
 
     fn broker_figures(&self, stats: &BrokerStats) -> BrokerFigures {
@@ -179,6 +203,81 @@ impl Driver {
             )]),
         }
     }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The engine's limits, by configuration key.
+fn engine_limits(cfg: &EngineConfig) -> Vec<(&'static str, u64)> {
+    vec![
+        ("gateway.max_packet_bytes", count(cfg.max_packet_bytes)),
+        ("gateway.max_client_id_len", count(cfg.max_client_id_len)),
+        ("limits.max_clients", count(cfg.max_clients)),
+        (
+            "limits.max_topics_per_client",
+            count(cfg.max_topics_per_client),
+        ),
+        (
+            "limits.max_subscriptions_per_client",
+            count(cfg.max_subscriptions_per_client),
+        ),
+        (
+            "limits.max_queued_messages_per_client",
+            count(cfg.max_queued_messages_per_client),
+        ),
+        (
+            "limits.max_queued_bytes_per_client",
+            count(cfg.max_queued_bytes_per_client),
+        ),
+        (
+            "limits.max_queued_bytes_total",
+            count(cfg.max_queued_bytes_total),
+        ),
+        (
+            "limits.max_messages_per_wake",
+            count(cfg.max_messages_per_wake),
+        ),
+        (
+            "limits.max_retained_messages",
+            count(cfg.max_retained_messages),
+        ),
+        (
+            "limits.per_source_packets_per_sec",
+            u64::from(cfg.per_source_packets_per_sec),
+        ),
+        ("limits.per_source_burst", u64::from(cfg.per_source_burst)),
+    ]
+}
+
+/// The limits enforced outside the engine, which need a restart to change:
+/// the embedded broker's (when it listens) and the upstream outbox's (when
+/// there is an upstream).
+pub(super) fn fixed_limits(config: &Config) -> Vec<(&'static str, u64)> {
+    let mut limits = Vec::new();
+    let b = &config.broker;
+    if b.enabled() {
+        limits.extend([
+            ("broker.max_connections", count(b.max_connections)),
+            ("broker.max_packet_bytes", count(b.max_packet_bytes)),
+            (
+                "broker.max_inflight_messages",
+                u64::from(b.max_inflight_messages),
+            ),
+            ("broker.max_queued_messages", count(b.max_queued_messages)),
+        ]);
+    }
+    if let Some(u) = &config.upstream {
+        limits.extend([
+            (
+                "upstream.max_pending_messages",
+                count(u.max_pending_messages),
+            ),
+            ("upstream.max_pending_bytes", count(u.max_pending_bytes)),
+        ]);
+    }
+    limits
 }
 
 /// `/status`'s `local_clients`: every local MQTT session (connected, or

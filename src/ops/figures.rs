@@ -193,6 +193,46 @@ impl Collect for EngineFigures {
     }
 }
 
+/// The limits in force and the refusals at them.
+///
+/// Every configured limit is a sample of one gauge family, labelled with its
+/// configuration key, so an alert can compare a figure with its bound
+/// (`sngate_buffered_bytes / on(…) sngate_limit{limit="limits.max_queued_bytes_total"}`).
+/// Refusals are counted here only for limits whose hits no other family
+/// counts (the queue limits are `sngate_drops_total{reason="queue_full"}`,
+/// `max_packet_bytes` is `too_large`, the per-source rate `rate_limited`,
+/// the broker's queue `sngate_broker_dropped_total{reason="slow_client"}`,
+/// the upstream outbox `sngate_upstream_dropped_total{reason="outbox_full"}`
+/// and `sngate_parked_publishes_total`).
+#[derive(Debug, Clone, Default)]
+pub struct LimitFigures {
+    /// (configuration key, value) of each limit in force. Units are the
+    /// key's (`_bytes`, `_per_sec`, else a count); 0 where the key says 0
+    /// means no limit.
+    pub maxima: Vec<(&'static str, u64)>,
+    /// (configuration key, refusals at that limit).
+    pub hits: Vec<(&'static str, u64)>,
+}
+
+impl Collect for LimitFigures {
+    fn collect(&self, out: &mut Exposition) {
+        let mut f = out.gauge(
+            "sngate_limit",
+            "Configured limits in force, by configuration key (units as the key names them; 0 is no limit where the key allows it).",
+        );
+        for (key, value) in &self.maxima {
+            f.sample(&[("limit", key)], *value);
+        }
+        let mut f = out.counter(
+            "sngate_limit_hits_total",
+            "Refusals at a configured limit that no other family counts, by configuration key.",
+        );
+        for (key, n) in &self.hits {
+            f.sample(&[("limit", key)], *n);
+        }
+    }
+}
+
 /// Where the upstream bridge stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamState {

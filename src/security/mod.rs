@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, SerialConfig, SerialFraming};
 use crate::core::acl::Acl;
-use crate::core::admission::{Admission, Cidr, Refusal};
+use crate::core::admission::{Admission, Cidr, RadioAddr, Refusal};
 
 pub use acl_file::{AclFileError, parse_acl};
 
@@ -95,15 +95,27 @@ impl SecurityConfig {
         Ok(())
     }
 
-    /// The engine's admission rules (the section was validated: a CIDR that
-    /// does not parse cannot reach here, and is skipped if it does).
-    pub fn admission(&self) -> Admission {
+    /// The engine's admission rules, with each serial link's
+    /// `allow_radio_addresses` (`serial`, in configuration order). The
+    /// configuration was validated: a CIDR or radio address that does not
+    /// parse cannot reach here, and is skipped if it does.
+    pub fn admission(&self, serial: &[SerialConfig]) -> Admission {
         Admission {
             allow_clients: self.allow_clients.clone(),
             allow_udp_sources: self
                 .allow_udp_sources
                 .iter()
                 .filter_map(|s| s.parse().ok())
+                .collect(),
+            allow_radio: serial
+                .iter()
+                .map(|link| {
+                    let addressed = link.framing == SerialFraming::Xbee;
+                    link.allow_radio_addresses
+                        .iter()
+                        .filter_map(|a| RadioAddr::parse(a, addressed).ok())
+                        .collect()
+                })
                 .collect(),
             refusal: match self.refused_connect {
                 RefusedConnect::Connack => Refusal::ConnAck,

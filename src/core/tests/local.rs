@@ -165,6 +165,7 @@ fn local_clients_beyond_max_clients_are_refused_but_a_known_id_may_take_over() {
         h.local_connect(conn(2), "two", true, None),
         vec![LocalAction::Refuse]
     );
+    assert_eq!(h.gw.stats().limit_hits(LimitHit::MaxClients), 1);
     // What the refused connection sends next is not routed.
     let out = h.local(conn(2), lpublish(0, "a", "x", 0));
     assert!(out.is_empty(), "{out:?}");
@@ -812,6 +813,11 @@ fn invalid_or_excess_subscribe_filters_are_refused_one_by_one() {
     assert_eq!(
         h.gw.local_clients()[0].subscriptions,
         vec![("ok/#".to_owned(), 0), ("q".to_owned(), 2)]
+    );
+    // Only "third" met the limit; the others were invalid.
+    assert_eq!(
+        h.gw.stats().limit_hits(LimitHit::MaxSubscriptionsPerClient),
+        1
     );
 }
 

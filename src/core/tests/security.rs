@@ -1,4 +1,5 @@
-//! Admission (client id globs, UDP source networks) and the ACL in the
+//! Admission (client id globs, UDP source networks, radio addresses per
+//! serial link) and the ACL in the
 //! engine: refused CONNECTs, denied publishes, subscriptions, wills and
 //! deliveries for devices and local MQTT clients, each counted.
 
@@ -6,7 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::core::acl::{Acl, Permission};
-use crate::core::admission::{Admission, Refusal};
+use crate::core::admission::{Admission, RadioAddr, Refusal};
 use crate::core::session::Will;
 use crate::security::parse_acl;
 
@@ -106,6 +107,116 @@ fn a_source_outside_the_allowed_networks_is_refused() {
         publish(QoS::MinusOne, TopicRef::Predefined(3), 0, "x"),
     );
     assert_eq!(h.gw.stats().publishes_in, 1);
+}
+
+fn radios(addressed: bool, list: &[&str]) -> Vec<RadioAddr> {
+    list.iter()
+        .map(|a| RadioAddr::parse(a, addressed).unwrap_or_else(|e| panic!("{a}: {e}")))
+        .collect()
+}
+
+fn xbee_peer(addr: u64) -> Peer {
+    Peer {
+        link: LinkAddr::Radio { port: 0, addr },
+        node: None,
+    }
+}
+
+/// Port 0 is an XBee link allowing one radio; port 1 a SLIP link allowing
+/// one forwarded node.
+fn radio_gateway(refusal: Refusal) -> Harness {
+    Harness::with(EngineConfig {
+        admission: Admission {
+            allow_radio: vec![radios(true, &["0013A20040A1B2C3"]), radios(false, &["0A"])],
+            refusal,
+            ..Admission::default()
+        },
+        predefined_topics: vec![(3, "m/pre".into())],
+        ..EngineConfig::default()
+    })
+}
+
+#[test]
+fn a_radio_address_outside_its_links_allow_list_gets_connack_0x03() {
+    let mut h = radio_gateway(Refusal::ConnAck);
+    let stranger = xbee_peer(0x0013_A200_40A1_B2C4);
+    let out = h.send(&stranger, connect_packet("d"));
+    assert_eq!(
+        packets_to(&out, &stranger),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    assert_eq!(h.gw.session_count(), 0);
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 1);
+    // The listed radio connects, with the same client id.
+    h.connect(&xbee_peer(0x0013_A200_40A1_B2C3), "d", true);
+
+    // SLIP: node 0x0A behind the forwarder is listed, node 0x0B is not, and
+    // the port itself (a device not behind a forwarder) has no address.
+    let port = Peer::serial(1);
+    let wrap = |node: u8, inner: Packet| Packet::Encapsulated {
+        radius: 0,
+        node_id: Bytes::copy_from_slice(&[node]),
+        inner: Box::new(inner),
+    };
+    let out = h.send(&port, wrap(0x0B, connect_packet("e")));
+    let refused_node = port.forwarded(Bytes::from_static(&[0x0B]));
+    assert_eq!(
+        packets_to(&out, &refused_node),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    let out = h.send(&port, connect_packet("f"));
+    assert_eq!(
+        packets_to(&out, &port),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 3);
+    let out = h.send(&port, wrap(0x0A, connect_packet("e")));
+    let listed_node = port.forwarded(Bytes::from_static(&[0x0A]));
+    assert_eq!(
+        packets_to(&out, &listed_node),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::Accepted
+        }]
+    );
+    assert_eq!(h.gw.session_count(), 2);
+}
+
+#[test]
+fn a_refused_radio_can_be_dropped_silently() {
+    let mut h = radio_gateway(Refusal::Drop);
+    assert!(
+        h.send(&xbee_peer(0x42), connect_packet("d")).is_empty(),
+        "no answer at all"
+    );
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 1);
+    assert_eq!(h.gw.session_count(), 0);
+}
+
+#[test]
+fn qos_minus_one_is_taken_only_from_allowed_radio_addresses() {
+    let mut h = radio_gateway(Refusal::ConnAck);
+    let pre = || publish(QoS::MinusOne, TopicRef::Predefined(3), 0, "x");
+    h.send(&xbee_peer(0x42), pre());
+    h.send(&Peer::serial(1), pre());
+    assert_eq!(h.gw.stats().publishes_in, 0);
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 2);
+    h.send(&xbee_peer(0x0013_A200_40A1_B2C3), pre());
+    h.send(
+        &Peer::serial(1),
+        Packet::Encapsulated {
+            radius: 0,
+            node_id: Bytes::from_static(&[0x0A]),
+            inner: Box::new(pre()),
+        },
+    );
+    assert_eq!(h.gw.stats().publishes_in, 2);
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 2);
 }
 
 #[test]

@@ -414,8 +414,9 @@ impl XbeeCodec {
 /// How a radio known only by its 16-bit address (0x81 frames) is told apart
 /// from a 64-bit one: its peer address is this tag ORed with the 16 bits, a
 /// range no real 64-bit address uses, so the two kinds never collide and a
-/// reply goes out in the form the radio was heard in.
-pub const SHORT_ADDRESS: u64 = 0xFFFE_0000_0000_0000;
+/// reply goes out in the form the radio was heard in. (Defined with the
+/// peer address it tags, so the admission rules can name such radios.)
+pub const SHORT_ADDRESS: u64 = crate::core::peer::SHORT_RADIO_ADDRESS;
 
 /// The 16-bit address inside a [`SHORT_ADDRESS`]-tagged peer address.
 fn short_address(addr: u64) -> Option<u16> {
