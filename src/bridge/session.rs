@@ -29,6 +29,7 @@ use super::{
     BridgeEvent, Common, Control, DISCONNECT_WAIT, ECHO_CAPACITY, ROOM_NOTIFY_BATCH, TaskEvent,
     bump, shift,
 };
+use crate::config::OutboxFull;
 use crate::core::{UpstreamAck, UpstreamCommand, UpstreamMessage};
 pub(super) use device::Device;
 
@@ -521,7 +522,9 @@ impl Session {
             Err(outbox::Refused::Full) => {
                 bump(&self.common.counters.dropped_full, 1);
                 self.settled.extend(store_id);
-                self.answer(ack, false);
+                // `outbox_full = "drop-newest"`: senders are never held
+                // back — acknowledged, routed locally, upstream copy dropped.
+                self.answer(ack, self.common.cfg.outbox_full == OutboxFull::DropNewest);
                 if self.full_streak == 0 {
                     warn!(
                         messages = self.outbox.len(),
@@ -636,7 +639,10 @@ impl Session {
         let Some(client) = &self.client else {
             return;
         };
-        while self.in_channel < self.window.request_channel {
+        // One slot stays free for a DISCONNECT: a device session that ends
+        // or switches must never lose it to a full channel (the broker would
+        // then publish the will).
+        while self.in_channel + 1 < self.window.request_channel {
             if let Some(req) = self.control.pop_front() {
                 let ok = match &req {
                     Request::Subscribe(filter, qos, id) => {
