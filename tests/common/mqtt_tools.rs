@@ -79,15 +79,32 @@ impl Tool {
 
     /// The next line that is not mosquitto's debug output.
     pub fn next_message(&self) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.next_message_within(WAIT)
+    }
+
+    /// The next message line, waiting up to `wait` for it.
+    pub fn next_message_within(&self, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if is_debug(&line) => continue,
                 Ok(line) => return line,
-                Err(_) => panic!("no message within {WAIT:?}"),
+                Err(_) => panic!("no message within {wait:?}"),
             }
         }
+    }
+
+    /// Every message line until none came for `quiet`.
+    #[allow(dead_code)]
+    pub fn drain(&self, quiet: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(quiet) {
+            if !is_debug(&line) {
+                lines.push(line);
+            }
+        }
+        lines
     }
 
     /// No message line within `wait`.
