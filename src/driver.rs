@@ -664,7 +664,11 @@ impl Driver {
         // What restoring the store asked for (upstream subscriptions).
         self.flush().await;
         // Pinged from this loop, so systemd restarts a wedged engine too.
-        let mut watchdog = self.watchdog.map(tokio::time::interval);
+        // The first ping one interval after start: READY=1 is sent once
+        // `start` has returned, and must come first.
+        let mut watchdog = self
+            .watchdog
+            .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
         let mut sys_tick = match (&self.broker, self.sys.interval) {
             (Some(_), Some(every)) => Some(tokio::time::interval(every)),
             _ => None,
