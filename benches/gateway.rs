@@ -249,7 +249,9 @@ async fn per_device(mosquitto: &Mosquitto, n: usize, secs: u64) -> BenchResult<(
             "--bridge-mode",
             mode,
         ])?;
-        let baseline = established_to(mosquitto.port);
+        // The previous leg's connections may still be closing at the
+        // broker's end: count from a settled baseline.
+        let baseline = settled_established_to(mosquitto.port).await;
         let idle_rss = gateway.rss_kib();
         let start = Instant::now();
         let devices = Devices::connect_burst(gateway.udp, n).await?;
@@ -293,6 +295,21 @@ async fn per_device(mosquitto: &Mosquitto, n: usize, secs: u64) -> BenchResult<(
         );
     }
     Ok(())
+}
+
+/// [`established_to`] once it has stopped changing (two equal readings
+/// 200 ms apart, within 10 s).
+async fn settled_established_to(port: u16) -> usize {
+    let mut last = established_to(port);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = established_to(port);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 /// Established TCP connections whose local port is `port` (mosquitto's

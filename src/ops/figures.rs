@@ -149,11 +149,7 @@ impl Collect for EngineFigures {
             "Per-device mode: messages delivered to devices from their own upstream sessions.",
         )
         .value(s.session_messages_in);
-        out.counter(
-            "sngate_device_session_refusals_total",
-            "Per-device mode: device upstream sessions the broker refused.",
-        )
-        .value(s.upstream_session_refusals);
+
         out.gauge(
             "sngate_buffered_messages",
             "Messages queued for devices (asleep, offline, or behind one in flight).",
