@@ -240,12 +240,16 @@ pub struct Admission {
 impl Admission {
     /// May a device with this client id connect from `peer`?
     pub fn admits(&self, client_id: &str, peer: &Peer) -> bool {
-        self.admits_source(peer)
-            && (self.allow_clients.is_empty()
-                || self
-                    .allow_clients
-                    .iter()
-                    .any(|g| glob_matches(g, client_id)))
+        self.admits_source(peer) && self.admits_client_id(client_id)
+    }
+
+    /// Does the client id match the allow-list (the source checked apart)?
+    pub fn admits_client_id(&self, client_id: &str) -> bool {
+        self.allow_clients.is_empty()
+            || self
+                .allow_clients
+                .iter()
+                .any(|g| glob_matches(g, client_id))
     }
 
     /// Is `peer`'s source address allowed (QoS −1 publishes are checked
