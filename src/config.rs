@@ -279,7 +279,9 @@ pub struct SerialConfig {
     /// forwarder's wireless node id (`"01"`); the port itself has no address,
     /// so a device not behind a forwarder is refused once the list is set.
     /// Refused devices are treated as `[security] refused_connect` says and
-    /// counted as `not_admitted` (docs/security.md). Applied on SIGHUP.
+    /// counted as `not_admitted` (docs/security.md). Applied on SIGHUP to
+    /// the running link, while this entry is still that link (same position
+    /// and [`SerialConfig::restart_only`] settings).
     pub allow_radio_addresses: Vec<String>,
 }
 
@@ -378,7 +380,8 @@ pub struct GatewayConfig {
     /// devices commonly send IMEIs or MAC-derived ids, so the default is 64.
     pub max_client_id_len: usize,
     /// Largest MQTT-SN packet accepted or sent, in bytes (64..=65535).
-    /// Default: 2048.
+    /// Default: 2048. The serial framers and the bridge's room are sized by
+    /// it at start: a reload reports a change as needing a restart.
     pub max_packet_bytes: usize,
     /// Accept QoS −1 PUBLISH (no connection) with predefined or short topic
     /// ids. Default: true.
