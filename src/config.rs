@@ -154,11 +154,12 @@ pub struct BrokerConfig {
     /// `[[broker.users]]`: who may connect with a user name and password.
     /// Default: none.
     pub users: Vec<BrokerUser>,
-    /// Let clients in without a user name. Unset (the default), mosquitto
-    /// 2.0's rule: allowed only in "local-only mode" — no `users` configured
-    /// and every listener (`listen` and `tls_listen`) on a loopback address,
-    /// as the default listener is — and refused once `users` are
-    /// configured. A non-loopback listener with no `users` and this unset is
+    /// Let clients in without a user name. Unset (the default): allowed
+    /// only in "local-only mode" — no `users` configured and every listener
+    /// (`listen` and `tls_listen`) on a loopback address, as the default
+    /// listener is — and refused once `users` are configured. Modelled on
+    /// mosquitto 2.0's local-only mode, which applies only when no listener
+    /// is configured; here listeners set on loopback count too. A non-loopback listener with no `users` and this unset is
     /// a configuration error: add `[[broker.users]]` or set it to `true`
     /// (which then logs a warning at start).
     pub allow_anonymous: Option<bool>,
@@ -1092,8 +1093,8 @@ fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
             key,
             format!(
                 "{addr} is not a loopback address, and with no [[broker.users]] anonymous \
-                 clients are let in only while every listener is on loopback (mosquitto \
-                 2.0's local-only mode): add [[broker.users]] (`sngate passwd --user NAME` \
+                 clients are let in only while every listener is on loopback (local-only \
+                 mode): add [[broker.users]] (`sngate passwd --user NAME` \
                  prints an entry), or set [broker] allow_anonymous = true to let in anyone \
                  who can reach it"
             ),
@@ -1516,7 +1517,7 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_clients_follow_mosquitto_local_only_mode() {
+    fn anonymous_clients_follow_local_only_mode() {
         const USER: &str = "[[broker.users]]\nname = \"app\"\n\
             password_hash = \"$pbkdf2-sha256$i=1000,l=32$yBVTmZ9SB3lR1wmOsu4fLQ$\
             sNh8STjvO62FcreVLlU4QK/6bbOrwBF0axbQgllKuCM\"\n";

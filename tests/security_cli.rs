@@ -489,7 +489,7 @@ fn assert_names_the_way_out(text: &str) {
     );
 }
 
-/// mosquitto 2.0's rule with the real binary: with `allow_anonymous` unset
+/// Local-only mode (modelled on mosquitto 2.0's) with the real binary: with `allow_anonymous` unset
 /// and no users, anonymous clients are let in only while every listener is
 /// on loopback. A listener beyond loopback is then a config error, from
 /// `check-config` and from `run` (which binds nothing), until users are
