@@ -330,6 +330,15 @@ pub enum SerialFraming {
     Raw,
 }
 
+impl SerialFraming {
+    /// Whether devices on the link have radio addresses of their own (XBee
+    /// API frames carry the remote radio's); on a SLIP or raw link the port
+    /// is the only link address.
+    pub fn has_radio_addresses(self) -> bool {
+        self == SerialFraming::Xbee
+    }
+}
+
 /// Serial parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -1195,12 +1204,7 @@ fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
 /// as a dual-stack socket spells an IPv4 one)? The broker's local-only mode
 /// is decided with this.
 pub(crate) fn is_loopback(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        v4 => v4.is_loopback(),
-    }
+    ip.to_canonical().is_loopback()
 }
 
 /// Checks that `level` is an `EnvFilter` directive. A bare word must be a level
@@ -1239,7 +1243,7 @@ fn validate_serial(i: usize, p: &SerialConfig) -> Result<(), ConfigError> {
             "must be at least 1 and at most reopen_max_secs",
         );
     }
-    let addressed = p.framing == SerialFraming::Xbee;
+    let addressed = p.framing.has_radio_addresses();
     for (j, a) in p.allow_radio_addresses.iter().enumerate() {
         if let Err(e) = crate::core::admission::RadioAddr::parse(a, addressed) {
             return invalid(&format!("allow_radio_addresses[{j}]"), &e.to_string());

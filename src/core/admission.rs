@@ -66,11 +66,7 @@ impl Cidr {
     /// (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 peers) is
     /// compared as the IPv4 address it carries.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
+        match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
                 u128::from(net.to_bits()),
                 u128::from(ip.to_bits()),
