@@ -154,11 +154,12 @@ pub struct BrokerConfig {
     /// `[[broker.users]]`: who may connect with a user name and password.
     /// Default: none.
     pub users: Vec<BrokerUser>,
-    /// Let clients in without a user name. Unset (the default), mosquitto
-    /// 2.0's rule: allowed only in "local-only mode" — no `users` configured
-    /// and every listener (`listen` and `tls_listen`) on a loopback address,
-    /// as the default listener is — and refused once `users` are
-    /// configured. A non-loopback listener with no `users` and this unset is
+    /// Let clients in without a user name. Unset (the default): allowed
+    /// only in "local-only mode" — no `users` configured and every listener
+    /// (`listen` and `tls_listen`) on a loopback address, as the default
+    /// listener is — and refused once `users` are configured. Modelled on
+    /// mosquitto 2.0's local-only mode, which applies only when no listener
+    /// is configured; here listeners set on loopback count too. A non-loopback listener with no `users` and this unset is
     /// a configuration error: add `[[broker.users]]` or set it to `true`
     /// (which then logs a warning at start).
     pub allow_anonymous: Option<bool>,
@@ -279,7 +280,9 @@ pub struct SerialConfig {
     /// forwarder's wireless node id (`"01"`); the port itself has no address,
     /// so a device not behind a forwarder is refused once the list is set.
     /// Refused devices are treated as `[security] refused_connect` says and
-    /// counted as `not_admitted` (docs/security.md). Applied on SIGHUP.
+    /// counted as `not_admitted` (docs/security.md). Applied on SIGHUP to
+    /// the running link, while this entry is still that link (same position
+    /// and [`SerialConfig::restart_only`] settings).
     pub allow_radio_addresses: Vec<String>,
 }
 
@@ -325,6 +328,15 @@ pub enum SerialFraming {
     Slip,
     /// MQTT-SN messages back to back, delimited by their Length field.
     Raw,
+}
+
+impl SerialFraming {
+    /// Whether devices on the link have radio addresses of their own (XBee
+    /// API frames carry the remote radio's); on a SLIP or raw link the port
+    /// is the only link address.
+    pub fn has_radio_addresses(self) -> bool {
+        self == SerialFraming::Xbee
+    }
 }
 
 /// Serial parity.
@@ -378,7 +390,8 @@ pub struct GatewayConfig {
     /// devices commonly send IMEIs or MAC-derived ids, so the default is 64.
     pub max_client_id_len: usize,
     /// Largest MQTT-SN packet accepted or sent, in bytes (64..=65535).
-    /// Default: 2048.
+    /// Default: 2048. The serial framers and the bridge's room are sized by
+    /// it at start: a reload reports a change as needing a restart.
     pub max_packet_bytes: usize,
     /// Accept QoS −1 PUBLISH (no connection) with predefined or short topic
     /// ids. Default: true.
@@ -1163,8 +1176,8 @@ fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
             key,
             format!(
                 "{addr} is not a loopback address, and with no [[broker.users]] anonymous \
-                 clients are let in only while every listener is on loopback (mosquitto \
-                 2.0's local-only mode): add [[broker.users]] (`sngate passwd --user NAME` \
+                 clients are let in only while every listener is on loopback (local-only \
+                 mode): add [[broker.users]] (`sngate passwd --user NAME` \
                  prints an entry), or set [broker] allow_anonymous = true to let in anyone \
                  who can reach it"
             ),
@@ -1310,12 +1323,7 @@ fn validate_per_device(u: &UpstreamConfig) -> Result<(), ConfigError> {
 /// as a dual-stack socket spells an IPv4 one)? The broker's local-only mode
 /// is decided with this.
 pub(crate) fn is_loopback(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        v4 => v4.is_loopback(),
-    }
+    ip.to_canonical().is_loopback()
 }
 
 /// Checks that `level` is an `EnvFilter` directive. A bare word must be a level
@@ -1354,7 +1362,7 @@ fn validate_serial(i: usize, p: &SerialConfig) -> Result<(), ConfigError> {
             "must be at least 1 and at most reopen_max_secs",
         );
     }
-    let addressed = p.framing == SerialFraming::Xbee;
+    let addressed = p.framing.has_radio_addresses();
     for (j, a) in p.allow_radio_addresses.iter().enumerate() {
         if let Err(e) = crate::core::admission::RadioAddr::parse(a, addressed) {
             return invalid(&format!("allow_radio_addresses[{j}]"), &e.to_string());
@@ -1701,7 +1709,7 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_clients_follow_mosquitto_local_only_mode() {
+    fn anonymous_clients_follow_local_only_mode() {
         const USER: &str = "[[broker.users]]\nname = \"app\"\n\
             password_hash = \"$pbkdf2-sha256$i=1000,l=32$yBVTmZ9SB3lR1wmOsu4fLQ$\
             sNh8STjvO62FcreVLlU4QK/6bbOrwBF0axbQgllKuCM\"\n";

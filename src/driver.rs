@@ -9,6 +9,7 @@
 //! configured bound at SIGTERM.
 
 mod ops;
+mod reload;
 mod shutdown;
 
 pub use shutdown::ShutdownReport;
@@ -25,7 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::broker::{Broker, BrokerError, BrokerEvent, SysTopics};
-use crate::config::{Config, LimitsConfig, QueueOverflow, SerialConfig};
+use crate::config::{Config, GatewayConfig, LimitsConfig, QueueOverflow};
 use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer, UpstreamCommand};
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
 use crate::ops::{Query, QueryHandle};
@@ -393,6 +394,9 @@ pub async fn run_until(
     reloader: Option<Reloader>,
 ) -> Result<(), DriverError> {
     let mut current = config.clone();
+    // What the running links and buffers were started with, apart from
+    // `current` (the last file applied), which may name other links.
+    let mut started = reload::Started::new(&config);
     // Before anything is bound or logged: until a handler is installed,
     // SIGHUP's default action would end the process.
     let mut hangups = hangup_signals();
@@ -414,7 +418,7 @@ pub async fn run_until(
             Some(()) = next_hangup(&mut hangups), if reloader.is_some() => {
                 if let Some(reloader) = &reloader {
                     let _ = crate::systemd::notify("RELOADING=1");
-                    reload(reloader, &mut current, &running);
+                    reload(reloader, &mut current, &mut started, &running);
                     let _ = crate::systemd::notify("READY=1");
                 }
             }
@@ -434,7 +438,14 @@ pub async fn run(config: Config, reloader: Option<Reloader>) -> Result<(), Drive
 
 /// Reads the configuration again and applies what can change at runtime;
 /// logs what was applied and what needs a restart. A bad file changes nothing.
-fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
+/// `started` holds what the running links were started with: a radio
+/// allow-list applies only to the running link it was written for.
+fn reload(
+    reloader: &Reloader,
+    current: &mut Config,
+    started: &mut reload::Started,
+    running: &RunningGateway,
+) {
     let new = match (reloader.load)() {
         Ok(new) => new,
         Err(e) => {
@@ -451,8 +462,17 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
             None => restart.push("log.level"),
         }
     }
+    let serial = reload::serial_lists(&started.serial, &new.serial);
+    // `max_packet_bytes` sized the serial framers and the bridge's room.
+    let live_gateway = |g: &GatewayConfig| GatewayConfig {
+        max_packet_bytes: 0,
+        ..g.clone()
+    };
     let live = [
-        ("gateway", new.gateway != current.gateway),
+        (
+            "gateway",
+            live_gateway(&new.gateway) != live_gateway(&current.gateway),
+        ),
         ("timers", new.timers != current.timers),
         (
             "predefined_topics",
@@ -460,13 +480,7 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
         ),
         // The ACL file's contents are read again on every reload regardless.
         ("security", new.security != current.security),
-        (
-            "serial.allow_radio_addresses",
-            new.serial
-                .iter()
-                .map(|s| &s.allow_radio_addresses)
-                .ne(current.serial.iter().map(|s| &s.allow_radio_addresses)),
-        ),
+        ("serial.allow_radio_addresses", serial.lists_changed),
         (
             "limits",
             LimitsConfig {
@@ -481,12 +495,10 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
     applied.extend(live.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k));
     let fixed = [
         ("udp", new.udp != current.udp),
+        ("serial", serial.needs_restart),
         (
-            "serial",
-            new.serial
-                .iter()
-                .map(SerialConfig::restart_only)
-                .ne(current.serial.iter().map(SerialConfig::restart_only)),
+            "gateway.max_packet_bytes",
+            new.gateway.max_packet_bytes != started.max_packet_bytes,
         ),
         ("upstream", new.upstream != current.upstream),
         ("broker", new.broker != current.broker),
@@ -506,6 +518,8 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
             .map(|(k, _)| *k),
     );
     let mut engine = engine_config(&new);
+    engine.admission = new.security.admission(&serial.links);
+    engine.max_packet_bytes = started.max_packet_bytes;
     match load_acl(&new) {
         Ok(acl) => engine.acl = acl,
         Err(e) => {
@@ -513,8 +527,18 @@ fn reload(reloader: &Reloader, current: &mut Config, running: &RunningGateway) {
             return;
         }
     }
+    for &port in &serial.kept {
+        let device = started.serial.get(port).map_or("?", |l| l.device.as_str());
+        warn!(
+            port,
+            device,
+            "[[serial]] entries added, removed, reordered or changed (a restart applies them): \
+             the allow_radio_addresses in force on this link are kept"
+        );
+    }
     running.reconfigure(engine);
     info!(?applied, needs_restart = ?restart, "configuration reloaded");
+    started.serial = serial.links;
     *current = new;
 }
 
@@ -682,10 +706,11 @@ impl Driver {
                 biased;
                 // A dropped RunningGateway (no one waits) stops at once.
                 asked = &mut stop => break asked.unwrap_or_default(),
-                Some(query) = self.queries.recv() => self.answer(query),
-                // Before any input: a reload is logged once its settings are
-                // sent, so whatever arrives after that line meets them.
+                // Before any input or query: a reload is logged once its
+                // settings are sent, so whatever arrives after that line
+                // meets them, and /metrics shows them.
                 Some(cfg) = self.reconfigured.recv() => self.gateway.reconfigure(cfg),
+                Some(query) = self.queries.recv() => self.answer(query),
                 batch = self.inbound.recv() => {
                     let Some(batch) = batch else { break self.shutdown_grace };
                     let now = tokio::time::Instant::now().into_std();
@@ -813,6 +838,11 @@ impl Driver {
     /// stop, queries and timers are never held up for long.
     fn take_ready_inputs(&mut self) {
         for _ in 0..READY_ROUNDS {
+            // As in the main loop: a reload sent before these inputs
+            // arrived applies to them.
+            while let Ok(cfg) = self.reconfigured.try_recv() {
+                self.gateway.reconfigure(cfg);
+            }
             let mut took = false;
             if let Ok(batch) = self.inbound.try_recv() {
                 let now = tokio::time::Instant::now().into_std();

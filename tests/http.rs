@@ -590,7 +590,7 @@ async fn serial_link_figures_are_labelled_by_port() {
 }
 
 /// Every configured limit is on the page as `sngate_limit{limit=KEY}`, and
-/// refusals at the limits no other family counts are
+/// refusals at the limits with no drop reason of their own are
 /// `sngate_limit_hits_total{limit=KEY}`: each limit is hit here once, by
 /// real devices and real TCP clients of the embedded broker.
 #[tokio::test]

@@ -17,6 +17,7 @@ use std::sync::mpsc::Receiver;
 use bytes::BytesMut;
 use common::mqtt_tools::publish;
 use common::pty::{Pty, SerialPath};
+use common::xbee::{take_xbee, xbee_frame, xbee_transmit_request, zigbee_rx};
 use common::{KillOnDrop, WAIT, options, spawn_logged, wait_for_line};
 use sngate::client::{Client, ClientError};
 use sngate::proto::{self, PROTOCOL_ID_V1_2, Packet, QoS, ReturnCode, SubscribeTopic};
@@ -51,6 +52,12 @@ fn logged_addr(lines: &Receiver<String>, needle: &str) -> SocketAddr {
 /// directory, text logs, the broker on `broker` (`off`, or an address),
 /// then `args`.
 fn run_command(broker: &str, args: &[&str]) -> Command {
+    run_command_in("off", broker, args)
+}
+
+/// [`run_command`] with the state directory `state_dir` (`off`, or a
+/// temporary directory).
+fn run_command_in(state_dir: &str, broker: &str, args: &[&str]) -> Command {
     let mut cmd = sngate();
     cmd.args([
         "run",
@@ -59,7 +66,7 @@ fn run_command(broker: &str, args: &[&str]) -> Command {
         "--broker",
         broker,
         "--state-dir",
-        "off",
+        state_dir,
         "--http",
         "127.0.0.1:0",
         "--log-format",
@@ -73,7 +80,13 @@ fn run_command(broker: &str, args: &[&str]) -> Command {
 
 /// Starts [`run_command`]; returns once every listener is bound.
 fn start_with_broker(broker: &str, args: &[&str]) -> Gateway {
-    let (child, lines) = spawn_logged(run_command(broker, args));
+    start_command(broker, run_command(broker, args))
+}
+
+/// Starts `cmd` (a [`run_command_in`] with the broker on `broker`);
+/// returns once every listener is bound.
+fn start_command(broker: &str, cmd: Command) -> Gateway {
+    let (child, lines) = spawn_logged(cmd);
     // Bound in this order, one after the other, before anything else runs.
     let udp = logged_addr(&lines, "MQTT-SN listening on UDP");
     let http = logged_addr(&lines, "HTTP endpoint listening");
@@ -113,6 +126,14 @@ impl Gateway {
             &format!("reason=\"{reason}\""),
         )
         .unwrap_or_else(|| panic!("no drops counter for {reason} in\n{}", page.body))
+    }
+
+    /// `sngate_limit{limit=…}` on the real `/metrics` page.
+    async fn limit(&self, key: &str) -> f64 {
+        let page = common::http::get(self.http, "/metrics").await;
+        assert_eq!(page.status, 200);
+        common::http::sample(&page.body, "sngate_limit", &format!("limit=\"{key}\""))
+            .unwrap_or_else(|| panic!("no limit {key} in\n{}", page.body))
     }
 
     /// SIGTERM, and a clean exit.
@@ -203,14 +224,32 @@ async fn allow_client_and_acl_file_flags_govern_devices() {
 
 /// The ACL file is read again on SIGHUP: a publish it allowed is refused
 /// once the file denies it (and counted on /metrics); a file that no longer
-/// parses is logged and the rules in force are kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_the_acl_file_and_keeps_the_old_rules_when_it_is_malformed() {
+/// parses is logged and the rules in force are kept. The same reload
+/// changes a limit, which /metrics shows as soon as the reload is logged,
+/// and `gateway.max_packet_bytes`, which the serial framers and the bridge
+/// were sized by: it needs a restart, and /metrics keeps the value in force.
+async fn sighup_reloads_the_acl_file(state_dir: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let acl = dir.path().join("acl");
     write(&acl, "topic write site/#\n");
     let acl_arg = acl.to_str().expect("UTF-8 path");
-    let gw = start(&["--acl-file", acl_arg]);
+    let config = dir.path().join("sngate.toml");
+    write(
+        &config,
+        "[gateway]\nmax_packet_bytes = 1024\n[limits]\nmax_clients = 5\n",
+    );
+    let config_arg = config.to_str().expect("UTF-8 path");
+    let gw = start_command(
+        "off",
+        run_command_in(
+            state_dir,
+            "off",
+            &["--acl-file", acl_arg, "--config", config_arg],
+        ),
+    );
+    // The start-up line, so the one after SIGHUP cannot be mistaken for it.
+    let loaded = wait_for_line(&gw.lines, "ACL loaded");
+    assert!(loaded.contains("rules=1"), "{loaded}");
 
     let mut dev = Client::connect(gw.udp, options("d1"))
         .await
@@ -220,11 +259,25 @@ async fn sighup_reloads_the_acl_file_and_keeps_the_old_rules_when_it_is_malforme
         .expect("allowed by the first file");
     assert_eq!(gw.drops("acl_denied").await, 0.0);
 
-    write(&acl, "# site/ is read-only now\ntopic read site/#\n");
+    write(
+        &acl,
+        "# site/ is read-only now\ntopic read site/#\ntopic read other/#\n",
+    );
+    write(
+        &config,
+        "[gateway]\nmax_packet_bytes = 4096\n[limits]\nmax_clients = 7\n",
+    );
     gw.signal("-HUP");
     let loaded = wait_for_line(&gw.lines, "ACL loaded");
-    assert!(loaded.contains("rules=1"), "{loaded}");
-    wait_for_line(&gw.lines, "configuration reloaded");
+    assert!(loaded.contains("rules=2"), "{loaded}");
+    let reloaded = wait_for_line(&gw.lines, "configuration reloaded");
+    assert!(
+        reloaded.contains("applied=[\"limits\"]")
+            && reloaded.contains("needs_restart=[\"gateway.max_packet_bytes\"]"),
+        "{reloaded}"
+    );
+    assert_eq!(gw.limit("limits.max_clients").await, 7.0);
+    assert_eq!(gw.limit("gateway.max_packet_bytes").await, 1024.0);
     expect_rejected(
         "PUBLISH after the reload",
         dev.publish_named("site/door", &b"open"[..], QoS::AtLeastOnce, false)
@@ -246,53 +299,39 @@ async fn sighup_reloads_the_acl_file_and_keeps_the_old_rules_when_it_is_malforme
     gw.stop();
 }
 
-// ------------------------------------------------------------ radio addresses over a pty
-
-/// XBee API mode 1 (unescaped), as the config below sets it: 0x7E, the
-/// 16-bit length, the frame data, 0xFF minus the low byte of its sum.
-fn xbee_frame(frame_data: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(frame_data.len()).expect("frame fits");
-    let sum = frame_data.iter().fold(0u8, |s, &b| s.wrapping_add(b));
-    let mut out = vec![0x7E];
-    out.extend(len.to_be_bytes());
-    out.extend(frame_data);
-    out.push(0xFF - sum);
-    out
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_acl_file_and_keeps_the_old_rules_when_it_is_malformed() {
+    sighup_reloads_the_acl_file("off").await;
 }
 
-/// A 0x90 Zigbee Receive Packet from `src64` carrying `packet`.
+/// With the store on, inputs are taken in groups before each commit: the
+/// group must meet the reloaded rules too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_acl_file_with_the_store_on() {
+    let state = tempfile::tempdir().expect("tempdir");
+    sighup_reloads_the_acl_file(state.path().to_str().expect("UTF-8 path")).await;
+}
+
+// ------------------------------------------------------------ radio addresses over a pty
+
+/// A 0x90 Zigbee Receive Packet from `src64` carrying `packet`, in API
+/// mode 1 (unescaped), as the configs below set it.
 fn from_radio(src64: u64, packet: &Packet) -> Vec<u8> {
     let mut rf = BytesMut::new();
     proto::encode(packet, &mut rf).expect("encode");
-    let mut fd = vec![0x90];
-    fd.extend(src64.to_be_bytes());
-    fd.extend([0xFF, 0xFE, 0x01]); // 16-bit source unknown; acknowledged
-    fd.extend_from_slice(&rf);
-    xbee_frame(&fd)
+    xbee_frame(false, &zigbee_rx(src64, &rf))
 }
 
-/// The next 0x10 Transmit Request the gateway writes: its 64-bit
-/// destination and the MQTT-SN packet it carries.
+/// The next transmit request the gateway writes: its destination and the
+/// MQTT-SN packet it carries.
 async fn to_radio(pty: &Pty, buf: &mut Vec<u8>) -> (u64, Packet) {
     let deadline = Instant::now() + WAIT;
     loop {
-        // A whole frame in the buffer: 0x7E, length, data, checksum.
-        if let Some(start) = buf.iter().position(|&b| b == 0x7E) {
-            buf.drain(..start);
-            if buf.len() >= 3 {
-                let len = usize::from(u16::from_be_bytes([buf[1], buf[2]]));
-                if buf.len() > 3 + len {
-                    let fd: Vec<u8> = buf[3..3 + len].to_vec();
-                    buf.drain(..3 + len + 1);
-                    if fd.first() == Some(&0x10) && fd.len() > 14 {
-                        let to = u64::from_be_bytes(fd[2..10].try_into().expect("8 bytes"));
-                        let packet = proto::decode(&fd[14..])
-                            .unwrap_or_else(|e| panic!("bad MQTT-SN in {fd:02X?}: {e}"));
-                        return (to, packet);
-                    }
-                    continue;
-                }
-            }
+        if let Some(fd) = take_xbee(buf, false) {
+            let (to, rf) = xbee_transmit_request(&fd);
+            let packet =
+                proto::decode(rf).unwrap_or_else(|e| panic!("bad MQTT-SN in {fd:02X?}: {e}"));
+            return (to, packet);
         }
         let mut chunk = [0u8; 512];
         let n = pty
@@ -317,11 +356,14 @@ fn connect_packet(client_id: &str) -> Packet {
 /// pseudo-terminal playing an XBee module: a radio not on the list gets
 /// CONNACK 0x03 at its own address (and is counted), the listed one —
 /// written in lower case — connects with the same client id; a list
-/// changed on SIGHUP admits the other radio too.
+/// changed on SIGHUP admits the other radio too; a list that moved to
+/// another position in the file (links added in front) is not applied to
+/// the running link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serial_links_radio_allow_list_admits_only_the_listed_radio() {
     const LISTED: u64 = 0x0013_A200_40A1_B2C3;
     const STRANGER: u64 = 0x0013_A200_40A1_B2C4;
+    const THIRD: u64 = 0x0013_A200_40A1_B2C5;
     let pty = Pty::open();
     let path = SerialPath::new(&pty);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -391,6 +433,39 @@ async fn a_serial_links_radio_allow_list_admits_only_the_listed_radio() {
             }
         )
     );
+
+    // A second link added in front (a restart opens it): the running link
+    // is now the file's second entry, and keeps the list in force rather
+    // than take the new first entry's empty one (which admits everyone).
+    write(
+        &config,
+        &format!(
+            "[[serial]]\ndevice = \"{}/absent\"\nframing = \"raw\"\n\
+             [[serial]]\ndevice = \"{}\"\nframing = \"xbee\"\nxbee_escaped = false\n\
+             allow_radio_addresses = [\"0013A20040A1B2C3\", \"0013A20040A1B2C4\", \"{THIRD:016X}\"]\n",
+            dir.path().display(),
+            path.device()
+        ),
+    );
+    gw.signal("-HUP");
+    let kept = wait_for_line(&gw.lines, "allow_radio_addresses in force");
+    assert!(kept.contains("port=0"), "{kept}");
+    let reloaded = wait_for_line(&gw.lines, "configuration reloaded");
+    assert!(
+        reloaded.contains("applied=[]") && reloaded.contains("needs_restart=[\"serial\"]"),
+        "{reloaded}"
+    );
+    pty.write_all(&from_radio(THIRD, &connect_packet("node-3")))
+        .await;
+    assert_eq!(
+        to_radio(&pty, &mut buf).await,
+        (
+            THIRD,
+            Packet::ConnAck {
+                return_code: ReturnCode::NotSupported
+            }
+        )
+    );
     gw.stop();
 }
 
@@ -414,7 +489,7 @@ fn assert_names_the_way_out(text: &str) {
     );
 }
 
-/// mosquitto 2.0's rule with the real binary: with `allow_anonymous` unset
+/// Local-only mode (modelled on mosquitto 2.0's) with the real binary: with `allow_anonymous` unset
 /// and no users, anonymous clients are let in only while every listener is
 /// on loopback. A listener beyond loopback is then a config error, from
 /// `check-config` and from `run` (which binds nothing), until users are

@@ -66,11 +66,7 @@ impl Cidr {
     /// (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 peers) is
     /// compared as the IPv4 address it carries.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
+        match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
                 u128::from(net.to_bits()),
                 u128::from(ip.to_bits()),
@@ -240,12 +236,16 @@ pub struct Admission {
 impl Admission {
     /// May a device with this client id connect from `peer`?
     pub fn admits(&self, client_id: &str, peer: &Peer) -> bool {
-        self.admits_source(peer)
-            && (self.allow_clients.is_empty()
-                || self
-                    .allow_clients
-                    .iter()
-                    .any(|g| glob_matches(g, client_id)))
+        self.admits_source(peer) && self.admits_client_id(client_id)
+    }
+
+    /// Does the client id match the allow-list (the source checked apart)?
+    pub fn admits_client_id(&self, client_id: &str) -> bool {
+        self.allow_clients.is_empty()
+            || self
+                .allow_clients
+                .iter()
+                .any(|g| glob_matches(g, client_id))
     }
 
     /// Is `peer`'s source address allowed (QoS −1 publishes are checked

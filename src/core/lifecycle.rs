@@ -153,6 +153,23 @@ impl Gateway {
             .map_or_else(|| Arc::from("?"), |s| s.client_id.clone())
     }
 
+    /// A CONNECT from a source or with a client id that is not admitted:
+    /// counted, and answered (CONNACK 0x03) or not as `refused_connect` says.
+    fn refuse_not_admitted(&mut self, peer: super::peer::Peer, client_id: &str) {
+        // Not checked for length yet when the source was refused.
+        let shown: String = client_id.chars().take(self.cfg.max_client_id_len).collect();
+        info!(%peer, client = %shown, "device not admitted");
+        self.stats.drop(DropReason::NotAdmitted);
+        if self.cfg.admission.refusal == super::admission::Refusal::ConnAck {
+            self.transmit(
+                peer,
+                Packet::ConnAck {
+                    return_code: ReturnCode::NotSupported,
+                },
+            );
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_connect(
         &mut self,
@@ -168,6 +185,11 @@ impl Gateway {
             debug!(%peer, why, "refusing CONNECT");
             gw.transmit(peer, Packet::ConnAck { return_code: code });
         };
+        // The source first: with `refused_connect = "drop"` a source not
+        // admitted gets no answer at all, not even to a malformed CONNECT.
+        if !self.cfg.admission.admits_source(&peer) {
+            return self.refuse_not_admitted(peer, &client_id);
+        }
         if protocol_id != PROTOCOL_ID_V1_2 {
             return refuse(
                 self,
@@ -187,18 +209,8 @@ impl Gateway {
                 ReturnCode::NotSupported,
             );
         }
-        if !self.cfg.admission.admits(&client_id, &peer) {
-            info!(%peer, client = %client_id, "device not admitted");
-            self.stats.drop(DropReason::NotAdmitted);
-            if self.cfg.admission.refusal == super::admission::Refusal::ConnAck {
-                self.transmit(
-                    peer,
-                    Packet::ConnAck {
-                        return_code: ReturnCode::NotSupported,
-                    },
-                );
-            }
-            return;
+        if !self.cfg.admission.admits_client_id(&client_id) {
+            return self.refuse_not_admitted(peer, &client_id);
         }
         let existing = self.by_client.get(client_id.as_str()).copied();
         if existing.is_none() && self.sessions.len() >= self.cfg.max_clients && !self.evict_one() {
@@ -521,8 +533,15 @@ impl Gateway {
         };
         match state {
             ClientState::Asleep | ClientState::Awake => {
-                // A sleeping client may wake from a new address.
+                // A sleeping client may wake from a new address, if that
+                // address may connect: otherwise anyone who knows the id
+                // could collect its buffered messages.
                 let old = self.sessions.get(&sid).and_then(|s| s.peer.clone());
+                if old.as_ref() != Some(&peer) && !self.cfg.admission.admits(&client_id, &peer) {
+                    info!(%peer, client = %client_id, "wake-up from an address not admitted");
+                    self.stats.drop(DropReason::NotAdmitted);
+                    return;
+                }
                 if old.as_ref() != Some(&peer) {
                     if let Some(old) = old
                         && self.by_peer.get(&old) == Some(&sid)

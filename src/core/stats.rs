@@ -101,9 +101,11 @@ impl DropReason {
 }
 
 /// A configured limit the engine refused something at, where no
-/// [`DropReason`] already counts it (those: `queue_full` for the queue
+/// [`DropReason`] is the limit's own (those: `queue_full` for the queue
 /// limits, `too_large` for `max_packet_bytes`, `rate_limited` for the
-/// per-source rate). Each is named by its configuration key.
+/// per-source rate). Each is named by its configuration key. A delivery
+/// dropped at `max_topics_per_client` is also counted as
+/// `refused_by_device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LimitHit {
     /// A CONNECT whose client id is longer than `max_client_id_len`

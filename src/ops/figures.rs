@@ -194,12 +194,19 @@ impl Collect for EngineFigures {
 /// Every configured limit is a sample of one gauge family, labelled with its
 /// configuration key, so an alert can compare a figure with its bound
 /// (`sngate_buffered_bytes / on(…) sngate_limit{limit="limits.max_queued_bytes_total"}`).
-/// Refusals are counted here only for limits whose hits no other family
-/// counts (the queue limits are `sngate_drops_total{reason="queue_full"}`,
-/// `max_packet_bytes` is `too_large`, the per-source rate `rate_limited`,
-/// the broker's queue `sngate_broker_dropped_total{reason="slow_client"}`,
-/// the upstream outbox `sngate_upstream_dropped_total{reason="outbox_full"}`
-/// and `sngate_parked_publishes_total`).
+/// Refusals are counted here for the limits with no drop reason of their
+/// own; the others are counted only where their drops are (the queue
+/// limits in `sngate_drops_total{reason="queue_full"}`, `max_packet_bytes`
+/// in `too_large`, the per-source rate in `rate_limited`, the broker's
+/// queue in `sngate_broker_dropped_total{reason="slow_client"}`, the
+/// upstream outbox in `sngate_upstream_dropped_total{reason="outbox_full"}`
+/// and `sngate_parked_publishes_total`). Some refusals counted here are
+/// also in a wider family: a local client at `limits.max_clients` and
+/// every `broker.max_connections` one in
+/// `sngate_broker_connects_refused_total`, `broker.max_packet_bytes` in
+/// `sngate_broker_protocol_errors_total`, and a delivery dropped at
+/// `limits.max_topics_per_client` in
+/// `sngate_drops_total{reason="refused_by_device"}`.
 #[derive(Debug, Clone, Default)]
 pub struct LimitFigures {
     /// (configuration key, value) of each limit in force. Units are the
@@ -221,7 +228,7 @@ impl Collect for LimitFigures {
         }
         let mut f = out.counter(
             "sngate_limit_hits_total",
-            "Refusals at a configured limit that no other family counts, by configuration key.",
+            "Refusals at a configured limit with no drop reason of its own, by configuration key (some also count in a wider family, e.g. sngate_broker_connects_refused_total).",
         );
         for (key, n) in &self.hits {
             f.sample(&[("limit", key)], *n);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, SerialConfig, SerialFraming};
+use crate::config::{ConfigError, SerialConfig};
 use crate::core::acl::Acl;
 use crate::core::admission::{Admission, Cidr, RadioAddr, Refusal};
 
@@ -110,7 +110,7 @@ impl SecurityConfig {
             allow_radio: serial
                 .iter()
                 .map(|link| {
-                    let addressed = link.framing == SerialFraming::Xbee;
+                    let addressed = link.framing.has_radio_addresses();
                     link.allow_radio_addresses
                         .iter()
                         .filter_map(|a| RadioAddr::parse(a, addressed).ok())

@@ -132,7 +132,7 @@ pub fn spawn(
 ) -> SerialLink {
     let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
     let stats = Arc::new(SerialStats::default());
-    let addressed = cfg.framing == SerialFraming::Xbee;
+    let addressed = cfg.framing.has_radio_addresses();
     let device = cfg.device.clone();
     // `max_packet_bytes` bounds the message inside a forwarder's wrapper.
     let max_frame = max_frame + crate::proto::MAX_ENCAPSULATION_OVERHEAD;

@@ -11,6 +11,7 @@ pub mod http;
 pub mod mosquitto;
 pub mod mqtt_tools;
 pub mod pty;
+pub mod xbee;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -198,6 +198,142 @@ fn a_refused_radio_can_be_dropped_silently() {
     assert_eq!(h.gw.session_count(), 0);
 }
 
+/// A refused source learns nothing in "drop" mode, not even that its
+/// CONNECT was malformed: the source is checked before the protocol id and
+/// the client id's length (and only then the client id globs).
+#[test]
+fn a_refused_source_gets_no_answer_to_a_malformed_connect_in_drop_mode() {
+    let mut h = radio_gateway(Refusal::Drop);
+    let stranger = xbee_peer(0x42);
+    let too_long = "x".repeat(EngineConfig::default().max_client_id_len + 1);
+    assert!(
+        h.send(&stranger, connect_packet(&too_long)).is_empty(),
+        "a too-long client id was answered"
+    );
+    let bad_protocol = Packet::Connect {
+        will: false,
+        clean_session: true,
+        protocol_id: 9,
+        duration: 60,
+        client_id: "d".into(),
+    };
+    assert!(
+        h.send(&stranger, bad_protocol).is_empty(),
+        "a bad protocol id was answered"
+    );
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 2);
+    assert_eq!(h.gw.stats().limit_hits(LimitHit::MaxClientIdLen), 0);
+    // From an admitted radio the same CONNECT gets its answer.
+    let listed = xbee_peer(0x0013_A200_40A1_B2C3);
+    let out = h.send(&listed, connect_packet(&too_long));
+    assert_eq!(
+        packets_to(&out, &listed),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    assert_eq!(h.gw.stats().limit_hits(LimitHit::MaxClientIdLen), 1);
+}
+
+/// "sleepy" connects from `listed`, subscribes to `z/1`, falls asleep, and
+/// a QoS 0 message is buffered for it; then a PINGREQ with its client id
+/// from `stranger` is dropped and counted (nothing sent anywhere, the
+/// session left where it was), and one from `listed` is answered with the
+/// message and PINGRESP.
+fn wake_from_a_stranger_collects_nothing(admission: Admission, listed: Peer, stranger: Peer) {
+    let mut h = Harness::with(EngineConfig {
+        admission,
+        ..EngineConfig::default()
+    });
+    let app = Peer::udp(SocketAddr::from(([10, 0, 0, 1], 1000)));
+    h.connect(&app, "app", true);
+    h.connect(&listed, "sleepy", false);
+    h.subscribe(&listed, 1, "z/1", QoS::AtMostOnce);
+    h.send(
+        &listed,
+        Packet::Disconnect {
+            duration: Some(300),
+        },
+    );
+    let id = h.register(&app, 1, "z/1");
+    h.send(
+        &app,
+        publish(QoS::AtMostOnce, TopicRef::Id(id), 0, "private"),
+    );
+    assert_eq!(h.gw.queued_for("sleepy"), 1);
+
+    let wake = Packet::PingReq {
+        client_id: Some("sleepy".into()),
+    };
+    let out = h.send(&stranger, wake.clone());
+    assert!(out.is_empty(), "a stranger's wake-up was answered: {out:?}");
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 1);
+    assert_eq!(h.gw.queued_for("sleepy"), 1);
+    assert_eq!(h.gw.client_state("sleepy"), Some(&ClientState::Asleep));
+    assert_eq!(
+        h.gw.device("sleepy", h.now).and_then(|d| d.peer),
+        Some(listed.clone()),
+        "the session moved to the stranger"
+    );
+
+    let out = h.send(&listed, wake);
+    match packets_to(&out, &listed).as_slice() {
+        [Packet::Publish { payload, .. }, Packet::PingResp] => {
+            assert_eq!(payload.as_ref(), b"private");
+        }
+        other => panic!("expected the buffered message and PINGRESP, got {other:?}"),
+    }
+    assert_eq!(h.gw.queued_for("sleepy"), 0);
+}
+
+#[test]
+fn a_wake_up_from_a_radio_not_on_the_list_collects_nothing() {
+    wake_from_a_stranger_collects_nothing(
+        Admission {
+            allow_radio: vec![radios(true, &["0013A20040A1B2C3"])],
+            ..Admission::default()
+        },
+        xbee_peer(0x0013_A200_40A1_B2C3),
+        xbee_peer(0x0013_A200_40A1_B2C4),
+    );
+}
+
+#[test]
+fn a_wake_up_from_a_udp_source_outside_the_networks_collects_nothing() {
+    let cidr = |s: &str| s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+    wake_from_a_stranger_collects_nothing(
+        Admission {
+            allow_udp_sources: vec![cidr("10.0.0.0/8")],
+            ..Admission::default()
+        },
+        Peer::udp(SocketAddr::from(([10, 1, 2, 3], 4000))),
+        Peer::udp(SocketAddr::from(([192, 0, 2, 1], 4000))),
+    );
+}
+
+#[test]
+fn a_wake_up_with_an_id_outside_the_globs_from_a_new_address_collects_nothing() {
+    // The client connected before the list changed (a reload): a wake-up
+    // from its own address is still its own, from a new one is refused.
+    let mut h = Harness::new();
+    let (a, b) = (peer(1), peer(2));
+    h.connect(&a, "sleepy", false);
+    h.send(&a, Packet::Disconnect { duration: Some(60) });
+    h.gw.reconfigure(EngineConfig {
+        admission: Admission {
+            allow_clients: vec!["sensor-*".into()],
+            ..Admission::default()
+        },
+        ..EngineConfig::default()
+    });
+    let wake = Packet::PingReq {
+        client_id: Some("sleepy".into()),
+    };
+    assert!(h.send(&b, wake.clone()).is_empty());
+    assert_eq!(h.gw.stats().drops(DropReason::NotAdmitted), 1);
+    assert_eq!(packets_to(&h.send(&a, wake), &a), vec![Packet::PingResp]);
+}
+
 #[test]
 fn qos_minus_one_is_taken_only_from_allowed_radio_addresses() {
     let mut h = radio_gateway(Refusal::ConnAck);

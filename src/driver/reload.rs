@@ -1,0 +1,184 @@
+//! What a SIGHUP reload may apply to what is already running. The serial
+//! links and the buffers sized at start keep their start-up settings until
+//! a restart; the engine, which a reload reconfigures at once, must go on
+//! describing those running links, not the ones the new file lists. This
+//! module keeps the start-up settings ([`Started`]) and matches a new
+//! configuration's `[[serial]]` entries against the running links
+//! ([`serial_lists`]), so a radio allow-list reaches only the link it was
+//! written for.
+
+use crate::config::{Config, SerialConfig};
+
+/// The settings the running gateway was started with that a reload cannot
+/// change, with the radio allow-lists in force (which a reload can).
+#[derive(Debug, Clone)]
+pub(super) struct Started {
+    /// Each running serial link, by its port index: its start-up settings,
+    /// with the `allow_radio_addresses` in force now.
+    pub(super) serial: Vec<SerialConfig>,
+    /// `gateway.max_packet_bytes` as started: the serial framers' bound and
+    /// the bridge's room are sized by it, so the engine keeps it too.
+    pub(super) max_packet_bytes: usize,
+}
+
+impl Started {
+    /// The start-up configuration's.
+    pub(super) fn new(config: &Config) -> Self {
+        Started {
+            serial: config.serial.clone(),
+            max_packet_bytes: config.gateway.max_packet_bytes,
+        }
+    }
+}
+
+/// A new configuration's `[[serial]]` entries matched against the running
+/// links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SerialReload {
+    /// Each running link, by port index, with the allow-list to apply: the
+    /// new entry's where the entry at that index is the same link (same
+    /// restart-only settings), else the list in force.
+    pub(super) links: Vec<SerialConfig>,
+    /// Running links (port indices) whose entry in the new configuration
+    /// is another link, or missing: their allow-list was kept.
+    pub(super) kept: Vec<usize>,
+    /// Whether any link was added, removed or changed (a restart applies it).
+    pub(super) needs_restart: bool,
+    /// Whether an allow-list in force changes.
+    pub(super) lists_changed: bool,
+}
+
+/// Matches `new` against the `running` links (see [`SerialReload`]). The
+/// engine indexes allow-lists by running port, so a list taken by position
+/// from a file whose links were added, removed or reordered would guard
+/// another link (an empty one there admits everyone).
+pub(super) fn serial_lists(running: &[SerialConfig], new: &[SerialConfig]) -> SerialReload {
+    let mut kept = Vec::new();
+    let links: Vec<SerialConfig> = running
+        .iter()
+        .enumerate()
+        .map(|(i, link)| match new.get(i) {
+            Some(entry) if entry.restart_only() == link.restart_only() => SerialConfig {
+                allow_radio_addresses: entry.allow_radio_addresses.clone(),
+                ..link.clone()
+            },
+            _ => {
+                kept.push(i);
+                link.clone()
+            }
+        })
+        .collect();
+    SerialReload {
+        needs_restart: new
+            .iter()
+            .map(SerialConfig::restart_only)
+            .ne(running.iter().map(SerialConfig::restart_only)),
+        lists_changed: links
+            .iter()
+            .zip(running)
+            .any(|(a, b)| a.allow_radio_addresses != b.allow_radio_addresses),
+        links,
+        kept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SerialFraming;
+
+    fn link(device: &str, framing: SerialFraming, list: &[&str]) -> SerialConfig {
+        SerialConfig {
+            device: device.into(),
+            framing,
+            allow_radio_addresses: list.iter().map(|s| (*s).to_owned()).collect(),
+            ..SerialConfig::default()
+        }
+    }
+
+    fn lists(r: &SerialReload) -> Vec<Vec<String>> {
+        r.links
+            .iter()
+            .map(|l| l.allow_radio_addresses.clone())
+            .collect()
+    }
+
+    const A: &str = "0013A20040A1B2C3";
+    const B: &str = "0013A20040A1B2C4";
+
+    fn running() -> Vec<SerialConfig> {
+        vec![
+            link("/dev/ttyUSB0", SerialFraming::Xbee, &[A]),
+            link("/dev/ttyUSB1", SerialFraming::Slip, &["0A"]),
+        ]
+    }
+
+    #[test]
+    fn the_same_links_take_their_new_lists() {
+        let new = vec![
+            link("/dev/ttyUSB0", SerialFraming::Xbee, &[A, B]),
+            link("/dev/ttyUSB1", SerialFraming::Slip, &[]),
+        ];
+        let r = serial_lists(&running(), &new);
+        assert_eq!(lists(&r), vec![vec![A.to_owned(), B.to_owned()], vec![]]);
+        assert!(r.kept.is_empty() && !r.needs_restart && r.lists_changed);
+        let same = serial_lists(&running(), &running());
+        assert!(!same.lists_changed && !same.needs_restart);
+        assert_eq!(same.links, running());
+    }
+
+    #[test]
+    fn a_link_inserted_before_the_running_ones_shifts_no_list() {
+        // A new, unlisted link first: by position, the running XBee link
+        // would get its empty list and admit every radio.
+        let new = vec![
+            link("/dev/ttyACM0", SerialFraming::Raw, &[]),
+            link("/dev/ttyUSB0", SerialFraming::Xbee, &[A, B]),
+            link("/dev/ttyUSB1", SerialFraming::Slip, &["0A"]),
+        ];
+        let r = serial_lists(&running(), &new);
+        assert_eq!(lists(&r), vec![vec![A.to_owned()], vec!["0A".to_owned()]]);
+        assert_eq!(r.kept, vec![0, 1]);
+        assert!(r.needs_restart && !r.lists_changed);
+        // The running links keep their start-up settings.
+        assert_eq!(r.links, running());
+    }
+
+    #[test]
+    fn removed_reordered_or_changed_links_keep_the_lists_in_force() {
+        let swapped = vec![
+            link("/dev/ttyUSB1", SerialFraming::Slip, &[]),
+            link("/dev/ttyUSB0", SerialFraming::Xbee, &[]),
+        ];
+        let r = serial_lists(&running(), &swapped);
+        assert_eq!(r.links, running());
+        assert_eq!(r.kept, vec![0, 1]);
+        assert!(r.needs_restart);
+
+        let removed = vec![link("/dev/ttyUSB1", SerialFraming::Slip, &[])];
+        let r = serial_lists(&running(), &removed);
+        assert_eq!(r.links, running());
+        assert_eq!(r.kept, vec![0, 1]);
+
+        // The first link re-framed (a restart-only change), the second
+        // unchanged but for its list: only the second list applies.
+        let changed = vec![
+            link("/dev/ttyUSB0", SerialFraming::Raw, &[]),
+            link("/dev/ttyUSB1", SerialFraming::Slip, &["0B"]),
+        ];
+        let r = serial_lists(&running(), &changed);
+        assert_eq!(lists(&r), vec![vec![A.to_owned()], vec!["0B".to_owned()]]);
+        assert_eq!(r.links[0].framing, SerialFraming::Xbee);
+        assert_eq!(r.kept, vec![0]);
+        assert!(r.needs_restart && r.lists_changed);
+
+        // A link appended after the running ones: theirs apply; the new
+        // one waits for a restart.
+        let mut appended = running();
+        appended[0].allow_radio_addresses = vec![B.to_owned()];
+        appended.push(link("/dev/ttyACM0", SerialFraming::Raw, &[]));
+        let r = serial_lists(&running(), &appended);
+        assert_eq!(lists(&r), vec![vec![B.to_owned()], vec!["0A".to_owned()]]);
+        assert!(r.kept.is_empty() && r.needs_restart && r.lists_changed);
+    }
+}
