@@ -91,12 +91,7 @@ impl Gateway {
             return;
         };
         s.upstream_open = true;
-        let mut subscriptions: Vec<(String, u8)> = s
-            .subscriptions
-            .iter()
-            .map(|(f, q)| (f.clone(), *q))
-            .collect();
-        subscriptions.sort();
+        let subscriptions = s.sorted_subscriptions();
         let client_id = params.client_id.clone();
         self.upstream(UpstreamCommand::OpenSession(params));
         for (filter, qos) in subscriptions {
@@ -200,11 +195,7 @@ impl Gateway {
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
-        let subscriptions: Vec<(String, u8)> = s
-            .subscriptions
-            .iter()
-            .map(|(f, q)| (f.clone(), *q))
-            .collect();
+        let subscriptions = s.sorted_subscriptions();
         let asleep = s.state == ClientState::Asleep;
         for (filter, qos) in subscriptions {
             self.subscriptions
@@ -290,20 +281,7 @@ impl Gateway {
             return;
         }
         self.send_to(sid, Packet::Disconnect { duration: None });
-        let clean = self.sessions.get_mut(&sid).is_some_and(|s| {
-            s.state = ClientState::Disconnected;
-            s.clean_session
-        });
-        self.detach_peer(sid);
-        if clean {
-            self.remove_session(sid);
-        } else {
-            let requeued = self
-                .sessions
-                .get_mut(&sid)
-                .map_or(0, |s| s.requeue_inflight());
-            self.queued_bytes_total += requeued;
-        }
+        self.end_connection(sid);
     }
 
     /// The broker acknowledged (`accepted`) or refused a device's QoS 1/2

@@ -501,22 +501,31 @@ impl Gateway {
             None => {
                 // A clean DISCONNECT discards the will (upstream too).
                 self.close_upstream_session(sid, false);
-                let clean = self.sessions.get_mut(&sid).is_some_and(|s| {
+                if let Some(s) = self.sessions.get_mut(&sid) {
                     s.will = None;
-                    s.state = ClientState::Disconnected;
-                    s.clean_session
-                });
-                self.detach_peer(sid);
-                if clean {
-                    self.remove_session(sid);
-                } else {
-                    let requeued = self
-                        .sessions
-                        .get_mut(&sid)
-                        .map_or(0, |s| s.requeue_inflight());
-                    self.queued_bytes_total += requeued;
                 }
+                self.end_connection(sid);
             }
+        }
+    }
+
+    /// The client's connection is over without loss: Disconnected, its
+    /// address forgotten; a clean session goes, a kept one gets what was in
+    /// flight queued again for its return.
+    pub(super) fn end_connection(&mut self, sid: SessionId) {
+        let clean = self.sessions.get_mut(&sid).is_some_and(|s| {
+            s.state = ClientState::Disconnected;
+            s.clean_session
+        });
+        self.detach_peer(sid);
+        if clean {
+            self.remove_session(sid);
+        } else {
+            let requeued = self
+                .sessions
+                .get_mut(&sid)
+                .map_or(0, |s| s.requeue_inflight());
+            self.queued_bytes_total += requeued;
         }
     }
 

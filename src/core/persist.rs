@@ -234,12 +234,7 @@ fn device_is_durable(s: &Session) -> bool {
 }
 
 fn device_record(s: &Session) -> SessionRecord {
-    let mut subscriptions: Vec<(String, u8)> = s
-        .subscriptions
-        .iter()
-        .map(|(f, q)| (f.clone(), *q))
-        .collect();
-    subscriptions.sort();
+    let subscriptions = s.sorted_subscriptions();
     let mut predefined: Vec<u16> = s.predefined_subscriptions.iter().copied().collect();
     predefined.sort_unstable();
     SessionRecord {

@@ -258,6 +258,17 @@ impl Session {
         s
     }
 
+    /// The subscriptions as (filter, QoS), sorted by filter.
+    pub fn sorted_subscriptions(&self) -> Vec<(String, u8)> {
+        let mut subscriptions: Vec<(String, u8)> = self
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        subscriptions.sort();
+        subscriptions
+    }
+
     /// The next message id towards the client (1..=0xFFFF, never 0).
     pub fn next_msg_id(&mut self) -> u16 {
         self.last_msg_id = self.last_msg_id.checked_add(1).unwrap_or(1);

@@ -155,12 +155,7 @@ pub struct DeviceView {
 
 impl DeviceView {
     fn of(s: &Session, now: Instant) -> Self {
-        let mut subscriptions: Vec<(String, u8)> = s
-            .subscriptions
-            .iter()
-            .map(|(f, q)| (f.clone(), *q))
-            .collect();
-        subscriptions.sort();
+        let subscriptions = s.sorted_subscriptions();
         DeviceView {
             client_id: s.client_id.clone(),
             state: s.state.label(),
