@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::checker::Checker;
 use common::mosquitto::{Mosquitto, MosquittoOptions};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sngate::bridge::{self, BridgeEvent, BridgeHandle, BridgeStats};
 use sngate::config::{BridgeMode, DeviceCredentials, UpstreamConfig};
 use sngate::core::{
@@ -26,8 +26,6 @@ use sngate::core::{
 use sngate::proto::{
     self, PROTOCOL_ID_V1_2, Packet as SnPacket, QoS as SnQoS, ReturnCode, TopicRef,
 };
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 /// How long a test waits for something that should happen promptly.
@@ -152,118 +150,6 @@ async fn stats_until(
     }
 }
 
-/// Waits until mosquitto's log holds `needle`.
-async fn log_shows(m: &Mosquitto, needle: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !m.log_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto never logged {needle:?}; log:\n{}",
-            m.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ------------------------------------------------------- observing client
-
-/// A plain MQTT 3.1.1 client on the broker, to watch and to publish.
-struct Checker {
-    client: AsyncClient,
-    events: mpsc::UnboundedReceiver<Packet>,
-    messages: VecDeque<(String, String)>,
-    task: JoinHandle<()>,
-}
-
-impl Checker {
-    async fn connect(port: u16, id: &str) -> Checker {
-        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5));
-        let (client, mut event_loop) = AsyncClient::new(opts, 100);
-        let (tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Ok(ev) = event_loop.poll().await {
-                if let Event::Incoming(p) = ev
-                    && tx.send(p).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let mut c = Checker {
-            client,
-            events,
-            messages: VecDeque::new(),
-            task,
-        };
-        c.wait_for(|p| matches!(p, Packet::ConnAck(_)), "CONNACK")
-            .await;
-        c
-    }
-
-    async fn wait_for(&mut self, want: impl Fn(&Packet) -> bool, what: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let p = timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                self.events.recv(),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("checker: no {what} in time"))
-            .unwrap_or_else(|| panic!("checker: connection ended waiting for {what}"));
-            let done = want(&p);
-            if let Packet::Publish(m) = p {
-                self.messages
-                    .push_back((m.topic, String::from_utf8_lossy(&m.payload).into_owned()));
-            }
-            if done {
-                return;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        self.wait_for(|p| matches!(p, Packet::SubAck(_)), "SUBACK")
-            .await;
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &str, retain: bool) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
-            .await
-            .expect("publish");
-        self.wait_for(|p| matches!(p, Packet::PubAck(_)), "PUBACK")
-            .await;
-    }
-
-    /// Messages received until one on `last` arrives (included).
-    async fn until_topic(&mut self, last: &str) -> Vec<(String, String)> {
-        let mut got = Vec::new();
-        loop {
-            if let Some(m) = self.messages.pop_front() {
-                let done = m.0 == last;
-                got.push(m);
-                if done {
-                    return got;
-                }
-                continue;
-            }
-            self.wait_for(|p| matches!(p, Packet::Publish(_)), last)
-                .await;
-        }
-    }
-}
-
-impl Drop for Checker {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 // ---------------------------------------------------------------- tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +160,7 @@ async fn a_device_session_carries_its_client_id_clean_flag_and_keep_alive() {
     let mut h = bridge::spawn(&cfg).expect("spawn");
     h.send(open(params("dev-a", false, 30)));
     assert_eq!(status_of(&mut h, "dev-a").await, SessionStatus::Up);
-    log_shows(&broker, "as sn-dev-a (p5, c0, k30)").await;
+    broker.wait_for_log("as sn-dev-a (p5, c0, k30)").await;
     let s = h.stats();
     assert_eq!(
         (
@@ -293,12 +179,12 @@ async fn a_device_session_carries_its_client_id_clean_flag_and_keep_alive() {
     // ended with DISCONNECT).
     h.send(open(params("dev-a", true, 0)));
     assert_eq!(status_of(&mut h, "dev-a").await, SessionStatus::Up);
-    log_shows(&broker, "Client sn-dev-a disconnected.").await;
+    broker.wait_for_log("Client sn-dev-a disconnected.").await;
     // rumqttc's MQTT 5 client has no keep-alive "none": the protocol's maximum.
-    log_shows(&broker, "as sn-dev-a (p5, c1, k65535)").await;
+    broker.wait_for_log("as sn-dev-a (p5, c1, k65535)").await;
     assert_eq!(h.stats().device_session_connects, 2);
     // The shared session is the gateway's own.
-    log_shows(&broker, "as gw-ids (p5, c0, k5)").await;
+    broker.wait_for_log("as gw-ids (p5, c0, k5)").await;
     h.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -411,7 +297,7 @@ async fn a_lost_device_will_is_published_by_the_broker_and_a_clean_close_discard
     // Left: DISCONNECT, no will. Once mosquitto has seen it go, a sentinel
     // is the next thing the watcher gets.
     h.send(close("dev-x", false));
-    log_shows(&broker, "Client dev-x disconnected.").await;
+    broker.wait_for_log("Client dev-x disconnected.").await;
     watcher.publish("status/sentinel", "end", false).await;
     let got = watcher.until_topic("status/sentinel").await;
     assert_eq!(got, [("status/sentinel".to_owned(), "end".to_owned())]);
@@ -564,7 +450,7 @@ async fn an_unreachable_broker_then_a_restart_brings_every_session_back() {
     .await;
     assert_eq!(s.device_sessions_open, N as u64 + 1);
     assert_eq!(s.device_session_refusals, 0);
-    log_shows(&broker, "as late (p5, c0, k30)").await;
+    broker.wait_for_log("as late (p5, c0, k30)").await;
     h.shutdown(Duration::from_secs(1)).await;
 }
 

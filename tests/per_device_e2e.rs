@@ -8,12 +8,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::mosquitto::{Mosquitto, MosquittoOptions};
 use common::mqtt_tools::subscriber;
-use common::{WAIT, connect, connect_with, options, start_gateway_with, upstream_to};
+use common::{connect, connect_with, options, start_gateway_with, upstream_to};
 use sngate::client::{Client, ClientError, Will};
 use sngate::config::{BridgeMode, DeviceCredentials, UpstreamConfig};
 use sngate::proto::{QoS, ReturnCode, SubscribeTopic};
@@ -26,19 +26,6 @@ fn per_device(port: u16, client_id: &str) -> UpstreamConfig {
     let mut u = upstream_to(port, client_id);
     u.bridge_mode = BridgeMode::PerDevice;
     u
-}
-
-/// Waits until mosquitto's log holds `needle`.
-async fn log_shows(m: &Mosquitto, needle: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !m.log_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto never logged {needle:?}; log:\n{}",
-            m.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,8 +44,8 @@ async fn the_broker_sees_each_devices_client_id_clean_flag_and_keep_alive() {
     )
     .await;
     // mosquitto: "New client connected from … as ID (p5, cCLEAN, kKEEPALIVE)".
-    log_shows(&cloud, "as sn-dev-a (p5, c1, k60)").await;
-    log_shows(&cloud, "as sn-dev-b (p5, c0, k30)").await;
+    cloud.wait_for_log("as sn-dev-a (p5, c1, k60)").await;
+    cloud.wait_for_log("as sn-dev-b (p5, c0, k30)").await;
     gw.stop().await;
 }
 
@@ -172,7 +159,9 @@ async fn bad_credentials_refuse_the_device() {
     })
     .await;
     let _good = connect(gw.addr, "good-1").await;
-    log_shows(&cloud, "as good-1 (p5, c1, k60, u'good-1')").await;
+    cloud
+        .wait_for_log("as good-1 (p5, c1, k60, u'good-1')")
+        .await;
     match Client::connect(gw.addr, options("bad-1")).await {
         Err(ClientError::Rejected(ReturnCode::NotSupported)) => {}
         Err(e) => panic!("expected CONNACK 0x03, got {e}"),

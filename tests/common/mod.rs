@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod checker;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt_tools;

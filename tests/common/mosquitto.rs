@@ -157,6 +157,21 @@ impl Mosquitto {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the broker's log holds `needle` (e.g. its "New client
+    /// connected … as ID (p5, c1, k60)" line); panics with the log after
+    /// the deadline.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto never logged {needle:?}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn write_conf(&self, options: &MosquittoOptions) {
         let mut conf = format!(
             "listener {} 127.0.0.1\nallow_anonymous true\n\
