@@ -246,7 +246,6 @@ impl Gateway {
             }
             SessionStatus::Refused { reason } => {
                 warn!(client = client_id, %reason, "upstream broker refused the device's session");
-                self.stats.upstream_session_refusals += 1;
                 // The shell has ended that session already.
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.upstream_open = false;
@@ -301,6 +300,16 @@ impl Gateway {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
+        if s.connection != ack.connection {
+            // Owed to an earlier connection: this one never sent it (and
+            // may be using the same MsgId for something else).
+            debug!(
+                client = client_id,
+                msg_id = ack.msg_id,
+                "acknowledgement for an earlier connection; dropped"
+            );
+            return;
+        }
         if s.awaiting_upstream_ack == Some(ack.msg_id) {
             s.awaiting_upstream_ack = None;
         }

@@ -277,6 +277,8 @@ impl Gateway {
             };
             s.keep_alive = keep_alive;
             s.last_seen = now;
+            s.connection = s.connection.wrapping_add(1);
+            s.awaiting_upstream_ack = None;
             // The client's id table is gone after a reconnect (trap T-4): every
             // id is registered again before the gateway publishes with it.
             s.topics.unconfirm_all();
@@ -429,6 +431,9 @@ impl Gateway {
     /// The will handshake failed: the connection attempt is dropped.
     pub(super) fn abort_handshake(&mut self, sid: SessionId, why: &str) {
         debug!(client = %self.client_label(sid), why, "connection attempt dropped");
+        // Its upstream session (per-device mode) goes too, without the will,
+        // as the engine keeps the will unpublished.
+        self.close_upstream_session(sid, false);
         let remove = self.sessions.get_mut(&sid).is_some_and(|s| {
             s.state = ClientState::Disconnected;
             s.handshake_deadline = None;

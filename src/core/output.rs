@@ -167,6 +167,8 @@ pub struct UpstreamAck {
     pub(super) topic_field: u16,
     /// 1: PUBACK; 2: PUBREC.
     pub(super) qos: u8,
+    /// The device's connection it is owed to (`Session::connection`).
+    pub(super) connection: u32,
 }
 
 /// What a device's upstream session is made of (per-device mode).

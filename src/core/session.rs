@@ -210,6 +210,9 @@ pub struct Session {
     /// Per-device mode: MsgId of the QoS 1/2 PUBLISH whose acknowledgement
     /// waits for the broker's (a retransmission of it is not forwarded again).
     pub awaiting_upstream_ack: Option<u16>,
+    /// Counts the client's CONNECTs: an upstream acknowledgement owed to an
+    /// earlier connection (per-device mode) is not given to this one.
+    pub connection: u32,
     /// How long the session outlives its client once disconnected or lost
     /// (`None`: forever); set at CONNECT, `Some(0)` for a clean session.
     pub expiry: Option<Duration>,
@@ -246,6 +249,7 @@ impl Session {
             parked: None,
             upstream_open: false,
             awaiting_upstream_ack: None,
+            connection: 0,
             expiry: Some(Duration::ZERO),
         }
     }

@@ -171,8 +171,6 @@ pub struct Stats {
     /// Per-device mode: messages delivered to devices from their own
     /// upstream sessions.
     pub session_messages_in: u64,
-    /// Per-device mode: device sessions the upstream broker refused.
-    pub upstream_session_refusals: u64,
     /// Device QoS 1/2 publishes held unacknowledged until the upstream bridge
     /// had room (backpressure).
     pub publishes_parked: u64,

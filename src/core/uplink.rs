@@ -169,6 +169,7 @@ impl Gateway {
             msg_id: p.msg_id,
             topic_field: p.topic_field,
             qos: p.qos,
+            connection: self.sessions.get(&sid).map_or(0, |s| s.connection),
         };
         self.publishing_as = self.device_origin(sid, Some(token));
         self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);
