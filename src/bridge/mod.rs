@@ -214,6 +214,10 @@ pub struct BridgeStats {
     /// Per-device mode: device sessions the broker refused (bad credentials,
     /// not authorised).
     pub device_session_refusals: u64,
+    /// Per-device mode: messages a refused device session had already
+    /// acknowledged to its device, handed to the shared session as the last
+    /// resort (they go up under the gateway's own identity).
+    pub device_messages_to_shared: u64,
 }
 
 /// How much the bridge can still take, readable by the driver at any time, so
@@ -256,6 +260,7 @@ struct Counters {
     device_sessions_connected: AtomicU64,
     device_session_connects: AtomicU64,
     device_session_refusals: AtomicU64,
+    device_messages_to_shared: AtomicU64,
     room: Room,
 }
 
@@ -298,6 +303,7 @@ impl Counters {
             device_sessions_connected: get(&self.device_sessions_connected),
             device_session_connects: get(&self.device_session_connects),
             device_session_refusals: get(&self.device_session_refusals),
+            device_messages_to_shared: get(&self.device_messages_to_shared),
         }
     }
 
@@ -315,8 +321,9 @@ enum Control {
     Command(UpstreamCommand),
     /// The durable outbox at start-up, in order.
     Restore(Vec<UpstreamCommand>),
-    /// Messages a closed device session could not deliver in time, already
-    /// mapped to their remote topics and counted as handed over.
+    /// Messages a refused device session had already acknowledged to its
+    /// device (the last resort), already mapped to their remote topics and
+    /// counted as handed over.
     Adopt(Vec<OutMessage>),
     Shutdown(Duration),
 }
@@ -402,8 +409,8 @@ impl BridgeHandle {
     /// their senders before the restart, so the outboxes take them whatever
     /// their bounds (room stays 0 until they have drained below them). In
     /// per-device mode a device's messages go to its own session, which
-    /// holds them until the device's session is opened (or hands them to the
-    /// shared session if that does not happen soon, docs/bridge.md).
+    /// delivers them under the device's identity whether or not the device
+    /// comes back (docs/bridge.md).
     pub fn restore(&mut self, cmds: Vec<UpstreamCommand>) {
         for cmd in &cmds {
             if let UpstreamCommand::Publish { topic, payload, .. } = cmd {

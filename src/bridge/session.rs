@@ -330,7 +330,6 @@ impl Session {
                 return Woke::Interrupted;
             }
             let deadline = self.deadline;
-            let close_at = self.wake_deadline();
             tokio::select! {
                 out = &mut fut => return Woke::Done(out),
                 msg = control.recv(), if deadline.is_none() => {
@@ -342,7 +341,7 @@ impl Session {
                                 self.on_command(cmd);
                             }
                             self.restoring = false;
-                            self.hold_restored();
+                            self.restored();
                         }
                         Some(Control::Adopt(msgs)) => self.adopt(msgs),
                         Some(Control::Shutdown(grace)) => {
@@ -364,7 +363,6 @@ impl Session {
                     self.flush().await;
                 }
                 () = sleep_until_opt(deadline) => return Woke::Deadline,
-                () = sleep_until_opt(close_at) => return Woke::Interrupted,
             }
         }
     }

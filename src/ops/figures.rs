@@ -356,6 +356,11 @@ fn device_sessions(s: &BridgeStats, out: &mut Exposition) {
         "Device upstream sessions the broker refused (bad credentials, not authorised).",
     )
     .value(s.device_session_refusals);
+    out.counter(
+        "sngate_upstream_device_messages_to_shared_total",
+        "Messages a refused device session had already acknowledged to its device, handed to the shared session (the last resort).",
+    )
+    .value(s.device_messages_to_shared);
 }
 
 /// Datagrams through one UDP listener, counted on the driver task.
