@@ -189,6 +189,24 @@ async fn a_device_session_carries_its_client_id_clean_flag_and_keep_alive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_upstream_id_is_the_gateways_is_refused_and_counted() {
+    let broker = Mosquitto::start().await;
+    let mut cfg = per_device(broker.port, "sn-gw");
+    cfg.per_device.client_id_prefix = "sn-".into();
+    let mut h = bridge::spawn(&cfg).expect("spawn");
+    // The two sessions would take each other over: the pool refuses it.
+    h.send(open(params("gw", false, 30)));
+    h.send(open(params("dev", false, 30)));
+    assert!(matches!(
+        statuses_of(&mut h, &["gw", "dev"]).await[..],
+        [SessionStatus::Refused { .. }, SessionStatus::Up]
+    ));
+    let s = h.stats();
+    assert_eq!((s.device_session_refusals, s.device_sessions_open), (1, 1));
+    h.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_refused_and_the_refused_session_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let passwords = dir.path().join("passwords");

@@ -211,8 +211,9 @@ pub struct BridgeStats {
     pub device_sessions_connected: u64,
     /// Per-device mode: CONNACKs accepting a device session.
     pub device_session_connects: u64,
-    /// Per-device mode: device sessions the broker refused (bad credentials,
-    /// not authorised).
+    /// Per-device mode: device sessions refused, by the broker (bad
+    /// credentials, not authorised) or by the gateway itself (a device whose
+    /// upstream client id would be the shared session's).
     pub device_session_refusals: u64,
     /// Per-device mode: messages a refused device session had already
     /// acknowledged to its device, handed to the shared session as the last

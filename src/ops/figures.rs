@@ -353,7 +353,7 @@ fn device_sessions(s: &BridgeStats, out: &mut Exposition) {
     .value(s.device_session_connects);
     out.counter(
         "sngate_upstream_device_session_refusals_total",
-        "Device upstream sessions the broker refused (bad credentials, not authorised).",
+        "Device upstream sessions refused: by the broker (bad credentials, not authorised) or by the gateway (upstream id equal to its own).",
     )
     .value(s.device_session_refusals);
     out.counter(
