@@ -378,7 +378,9 @@ pub struct BridgeHandle {
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<TaskEvent>,
     counters: Arc<Counters>,
-    task: JoinHandle<()>,
+    /// The shared session's task; `None` once it has ended (the device
+    /// sessions hold the event channel open, so its end is watched here).
+    task: Option<JoinHandle<()>>,
     /// Per-device mode: the device sessions.
     pool: Option<Pool>,
     /// Events the handle itself produced, handed out before the channel's.
@@ -481,13 +483,30 @@ impl BridgeHandle {
         RoomWatch(Arc::clone(&self.counters))
     }
 
-    /// Next event from the bridge; `None` when every task has ended.
+    /// Next event from the bridge; `None` once the shared session's task
+    /// has ended (it ends only at shutdown, so: it failed) and the events
+    /// already sent are handed out.
     pub async fn recv(&mut self) -> Option<BridgeEvent> {
         loop {
             if let Some(ev) = self.local.pop_front() {
                 return Some(ev);
             }
-            let ev = self.events.recv().await?;
+            let got = match self.task.as_mut() {
+                Some(task) => tokio::select! {
+                    biased;
+                    ev = self.events.recv() => Ok(ev),
+                    end = task => Err(end),
+                },
+                None => Ok(self.events.try_recv().ok()),
+            };
+            let ev = match got {
+                Ok(ev) => ev?,
+                Err(end) => {
+                    warn!(?end, "the shared upstream session task ended");
+                    self.task = None;
+                    continue;
+                }
+            };
             if let Some(ev) = self.on_task_event(ev) {
                 return Some(ev);
             }
@@ -550,7 +569,7 @@ impl BridgeHandle {
         // Nobody reads events any more: never let a task block on them.
         drop(events);
         let _ = control.send(Control::Shutdown(grace));
-        let mut tasks = vec![task];
+        let mut tasks: Vec<JoinHandle<()>> = task.into_iter().collect();
         if let Some(pool) = pool {
             tasks.extend(pool.shutdown(grace));
         }
@@ -634,7 +653,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         control: control_tx,
         events: events_rx,
         counters,
-        task,
+        task: Some(task),
         pool: identities.map(|ids| Pool::new(rt, common, ids)),
         local: VecDeque::new(),
     })
@@ -672,4 +691,43 @@ fn check_options(cfg: &UpstreamConfig) -> Result<(), BridgeError> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn recv_ends_when_the_shared_session_task_ends_although_others_hold_the_channel() {
+        let (control, _control_rx) = mpsc::unbounded_channel();
+        // A device session (here: this test) still holds the event sender.
+        let (events_tx, events) = mpsc::channel(4);
+        let task = tokio::spawn(async { panic!("the shared session fails") });
+        let mut h = BridgeHandle {
+            control,
+            events,
+            counters: Arc::new(Counters::default()),
+            task: Some(task),
+            pool: None,
+            local: VecDeque::new(),
+        };
+        assert!(
+            events_tx
+                .send(TaskEvent::Public(BridgeEvent::Connected))
+                .await
+                .is_ok()
+        );
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut got = Vec::new();
+            while let Some(ev) = h.recv().await {
+                got.push(ev);
+            }
+            got
+        })
+        .await
+        .expect("recv ends");
+        assert_eq!(got, [BridgeEvent::Connected], "what was sent still comes");
+        drop(events_tx);
+        h.shutdown(Duration::from_millis(10)).await;
+    }
 }
