@@ -286,15 +286,21 @@ impl Session {
             }));
         }
         let c = d.close.as_ref()?;
-        if self.outbox.is_empty() && (self.connected || !c.will) {
+        if self.outbox.is_empty() && !c.will {
             return Some(Step::End(End::Close {
-                publish_will: c.will && self.connected,
+                publish_will: false,
             }));
         }
+        // Not connected: connect as the closing session must. Connected with
+        // another will than the one to publish (the device changed it just
+        // before it went): DISCONNECT, and connect with the right one.
         let current = d.params.as_ref();
         let other_will = c.will && current.map(|p| &p.will) != Some(&c.params.will);
-        if current != Some(&c.params) && (!self.connected || other_will) {
+        if other_will || (!self.connected && current != Some(&c.params)) {
             return Some(Step::Reconnect);
+        }
+        if self.outbox.is_empty() && self.connected {
+            return Some(Step::End(End::Close { publish_will: true }));
         }
         None
     }
