@@ -189,6 +189,24 @@ async fn a_device_session_carries_its_client_id_clean_flag_and_keep_alive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_upstream_id_is_the_gateways_is_refused_and_counted() {
+    let broker = Mosquitto::start().await;
+    let mut cfg = per_device(broker.port, "sn-gw");
+    cfg.per_device.client_id_prefix = "sn-".into();
+    let mut h = bridge::spawn(&cfg).expect("spawn");
+    // The two sessions would take each other over: the pool refuses it.
+    h.send(open(params("gw", false, 30)));
+    h.send(open(params("dev", false, 30)));
+    assert!(matches!(
+        statuses_of(&mut h, &["gw", "dev"]).await[..],
+        [SessionStatus::Refused { .. }, SessionStatus::Up]
+    ));
+    let s = h.stats();
+    assert_eq!((s.device_session_refusals, s.device_sessions_open), (1, 1));
+    h.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_refused_and_the_refused_session_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let passwords = dir.path().join("passwords");
@@ -581,12 +599,24 @@ impl Engine {
         msg_id: u16,
         payload: &str,
     ) -> ReturnCode {
+        self.publish_with(h, topic_id, msg_id, payload, false).await
+    }
+
+    /// A QoS 1 PUBLISH, retained or not; the PUBACK's return code.
+    async fn publish_with(
+        &mut self,
+        h: &mut BridgeHandle,
+        topic_id: u16,
+        msg_id: u16,
+        payload: &str,
+        retain: bool,
+    ) -> ReturnCode {
         self.device_sends(
             h,
             SnPacket::Publish {
                 dup: false,
                 qos: SnQoS::AtLeastOnce,
-                retain: false,
+                retain,
                 topic: TopicRef::Id(topic_id),
                 msg_id,
                 payload: Bytes::copy_from_slice(payload.as_bytes()),
@@ -641,36 +671,44 @@ async fn qos1_acknowledgements_follow_the_broker_per_device_acl() {
     assert_ne!(rc, ReturnCode::Accepted);
     assert_eq!(h.stats().rejected, 1);
     // Broker gone: the message is queued on the device's session and
-    // acknowledged at once; it goes up when the broker is back.
+    // acknowledged at once; it goes up when the broker is back. Retained,
+    // so the cloud (which can only subscribe once the broker is back) sees
+    // it whenever it arrives.
     broker.stop().await;
     stats_until(&mut h, "session down", |s| s.device_sessions_connected == 0).await;
-    assert_eq!(e.publish(&mut h, own, 12, "3").await, ReturnCode::Accepted);
+    assert_eq!(
+        e.publish_with(&mut h, own, 12, "3", true).await,
+        ReturnCode::Accepted
+    );
     assert_eq!(h.stats().pending_messages, 1);
     broker.restart().await;
     let mut cloud = Checker::connect(broker.port, "cloud-acks-2").await;
     cloud.subscribe("dev/#").await;
+    assert_eq!(
+        cloud.until_topic("dev/dev-k/t").await,
+        [("dev/dev-k/t".to_owned(), "3".to_owned())]
+    );
     stats_until(&mut h, "queued message delivered", |s| {
         s.pending_messages == 0
     })
     .await;
     assert_eq!(h.unsettled(), 0);
+    assert_eq!(h.stats().rejected, 1, "only the message the ACL denied");
     h.shutdown(Duration::from_secs(1)).await;
 }
 
-/// What a closing device session could not deliver is not dropped: the
-/// shared session takes it and delivers it when the broker is back. And a
-/// device's messages restored from the store go up on the device's own
-/// session once it is opened.
+/// Nothing acknowledged to a device is lost, and it goes up under the
+/// device's own identity (an ACL lets only the device write its topics):
+/// restored messages of a device that comes back go on its session; those
+/// of a device that does not come back are delivered by its own session
+/// anyway (no will, CleanSession off); and what a closing session could not
+/// deliver while the broker was away is delivered once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undelivered_and_restored_messages_are_not_lost() {
+async fn undelivered_and_restored_messages_go_up_under_the_device_identity() {
     let dir = tempfile::tempdir().expect("tempdir");
     let acl = dir.path().join("acl");
-    // dev/<client id>/ for each client itself; open/ for everyone.
-    std::fs::write(
-        &acl,
-        "pattern write dev/%c/#\npattern write open/#\npattern read #\n",
-    )
-    .expect("acl file");
+    // Only the client itself may write under dev/<its client id>/.
+    std::fs::write(&acl, "pattern write dev/%c/#\npattern read #\n").expect("acl file");
     let mut broker = Mosquitto::start_with(MosquittoOptions {
         extra: vec![format!("acl_file {}", acl.display())],
         ..MosquittoOptions::default()
@@ -679,30 +717,31 @@ async fn undelivered_and_restored_messages_are_not_lost() {
     let mut cloud = Checker::connect(broker.port, "cloud-kept").await;
     cloud.subscribe("dev/#").await;
     let mut h = bridge::spawn(&per_device(broker.port, "gw-kept")).expect("spawn");
+    let stored = |id: &str, n: u64, retain: bool| match device_publish(
+        id,
+        &format!("dev/{id}/t"),
+        &format!("restored {n}"),
+        1,
+    ) {
+        UpstreamCommand::Publish {
+            topic,
+            payload,
+            qos,
+            from,
+            ..
+        } => UpstreamCommand::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+            store_id: Some(n),
+            from,
+        },
+        other => other,
+    };
 
-    // Restored from the store before the device's session exists: held,
-    // then sent under the device's own identity once it is opened (the
-    // shared session may not write there: the broker would refuse them).
-    let restored =
-        |n: u64| match device_publish("dev-r", "dev/dev-r/t", &format!("restored {n}"), 1) {
-            UpstreamCommand::Publish {
-                topic,
-                payload,
-                qos,
-                retain,
-                from,
-                ..
-            } => UpstreamCommand::Publish {
-                topic,
-                payload,
-                qos,
-                retain,
-                store_id: Some(n),
-                from,
-            },
-            other => other,
-        };
-    h.restore(vec![restored(1), restored(2)]);
+    // dev-r comes back: its restored messages go on its session.
+    h.restore(vec![stored("dev-r", 1, false), stored("dev-r", 2, false)]);
     assert_eq!(h.unsettled(), 2);
     h.send(open(params("dev-r", false, 30)));
     assert_eq!(status_of(&mut h, "dev-r").await, SessionStatus::Up);
@@ -718,28 +757,168 @@ async fn undelivered_and_restored_messages_are_not_lost() {
     assert!(settled.contains(&2), "{settled:?}");
     assert_eq!(h.unsettled(), 0);
 
-    // The broker goes away; the device publishes (queued on its session),
-    // then leaves. After the close drain the shared session has it.
+    // dev-q does not come back: its own session delivers them anyway
+    // (CleanSession off, the shared session's keep-alive), then ends.
+    h.restore(vec![stored("dev-q", 3, false), stored("dev-q", 4, false)]);
+    let got = cloud.until_topic("dev/dev-q/t").await;
+    assert_eq!(got.last().map(|m| m.1.as_str()), Some("restored 3"));
+    let got = cloud.until_topic("dev/dev-q/t").await;
+    assert_eq!(got.last().map(|m| m.1.as_str()), Some("restored 4"));
+    broker.wait_for_log("as dev-q (p5, c0, k5)").await;
+    broker.wait_for_log("Client dev-q disconnected.").await;
+    stats_until(&mut h, "dev-q's session done", |s| {
+        s.device_sessions_open == 1 && s.pending_messages == 0
+    })
+    .await;
+    assert_eq!(h.unsettled(), 0);
+
+    // The broker goes away; dev-r publishes (queued on its session,
+    // acknowledged), then leaves. Its session stays, and delivers it once
+    // the broker is back (retained, so the cloud, subscribing after the
+    // restart, sees it whenever it arrives).
     broker.stop().await;
     stats_until(&mut h, "sessions down", |s| {
         s.device_sessions_connected == 0
     })
     .await;
-    h.send(device_publish("dev-r", "open/dev-r", "while away", 1));
+    h.send(stored("dev-r", 5, true));
     h.send(close("dev-r", false));
-    stats_until(&mut h, "the device session gone", |s| {
-        s.device_sessions_open == 0
-    })
-    .await;
-    assert_eq!(h.unsettled(), 1, "still held, by the shared session");
+    stats_until(&mut h, "the message queued", |s| s.pending_messages == 1).await;
+    assert_eq!(h.stats().device_sessions_open, 1, "dev-r's session stays");
     broker.restart().await;
     let mut cloud = Checker::connect(broker.port, "cloud-kept-2").await;
     cloud.subscribe("dev/#").await;
-    stats_until(&mut h, "delivered by the shared session", |s| {
-        s.pending_messages == 0
+    assert_eq!(
+        cloud.until_topic("dev/dev-r/t").await,
+        [("dev/dev-r/t".to_owned(), "restored 5".to_owned())]
+    );
+    stats_until(&mut h, "dev-r's session done", |s| {
+        s.device_sessions_open == 0 && s.pending_messages == 0
     })
     .await;
     assert_eq!(h.unsettled(), 0);
-    assert_eq!(h.stats().rejected, 0);
+    let s = h.stats();
+    assert_eq!((s.rejected, s.device_messages_to_shared), (0, 0));
+    h.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A lost device's will reaches the broker even when its session never got
+/// a CONNACK (the broker was away when the device came and went): the
+/// session keeps trying under the device's identity (CleanSession off) with
+/// the will, then drops the connection so the broker publishes it. A session
+/// that never connected and has nothing for the broker just ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_device_will_reaches_the_broker_even_if_its_session_never_connected() {
+    let mut broker = Mosquitto::start().await;
+    let mut h = bridge::spawn(&per_device(broker.port, "gw-late-will")).expect("spawn");
+    until(&mut h, "shared session up", |ev| {
+        (*ev == BridgeEvent::Connected).then_some(())
+    })
+    .await;
+    broker.stop().await;
+    let with_will = |id: &str| SessionParams {
+        will: Some(SessionWill {
+            topic: format!("status/{id}"),
+            payload: Bytes::from(format!("{id} gone")),
+            qos: 1,
+            // Retained: the watcher can only subscribe once the broker is
+            // back, maybe after the will was published.
+            retain: true,
+        }),
+        ..params(id, true, 30)
+    };
+    h.send(open(with_will("dev-l")));
+    h.send(open(with_will("dev-n")));
+    assert_eq!(
+        statuses_of(&mut h, &["dev-l", "dev-n"]).await,
+        [SessionStatus::Unreachable, SessionStatus::Unreachable]
+    );
+    h.send(close("dev-l", true));
+    h.send(close("dev-n", false));
+    stats_until(&mut h, "dev-n's session ended, dev-l's kept", |s| {
+        s.device_sessions_open == 1
+    })
+    .await;
+    broker.restart().await;
+    broker.wait_for_log("as dev-l (p5, c0, k30)").await;
+    stats_until(&mut h, "dev-l's session done", |s| {
+        s.device_sessions_open == 0
+    })
+    .await;
+    let mut watcher = Checker::connect(broker.port, "watch-late-wills").await;
+    watcher.subscribe("status/#").await;
+    assert_eq!(
+        watcher.until_topic("status/dev-l").await,
+        [("status/dev-l".to_owned(), "dev-l gone".to_owned())]
+    );
+    assert!(
+        !broker.log_text().contains("as dev-n"),
+        "dev-n had nothing for the broker"
+    );
+    h.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A session the broker refuses after its device was told its messages are
+/// safe (queued while the broker was away): those go up through the shared
+/// session, the last resort, counted — not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_hands_acknowledged_messages_to_the_shared_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwords = dir.path().join("passwords");
+    let set_password = |user: &str, pass: &str, create: bool| {
+        let mut cmd = std::process::Command::new("mosquitto_passwd");
+        if create {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(&passwords)
+            .args([user, pass])
+            .status()
+            .expect("mosquitto_passwd runs");
+        assert!(ok.success(), "mosquitto_passwd {user}");
+    };
+    set_password("gw", "gw-secret", true);
+    set_password("dev-p", "dev-secret", false);
+    // Anonymous clients (the cloud checker) still allowed; a client giving
+    // a user name must give its password.
+    let mut broker = Mosquitto::start_with(MosquittoOptions {
+        extra: vec![format!("password_file {}", passwords.display())],
+        ..MosquittoOptions::default()
+    })
+    .await;
+    let mut cfg = per_device(broker.port, "gw-last-resort");
+    cfg.username = Some("gw".into());
+    cfg.password = Some("gw-secret".into());
+    cfg.per_device.username = Some("%c".into());
+    cfg.per_device.password = Some("dev-secret".into());
+    let mut h = bridge::spawn(&cfg).expect("spawn");
+    let mut e = Engine::new();
+    e.connect(&mut h, "dev-p").await;
+    let topic = e.register(&mut h, "dev/dev-p/t").await;
+    broker.stop().await;
+    stats_until(&mut h, "session down", |s| s.device_sessions_connected == 0).await;
+    // Queued, and so acknowledged to the device.
+    assert_eq!(
+        e.publish_with(&mut h, topic, 20, "kept", true).await,
+        ReturnCode::Accepted
+    );
+    // The device's password changes: its session is refused when the broker
+    // is back.
+    set_password("dev-p", "changed", false);
+    broker.restart().await;
+    let s = stats_until(&mut h, "refused, handed over, delivered", |s| {
+        s.device_session_refusals == 1 && s.pending_messages == 0 && s.published >= 1
+    })
+    .await;
+    assert_eq!(s.device_messages_to_shared, 1);
+    assert_eq!(s.rejected, 0);
+    assert_eq!(h.unsettled(), 0);
+    let mut cloud = Checker::connect(broker.port, "cloud-last-resort").await;
+    cloud.subscribe("dev/#").await;
+    assert_eq!(
+        cloud.until_topic("dev/dev-p/t").await,
+        [("dev/dev-p/t".to_owned(), "kept".to_owned())]
+    );
     h.shutdown(Duration::from_secs(1)).await;
 }

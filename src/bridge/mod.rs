@@ -211,9 +211,14 @@ pub struct BridgeStats {
     pub device_sessions_connected: u64,
     /// Per-device mode: CONNACKs accepting a device session.
     pub device_session_connects: u64,
-    /// Per-device mode: device sessions the broker refused (bad credentials,
-    /// not authorised).
+    /// Per-device mode: device sessions refused, by the broker (bad
+    /// credentials, not authorised) or by the gateway itself (a device whose
+    /// upstream client id would be the shared session's).
     pub device_session_refusals: u64,
+    /// Per-device mode: messages a refused device session had already
+    /// acknowledged to its device, handed to the shared session as the last
+    /// resort (they go up under the gateway's own identity).
+    pub device_messages_to_shared: u64,
 }
 
 /// How much the bridge can still take, readable by the driver at any time, so
@@ -256,6 +261,7 @@ struct Counters {
     device_sessions_connected: AtomicU64,
     device_session_connects: AtomicU64,
     device_session_refusals: AtomicU64,
+    device_messages_to_shared: AtomicU64,
     room: Room,
 }
 
@@ -298,6 +304,7 @@ impl Counters {
             device_sessions_connected: get(&self.device_sessions_connected),
             device_session_connects: get(&self.device_session_connects),
             device_session_refusals: get(&self.device_session_refusals),
+            device_messages_to_shared: get(&self.device_messages_to_shared),
         }
     }
 
@@ -315,8 +322,9 @@ enum Control {
     Command(UpstreamCommand),
     /// The durable outbox at start-up, in order.
     Restore(Vec<UpstreamCommand>),
-    /// Messages a closed device session could not deliver in time, already
-    /// mapped to their remote topics and counted as handed over.
+    /// Messages a refused device session had already acknowledged to its
+    /// device (the last resort), already mapped to their remote topics and
+    /// counted as handed over.
     Adopt(Vec<OutMessage>),
     Shutdown(Duration),
 }
@@ -370,7 +378,9 @@ pub struct BridgeHandle {
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<TaskEvent>,
     counters: Arc<Counters>,
-    task: JoinHandle<()>,
+    /// The shared session's task; `None` once it has ended (the device
+    /// sessions hold the event channel open, so its end is watched here).
+    task: Option<JoinHandle<()>>,
     /// Per-device mode: the device sessions.
     pool: Option<Pool>,
     /// Events the handle itself produced, handed out before the channel's.
@@ -402,8 +412,8 @@ impl BridgeHandle {
     /// their senders before the restart, so the outboxes take them whatever
     /// their bounds (room stays 0 until they have drained below them). In
     /// per-device mode a device's messages go to its own session, which
-    /// holds them until the device's session is opened (or hands them to the
-    /// shared session if that does not happen soon, docs/bridge.md).
+    /// delivers them under the device's identity whether or not the device
+    /// comes back (docs/bridge.md).
     pub fn restore(&mut self, cmds: Vec<UpstreamCommand>) {
         for cmd in &cmds {
             if let UpstreamCommand::Publish { topic, payload, .. } = cmd {
@@ -473,13 +483,30 @@ impl BridgeHandle {
         RoomWatch(Arc::clone(&self.counters))
     }
 
-    /// Next event from the bridge; `None` when every task has ended.
+    /// Next event from the bridge; `None` once the shared session's task
+    /// has ended (it ends only at shutdown, so: it failed) and the events
+    /// already sent are handed out.
     pub async fn recv(&mut self) -> Option<BridgeEvent> {
         loop {
             if let Some(ev) = self.local.pop_front() {
                 return Some(ev);
             }
-            let ev = self.events.recv().await?;
+            let got = match self.task.as_mut() {
+                Some(task) => tokio::select! {
+                    biased;
+                    ev = self.events.recv() => Ok(ev),
+                    end = task => Err(end),
+                },
+                None => Ok(self.events.try_recv().ok()),
+            };
+            let ev = match got {
+                Ok(ev) => ev?,
+                Err(end) => {
+                    warn!(?end, "the shared upstream session task ended");
+                    self.task = None;
+                    continue;
+                }
+            };
             if let Some(ev) = self.on_task_event(ev) {
                 return Some(ev);
             }
@@ -542,7 +569,7 @@ impl BridgeHandle {
         // Nobody reads events any more: never let a task block on them.
         drop(events);
         let _ = control.send(Control::Shutdown(grace));
-        let mut tasks = vec![task];
+        let mut tasks: Vec<JoinHandle<()>> = task.into_iter().collect();
         if let Some(pool) = pool {
             tasks.extend(pool.shutdown(grace));
         }
@@ -626,7 +653,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         control: control_tx,
         events: events_rx,
         counters,
-        task,
+        task: Some(task),
         pool: identities.map(|ids| Pool::new(rt, common, ids)),
         local: VecDeque::new(),
     })
@@ -664,4 +691,43 @@ fn check_options(cfg: &UpstreamConfig) -> Result<(), BridgeError> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn recv_ends_when_the_shared_session_task_ends_although_others_hold_the_channel() {
+        let (control, _control_rx) = mpsc::unbounded_channel();
+        // A device session (here: this test) still holds the event sender.
+        let (events_tx, events) = mpsc::channel(4);
+        let task = tokio::spawn(async { panic!("the shared session fails") });
+        let mut h = BridgeHandle {
+            control,
+            events,
+            counters: Arc::new(Counters::default()),
+            task: Some(task),
+            pool: None,
+            local: VecDeque::new(),
+        };
+        assert!(
+            events_tx
+                .send(TaskEvent::Public(BridgeEvent::Connected))
+                .await
+                .is_ok()
+        );
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut got = Vec::new();
+            while let Some(ev) = h.recv().await {
+                got.push(ev);
+            }
+            got
+        })
+        .await
+        .expect("recv ends");
+        assert_eq!(got, [BridgeEvent::Connected], "what was sent still comes");
+        drop(events_tx);
+        h.shutdown(Duration::from_millis(10)).await;
+    }
 }

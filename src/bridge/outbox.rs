@@ -222,12 +222,22 @@ impl Outbox {
 
     /// Removes every message and returns them in order (a session handing
     /// what it could not deliver to another); their durable ids and tickets
-    /// travel with them, nothing is reported settled.
+    /// travel with them. Except QoS 2 messages the broker has PUBREC'd
+    /// already (`Released`): those belong to the broker, so they are settled
+    /// here (ticket answered as taken) instead of being handed over and
+    /// delivered twice.
     pub fn drain_all(&mut self) -> Vec<OutMessage> {
-        let out = std::mem::take(&mut self.entries)
-            .into_values()
-            .map(|e| e.msg)
-            .collect();
+        let mut out = Vec::with_capacity(self.entries.len());
+        for e in std::mem::take(&mut self.entries).into_values() {
+            if let State::Released(_) = e.state {
+                self.settled.extend(e.msg.store_id);
+                if let Some(ticket) = e.msg.ticket {
+                    self.answered.push((ticket, true));
+                }
+            } else {
+                out.push(e.msg);
+            }
+        }
         self.bytes = 0;
         self.queue.clear();
         self.submitted.clear();
@@ -617,6 +627,28 @@ mod tests {
             "their store ids travel with them"
         );
         assert_eq!(o.on_puback(1, true), Ack::Unmatched);
+    }
+
+    #[test]
+    fn drain_all_settles_what_the_broker_has_pubreced() {
+        let mut o = Outbox::new(10, 1000);
+        o.push(ticketed(1, 2, 10)).unwrap();
+        o.push(ticketed(2, 2, 20)).unwrap();
+        o.push(ticketed(3, 1, 30)).unwrap();
+        submit_all(&mut o);
+        o.on_outgoing_publish(1);
+        o.on_outgoing_publish(2);
+        assert_eq!(o.on_pubrec(1, true), Ack::Progressed);
+        let rest = o.drain_all();
+        assert_eq!(
+            rest.iter().map(payload).collect::<Vec<_>>(),
+            ["2", "3"],
+            "the PUBREC'd one is the broker's: not handed over"
+        );
+        assert_eq!(o.take_settled(), vec![1]);
+        assert_eq!(o.take_answered(), vec![(10, true)]);
+        assert!(o.is_empty());
+        assert_eq!(o.bytes(), 0);
     }
 
     #[test]

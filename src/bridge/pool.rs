@@ -85,6 +85,7 @@ impl Pool {
             && self.identities.upstream_id(&device) == self.common.cfg.client_id
         {
             warn!(client_id = %device, "a device's upstream client id would be the gateway's own; refused");
+            bump(&self.common.counters.device_session_refusals, 1);
             local.push_back(BridgeEvent::SessionStatus {
                 client_id: device,
                 status: SessionStatus::Refused {

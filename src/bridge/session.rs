@@ -234,8 +234,13 @@ impl Session {
     pub(super) async fn run(
         mut self,
         mut link: Option<LinkLoop>,
-        mut control: mpsc::UnboundedReceiver<Control>,
+        control: mpsc::UnboundedReceiver<Control>,
     ) {
+        let mut commands = Commands {
+            rx: control,
+            common: Arc::clone(&self.common),
+        };
+        let control = &mut commands.rx;
         if self.is_shared() {
             info!(broker = %self.common.endpoint, "upstream bridge started");
         }
@@ -243,10 +248,10 @@ impl Session {
             self.transition(&mut link).await;
             self.flush().await;
             let woke = match link.as_mut() {
-                Some(l) => self.wait(l.poll(), &mut control).await,
+                Some(l) => self.wait(l.poll(), control).await,
                 None => {
                     let idle = std::future::pending::<Result<LinkEvent, LinkError>>();
-                    self.wait(idle, &mut control).await
+                    self.wait(idle, control).await
                 }
             };
             match woke {
@@ -270,8 +275,7 @@ impl Session {
                     let delay = self.backoff.next_delay();
                     debug!(?delay, "upstream: waiting before reconnecting");
                     self.flush().await;
-                    if let Woke::Deadline = self.wait(tokio::time::sleep(delay), &mut control).await
-                    {
+                    if let Woke::Deadline = self.wait(tokio::time::sleep(delay), control).await {
                         break;
                     }
                 }
@@ -297,14 +301,10 @@ impl Session {
                 "upstream session stopped with undelivered messages"
             );
         }
-        if let Role::Device(_) = self.role {
-            self.common
-                .counters
-                .device_sessions_open
-                .fetch_sub(1, Ordering::Relaxed);
-        } else {
+        if self.is_shared() {
             info!("upstream bridge stopped");
         }
+        // `Drop` gives back the session's share of the gauges.
     }
 
     /// For the log: the session's device, or "shared".
@@ -330,7 +330,6 @@ impl Session {
                 return Woke::Interrupted;
             }
             let deadline = self.deadline;
-            let close_at = self.wake_deadline();
             tokio::select! {
                 out = &mut fut => return Woke::Done(out),
                 msg = control.recv(), if deadline.is_none() => {
@@ -342,7 +341,7 @@ impl Session {
                                 self.on_command(cmd);
                             }
                             self.restoring = false;
-                            self.hold_restored();
+                            self.restored();
                         }
                         Some(Control::Adopt(msgs)) => self.adopt(msgs),
                         Some(Control::Shutdown(grace)) => {
@@ -364,7 +363,6 @@ impl Session {
                     self.flush().await;
                 }
                 () = sleep_until_opt(deadline) => return Woke::Deadline,
-                () = sleep_until_opt(close_at) => return Woke::Interrupted,
             }
         }
     }
@@ -1027,9 +1025,165 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// A session's share of the gauges leaves with it, however its task
+    /// ends: at the end of [`run`](Session::run), or when it panicked (or
+    /// was aborted). What a panicked session held is lost: it no longer
+    /// counts as pending, or room and `unsettled()` would never recover. At
+    /// an orderly end what is left stays counted (the shutdown figures say
+    /// how many messages were not delivered).
+    fn drop(&mut self) {
+        self.link_gone();
+        let c = Arc::clone(&self.common.counters);
+        if std::thread::panicking() {
+            let (messages, bytes) = std::mem::take(&mut self.reported);
+            shift(&c.pending_messages, messages, 0);
+            shift(&c.pending_bytes, bytes, 0);
+            let (taken, taken_bytes) = std::mem::take(&mut self.taken);
+            c.room.taken_messages.fetch_add(taken, Ordering::Release);
+            c.room.taken_bytes.fetch_add(taken_bytes, Ordering::Release);
+            c.room.freed.notify_one();
+            warn!(session = %self.name(), lost = self.outbox.len(), "upstream session task panicked");
+        }
+        if let Role::Device(_) = self.role {
+            c.device_sessions_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A session task's command channel. When the task panicked, the messages
+/// still in it never reach an outbox: they count as taken, so the room
+/// they held comes back.
+struct Commands {
+    rx: mpsc::UnboundedReceiver<Control>,
+    common: Arc<Common>,
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.rx.close();
+        let room = &self.common.counters.room;
+        let cost = |topic: &str, payload: &[u8]| (topic.len() + payload.len()) as u64;
+        while let Ok(msg) = self.rx.try_recv() {
+            let (messages, bytes) = match msg {
+                Control::Command(UpstreamCommand::Publish { topic, payload, .. }) => {
+                    (1, cost(&topic, &payload))
+                }
+                Control::Restore(cmds) => cmds.iter().fold((0, 0), |(n, b), cmd| match cmd {
+                    UpstreamCommand::Publish { topic, payload, .. } => {
+                        (n + 1, b + cost(topic, payload))
+                    }
+                    _ => (n, b),
+                }),
+                Control::Adopt(msgs) => (
+                    msgs.len() as u64,
+                    msgs.iter().map(|m| cost(&m.topic, &m.payload)).sum(),
+                ),
+                Control::Command(_) | Control::Shutdown(_) => (0, 0),
+            };
+            room.taken_messages.fetch_add(messages, Ordering::Release);
+            room.taken_bytes.fetch_add(bytes, Ordering::Release);
+        }
+    }
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::*;
+    use crate::bridge::rules::Rules;
+    use crate::bridge::{Counters, Room};
+    use crate::config::UpstreamConfig;
+    use crate::core::{DeviceOrigin, SessionParams};
+
+    fn common() -> (Arc<Common>, mpsc::Receiver<TaskEvent>) {
+        let cfg = UpstreamConfig {
+            host: "127.0.0.1".into(),
+            client_id: "gw".into(),
+            ..UpstreamConfig::default()
+        };
+        let (events, rx) = mpsc::channel(16);
+        let common = Common {
+            endpoint: "127.0.0.1:1".into(),
+            rules: Rules::new(&cfg.rules),
+            events,
+            counters: Arc::new(Counters {
+                room: Room {
+                    max_messages: 100,
+                    max_bytes: 10_000,
+                    ..Room::default()
+                },
+                ..Counters::default()
+            }),
+            echo: None,
+            per_device: true,
+            origin: None,
+            cfg,
+        };
+        (Arc::new(common), rx)
+    }
+
+    fn publish(id: &str) -> UpstreamCommand {
+        UpstreamCommand::Publish {
+            topic: "t".into(),
+            payload: bytes::Bytes::from_static(b"12345"),
+            qos: 1,
+            retain: false,
+            store_id: None,
+            from: Some(DeviceOrigin {
+                client_id: Arc::from(id),
+                ack: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_panicked_session_gives_back_its_share_of_the_gauges() {
+        let (common, _events) = common();
+        let identities = DeviceIdentities::new(&common.cfg, None, None).expect("device identities");
+        let c = Arc::clone(&common.counters);
+        let mut s = Session::device(Arc::clone(&common), Arc::new(identities), Arc::from("d"), 0);
+        s.on_command(UpstreamCommand::OpenSession(SessionParams {
+            client_id: Arc::from("d"),
+            clean_session: false,
+            keep_alive_secs: 30,
+            will: None,
+        }));
+        s.on_command(publish("d"));
+        s.publish_gauges();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!((get(&c.pending_messages), get(&c.pending_bytes)), (1, 6));
+        assert_eq!(get(&c.device_sessions_open), 1);
+        // Its channel still holds one message when it panics.
+        let (tx, rx) = mpsc::unbounded_channel();
+        assert!(tx.send(Control::Command(publish("d"))).is_ok());
+        let commands = Commands {
+            rx,
+            common: Arc::clone(&common),
+        };
+        let panicked = catch_unwind(AssertUnwindSafe(move || {
+            let _s = s;
+            let _commands = commands;
+            panic!("a session task fails");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!((get(&c.pending_messages), get(&c.pending_bytes)), (0, 0));
+        assert_eq!(get(&c.device_sessions_open), 0);
+        assert_eq!(
+            (get(&c.room.taken_messages), get(&c.room.taken_bytes)),
+            (2, 12),
+            "the published one and the one left in the channel"
+        );
     }
 }

@@ -353,9 +353,14 @@ fn device_sessions(s: &BridgeStats, out: &mut Exposition) {
     .value(s.device_session_connects);
     out.counter(
         "sngate_upstream_device_session_refusals_total",
-        "Device upstream sessions the broker refused (bad credentials, not authorised).",
+        "Device upstream sessions refused: by the broker (bad credentials, not authorised) or by the gateway (upstream id equal to its own).",
     )
     .value(s.device_session_refusals);
+    out.counter(
+        "sngate_upstream_device_messages_to_shared_total",
+        "Messages a refused device session had already acknowledged to its device, handed to the shared session (the last resort).",
+    )
+    .value(s.device_messages_to_shared);
 }
 
 /// Datagrams through one UDP listener, counted on the driver task.

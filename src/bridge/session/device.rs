@@ -12,21 +12,26 @@
 //!   before it (the session keeps retrying with its jittered backoff, and a
 //!   later CONNACK needs no new status), `Refused` at a refusing CONNACK —
 //!   also later, unasked, so the engine disconnects the device. A refused
-//!   session stops: no retry; what it held is refused too.
-//! - **Close**: what the session holds keeps going up for a short bounded
-//!   while ([`CLOSE_DRAIN`]); then DISCONNECT (`publish_will: false`), or
-//!   the connection is simply dropped so the broker publishes the will
-//!   (`publish_will: true`). What could not be delivered in time is handed
-//!   to the shared session (it was accepted from the device; docs/bridge.md).
+//!   session stops: no retry; what it held is refused to the device when
+//!   the device still waits for the answer, and handed to the shared
+//!   session (the last resort) when it was acknowledged already.
+//! - **Close**: a session that still has something for the broker — its
+//!   undelivered messages, or a will that must be published — stays alive
+//!   under the device's own identity (client id and credentials,
+//!   CleanSession off, the will configured only if it must be published),
+//!   reconnecting with its backoff for as long as the gateway runs, until
+//!   it has delivered everything; then it drops the connection without
+//!   DISCONNECT (the broker publishes the will) or sends DISCONNECT. Messages
+//!   restored from the store for a device with no session are delivered
+//!   the same way (no will). An OpenSession meanwhile simply continues the
+//!   session with the device's parameters, outbox kept.
 //! - A session with no connection and nothing to do tells the pool, which
 //!   forgets it once it has had every command (`pool.rs`).
 //!
 //! [`UpstreamCommand::OpenSession`]: crate::core::UpstreamCommand::OpenSession
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Role, Session, TaskEvent};
@@ -36,27 +41,40 @@ use crate::bridge::outbox::Replay;
 use crate::bridge::{BridgeEvent, bump};
 use crate::core::{SessionParams, SessionStatus};
 
-/// How long a closing session keeps delivering what it holds.
-pub(crate) const CLOSE_DRAIN: Duration = Duration::from_secs(3);
-
-/// How long a device's messages restored from the store wait for the
-/// device's session to be opened before the shared session takes them.
-pub(crate) const RESTORED_HOLD: Duration = Duration::from_secs(60);
-
-/// A close asked for.
-#[derive(Debug, Clone, Copy)]
-struct Close {
-    until: Instant,
-    publish_will: bool,
+/// The device has gone (or, for restored messages, is not here): what the
+/// session holds still goes up under its identity, then it ends.
+#[derive(Debug, Clone)]
+struct Closing {
+    /// What to connect with if the session must (re)connect: the device's
+    /// identity, CleanSession off, the will only if it must be published.
+    params: SessionParams,
+    /// A will must be published: the connection ends without DISCONNECT,
+    /// and only once the broker has accepted it (CONNACK).
+    will: bool,
 }
 
 /// How a connection ends.
 #[derive(Debug, Clone, Copy)]
 enum End {
-    /// The device left: with DISCONNECT, or (`publish_will`) without.
+    /// Nothing left for the broker: DISCONNECT, or (`publish_will`) the
+    /// connection is dropped without it so the broker publishes the will.
     Close { publish_will: bool },
-    /// New parameters: DISCONNECT, keep the outbox for the next connection.
-    Switch,
+    /// New parameters: keep the outbox for the next connection; DISCONNECT,
+    /// or (`publish_will`) without it, as for `Close`.
+    Switch { publish_will: bool },
+}
+
+/// What a device session must do now (see [`Session::step`]).
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    End(End),
+    /// The closing session is not connected with its closing parameters:
+    /// drop the attempt, connect with those.
+    Reconnect,
+    /// No connection, parameters waiting: connect.
+    Open,
+    /// No connection, nothing to do: tell the pool.
+    Finish,
 }
 
 /// A device session's own state.
@@ -73,13 +91,14 @@ pub(crate) struct Device {
     next: Option<SessionParams>,
     /// OpenSession commands not answered yet.
     owed: u32,
-    close: Option<Close>,
+    close: Option<Closing>,
+    /// The device came back while its will was owed on a connected session:
+    /// the switch drops the connection without DISCONNECT (will published).
+    will_on_switch: bool,
     /// `Finished` was sent and no command came since.
     finished_reported: bool,
     /// Replays (same packet ids) for the next connection after a switch.
     replays: Vec<Replay>,
-    /// Restored messages wait for an OpenSession until then.
-    hold_until: Option<Instant>,
 }
 
 impl Device {
@@ -93,10 +112,10 @@ impl Device {
             next: None,
             owed: 0,
             close: None,
+            will_on_switch: false,
             // Nothing to report before the first command.
             finished_reported: true,
             replays: Vec::new(),
-            hold_until: None,
         }
     }
 
@@ -157,12 +176,19 @@ impl Session {
             return;
         };
         d.owed += 1;
+        // The device is back: the session carries on with its parameters,
+        // outbox kept. A will still owed on a live connection is published
+        // by ending it without DISCONNECT; one whose session never got to
+        // the broker is not published any more (the device is back).
+        if let Some(c) = d.close.take() {
+            d.will_on_switch = c.will && connected;
+        }
         let reuse = has_link
-            && d.close.is_none()
             && d.next.is_none()
             && !params.clean_session
             && d.params.as_ref() == Some(&params);
         if reuse {
+            d.will_on_switch = false;
             if connected {
                 let id = d.client_id_arc();
                 let up = d.connected();
@@ -183,15 +209,53 @@ impl Session {
     /// [`UpstreamCommand::CloseSession`](crate::core::UpstreamCommand::CloseSession).
     pub(super) fn close(&mut self, publish_will: bool) {
         let has_link = self.client.is_some();
+        let nothing_queued = self.outbox.is_empty();
+        let rules = &self.common.rules;
         let Role::Device(d) = &mut self.role else {
             debug!("CloseSession on the shared session; ignored");
             return;
         };
-        d.next = None;
-        if has_link {
-            d.close = Some(Close {
-                until: Instant::now() + CLOSE_DRAIN,
-                publish_will,
+        d.will_on_switch = false;
+        d.close = None;
+        // The latest parameters the device asked for.
+        let Some(base) = d.next.take().or_else(|| d.params.clone()) else {
+            return;
+        };
+        let params = SessionParams {
+            clean_session: false,
+            will: base.will.filter(|_| publish_will),
+            ..base
+        };
+        // A will no `out` rule lets out is never given to the broker.
+        let will = params.will.is_some() && d.identities.identity(&params, rules).will.is_some();
+        if !has_link && nothing_queued && !will {
+            return;
+        }
+        d.close = Some(Closing { params, will });
+    }
+
+    /// Messages restored from the store reached this session: with no
+    /// connection (the device has not come back yet), it delivers them under
+    /// the device's own identity — no will, CleanSession off — as a closing
+    /// session does. The device's OpenSession meanwhile takes the session
+    /// over with its own parameters.
+    pub(super) fn restored(&mut self) {
+        let idle = self.client.is_none() && !self.outbox.is_empty();
+        let keep_alive_secs = u32::from(self.common.cfg.keep_alive_secs);
+        if let Role::Device(d) = &mut self.role
+            && idle
+            && d.next.is_none()
+            && d.close.is_none()
+        {
+            let params = SessionParams {
+                client_id: d.client_id_arc(),
+                clean_session: false,
+                keep_alive_secs,
+                will: None,
+            };
+            d.close = Some(Closing {
+                params,
+                will: false,
             });
         }
     }
@@ -200,104 +264,100 @@ impl Session {
     /// refused, not ended).
     pub(super) fn can_publish(&self) -> bool {
         self.dev()
-            .is_none_or(|d| self.client.is_some() || d.next.is_some())
+            .is_none_or(|d| self.client.is_some() || d.next.is_some() || d.close.is_some())
     }
 
-    /// When the session must act at the latest without being asked: a
-    /// closing session ends, restored messages stop waiting.
-    pub(super) fn wake_deadline(&self) -> Option<Instant> {
+    /// What a device session must do now, if anything (never during
+    /// shutdown).
+    fn step(&self) -> Option<Step> {
         let d = self.dev()?;
-        match &self.client {
-            Some(_) => d.close.map(|c| c.until),
-            None => d.hold_until.filter(|_| !self.outbox.is_empty()),
+        if self.deadline.is_some() {
+            return None;
         }
-    }
-
-    /// Messages restored from the store reached a session with no
-    /// connection: they wait for the device's OpenSession (sleeping devices
-    /// get theirs at once after a restart; others when they reconnect).
-    pub(super) fn hold_restored(&mut self) {
-        let idle = self.client.is_none();
-        if let Role::Device(d) = &mut self.role
-            && idle
-            && d.next.is_none()
-            && d.hold_until.is_none()
-        {
-            d.hold_until = Some(Instant::now() + RESTORED_HOLD);
+        if self.client.is_none() {
+            if d.next.is_some() || d.close.is_some() {
+                return Some(Step::Open);
+            }
+            return (!d.finished_reported).then_some(Step::Finish);
         }
-    }
-
-    /// Restored messages still waiting for the device's session.
-    fn holding(&self) -> bool {
-        self.dev()
-            .and_then(|d| d.hold_until)
-            .is_some_and(|t| Instant::now() < t && !self.outbox.is_empty())
+        if d.next.is_some() {
+            return Some(Step::End(End::Switch {
+                publish_will: d.will_on_switch,
+            }));
+        }
+        let c = d.close.as_ref()?;
+        if self.outbox.is_empty() && !c.will {
+            return Some(Step::End(End::Close {
+                publish_will: false,
+            }));
+        }
+        // Not connected: connect as the closing session must. Connected with
+        // another will than the one to publish (the device changed it just
+        // before it went): DISCONNECT, and connect with the right one.
+        let current = d.params.as_ref();
+        let other_will = c.will && current.map(|p| &p.will) != Some(&c.params.will);
+        if other_will || (!self.connected && current != Some(&c.params)) {
+            return Some(Step::Reconnect);
+        }
+        if self.outbox.is_empty() && self.connected {
+            return Some(Step::End(End::Close { publish_will: true }));
+        }
+        None
     }
 
     /// Whether [`transition`](Self::transition) has something to do now.
     pub(super) fn needs_transition(&self) -> bool {
-        let Some(d) = self.dev() else {
-            return false;
-        };
-        if self.deadline.is_some() {
-            return false;
-        }
-        match (&self.client, &d.close) {
-            (Some(_), Some(c)) => self.outbox.is_empty() || Instant::now() >= c.until,
-            (Some(_), None) => d.next.is_some(),
-            (None, _) => d.next.is_some() || (!d.finished_reported && !self.holding()),
-        }
+        self.step().is_some()
     }
 
     /// Ends, replaces or opens a device session's connection as its state
     /// asks; an idle session tells the pool.
     pub(super) async fn transition(&mut self, link: &mut Option<LinkLoop>) {
-        if !self.needs_transition() {
-            return;
+        // At most: end, open (or reconnect: end, open), report.
+        for _ in 0..4 {
+            let Some(step) = self.step() else {
+                return;
+            };
+            match step {
+                Step::End(end) => self.end_link(link, end).await,
+                Step::Reconnect => {
+                    self.end_link(
+                        link,
+                        End::Switch {
+                            publish_will: false,
+                        },
+                    )
+                    .await;
+                }
+                Step::Open => {
+                    if let Role::Device(d) = &mut self.role
+                        && d.next.is_none()
+                    {
+                        d.next = d.close.as_ref().map(|c| c.params.clone());
+                    }
+                    *link = self.open_link();
+                }
+                Step::Finish => self.finish(),
+            }
         }
-        let Some(d) = self.dev() else {
+    }
+
+    /// No connection and nothing to do: tells the pool.
+    fn finish(&mut self) {
+        let Role::Device(d) = &mut self.role else {
             return;
         };
-        let (close, switching) = (d.close, d.next.is_some());
-        if link.is_some() {
-            match close {
-                Some(c) if self.outbox.is_empty() || Instant::now() >= c.until => {
-                    if let Role::Device(d) = &mut self.role {
-                        d.close = None;
-                    }
-                    let publish_will = c.publish_will;
-                    self.end_link(link, End::Close { publish_will }).await;
-                }
-                None if switching => self.end_link(link, End::Switch).await,
-                _ => {}
-            }
-        }
-        if link.is_none() {
-            *link = self.open_link();
-        }
-        if link.is_none() && !self.outbox.is_empty() {
-            if self.holding() {
-                return;
-            }
-            // Restored messages whose device did not come back in time.
-            self.hand_over();
-        }
-        if link.is_none()
-            && let Role::Device(d) = &mut self.role
-            && !d.finished_reported
-        {
-            d.finished_reported = true;
-            let id = d.client_id_arc();
-            // Opened, then closed before any answer: the device has gone.
-            let owed = d.unreachable();
-            let finished = TaskEvent::Finished {
-                client_id: Arc::clone(&id),
-                task: d.task,
-                received: d.received,
-            };
-            self.push_statuses(&id, owed);
-            self.out.push(finished);
-        }
+        d.finished_reported = true;
+        let id = d.client_id_arc();
+        // Opened, then closed before any answer: the device has gone.
+        let owed = d.unreachable();
+        let finished = TaskEvent::Finished {
+            client_id: Arc::clone(&id),
+            task: d.task,
+            received: d.received,
+        };
+        self.push_statuses(&id, owed);
+        self.out.push(finished);
     }
 
     /// Connects with the parameters waiting, if any.
@@ -307,12 +367,11 @@ impl Session {
         };
         let params = d.next.take()?;
         let identity = d.identities.identity(&params, &self.common.rules);
-        debug!(session = %d.client_id, upstream_id = %identity.client_id, clean = params.clean_session, "device session connecting");
+        debug!(session = %d.client_id, upstream_id = %identity.client_id, clean = params.clean_session, closing = d.close.is_some(), "device session connecting");
         let (client, mut event_loop) = link::build(&self.common.cfg, &identity);
         event_loop.replace_pending(&std::mem::take(&mut d.replays));
         d.params = Some(params);
         d.finished_reported = false;
-        d.hold_until = None;
         self.client = Some(client);
         self.backoff.reset();
         Some(event_loop)
@@ -321,35 +380,35 @@ impl Session {
     /// Ends the current connection (see [`End`]).
     async fn end_link(&mut self, link: &mut Option<LinkLoop>, end: End) {
         let Some(mut event_loop) = link.take() else {
+            self.client = None;
             return;
         };
-        match end {
-            End::Close { publish_will: true } => {
-                self.take_buffered(&mut event_loop);
-                self.will_echo();
-            }
-            End::Close {
-                publish_will: false,
-            }
-            | End::Switch => self.disconnect(&mut event_loop).await,
+        let (End::Close { publish_will } | End::Switch { publish_will }) = end;
+        if publish_will {
+            self.take_buffered(&mut event_loop);
+            self.will_echo();
+        } else {
+            self.disconnect(&mut event_loop).await;
         }
         // Closes the socket; without DISCONNECT the broker publishes the will.
         drop(event_loop);
         match end {
-            End::Close { publish_will } => {
+            End::Close { .. } => {
+                // Nothing is left in the outbox (see `step`).
                 self.link_gone();
                 self.control.clear();
                 if let Role::Device(d) = &mut self.role {
                     d.params = None;
+                    d.close = None;
                     debug!(session = %d.client_id, publish_will, "device session closed");
                 }
-                self.hand_over();
             }
-            End::Switch => {
+            End::Switch { .. } => {
                 let (replays, _) = self.mark_down();
                 if let Role::Device(d) = &mut self.role {
                     d.replays = replays;
                     d.params = None;
+                    d.will_on_switch = false;
                 }
             }
         }
@@ -373,52 +432,57 @@ impl Session {
         }
     }
 
-    /// A closed session's undelivered messages go to the shared session:
-    /// they were accepted from the device (and are durable with the store
-    /// on), so they are not dropped; they go up under the gateway's own
-    /// identity.
-    fn hand_over(&mut self) {
-        let released = self.outbox.release_tickets();
-        self.answer_tickets(released);
-        let msgs = self.outbox.drain_all();
+    /// The last resort for messages a refused session had already
+    /// acknowledged to its device: the shared session takes them (they are
+    /// durable with the store on) and they go up under the gateway's own
+    /// identity, so the broker's ACL for the gateway applies to them.
+    fn hand_over(&mut self, msgs: Vec<crate::bridge::outbox::OutMessage>) {
         if msgs.is_empty() {
             return;
         }
         let bytes: usize = msgs.iter().map(|m| m.topic.len() + m.payload.len()).sum();
+        let c = &self.common.counters;
         // Counted as handed over before this outbox stops counting them
         // (publish_gauges), so they are never unsettled in neither place.
-        self.common
-            .counters
-            .handed_over(msgs.len() as u64, bytes as u64);
+        c.handed_over(msgs.len() as u64, bytes as u64);
+        bump(&c.device_messages_to_shared, msgs.len() as u64);
         warn!(
             session = %self.name(),
             messages = msgs.len(),
-            "device session closed before delivering everything; the shared session takes the rest"
+            "a refused device session held messages already acknowledged to the device; the shared session takes them"
         );
         self.out.push(TaskEvent::Adopt(msgs));
     }
 
-    /// The broker refused the session: it stops (no retry), and what it
-    /// held is refused too (the device is told, the store forgets it).
+    /// The broker refused the session: it stops (no retry). What it held
+    /// and the device still waits to hear about is refused to the device
+    /// (the store forgets it); what was acknowledged to the device already
+    /// goes to the shared session ([`hand_over`](Self::hand_over)).
     pub(super) fn on_refused(&mut self, reason: String) {
         self.link_gone();
         self.control.clear();
         self.client = None;
         bump(&self.common.counters.device_session_refusals, 1);
-        for ticket in self.outbox.release_tickets() {
-            let ack = self.acks.remove(&ticket);
-            self.answer(ack, false);
-        }
+        let mut acknowledged = Vec::new();
         for msg in self.outbox.drain_all() {
-            bump(&self.common.counters.rejected, 1);
-            self.settled.extend(msg.store_id);
+            match msg.ticket {
+                Some(ticket) => {
+                    let ack = self.acks.remove(&ticket);
+                    self.answer(ack, false);
+                    bump(&self.common.counters.rejected, 1);
+                    self.settled.extend(msg.store_id);
+                }
+                None => acknowledged.push(msg),
+            }
         }
+        self.hand_over(acknowledged);
         let Role::Device(d) = &mut self.role else {
             return;
         };
         d.params = None;
         d.next = None;
         d.close = None;
+        d.will_on_switch = false;
         d.replays.clear();
         let id = d.client_id_arc();
         let status = SessionStatus::Refused {
