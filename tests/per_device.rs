@@ -56,6 +56,19 @@ fn params(id: &str, clean: bool, keep_alive: u32) -> SessionParams {
     }
 }
 
+/// A device session with keep-alive 30 whose will is "ID gone" on status/ID.
+fn with_will(id: &str, clean: bool, retain: bool) -> SessionParams {
+    SessionParams {
+        will: Some(SessionWill {
+            topic: format!("status/{id}"),
+            payload: Bytes::from(format!("{id} gone")),
+            qos: 1,
+            retain,
+        }),
+        ..params(id, clean, 30)
+    }
+}
+
 fn open(p: SessionParams) -> UpstreamCommand {
     UpstreamCommand::OpenSession(p)
 }
@@ -292,15 +305,7 @@ async fn a_lost_device_will_is_published_by_the_broker_and_a_clean_close_discard
     let mut watcher = Checker::connect(broker.port, "watch-wills").await;
     watcher.subscribe("status/#").await;
     let mut h = bridge::spawn(&per_device(broker.port, "gw-wills")).expect("spawn");
-    let with_will = |id: &str| SessionParams {
-        will: Some(SessionWill {
-            topic: format!("status/{id}"),
-            payload: Bytes::from(format!("{id} gone")),
-            qos: 1,
-            retain: false,
-        }),
-        ..params(id, false, 30)
-    };
+    let with_will = |id: &str| with_will(id, false, false);
     h.send(open(with_will("dev-w")));
     h.send(open(with_will("dev-x")));
     assert_eq!(
@@ -816,17 +821,9 @@ async fn a_lost_device_will_reaches_the_broker_even_if_its_session_never_connect
     })
     .await;
     broker.stop().await;
-    let with_will = |id: &str| SessionParams {
-        will: Some(SessionWill {
-            topic: format!("status/{id}"),
-            payload: Bytes::from(format!("{id} gone")),
-            qos: 1,
-            // Retained: the watcher can only subscribe once the broker is
-            // back, maybe after the will was published.
-            retain: true,
-        }),
-        ..params(id, true, 30)
-    };
+    // Retained: the watcher can only subscribe once the broker is back,
+    // maybe after the will was published.
+    let with_will = |id: &str| with_will(id, true, true);
     h.send(open(with_will("dev-l")));
     h.send(open(with_will("dev-n")));
     assert_eq!(

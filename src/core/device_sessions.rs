@@ -133,25 +133,7 @@ impl Gateway {
     /// A will the broker publishes for the device: only local subscribers
     /// get it from the engine.
     pub(super) fn publish_will_locally(&mut self, now: Instant, sid: SessionId, will: Will) {
-        if !self.acl_check(
-            Subscriber::Device(sid),
-            &will.topic,
-            super::acl::Access::Write,
-            "will",
-        ) {
-            return;
-        }
-        self.stats.wills_published += 1;
-        let topic: Arc<str> = Arc::from(will.topic.as_str());
-        self.route(
-            now,
-            &topic,
-            will.payload,
-            will.qos,
-            will.retain,
-            Origin::SessionWill,
-            None,
-        );
+        self.route_will(now, Subscriber::Device(sid), will, Origin::SessionWill);
     }
 
     /// A device subscription in per-device mode: in the trie for local

@@ -643,6 +643,19 @@ impl Gateway {
     /// Publishes a lost client's will (device or local), if the ACL lets
     /// it write there.
     pub(super) fn publish_will(&mut self, now: Instant, owner: Subscriber, will: Will) {
+        self.route_will(now, owner, will, Origin::Will);
+    }
+
+    /// Routes a will as `origin` (`Origin::Will`, or `Origin::SessionWill`
+    /// when the device's upstream session carries it), if the ACL lets its
+    /// owner write there.
+    pub(super) fn route_will(
+        &mut self,
+        now: Instant,
+        owner: Subscriber,
+        will: Will,
+        origin: Origin,
+    ) {
         if !self.acl_check(owner, &will.topic, Access::Write, "will") {
             return;
         }
@@ -654,7 +667,7 @@ impl Gateway {
             will.payload,
             will.qos,
             will.retain,
-            Origin::Will,
+            origin,
             None,
         );
     }
