@@ -21,7 +21,7 @@ use common::mosquitto::{Mosquitto, MosquittoOptions};
 use sngate::bridge::{self, BridgeEvent, BridgeHandle, BridgeStats};
 use sngate::config::{BridgeMode, DeviceCredentials, UpstreamConfig};
 use sngate::core::{
-    EngineConfig, Gateway, Output, Peer, SessionParams, SessionStatus, SessionWill, UpstreamCommand,
+    EngineConfig, Gateway, Output, Peer, SessionParams, SessionStatus, UpstreamCommand,
 };
 use sngate::proto::{
     self, PROTOCOL_ID_V1_2, Packet as SnPacket, QoS as SnQoS, ReturnCode, TopicRef,
@@ -59,7 +59,7 @@ fn params(id: &str, clean: bool, keep_alive: u32) -> SessionParams {
 /// A device session with keep-alive 30 whose will is "ID gone" on status/ID.
 fn with_will(id: &str, clean: bool, retain: bool) -> SessionParams {
     SessionParams {
-        will: Some(SessionWill {
+        will: Some(sngate::core::session::Will {
             topic: format!("status/{id}"),
             payload: Bytes::from(format!("{id} gone")),
             qos: 1,

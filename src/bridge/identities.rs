@@ -133,14 +133,14 @@ impl DeviceIdentities {
 mod tests {
     use super::*;
     use crate::config::{BridgeRule, DeviceCredentials, Direction};
-    use crate::core::SessionWill;
+    use crate::core::session::Will;
 
     fn params(id: &str) -> SessionParams {
         SessionParams {
             client_id: Arc::from(id),
             clean_session: false,
             keep_alive_secs: 60,
-            will: Some(SessionWill {
+            will: Some(Will {
                 topic: "dev/status".into(),
                 payload: bytes::Bytes::from_static(b"gone"),
                 qos: 1,

@@ -21,11 +21,9 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::gateway::{Gateway, Origin, Subscriber, UpstreamMessage};
-use super::output::{
-    DeviceOrigin, SessionParams, SessionStatus, SessionWill, UpstreamAck, UpstreamCommand,
-};
-use super::session::{ClientState, Delivery, Handshake, SessionId, Will};
+use super::gateway::{Gateway, Subscriber, UpstreamMessage};
+use super::output::{DeviceOrigin, SessionParams, SessionStatus, UpstreamAck, UpstreamCommand};
+use super::session::{ClientState, Delivery, Handshake, SessionId};
 use super::stats::DropReason;
 use crate::proto::{Packet, ReturnCode};
 
@@ -42,12 +40,7 @@ impl Gateway {
             client_id: s.client_id.clone(),
             clean_session: s.clean_session,
             keep_alive_secs: u32::try_from(s.keep_alive.as_secs()).unwrap_or(u32::MAX),
-            will: s.will.as_ref().map(|w| SessionWill {
-                topic: w.topic.clone(),
-                payload: w.payload.clone(),
-                qos: w.qos,
-                retain: w.retain,
-            }),
+            will: s.will.clone(),
         })
     }
 
@@ -128,12 +121,6 @@ impl Gateway {
             publish_will,
         });
         true
-    }
-
-    /// A will the broker publishes for the device: only local subscribers
-    /// get it from the engine.
-    pub(super) fn publish_will_locally(&mut self, now: Instant, sid: SessionId, will: Will) {
-        self.route_will(now, Subscriber::Device(sid), will, Origin::SessionWill);
     }
 
     /// A device subscription in per-device mode: in the trie for local

@@ -626,14 +626,15 @@ impl Gateway {
         self.queued_bytes_total += requeued;
         self.detach_peer(sid);
         // Per-device mode: the device's own upstream session carries the
-        // will; dropping it makes the broker publish it.
-        let broker_publishes_will = self.close_upstream_session(sid, true);
+        // will; dropping it makes the broker publish it, so the engine
+        // routes it to local subscribers only.
+        let origin = if self.close_upstream_session(sid, true) {
+            Origin::SessionWill
+        } else {
+            Origin::Will
+        };
         if let Some(will) = will {
-            if broker_publishes_will {
-                self.publish_will_locally(now, sid, will);
-            } else {
-                self.publish_will(now, Subscriber::Device(sid), will);
-            }
+            self.route_will(now, Subscriber::Device(sid), will, origin);
         }
         if clean {
             self.remove_session(sid);

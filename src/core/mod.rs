@@ -55,8 +55,7 @@ pub use engine_config::{EngineConfig, OverflowPolicy};
 pub use gateway::{Gateway, RATE_LIMIT_SOURCES, RetainedMessage, Subscriber, UpstreamMessage};
 pub use local::{LocalClientInfo, LocalConnId, LocalConnect, LocalDelivery, LocalInput};
 pub use output::{
-    DeviceOrigin, LocalAction, Output, SessionParams, SessionStatus, SessionWill, UpstreamAck,
-    UpstreamCommand,
+    DeviceOrigin, LocalAction, Output, SessionParams, SessionStatus, UpstreamAck, UpstreamCommand,
 };
 pub use peer::{LinkAddr, Peer};
 pub use persist::{

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::local::{LocalConnId, LocalDelivery};
 use super::peer::Peer;
+use super::session::Will;
 use crate::proto::Packet;
 
 /// One thing for the driver to do.
@@ -180,21 +181,9 @@ pub struct SessionParams {
     pub clean_session: bool,
     /// The device's keep-alive in seconds, as the engine applies it.
     pub keep_alive_secs: u32,
-    /// The device's will, for the broker to publish if the device is lost.
-    pub will: Option<SessionWill>,
-}
-
-/// A device's will as carried by its upstream session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionWill {
-    /// Local topic name (the shell applies the bridge rules).
-    pub topic: String,
-    /// Payload.
-    pub payload: Bytes,
-    /// MQTT QoS 0..=2.
-    pub qos: u8,
-    /// Retain flag.
-    pub retain: bool,
+    /// The device's will (local topic name: the shell applies the bridge
+    /// rules), for the broker to publish if the device is lost.
+    pub will: Option<Will>,
 }
 
 /// How a device's upstream session answered [`UpstreamCommand::OpenSession`],

@@ -416,7 +416,7 @@ fn the_will_rides_on_the_session_and_the_broker_publishes_it() {
     assert_eq!(params.len(), 1);
     assert_eq!(
         params[0].will,
-        Some(SessionWill {
+        Some(crate::core::session::Will {
             topic: "dev/a/status".into(),
             payload: b("gone"),
             qos: 1,
