@@ -1087,28 +1087,34 @@ impl Devices {
                 Ok(len) => proto::decode(&rx[..len])?,
                 Err(_) => request(s, &connect(i), |p| matches!(p, Packet::ConnAck { .. }))?,
             };
-            if connack
-                != (Packet::ConnAck {
-                    return_code: ReturnCode::Accepted,
-                })
-            {
-                return Err(format!("device {i}: {connack:?}").into());
-            }
-            let regack = request(
-                s,
-                &Packet::Register {
-                    topic_id: 0,
-                    msg_id: 1,
-                    topic_name: format!("bench/d{i}"),
-                },
-                |p| matches!(p, Packet::RegAck { .. }),
-            )?;
-            let Packet::RegAck { topic_id, .. } = regack else {
-                return Err("no REGACK".into());
-            };
-            topic_ids.push(topic_id);
+            topic_ids.push(Self::register_after(s, i, &connack)?);
         }
         Ok(Devices { sockets, topic_ids })
+    }
+
+    /// Device `i`'s CONNACK must accept it; then it registers "bench/d{i}"
+    /// and gets the topic id back.
+    fn register_after(s: &UdpSocket, i: usize, connack: &Packet) -> BenchResult<u16> {
+        if *connack
+            != (Packet::ConnAck {
+                return_code: ReturnCode::Accepted,
+            })
+        {
+            return Err(format!("device {i}: {connack:?}").into());
+        }
+        let regack = request(
+            s,
+            &Packet::Register {
+                topic_id: 0,
+                msg_id: 1,
+                topic_name: format!("bench/d{i}"),
+            },
+            |p| matches!(p, Packet::RegAck { .. }),
+        )?;
+        let Packet::RegAck { topic_id, .. } = regack else {
+            return Err("no REGACK".into());
+        };
+        Ok(topic_id)
     }
 
     fn connect_blocking(gateway: SocketAddr, n: usize) -> BenchResult<Devices> {
@@ -1129,27 +1135,8 @@ impl Devices {
                 },
                 |p| matches!(p, Packet::ConnAck { .. }),
             )?;
-            if connack
-                != (Packet::ConnAck {
-                    return_code: ReturnCode::Accepted,
-                })
-            {
-                return Err(format!("device {i}: {connack:?}").into());
-            }
-            let regack = request(
-                &s,
-                &Packet::Register {
-                    topic_id: 0,
-                    msg_id: 1,
-                    topic_name: format!("bench/d{i}"),
-                },
-                |p| matches!(p, Packet::RegAck { .. }),
-            )?;
-            let Packet::RegAck { topic_id, .. } = regack else {
-                return Err("no REGACK".into());
-            };
+            topic_ids.push(Self::register_after(&s, i, &connack)?);
             sockets.push(s);
-            topic_ids.push(topic_id);
         }
         Ok(Devices { sockets, topic_ids })
     }

@@ -643,12 +643,9 @@ impl Engine {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_acknowledgements_follow_the_broker_per_device_acl() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let acl = dir.path().join("acl");
     // Each client may write under dev/<its client id>/ only; everyone reads.
-    std::fs::write(&acl, "pattern write dev/%c/#\npattern read #\n").expect("acl file");
     let mut broker = Mosquitto::start_with(MosquittoOptions {
-        extra: vec![format!("acl_file {}", acl.display())],
+        acl: Some("pattern write dev/%c/#\npattern read #\n".into()),
         ..MosquittoOptions::default()
     })
     .await;
@@ -710,12 +707,9 @@ async fn qos1_acknowledgements_follow_the_broker_per_device_acl() {
 /// deliver while the broker was away is delivered once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_and_restored_messages_go_up_under_the_device_identity() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let acl = dir.path().join("acl");
     // Only the client itself may write under dev/<its client id>/.
-    std::fs::write(&acl, "pattern write dev/%c/#\npattern read #\n").expect("acl file");
     let mut broker = Mosquitto::start_with(MosquittoOptions {
-        extra: vec![format!("acl_file {}", acl.display())],
+        acl: Some("pattern write dev/%c/#\npattern read #\n".into()),
         ..MosquittoOptions::default()
     })
     .await;

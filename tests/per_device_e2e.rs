@@ -53,11 +53,8 @@ async fn the_broker_sees_each_devices_client_id_clean_flag_and_keep_alive() {
 async fn the_broker_publishes_a_silent_devices_will() {
     // Only a device may write its own status topic: the will can only have
     // been published from the device's own session, not the gateway's.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let acl = dir.path().join("acl");
-    std::fs::write(&acl, "topic read #\npattern write status/%c\n").expect("acl file");
     let cloud = Mosquitto::start_with(MosquittoOptions {
-        extra: vec![format!("acl_file {}", acl.display())],
+        acl: Some("topic read #\npattern write status/%c\n".into()),
         ..MosquittoOptions::default()
     })
     .await;
@@ -91,12 +88,9 @@ async fn send(c: &mut Client, topic: &'static str) -> Result<(), ClientError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mosquitto_acl_file_is_enforced_per_device() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let acl = dir.path().join("acl");
     // Device A may write a/…, device B b/…; everyone may read.
-    std::fs::write(&acl, "topic read #\npattern write %c/#\n").expect("acl file");
     let cloud = Mosquitto::start_with(MosquittoOptions {
-        extra: vec![format!("acl_file {}", acl.display())],
+        acl: Some("topic read #\npattern write %c/#\n".into()),
         ..MosquittoOptions::default()
     })
     .await;

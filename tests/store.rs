@@ -143,6 +143,7 @@ fn upstream_options() -> MosquittoOptions {
         persistence: true,
         max_queued_messages: Some(0),
         extra: vec!["queue_qos0_messages true".to_owned()],
+        ..MosquittoOptions::default()
     }
 }
 

@@ -32,6 +32,9 @@ pub struct MosquittoOptions {
     /// `max_queued_messages` (per client, beyond those in flight; 0 = no
     /// limit). `None` keeps mosquitto's default (1000).
     pub max_queued_messages: Option<u32>,
+    /// An ACL file's text (mosquitto `acl_file` format), written next to
+    /// the configuration and named by `acl_file`.
+    pub acl: Option<String>,
     /// More configuration lines, as written in mosquitto.conf.
     pub extra: Vec<String>,
 }
@@ -190,6 +193,11 @@ impl Mosquitto {
         }
         if let Some(n) = options.max_queued_messages {
             conf.push_str(&format!("max_queued_messages {n}\n"));
+        }
+        if let Some(acl) = &options.acl {
+            let path = self.dir.path().join("acl");
+            std::fs::write(&path, acl).expect("write the ACL file");
+            conf.push_str(&format!("acl_file {}\n", path.display()));
         }
         for line in &options.extra {
             conf.push_str(line);
