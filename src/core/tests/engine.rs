@@ -1711,7 +1711,7 @@ fn review_beyond_the_bound_the_oldest_unreleased_qos2_id_is_forgotten() {
 fn review_a_qos1_will_reaches_upstream_even_when_the_bridge_was_full() {
     let mut h = bridged();
     let a = peer(1);
-    h.send(
+    h.will_handshake(
         &a,
         Packet::Connect {
             will: true,
@@ -1720,16 +1720,11 @@ fn review_a_qos1_will_reaches_upstream_even_when_the_bridge_was_full() {
             duration: 10,
             client_id: "w".into(),
         },
+        "w/gone",
+        QoS::AtLeastOnce,
+        false,
+        "bye",
     );
-    h.send(
-        &a,
-        Packet::WillTopic(Some(WillTopic {
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: "w/gone".into(),
-        })),
-    );
-    h.send(&a, Packet::WillMsg { payload: b("bye") });
     assert_eq!(h.gw.client_state("w"), Some(&ClientState::Active));
     h.gw.set_upstream_room(h.now, 0);
     let mut out = h.advance(Duration::from_secs(20));

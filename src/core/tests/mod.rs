@@ -129,6 +129,36 @@ impl Harness {
         );
     }
 
+    /// `connect` (with the Will flag) and the will handshake: WILLTOPIC
+    /// `topic` at `qos` with `retain`, then WILLMSG `payload`; returns what
+    /// the WILLMSG produced (the CONNACK, or in per-device mode the
+    /// session request).
+    fn will_handshake(
+        &mut self,
+        from: &Peer,
+        connect: Packet,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: &str,
+    ) -> Vec<Output> {
+        self.send(from, connect);
+        self.send(
+            from,
+            Packet::WillTopic(Some(WillTopic {
+                qos,
+                retain,
+                topic: topic.into(),
+            })),
+        );
+        self.send(
+            from,
+            Packet::WillMsg {
+                payload: b(payload),
+            },
+        )
+    }
+
     /// REGISTERs `name` for the client and returns the id.
     fn register(&mut self, from: &Peer, msg_id: u16, name: &str) -> u16 {
         let out = self.send(

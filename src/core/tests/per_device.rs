@@ -402,16 +402,14 @@ fn devices_still_reach_each_other_locally() {
 fn the_will_rides_on_the_session_and_the_broker_publishes_it() {
     let mut h = per_device();
     let (a, w) = (peer(1), peer(2));
-    h.send(&a, connect_packet("a", true, true));
-    h.send(
+    let out = h.will_handshake(
         &a,
-        Packet::WillTopic(Some(WillTopic {
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            topic: "dev/a/status".into(),
-        })),
+        connect_packet("a", true, true),
+        "dev/a/status",
+        QoS::AtLeastOnce,
+        true,
+        "gone",
     );
-    let out = h.send(&a, Packet::WillMsg { payload: b("gone") });
     let params = opened(&out);
     assert_eq!(params.len(), 1);
     assert_eq!(

@@ -494,7 +494,7 @@ fn a_will_to_a_denied_topic_is_dropped_when_it_would_be_published() {
         ..EngineConfig::default()
     });
     let a = peer(1);
-    h.send(
+    h.will_handshake(
         &a,
         Packet::Connect {
             will: true,
@@ -503,16 +503,11 @@ fn a_will_to_a_denied_topic_is_dropped_when_it_would_be_published() {
             duration: 10,
             client_id: "n1".into(),
         },
+        "dev/n2/status",
+        QoS::AtMostOnce,
+        false,
+        "gone",
     );
-    h.send(
-        &a,
-        Packet::WillTopic(Some(WillTopic {
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: "dev/n2/status".into(),
-        })),
-    );
-    h.send(&a, Packet::WillMsg { payload: b("gone") });
     assert_eq!(h.gw.client_state("n1"), Some(&ClientState::Active));
     let out = h.advance(Duration::from_secs(60));
     assert_eq!(h.gw.stats().wills_published, 0);

@@ -344,7 +344,7 @@ fn a_new_disconnect_with_duration_changes_the_sleep_time() {
 fn sleep_timer_expiry_makes_the_client_lost_and_publishes_its_will() {
     let mut h = Harness::new();
     let s = peer(2);
-    h.send(
+    h.will_handshake(
         &s,
         Packet::Connect {
             will: true,
@@ -353,16 +353,11 @@ fn sleep_timer_expiry_makes_the_client_lost_and_publishes_its_will() {
             duration: 60,
             client_id: "sleepy".into(),
         },
+        "sleepy/gone",
+        QoS::AtMostOnce,
+        false,
+        "bye",
     );
-    h.send(
-        &s,
-        Packet::WillTopic(Some(WillTopic {
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: "sleepy/gone".into(),
-        })),
-    );
-    h.send(&s, Packet::WillMsg { payload: b("bye") });
     h.send(&s, Packet::Disconnect { duration: Some(30) });
     h.advance(Duration::from_secs(44));
     assert_eq!(h.gw.stats().wills_published, 0);
@@ -449,7 +444,7 @@ fn connect_from_asleep_makes_it_active_and_still_delivers_the_buffer() {
 fn disconnect_from_asleep_ends_the_session_without_a_will() {
     let mut h = Harness::new();
     let s = peer(2);
-    h.send(
+    h.will_handshake(
         &s,
         Packet::Connect {
             will: true,
@@ -458,16 +453,11 @@ fn disconnect_from_asleep_ends_the_session_without_a_will() {
             duration: 60,
             client_id: "sleepy".into(),
         },
+        "w",
+        QoS::AtMostOnce,
+        false,
+        "bye",
     );
-    h.send(
-        &s,
-        Packet::WillTopic(Some(WillTopic {
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: "w".into(),
-        })),
-    );
-    h.send(&s, Packet::WillMsg { payload: b("bye") });
     h.send(&s, Packet::Disconnect { duration: Some(30) });
     let out = h.send(&s, Packet::Disconnect { duration: None });
     assert_eq!(
