@@ -687,40 +687,18 @@ struct Pty {
 
 impl Pty {
     fn open() -> BenchResult<Pty> {
-        use std::os::fd::FromRawFd;
-        let (mut master, mut slave) = (0, 0);
-        // SAFETY: openpty writes two fds into the locals; name/termp/winp are null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        // SAFETY: plain termios/fcntl calls on the fds openpty just returned:
-        // the slave in raw mode (no echo, no translation), the master
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let nix::pty::OpenptyResult { master, slave } = nix::pty::openpty(None, None)?;
+        // The slave in raw mode (no echo, no translation), the master
         // non-blocking so reads and writes never stall the benchmark.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(slave, &mut t) == 0 {
-                libc::cfmakeraw(&mut t);
-                libc::tcsetattr(slave, libc::TCSANOW, &t);
-            }
-            let flags = libc::fcntl(master, libc::F_GETFL);
-            libc::fcntl(master, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        if let Ok(mut t) = tcgetattr(&slave) {
+            cfmakeraw(&mut t);
+            tcsetattr(&slave, SetArg::TCSANOW, &t)?;
         }
-        // SAFETY: the fds were just returned by openpty and are owned here.
-        let (master, slave) = unsafe {
-            (
-                std::fs::File::from_raw_fd(master),
-                std::fs::File::from_raw_fd(slave),
-            )
-        };
+        let flags = OFlag::from_bits_retain(fcntl(&master, FcntlArg::F_GETFL)?);
+        fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        let (master, slave) = (std::fs::File::from(master), std::fs::File::from(slave));
         let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", {
             use std::os::fd::AsRawFd;
             slave.as_raw_fd()
@@ -1357,15 +1335,8 @@ impl Drop for Sngate {
 }
 
 fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }

@@ -2,8 +2,10 @@
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust installed:
 # installs what the tests need when it is missing (mosquitto and its clients;
 # systemd-analyze, which checks the unit; /bin/kill, which its ExecReload
-# runs — all from the OS packages), then runs rustfmt, clippy with warnings as errors, and
-# every test (unit, integration, doc). CI runs exactly this (.ci/run).
+# runs — all from the OS packages), then checks that the pure crates
+# (crates/wire, crates/core) depend on no async runtime, and runs rustfmt,
+# clippy with warnings as errors, and every test of every workspace crate
+# (unit, integration, doc). CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +32,14 @@ done
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> the wire and core crates build without tokio"
+# The sans-IO line, enforced by the dependency graph: neither pure crate may
+# pull in tokio (or any async runtime), whatever a future change adds.
+if cargo tree --locked -p sngate-wire -p sngate-core -e normal --prefix none | grep -E '^(tokio|mio|async-std|smol) '; then
+  echo "error: a pure crate depends on an async runtime (above)" >&2
+  exit 1
+fi
 echo "==> cargo clippy -D warnings"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --locked
+cargo test --locked --workspace

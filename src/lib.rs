@@ -26,14 +26,19 @@ pub mod bridge;
 pub mod broker;
 pub mod client;
 pub mod config;
-pub mod core;
 pub mod driver;
 pub mod logging;
 pub mod ops;
-pub mod proto;
 pub mod security;
 pub mod sim;
 pub mod store;
 pub mod systemd;
 pub mod tools;
 pub mod transport;
+
+/// The engine (the `sngate-core` crate), under the name the shell's modules
+/// use for it.
+pub use sngate_core as core;
+/// The MQTT-SN v1.2 codec (`sngate_wire::v1`), under the name the shell's
+/// modules use for it.
+pub use sngate_wire::v1 as proto;

@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use sngate::proto::{decode, encode, encoded_len};
+use sngate_wire::v1::{decode, encode, encoded_len};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(packet) = decode(data) else {

@@ -1,5 +1,5 @@
 //! Feeds arbitrary operation sequences to the gateway engine through
-//! `sngate::core::chaos` (the same interpreter as the stable harness
+//! `sngate_core::chaos` (the same interpreter as the stable harness
 //! `tests/engine_chaos.rs`): datagrams from several peers (raw, valid and
 //! mutated), clock advances, upstream messages and room, local MQTT inputs.
 //! The engine must never panic, and after every operation it must hold no
@@ -18,5 +18,5 @@ fuzz_target!(|data: &[u8]| {
     // One start instant for the whole run: deterministic replays.
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
-    sngate::core::chaos::run(data, start);
+    sngate_core::chaos::run(data, start);
 });

@@ -2,11 +2,12 @@
 //! [`Datagram`]s for the driver and sends encoded messages back. No protocol
 //! logic lives here — the engine decides what every byte means.
 
-pub mod framing;
 pub mod serial;
 pub mod udp;
 
 use bytes::Bytes;
+/// The serial framing codecs (XBee API, SLIP, raw), pure: `sngate_wire::framing`.
+pub use sngate_wire::framing;
 
 use crate::core::Peer;
 

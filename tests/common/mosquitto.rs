@@ -11,6 +11,9 @@
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -114,8 +117,8 @@ impl Mosquitto {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        signal(&child, libc::SIGCONT); // a frozen broker cannot exit
-        signal(&child, libc::SIGTERM);
+        signal(&child, Signal::SIGCONT); // a frozen broker cannot exit
+        signal(&child, Signal::SIGTERM);
         let deadline = Instant::now() + DEADLINE;
         loop {
             if child.try_wait().expect("wait for mosquitto").is_some() {
@@ -143,7 +146,7 @@ impl Mosquitto {
     pub fn freeze(&self) {
         signal(
             self.child.as_ref().expect("mosquitto running"),
-            libc::SIGSTOP,
+            Signal::SIGSTOP,
         );
     }
 
@@ -151,7 +154,7 @@ impl Mosquitto {
     pub fn thaw(&self) {
         signal(
             self.child.as_ref().expect("mosquitto running"),
-            libc::SIGCONT,
+            Signal::SIGCONT,
         );
     }
 
@@ -273,14 +276,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    // SAFETY: kill(2) with the pid of a child we have not reaped yet.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
-    );
+fn signal(child: &Child, sig: Signal) {
+    let pid = i32::try_from(child.id()).expect("pid fits pid_t");
+    // kill(2) with the pid of a child we have not reaped yet.
+    nix::sys::signal::kill(Pid::from_raw(pid), sig)
+        .unwrap_or_else(|e| panic!("kill({pid}, {sig}): {e}"));
 }

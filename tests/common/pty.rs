@@ -1,7 +1,7 @@
 //! Pseudo-terminal pairs standing in for serial ports, so the serial tests
 //! need no hardware.
 //!
-//! [`Pty`] is one pair from `openpty`: the gateway opens the slave side by its
+//! [`Pty`] is one pair from `openpty` (through nix's safe wrappers): the gateway opens the slave side by its
 //! path (through [`SerialPath`], a symlink in a tempdir, so an "unplugged"
 //! dongle can come back as a new pty behind the same name); the test plays the
 //! radio module on the master side, an async stream. The slave is put in raw
@@ -13,13 +13,16 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::ffi::CStr;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::pty::{OpenptyResult, openpty};
+use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use nix::unistd::ttyname;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, timeout};
@@ -38,62 +41,27 @@ impl Pty {
     /// A new pair, slave in raw mode, master non-blocking and registered with
     /// the current tokio runtime.
     pub fn open() -> Pty {
-        let mut master: libc::c_int = -1;
-        let mut slave: libc::c_int = -1;
-        // SAFETY: openpty writes two descriptors into the locals; name,
-        // termios and winsize may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
-        // SAFETY: openpty succeeded, so both descriptors are open and owned by
-        // nobody else; OwnedFd closes each exactly once.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let OpenptyResult { master, slave } =
+            openpty(None, None).unwrap_or_else(|e| panic!("openpty: {e}"));
         set_cloexec(&master);
         set_cloexec(&slave);
 
         // Raw slave: no echo, no CR/LF translation, no XON/XOFF, 8 bits.
-        // SAFETY: termios is plain data; tcgetattr fills it before use.
-        let mut termios: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid descriptor and a valid termios pointer.
-        let rc = unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut termios) };
-        assert_eq!(rc, 0, "tcgetattr: {}", io::Error::last_os_error());
-        // SAFETY: a valid termios pointer.
-        unsafe { libc::cfmakeraw(&mut termios) };
-        // SAFETY: a valid descriptor and a valid termios pointer.
-        let rc = unsafe { libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios) };
-        assert_eq!(rc, 0, "tcsetattr: {}", io::Error::last_os_error());
+        let mut termios = tcgetattr(&slave).unwrap_or_else(|e| panic!("tcgetattr: {e}"));
+        cfmakeraw(&mut termios);
+        tcsetattr(&slave, SetArg::TCSANOW, &termios).unwrap_or_else(|e| panic!("tcsetattr: {e}"));
 
-        // The slave's name.
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: the buffer is valid for its length; ttyname_r NUL-terminates
-        // on success.
-        let rc = unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) };
-        assert_eq!(rc, 0, "ttyname_r: {}", io::Error::from_raw_os_error(rc));
-        // SAFETY: ttyname_r succeeded, so `name` holds a NUL-terminated string.
-        let path = unsafe { CStr::from_ptr(name.as_ptr()) };
-        let path = PathBuf::from(path.to_str().expect("pty name is UTF-8"));
+        let path = ttyname(&slave).unwrap_or_else(|e| panic!("ttyname: {e}"));
 
         // Non-blocking master for AsyncFd.
-        // SAFETY: fcntl on a valid descriptor.
-        let flags = unsafe { libc::fcntl(master.as_raw_fd(), libc::F_GETFL) };
-        assert!(flags >= 0, "F_GETFL: {}", io::Error::last_os_error());
-        // SAFETY: fcntl on a valid descriptor.
-        let rc =
-            unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) };
-        assert_eq!(rc, 0, "F_SETFL: {}", io::Error::last_os_error());
-        // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it from
-        // now on: the descriptor stays open, and the same one, until the
-        // AsyncFd is dropped.
-        let master =
-            unsafe { AsyncFd::register(master) }.expect("register the pty master with tokio");
+        let flags = fcntl(&master, FcntlArg::F_GETFL).unwrap_or_else(|e| panic!("F_GETFL: {e}"));
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        fcntl(&master, FcntlArg::F_SETFL(flags)).unwrap_or_else(|e| panic!("F_SETFL: {e}"));
+        // `AsyncFd::new` is deprecated for `T`s that could close or swap their
+        // descriptor under the reactor; an `OwnedFd` moved in cannot, and the
+        // unsafe `register` is what the crate-wide `forbid(unsafe_code)` rules out.
+        #[allow(deprecated)]
+        let master = AsyncFd::new(master).expect("register the pty master with tokio");
         Pty {
             master,
             _slave: slave,
@@ -112,20 +80,15 @@ impl Pty {
             .await
             .expect("pty master writable in time (the gateway is not reading?)")
             .expect("poll the pty master");
-            let fd = self.master.get_ref().as_raw_fd();
-            // SAFETY: writes from a valid slice to a valid descriptor.
-            let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
+            let n = match nix::unistd::write(self.master.get_ref(), bytes) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => {
                     guard.clear_ready();
                     continue;
                 }
-                panic!("write to the pty master: {e}");
-            }
-            bytes = bytes
-                .get(usize::try_from(n).expect("n ≥ 0")..)
-                .unwrap_or_default();
+                Err(e) => panic!("write to the pty master: {e}"),
+            };
+            bytes = bytes.get(n..).unwrap_or_default();
         }
     }
 
@@ -140,18 +103,14 @@ impl Pty {
             .await
             .ok()?
             .expect("poll the pty master");
-            let fd = self.master.get_ref().as_raw_fd();
-            // SAFETY: reads into a valid, writable slice from a valid descriptor.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
+            match nix::unistd::read(self.master.get_ref(), buf) {
+                Ok(n) => return Some(n),
+                Err(Errno::EAGAIN) => {
                     guard.clear_ready();
                     continue;
                 }
-                panic!("read from the pty master: {e}");
+                Err(e) => panic!("read from the pty master: {e}"),
             }
-            return Some(usize::try_from(n).expect("n ≥ 0"));
         }
     }
 
@@ -185,9 +144,7 @@ impl Pty {
 }
 
 fn set_cloexec(fd: &OwnedFd) {
-    // SAFETY: fcntl on a valid descriptor.
-    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    assert_eq!(rc, 0, "F_SETFD: {}", io::Error::last_os_error());
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap_or_else(|e| panic!("F_SETFD: {e}"));
 }
 
 /// A stable device name for the gateway's configuration: a symlink in a

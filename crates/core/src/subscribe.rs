@@ -1,0 +1,201 @@
+//! SUBSCRIBE and UNSUBSCRIBE (fact sheet §7.5, traps T-2/T-15/T-16): filters by
+//! name (with `+`/`#`), pre-defined id or short name; the SUBACK's topic id and
+//! return code; retained messages on subscribe; and keeping the upstream
+//! bridge's subscriptions equal to what local clients want.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::gateway::{Gateway, Subscriber};
+use super::output::UpstreamCommand;
+use super::session::{Delivery, SessionId};
+use sngate_wire::v1::{Packet, QoS, ReturnCode, SubscribeTopic};
+
+impl Gateway {
+    pub(super) fn on_subscribe(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        qos: QoS,
+        msg_id: u16,
+        topic: SubscribeTopic,
+    ) {
+        let granted = qos.as_mqtt();
+        let refuse = |return_code| Packet::SubAck {
+            qos: QoS::AtMostOnce,
+            topic_id: 0,
+            msg_id,
+            return_code,
+        };
+        let filter = match self.subscription_filter(&topic) {
+            Ok(filter) => filter,
+            Err(code) => {
+                debug!(client = %self.client_label(sid), ?topic, "refusing SUBSCRIBE");
+                return self.send_to(sid, refuse(code));
+            }
+        };
+        if !self.acl_check_subscribe(Subscriber::Device(sid), &filter) {
+            return self.send_to(sid, refuse(ReturnCode::NotSupported));
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        // The limit first, so a refused SUBSCRIBE takes no topic id.
+        if !s.subscriptions.contains_key(filter.as_ref())
+            && s.subscriptions.len() >= self.cfg.max_subscriptions_per_client
+        {
+            debug!(client = %s.client_id, "subscription limit reached");
+            self.stats
+                .limit_hit(super::stats::LimitHit::MaxSubscriptionsPerClient);
+            return self.send_to(sid, refuse(ReturnCode::Congestion));
+        }
+        let topic_id = match &topic {
+            SubscribeTopic::Predefined(id) => *id,
+            // Short names and wildcard filters carry id 0 (traps T-2, T-15).
+            SubscribeTopic::Short(_) => 0,
+            SubscribeTopic::Name(name) if super::topic::has_wildcards(name) => 0,
+            SubscribeTopic::Name(name) => match s.topics.assign(name, true) {
+                Ok(id) => id,
+                Err(full) => {
+                    debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
+                    self.stats
+                        .limit_hit(super::stats::LimitHit::MaxTopicsPerClient);
+                    return self.send_to(sid, refuse(ReturnCode::Congestion));
+                }
+            },
+        };
+        self.add_subscription(sid, &filter, granted);
+        if let (SubscribeTopic::Predefined(id), Some(s)) = (&topic, self.sessions.get_mut(&sid)) {
+            s.predefined_subscriptions.insert(*id);
+        }
+        self.send_to(
+            sid,
+            Packet::SubAck {
+                qos: QoS::from_bits(granted),
+                topic_id,
+                msg_id,
+                return_code: ReturnCode::Accepted,
+            },
+        );
+        // Retained messages follow the SUBACK.
+        let retained: Vec<Delivery> = self
+            .retained
+            .matching(&filter)
+            .map(|(topic, msg)| Delivery {
+                topic: Arc::from(topic),
+                payload: msg.payload.clone(),
+                qos: msg.qos.min(granted),
+                retain: true,
+                reregistered: false,
+                sent_as: None,
+                store_id: None,
+            })
+            .collect();
+        for delivery in retained {
+            if !self.acl_may_read(Subscriber::Device(sid), &delivery.topic) {
+                continue;
+            }
+            self.enqueue(now, sid, delivery);
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, sid: SessionId, msg_id: u16, topic: SubscribeTopic) {
+        if let Ok(filter) = self.subscription_filter(&topic) {
+            // By name or by id, the pre-defined topic is no longer subscribed.
+            let predefined = self.predefined_by_name.get(&filter).copied();
+            let removed = self.sessions.get_mut(&sid).is_some_and(|s| {
+                if let Some(id) = predefined {
+                    s.predefined_subscriptions.remove(&id);
+                }
+                s.subscriptions.remove(filter.as_ref()).is_some()
+            });
+            if removed {
+                self.remove_subscription(sid, &filter);
+            }
+        }
+        // UNSUBACK whether or not the subscription existed (v1.2 has no code).
+        self.send_to(sid, Packet::UnsubAck { msg_id });
+    }
+
+    /// The MQTT filter a SUBSCRIBE/UNSUBSCRIBE names, or the return code refusing it.
+    fn subscription_filter(&self, topic: &SubscribeTopic) -> Result<Arc<str>, ReturnCode> {
+        match topic {
+            SubscribeTopic::Name(name) => super::topic::validate_filter(name)
+                .map(|()| Arc::from(name.as_str()))
+                .map_err(|_| ReturnCode::NotSupported),
+            SubscribeTopic::Predefined(id) => self.predefined_name(*id),
+            SubscribeTopic::Short(bytes) => super::gateway::short_name(bytes),
+        }
+    }
+
+    fn add_subscription(&mut self, sid: SessionId, filter: &str, qos: u8) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let is_new = s.subscriptions.insert(filter.to_owned(), qos).is_none();
+        if self.per_device() {
+            self.subscribe_on_device_session(sid, filter, qos);
+        } else {
+            self.subscribe_filter(Subscriber::Device(sid), filter, qos, is_new);
+        }
+    }
+
+    /// Puts a subscription in the trie; a filter no one held before is
+    /// subscribed upstream. `is_new`: the subscriber did not hold it yet (a
+    /// repeated SUBSCRIBE only changes the QoS).
+    pub(super) fn subscribe_filter(
+        &mut self,
+        subscriber: Subscriber,
+        filter: &str,
+        qos: u8,
+        is_new: bool,
+    ) {
+        self.subscriptions.subscribe(filter, subscriber, qos);
+        if is_new {
+            let refs = self.filter_refs.entry(filter.to_owned()).or_insert(0);
+            *refs += 1;
+            if *refs == 1 && self.cfg.upstream {
+                self.upstream(UpstreamCommand::Subscribe {
+                    filter: filter.to_owned(),
+                    qos: 2,
+                });
+            }
+        }
+    }
+
+    /// Removes one session's subscription from the trie and the upstream
+    /// reference counts (the session's own map is updated by the caller).
+    pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
+        if self.per_device() {
+            self.unsubscribe_on_device_session(sid, filter);
+        } else {
+            self.unsubscribe_filter(Subscriber::Device(sid), filter);
+        }
+    }
+
+    /// Takes a subscription out of the trie; the last holder of a filter
+    /// unsubscribes it upstream.
+    pub(super) fn unsubscribe_filter(&mut self, subscriber: Subscriber, filter: &str) {
+        if !self.subscriptions.unsubscribe(filter, subscriber) {
+            return;
+        }
+        let last = match self.filter_refs.get_mut(filter) {
+            Some(refs) if *refs > 1 => {
+                *refs -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if last {
+            self.filter_refs.remove(filter);
+            if self.cfg.upstream {
+                self.upstream(UpstreamCommand::Unsubscribe {
+                    filter: filter.to_owned(),
+                });
+            }
+        }
+    }
+}
