@@ -1,6 +1,6 @@
 //! Feeds arbitrary operation sequences to the gateway engine through
 //! `sngate_core::chaos` (the same interpreter as the stable harness
-//! `tests/engine_chaos.rs`): datagrams from several peers (raw, valid and
+//! `crates/core/tests/engine_chaos.rs`): datagrams from several peers (raw, valid and
 //! mutated), clock advances, upstream messages and room, local MQTT inputs.
 //! The engine must never panic, and after every operation it must hold no
 //! more than its limits allow (sessions ≤ max_clients, queued bytes within

@@ -12,18 +12,18 @@
 //! Tour:
 //! - [`Gateway`] (`gateway.rs`): the engine's struct, inputs, outputs,
 //!   timers, routing; [`EngineConfig`] its settings.
-//! - Devices: `lifecycle.rs` (CONNECT, will, PING, DISCONNECT, sleep/wake,
-//!   loss, takeover), `uplink.rs` (REGISTER and PUBLISH from devices),
-//!   `delivery.rs` (the per-client queue and one-in-flight delivery),
-//!   `subscribe.rs` (SUBSCRIBE / UNSUBSCRIBE and retained delivery),
-//!   `device_sessions.rs` (per-device upstream sessions); [`session`] and
-//!   [`topic_table`] their per-client state and topic ids; [`peer`] where a
-//!   device is.
+//! - `devices/`: CONNECT, will, PING, DISCONNECT, sleep/wake, loss and
+//!   takeover (`lifecycle.rs`), REGISTER and PUBLISH from devices
+//!   (`uplink.rs`), the per-client queue and one-in-flight delivery
+//!   (`delivery.rs`), SUBSCRIBE / UNSUBSCRIBE and retained delivery
+//!   (`subscribe.rs`), per-device upstream sessions (`device_sessions.rs`);
+//!   [`session`] and [`topic_table`] their per-client state and topic ids;
+//!   [`peer`] where a device is.
 //! - Local clients: [`local`], the embedded broker's MQTT clients, sharing
 //!   the router.
-//! - Routing: [`router`] (the subscription trie), [`retained`], [`topic`]
-//!   (MQTT topic rules), shared by every kind of client.
-//! - Policy: [`acl`], [`admission`] (who may publish/receive on which
+//! - `routing/`: [`router`] (the subscription trie), [`retained`],
+//!   [`topic`] (MQTT topic rules), shared by every kind of client.
+//! - `policy/`: [`acl`], [`admission`] (who may publish/receive on which
 //!   topic, which devices may connect; checked in `authorize.rs`),
 //!   [`rate_limit`] (per-source token buckets).
 //! - Persistence: [`persist`], what survives a restart, as store
@@ -46,33 +46,27 @@
     )
 )]
 
-pub mod acl;
-pub mod admission;
-mod authorize;
 #[cfg(feature = "fuzzing")]
 pub mod chaos;
-mod delivery;
-mod device_sessions;
+mod devices;
 pub mod drain;
 pub mod engine_config;
 mod gateway;
 #[cfg(any(test, feature = "fuzzing"))]
 mod invariants;
-mod lifecycle;
 pub mod local;
 pub mod output;
-pub mod peer;
 pub mod persist;
-pub mod rate_limit;
-pub mod retained;
-pub mod router;
-pub mod session;
+mod policy;
+mod routing;
 pub mod snapshot;
 pub mod stats;
-mod subscribe;
-pub mod topic;
-pub mod topic_table;
-mod uplink;
+
+// The groups are folders; their modules keep flat public paths
+// (`sngate_core::session`, `sngate_core::topic`, …) for the shell.
+pub use devices::{peer, session, topic_table};
+pub use policy::{acl, admission, rate_limit};
+pub use routing::{retained, router, topic};
 
 #[cfg(test)]
 mod tests;

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, info};
 
-use super::acl::Access;
-use super::gateway::{Gateway, Origin, Subscriber};
-use super::session::{ClientState, Handshake, Session, SessionId, Will};
-use super::stats::DropReason;
+use crate::acl::Access;
+use crate::gateway::{Gateway, Origin, Subscriber};
+use crate::session::{ClientState, Handshake, Session, SessionId, Will};
+use crate::stats::DropReason;
 use sngate_wire::v1::{PROTOCOL_ID_V1_2, Packet, ReturnCode, WillTopic};
 
 impl Gateway {
     /// Every packet from a peer that has a session.
-    pub(super) fn handle_session_packet(&mut self, now: Instant, sid: SessionId, packet: Packet) {
+    pub(crate) fn handle_session_packet(&mut self, now: Instant, sid: SessionId, packet: Packet) {
         self.touch(sid);
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
@@ -147,7 +147,7 @@ impl Gateway {
         self.arm(sid);
     }
 
-    pub(super) fn client_label(&self, sid: SessionId) -> Arc<str> {
+    pub(crate) fn client_label(&self, sid: SessionId) -> Arc<str> {
         self.sessions
             .get(&sid)
             .map_or_else(|| Arc::from("?"), |s| s.client_id.clone())
@@ -155,12 +155,12 @@ impl Gateway {
 
     /// A CONNECT from a source or with a client id that is not admitted:
     /// counted, and answered (CONNACK 0x03) or not as `refused_connect` says.
-    fn refuse_not_admitted(&mut self, peer: super::peer::Peer, client_id: &str) {
+    fn refuse_not_admitted(&mut self, peer: crate::peer::Peer, client_id: &str) {
         // Not checked for length yet when the source was refused.
         let shown: String = client_id.chars().take(self.cfg.max_client_id_len).collect();
         info!(%peer, client = %shown, "device not admitted");
         self.stats.drop(DropReason::NotAdmitted);
-        if self.cfg.admission.refusal == super::admission::Refusal::ConnAck {
+        if self.cfg.admission.refusal == crate::admission::Refusal::ConnAck {
             self.transmit(
                 peer,
                 Packet::ConnAck {
@@ -171,10 +171,10 @@ impl Gateway {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_connect(
+    pub(crate) fn on_connect(
         &mut self,
         now: Instant,
-        peer: super::peer::Peer,
+        peer: crate::peer::Peer,
         will: bool,
         clean_session: bool,
         protocol_id: u8,
@@ -200,7 +200,7 @@ impl Gateway {
         }
         if client_id.is_empty() || client_id.len() > self.cfg.max_client_id_len {
             if !client_id.is_empty() {
-                self.stats.limit_hit(super::stats::LimitHit::MaxClientIdLen);
+                self.stats.limit_hit(crate::stats::LimitHit::MaxClientIdLen);
             }
             return refuse(
                 self,
@@ -214,7 +214,7 @@ impl Gateway {
         }
         let existing = self.by_client.get(client_id.as_str()).copied();
         if existing.is_none() && self.sessions.len() >= self.cfg.max_clients && !self.evict_one() {
-            self.stats.limit_hit(super::stats::LimitHit::MaxClients);
+            self.stats.limit_hit(crate::stats::LimitHit::MaxClients);
             return refuse(self, peer, "max_clients reached", ReturnCode::Congestion);
         }
 
@@ -321,7 +321,7 @@ impl Gateway {
     }
 
     /// Drops subscriptions, topic ids, queued messages and in-flight state.
-    pub(super) fn clear_session_state(&mut self, sid: SessionId) {
+    pub(crate) fn clear_session_state(&mut self, sid: SessionId) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -354,7 +354,7 @@ impl Gateway {
                 self.complete_connect(now, sid);
             }
             Some(w) => {
-                if super::topic::validate_name(&w.topic).is_err() {
+                if crate::topic::validate_name(&w.topic).is_err() {
                     debug!(topic = %w.topic, "invalid will topic");
                     self.send_to(
                         sid,
@@ -388,7 +388,7 @@ impl Gateway {
     }
 
     /// CONNACK, Active, and start delivering what waited for the client.
-    pub(super) fn accept_connect(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn accept_connect(&mut self, now: Instant, sid: SessionId) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.state = ClientState::Active;
             s.handshake_deadline = None;
@@ -429,7 +429,7 @@ impl Gateway {
     }
 
     /// The will handshake failed: the connection attempt is dropped.
-    pub(super) fn abort_handshake(&mut self, sid: SessionId, why: &str) {
+    pub(crate) fn abort_handshake(&mut self, sid: SessionId, why: &str) {
         debug!(client = %self.client_label(sid), why, "connection attempt dropped");
         // Its upstream session (per-device mode) goes too, without the will,
         // as the engine keeps the will unpublished.
@@ -452,7 +452,7 @@ impl Gateway {
                 s.will = None;
                 ReturnCode::Accepted
             }
-            (Some(w), Some(_)) if super::topic::validate_name(&w.topic).is_err() => {
+            (Some(w), Some(_)) if crate::topic::validate_name(&w.topic).is_err() => {
                 ReturnCode::NotSupported
             }
             (Some(w), Some(s)) => {
@@ -517,7 +517,7 @@ impl Gateway {
     /// The client's connection is over without loss: Disconnected, its
     /// address forgotten; a clean session goes, a kept one gets what was in
     /// flight queued again for its return.
-    pub(super) fn end_connection(&mut self, sid: SessionId) {
+    pub(crate) fn end_connection(&mut self, sid: SessionId) {
         let clean = self.sessions.get_mut(&sid).is_some_and(|s| {
             s.state = ClientState::Disconnected;
             s.clean_session
@@ -536,7 +536,7 @@ impl Gateway {
 
     /// PINGREQ carrying a client id: a sleeping client wakes to collect its
     /// buffered messages (fact sheet §7.9).
-    pub(super) fn on_wake(&mut self, now: Instant, peer: super::peer::Peer, client_id: String) {
+    pub(crate) fn on_wake(&mut self, now: Instant, peer: crate::peer::Peer, client_id: String) {
         let Some(&sid) = self.by_client.get(client_id.as_str()) else {
             debug!(%peer, client = %client_id, "PINGREQ from an unknown client");
             self.stats.drop(DropReason::UnknownPeer);
@@ -603,7 +603,7 @@ impl Gateway {
 
     /// Ends an awake period: PINGRESP after the last buffered message and its
     /// acknowledgement (trap T-11), then back to sleep with the timer restarted.
-    pub(super) fn finish_awake(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn finish_awake(&mut self, now: Instant, sid: SessionId) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.state = ClientState::Asleep;
             s.last_seen = now;
@@ -613,7 +613,7 @@ impl Gateway {
 
     /// The client is gone: publish its will; forget it if it asked for a clean
     /// session, otherwise keep its subscriptions and queue for its return.
-    pub(super) fn lose(&mut self, now: Instant, sid: SessionId, why: &str) {
+    pub(crate) fn lose(&mut self, now: Instant, sid: SessionId, why: &str) {
         self.touch(sid);
         info!(client = %self.client_label(sid), why, "client lost");
         let Some(s) = self.sessions.get_mut(&sid) else {
@@ -643,14 +643,14 @@ impl Gateway {
 
     /// Publishes a lost client's will (device or local), if the ACL lets
     /// it write there.
-    pub(super) fn publish_will(&mut self, now: Instant, owner: Subscriber, will: Will) {
+    pub(crate) fn publish_will(&mut self, now: Instant, owner: Subscriber, will: Will) {
         self.route_will(now, owner, will, Origin::Will);
     }
 
     /// Routes a will as `origin` (`Origin::Will`, or `Origin::SessionWill`
     /// when the device's upstream session carries it), if the ACL lets its
     /// owner write there.
-    pub(super) fn route_will(
+    pub(crate) fn route_will(
         &mut self,
         now: Instant,
         owner: Subscriber,
@@ -674,7 +674,7 @@ impl Gateway {
     }
 
     /// Forgets the session's address.
-    pub(super) fn detach_peer(&mut self, sid: SessionId) {
+    pub(crate) fn detach_peer(&mut self, sid: SessionId) {
         if let Some(peer) = self.sessions.get_mut(&sid).and_then(|s| s.peer.take())
             && self.by_peer.get(&peer) == Some(&sid)
         {
@@ -683,11 +683,11 @@ impl Gateway {
     }
 
     /// Removes a session and everything that refers to it.
-    pub(super) fn remove_session(&mut self, sid: SessionId) {
+    pub(crate) fn remove_session(&mut self, sid: SessionId) {
         self.close_upstream_session(sid, false);
         if let Some(s) = self.sessions.get(&sid) {
-            let key = super::persist::ClientKey {
-                kind: super::persist::ClientKind::Device,
+            let key = crate::persist::ClientKey {
+                kind: crate::persist::ClientKind::Device,
                 client_id: s.client_id.to_string(),
             };
             self.forget_session(sid, key);

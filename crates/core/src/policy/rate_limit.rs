@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::peer::LinkAddr;
+use crate::peer::LinkAddr;
 
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

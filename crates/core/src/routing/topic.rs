@@ -1,7 +1,7 @@
 //! MQTT topic names and topic filters (MQTT 3.1.1 §4.7): validation and the
 //! one reference [`matches`] function.
 //!
-//! This module owns the *rules*; [`super::router`] and [`super::retained`]
+//! This module owns the *rules*; [`crate::router`] and [`crate::retained`]
 //! own the fast data structures and are checked against [`matches`] by
 //! property tests. Everything here is pure and total: no input panics.
 //!

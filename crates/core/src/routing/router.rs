@@ -17,8 +17,8 @@
 //! - Unsubscribing prunes every node left empty and puts its slot on a free
 //!   list for reuse, so memory follows the live subscriptions, not the churn.
 //!
-//! Semantics are those of [`super::topic::matches`] (a property test checks
-//! that they agree), for filters that pass [`super::topic::validate_filter`].
+//! Semantics are those of [`crate::topic::matches`] (a property test checks
+//! that they agree), for filters that pass [`crate::topic::validate_filter`].
 //! The trie does not validate: for an invalid filter it still never panics,
 //! and a `#` that is not the last level is then stored as a literal level.
 
@@ -162,7 +162,7 @@ impl<S: Copy + Eq + Hash + Ord> SubscriptionTrie<S> {
     /// `sub` was already subscribed to exactly this filter (it is replaced),
     /// `None` if the pair is new.
     ///
-    /// `filter` is assumed valid ([`super::topic::validate_filter`]); an
+    /// `filter` is assumed valid ([`crate::topic::validate_filter`]); an
     /// invalid one is stored without panicking but matches unspecified names.
     pub fn subscribe(&mut self, filter: &str, sub: S, qos: u8) -> Option<u8> {
         let (levels, slot) = split_filter(filter);
@@ -251,7 +251,7 @@ impl<S: Copy + Eq + Hash + Ord> SubscriptionTrie<S> {
     /// that so a device never receives duplicates). `out` is sorted by
     /// subscriber key, so delivery order is deterministic.
     ///
-    /// `name` is assumed valid ([`super::topic::validate_name`]); a
+    /// `name` is assumed valid ([`crate::topic::validate_name`]); a
     /// wildcard character in it is treated as a literal. Allocates nothing
     /// beyond growing `out` (and a heap spill for more than 32 pending `+`
     /// branches, which only pathological filter sets reach).

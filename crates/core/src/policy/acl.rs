@@ -20,7 +20,7 @@
 //! covers entirely, or that no rule could ever grant read on, so a device is
 //! told at SUBSCRIBE time. Delivery is still checked per message.
 
-use super::topic::matches;
+use crate::topic::matches;
 
 /// What a client wants to do with a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

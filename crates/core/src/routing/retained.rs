@@ -6,7 +6,7 @@
 //! order (by topic) and lets [`RetainedStore::matching`] scan only the range
 //! of topics that share the filter's literal prefix (the levels before its
 //! first wildcard); inside that range each topic is checked with
-//! [`super::topic::matches`]. A filter with a leading wildcard (`#`, `+/x`)
+//! [`crate::topic::matches`]. A filter with a leading wildcard (`#`, `+/x`)
 //! is therefore a linear scan of the whole store: SUBSCRIBE is rare compared
 //! with PUBLISH, and the store is bounded.
 //!
@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::topic;
+use crate::topic;
 
 /// Refusal to store a retained message for a new topic: the store already
 /// holds its maximum number of messages.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::peer::Peer;
-use super::topic_table::TopicTable;
+use crate::peer::Peer;
+use crate::topic_table::TopicTable;
 use sngate_wire::v1::{Packet, TopicRef};
 
 /// Identifies a session inside the engine; never reused.
@@ -281,7 +281,7 @@ impl Session {
 
     /// The supervision deadline in the current state, if supervised.
     pub fn supervision_deadline(&self) -> Option<Instant> {
-        use super::engine_config::EngineConfig;
+        use crate::engine_config::EngineConfig;
         match self.state {
             ClientState::Active => {
                 Some(self.last_seen + EngineConfig::with_tolerance(self.keep_alive))

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::gateway::{Gateway, Subscriber};
-use super::output::UpstreamCommand;
-use super::session::{Delivery, SessionId};
+use crate::gateway::{Gateway, Subscriber};
+use crate::output::UpstreamCommand;
+use crate::session::{Delivery, SessionId};
 use sngate_wire::v1::{Packet, QoS, ReturnCode, SubscribeTopic};
 
 impl Gateway {
-    pub(super) fn on_subscribe(
+    pub(crate) fn on_subscribe(
         &mut self,
         now: Instant,
         sid: SessionId,
@@ -48,20 +48,20 @@ impl Gateway {
         {
             debug!(client = %s.client_id, "subscription limit reached");
             self.stats
-                .limit_hit(super::stats::LimitHit::MaxSubscriptionsPerClient);
+                .limit_hit(crate::stats::LimitHit::MaxSubscriptionsPerClient);
             return self.send_to(sid, refuse(ReturnCode::Congestion));
         }
         let topic_id = match &topic {
             SubscribeTopic::Predefined(id) => *id,
             // Short names and wildcard filters carry id 0 (traps T-2, T-15).
             SubscribeTopic::Short(_) => 0,
-            SubscribeTopic::Name(name) if super::topic::has_wildcards(name) => 0,
+            SubscribeTopic::Name(name) if crate::topic::has_wildcards(name) => 0,
             SubscribeTopic::Name(name) => match s.topics.assign(name, true) {
                 Ok(id) => id,
                 Err(full) => {
                     debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
                     self.stats
-                        .limit_hit(super::stats::LimitHit::MaxTopicsPerClient);
+                        .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
                     return self.send_to(sid, refuse(ReturnCode::Congestion));
                 }
             },
@@ -101,7 +101,7 @@ impl Gateway {
         }
     }
 
-    pub(super) fn on_unsubscribe(&mut self, sid: SessionId, msg_id: u16, topic: SubscribeTopic) {
+    pub(crate) fn on_unsubscribe(&mut self, sid: SessionId, msg_id: u16, topic: SubscribeTopic) {
         if let Ok(filter) = self.subscription_filter(&topic) {
             // By name or by id, the pre-defined topic is no longer subscribed.
             let predefined = self.predefined_by_name.get(&filter).copied();
@@ -122,11 +122,11 @@ impl Gateway {
     /// The MQTT filter a SUBSCRIBE/UNSUBSCRIBE names, or the return code refusing it.
     fn subscription_filter(&self, topic: &SubscribeTopic) -> Result<Arc<str>, ReturnCode> {
         match topic {
-            SubscribeTopic::Name(name) => super::topic::validate_filter(name)
+            SubscribeTopic::Name(name) => crate::topic::validate_filter(name)
                 .map(|()| Arc::from(name.as_str()))
                 .map_err(|_| ReturnCode::NotSupported),
             SubscribeTopic::Predefined(id) => self.predefined_name(*id),
-            SubscribeTopic::Short(bytes) => super::gateway::short_name(bytes),
+            SubscribeTopic::Short(bytes) => crate::gateway::short_name(bytes),
         }
     }
 
@@ -145,7 +145,7 @@ impl Gateway {
     /// Puts a subscription in the trie; a filter no one held before is
     /// subscribed upstream. `is_new`: the subscriber did not hold it yet (a
     /// repeated SUBSCRIBE only changes the QoS).
-    pub(super) fn subscribe_filter(
+    pub(crate) fn subscribe_filter(
         &mut self,
         subscriber: Subscriber,
         filter: &str,
@@ -167,7 +167,7 @@ impl Gateway {
 
     /// Removes one session's subscription from the trie and the upstream
     /// reference counts (the session's own map is updated by the caller).
-    pub(super) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
+    pub(crate) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
         if self.per_device() {
             self.unsubscribe_on_device_session(sid, filter);
         } else {
@@ -177,7 +177,7 @@ impl Gateway {
 
     /// Takes a subscription out of the trie; the last holder of a filter
     /// unsubscribes it upstream.
-    pub(super) fn unsubscribe_filter(&mut self, subscriber: Subscriber, filter: &str) {
+    pub(crate) fn unsubscribe_filter(&mut self, subscriber: Subscriber, filter: &str) {
         if !self.subscriptions.unsubscribe(filter, subscriber) {
             return;
         }

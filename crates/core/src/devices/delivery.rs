@@ -9,15 +9,15 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::engine_config::OverflowPolicy;
-use super::gateway::Gateway;
-use super::session::{ClientState, Delivery, Inflight, InflightKind, SessionId};
-use super::stats::DropReason;
+use crate::engine_config::OverflowPolicy;
+use crate::gateway::Gateway;
+use crate::session::{ClientState, Delivery, Inflight, InflightKind, SessionId};
+use crate::stats::DropReason;
 use sngate_wire::v1::{self as proto, Packet, QoS, ReturnCode, TopicRef};
 
 impl Gateway {
     /// Queues a message for a session, then delivers if the client can receive.
-    pub(super) fn enqueue(&mut self, now: Instant, sid: SessionId, mut delivery: Delivery) {
+    pub(crate) fn enqueue(&mut self, now: Instant, sid: SessionId, mut delivery: Delivery) {
         if delivery.store_id.is_none() {
             delivery.store_id = self.queue_id(delivery.qos);
         }
@@ -37,7 +37,7 @@ impl Gateway {
             return;
         }
         let len = delivery.payload.len();
-        let full = |s: &super::session::Session, total: usize| {
+        let full = |s: &crate::session::Session, total: usize| {
             s.queue.len() >= cfg.max_queued_messages_per_client
                 || s.queued_bytes + len > cfg.max_queued_bytes_per_client
                 || total + len > cfg.max_queued_bytes_total
@@ -70,7 +70,7 @@ impl Gateway {
 
     /// Sends queued messages until one awaits an acknowledgement or the queue is
     /// empty; ends an awake period when everything was handed over.
-    pub(super) fn pump(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn pump(&mut self, now: Instant, sid: SessionId) {
         loop {
             let Some(s) = self.sessions.get_mut(&sid) else {
                 return;
@@ -130,7 +130,7 @@ impl Gateway {
                         self.pop_head(sid);
                         self.stats.drop(DropReason::RefusedByDevice);
                         self.stats
-                            .limit_hit(super::stats::LimitHit::MaxTopicsPerClient);
+                            .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
                         continue;
                     }
                 }
@@ -200,7 +200,7 @@ impl Gateway {
     }
 
     /// T_RETRY expired for the exchange in flight.
-    pub(super) fn retry(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn retry(&mut self, now: Instant, sid: SessionId) {
         let max_retries = self.cfg.max_retries;
         let retry_interval = self.cfg.retry_interval;
         let Some(s) = self.sessions.get_mut(&sid) else {
@@ -234,7 +234,7 @@ impl Gateway {
         }
     }
 
-    pub(super) fn on_regack(
+    pub(crate) fn on_regack(
         &mut self,
         now: Instant,
         sid: SessionId,
@@ -288,7 +288,7 @@ impl Gateway {
         self.pump(now, sid);
     }
 
-    pub(super) fn on_puback(
+    pub(crate) fn on_puback(
         &mut self,
         now: Instant,
         sid: SessionId,
@@ -345,7 +345,7 @@ impl Gateway {
         self.pump(now, sid);
     }
 
-    pub(super) fn on_pubrec(&mut self, now: Instant, sid: SessionId, msg_id: u16) {
+    pub(crate) fn on_pubrec(&mut self, now: Instant, sid: SessionId, msg_id: u16) {
         let retry_at = now + self.cfg.retry_interval;
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
@@ -378,7 +378,7 @@ impl Gateway {
         }
     }
 
-    pub(super) fn on_pubcomp(&mut self, now: Instant, sid: SessionId, msg_id: u16) {
+    pub(crate) fn on_pubcomp(&mut self, now: Instant, sid: SessionId, msg_id: u16) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };

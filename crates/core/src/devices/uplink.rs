@@ -8,22 +8,22 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::acl::Access;
-use super::gateway::{Gateway, Origin, PublishTarget, Subscriber};
-use super::peer::Peer;
-use super::session::{MAX_INBOUND_QOS2, ParkedPublish, SessionId};
-use super::stats::DropReason;
+use crate::acl::Access;
+use crate::gateway::{Gateway, Origin, PublishTarget, Subscriber};
+use crate::peer::Peer;
+use crate::session::{MAX_INBOUND_QOS2, ParkedPublish, SessionId};
+use crate::stats::DropReason;
 use sngate_wire::v1::{Packet, QoS, ReturnCode, TopicRef};
 
 impl Gateway {
-    pub(super) fn on_register(&mut self, sid: SessionId, msg_id: u16, topic_name: String) {
+    pub(crate) fn on_register(&mut self, sid: SessionId, msg_id: u16, topic_name: String) {
         let answer = |topic_id, return_code| Packet::RegAck {
             topic_id,
             msg_id,
             return_code,
         };
         // Wildcards cannot be registered (trap T-17), nor can invalid names.
-        if super::topic::validate_name(&topic_name).is_err() {
+        if crate::topic::validate_name(&topic_name).is_err() {
             debug!(topic = %topic_name, "refusing REGISTER of an invalid topic name");
             return self.send_to(sid, answer(0, ReturnCode::NotSupported));
         }
@@ -35,7 +35,7 @@ impl Gateway {
             Err(full) => {
                 debug!(client = %s.client_id, error = %full, "refusing REGISTER");
                 self.stats
-                    .limit_hit(super::stats::LimitHit::MaxTopicsPerClient);
+                    .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
                 answer(0, ReturnCode::Congestion)
             }
         };
@@ -43,7 +43,7 @@ impl Gateway {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_publish(
+    pub(crate) fn on_publish(
         &mut self,
         now: Instant,
         sid: SessionId,
@@ -140,7 +140,7 @@ impl Gateway {
 
     /// Routes a device's QoS 1/2 message and acknowledges it (PUBACK, or
     /// PUBREC with the id remembered until PUBREL).
-    pub(super) fn commit_publish(&mut self, now: Instant, sid: SessionId, p: ParkedPublish) {
+    pub(crate) fn commit_publish(&mut self, now: Instant, sid: SessionId, p: ParkedPublish) {
         let ack = if p.qos == 2 {
             let Some(s) = self.sessions.get_mut(&sid) else {
                 return;
@@ -165,7 +165,7 @@ impl Gateway {
         });
         // Per-device mode: the acknowledgement goes with the message to the
         // device's upstream session and comes back in handle_session_ack.
-        let token = super::output::UpstreamAck {
+        let token = crate::output::UpstreamAck {
             msg_id: p.msg_id,
             topic_field: p.topic_field,
             qos: p.qos,
@@ -197,7 +197,7 @@ impl Gateway {
         self.route(now, topic, payload, qos, retain, Origin::Device, None);
     }
 
-    pub(super) fn on_pubrel(&mut self, sid: SessionId, msg_id: u16) {
+    pub(crate) fn on_pubrel(&mut self, sid: SessionId, msg_id: u16) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.inbound_qos2.retain(|&m| m != msg_id);
         }
@@ -208,7 +208,7 @@ impl Gateway {
 
     /// QoS −1: no connection, no acknowledgement, to a pre-defined id, a short
     /// name, or (Paho's form, trap T-14) a full name.
-    pub(super) fn on_publish_minus_one(
+    pub(crate) fn on_publish_minus_one(
         &mut self,
         peer: Peer,
         target: PublishTarget,
@@ -223,7 +223,7 @@ impl Gateway {
             }
             PublishTarget::Ref(TopicRef::Id(_)) => None,
             PublishTarget::Name(name) if self.cfg.accept_qos_minus_one_named => {
-                super::topic::validate_name(&name)
+                crate::topic::validate_name(&name)
                     .ok()
                     .map(|()| Arc::from(name.as_str()))
             }

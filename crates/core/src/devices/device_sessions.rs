@@ -21,15 +21,15 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::gateway::{Gateway, Subscriber, UpstreamMessage};
-use super::output::{DeviceOrigin, SessionParams, SessionStatus, UpstreamAck, UpstreamCommand};
-use super::session::{ClientState, Delivery, Handshake, SessionId};
-use super::stats::DropReason;
+use crate::gateway::{Gateway, Subscriber, UpstreamMessage};
+use crate::output::{DeviceOrigin, SessionParams, SessionStatus, UpstreamAck, UpstreamCommand};
+use crate::session::{ClientState, Delivery, Handshake, SessionId};
+use crate::stats::DropReason;
 use sngate_wire::v1::{Packet, ReturnCode};
 
 impl Gateway {
     /// True in per-device mode (with an upstream bridge).
-    pub(super) fn per_device(&self) -> bool {
+    pub(crate) fn per_device(&self) -> bool {
         self.cfg.upstream && self.cfg.per_device_sessions
     }
 
@@ -46,7 +46,7 @@ impl Gateway {
 
     /// Per-device mode: the device's upstream session (with `ack` owed for a
     /// QoS 1/2 message); `None` otherwise.
-    pub(super) fn device_origin(
+    pub(crate) fn device_origin(
         &self,
         sid: SessionId,
         ack: Option<UpstreamAck>,
@@ -63,7 +63,7 @@ impl Gateway {
 
     /// Asks for the device's upstream session and holds its CONNACK until
     /// the session answers or `upstream_session_wait` passes.
-    pub(super) fn await_upstream_session(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn await_upstream_session(&mut self, now: Instant, sid: SessionId) {
         let deadline = now + self.cfg.upstream_session_wait;
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.state = ClientState::Connecting(Handshake::AwaitUpstream);
@@ -98,7 +98,7 @@ impl Gateway {
 
     /// A will changed while connected: the session is opened again with it
     /// (MQTT cannot change a will otherwise).
-    pub(super) fn reopen_upstream_session(&mut self, sid: SessionId) {
+    pub(crate) fn reopen_upstream_session(&mut self, sid: SessionId) {
         if !self.per_device() || !self.sessions.get(&sid).is_some_and(|s| s.upstream_open) {
             return;
         }
@@ -107,7 +107,7 @@ impl Gateway {
 
     /// Ends the device's upstream session if it is open; true if it was (and
     /// so, with `publish_will`, the broker publishes the will).
-    pub(super) fn close_upstream_session(&mut self, sid: SessionId, publish_will: bool) -> bool {
+    pub(crate) fn close_upstream_session(&mut self, sid: SessionId, publish_will: bool) -> bool {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return false;
         };
@@ -125,7 +125,7 @@ impl Gateway {
 
     /// A device subscription in per-device mode: in the trie for local
     /// routing, and on the device's own upstream session.
-    pub(super) fn subscribe_on_device_session(&mut self, sid: SessionId, filter: &str, qos: u8) {
+    pub(crate) fn subscribe_on_device_session(&mut self, sid: SessionId, filter: &str, qos: u8) {
         self.subscriptions
             .subscribe(filter, Subscriber::Device(sid), qos);
         if let Some(client_id) = self.sessions.get(&sid).map(|s| s.client_id.clone()) {
@@ -139,7 +139,7 @@ impl Gateway {
 
     /// The reverse of [`subscribe_on_device_session`](Self::subscribe_on_device_session);
     /// nothing goes upstream once the session is closed.
-    pub(super) fn unsubscribe_on_device_session(&mut self, sid: SessionId, filter: &str) {
+    pub(crate) fn unsubscribe_on_device_session(&mut self, sid: SessionId, filter: &str) {
         if !self
             .subscriptions
             .unsubscribe(filter, Subscriber::Device(sid))
@@ -160,7 +160,7 @@ impl Gateway {
     /// A device session restored from the store: its subscriptions go back
     /// in the trie; a sleeping device (which wakes with a PINGREQ, not a
     /// CONNECT) gets its upstream session back at once.
-    pub(super) fn restore_device_session(&mut self, sid: SessionId) {
+    pub(crate) fn restore_device_session(&mut self, sid: SessionId) {
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
@@ -320,7 +320,7 @@ impl Gateway {
             None => s
                 .subscriptions
                 .iter()
-                .filter(|(f, _)| super::topic::matches(f, &msg.topic))
+                .filter(|(f, _)| crate::topic::matches(f, &msg.topic))
                 .map(|(_, q)| *q)
                 .max(),
         };

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::peer::{LinkAddr, Peer, SHORT_RADIO_ADDRESS};
+use crate::peer::{LinkAddr, Peer, SHORT_RADIO_ADDRESS};
 
 /// What happens to a CONNECT that is not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -6,14 +6,14 @@
 
 use tracing::{debug, info};
 
-use super::acl::{Access, Principal};
-use super::gateway::{Gateway, Subscriber};
-use super::stats::DropReason;
+use crate::acl::{Access, Principal};
+use crate::gateway::{Gateway, Subscriber};
+use crate::stats::DropReason;
 
 impl Gateway {
     /// May `who` do `access` on topic name `topic`? A denial is counted and
     /// logged (`what` says which operation was refused).
-    pub(super) fn acl_check(
+    pub(crate) fn acl_check(
         &mut self,
         who: Subscriber,
         topic: &str,
@@ -32,7 +32,7 @@ impl Gateway {
 
     /// May `who` subscribe to `filter` (see `Acl::may_subscribe`)? A denial
     /// is counted and logged.
-    pub(super) fn acl_check_subscribe(&mut self, who: Subscriber, filter: &str) -> bool {
+    pub(crate) fn acl_check_subscribe(&mut self, who: Subscriber, filter: &str) -> bool {
         let Some(acl) = self.cfg.acl.clone() else {
             return true;
         };
@@ -45,7 +45,7 @@ impl Gateway {
 
     /// May a QoS −1 publish (no session, so anonymous and with no client
     /// id: only the anonymous `topic` rules can allow it) go to `topic`?
-    pub(super) fn acl_check_anonymous_write(&mut self, topic: &str) -> bool {
+    pub(crate) fn acl_check_anonymous_write(&mut self, topic: &str) -> bool {
         let Some(acl) = self.cfg.acl.clone() else {
             return true;
         };
@@ -63,7 +63,7 @@ impl Gateway {
 
     /// Delivery check (mosquitto checks read on every delivery): counted, and
     /// logged at debug only, since one message may be skipped for many.
-    pub(super) fn acl_may_read(&mut self, who: Subscriber, topic: &str) -> bool {
+    pub(crate) fn acl_may_read(&mut self, who: Subscriber, topic: &str) -> bool {
         let Some(acl) = self.cfg.acl.clone() else {
             return true;
         };
