@@ -1161,7 +1161,7 @@ fn validate_broker(b: &BrokerConfig) -> Result<(), ConfigError> {
                 format!("{:?} is listed twice", user.name),
             ));
         }
-        if let Err(e) = user.password_hash.parse::<crate::broker::PasswordHash>() {
+        if let Err(e) = user.password_hash.parse::<crate::security::PasswordHash>() {
             return Err(ConfigError::invalid(
                 format!("broker.users[{i}].password_hash"),
                 e.to_string(),

@@ -81,7 +81,7 @@ struct PasswdArgs {
     user: Option<String>,
     /// PBKDF2 iterations: more makes a stolen config harder to crack and
     /// every CONNECT slower to check.
-    #[arg(long, value_name = "N", default_value_t = sngate::broker::auth::DEFAULT_ITERATIONS)]
+    #[arg(long, value_name = "N", default_value_t = sngate::security::password::DEFAULT_ITERATIONS)]
     iterations: u32,
 }
 
@@ -322,7 +322,7 @@ fn passwd(args: &PasswdArgs) -> ExitCode {
         eprintln!("error: empty password");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let hash = match sngate::broker::PasswordHash::new(password.as_bytes(), args.iterations) {
+    let hash = match sngate::security::PasswordHash::new(password.as_bytes(), args.iterations) {
         Ok(hash) => hash.to_string(),
         Err(e) => {
             report(&e);

@@ -4,8 +4,12 @@
 //! the admission rules for MQTT-SN devices turned into the engine's
 //! [`Admission`]. The decisions themselves are pure and live in
 //! `core::acl` and `core::admission`; this module only reads and parses.
+//! The embedded broker's password hashes are here too ([`password`]): the
+//! configuration checks them and the broker verifies them, so neither owns
+//! them.
 
 pub mod acl_file;
+pub mod password;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use crate::core::acl::Acl;
 use crate::core::admission::{Admission, Cidr, RadioAddr, Refusal};
 
 pub use acl_file::{AclFileError, parse_acl};
+pub use password::{HashError, PasswordHash};
 
 /// `[security]`: admission of MQTT-SN devices and authorisation (ACL) for
 /// every client. The defaults admit every device and authorise everything.
