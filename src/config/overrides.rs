@@ -17,6 +17,10 @@ use super::{
 };
 
 /// The `sngate run` flags that override the configuration file.
+///
+/// The field docs are the flags' `--help` text, where `[log] level` names a
+/// TOML section rather than a rustdoc link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Log filter, overriding [log] level: a level (trace, debug, info, warn,
