@@ -10,8 +10,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use sngate::broker::PasswordHash;
-use sngate::broker::auth::DEFAULT_ITERATIONS;
+use sngate::security::PasswordHash;
+use sngate::security::password::DEFAULT_ITERATIONS;
 
 fn time(rounds: u32, mut f: impl FnMut()) -> Duration {
     f(); // warm up

@@ -9,7 +9,6 @@
 //! configured bound at SIGTERM.
 
 mod ops;
-mod reload;
 mod shutdown;
 
 pub use shutdown::ShutdownReport;
@@ -26,8 +25,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::bridge::{self, BridgeError, BridgeEvent, BridgeHandle, RoomWatch};
 use crate::broker::{Broker, BrokerError, BrokerEvent, SysTopics};
-use crate::config::{Config, GatewayConfig, LimitsConfig, QueueOverflow};
-use crate::core::{EngineConfig, Gateway, LinkAddr, Output, OverflowPolicy, Peer, UpstreamCommand};
+use crate::config::Config;
+use crate::config::reload::{self, ReloadPlan};
+use crate::core::{EngineConfig, Gateway, LinkAddr, Output, Peer, UpstreamCommand};
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
 use crate::ops::{Query, QueryHandle};
 use crate::proto::{self, Packet};
@@ -72,79 +72,6 @@ pub enum DriverError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-/// Builds the engine's settings from the file-level configuration.
-pub fn engine_config(config: &Config) -> EngineConfig {
-    let secs = |s: u32| Duration::from_secs(u64::from(s));
-    EngineConfig {
-        gateway_id: config.gateway.gateway_id,
-        max_client_id_len: config.gateway.max_client_id_len,
-        max_packet_bytes: config.gateway.max_packet_bytes,
-        accept_qos_minus_one: config.gateway.accept_qos_minus_one,
-        accept_qos_minus_one_named: config.gateway.accept_qos_minus_one_named,
-        keep_alive_default: Duration::from_secs(u64::from(config.gateway.keep_alive_default_secs)),
-        keep_alive_max: Duration::from_secs(u64::from(config.gateway.keep_alive_max_secs)),
-        retry_interval: secs(config.timers.retry_interval_secs),
-        max_retries: config.timers.max_retries,
-        will_handshake_timeout: secs(config.timers.will_handshake_timeout_secs),
-        advertise_interval: config
-            .discovery
-            .advertise
-            .then(|| secs(config.discovery.advertise_interval_secs)),
-        answer_searchgw: config.discovery.answer_searchgw,
-        max_clients: config.limits.max_clients,
-        session_expiry: match config.limits.session_expiry_secs {
-            0 => None,
-            s => Some(secs(s)),
-        },
-        max_topics_per_client: config.limits.max_topics_per_client,
-        max_subscriptions_per_client: config.limits.max_subscriptions_per_client,
-        max_queued_messages_per_client: config.limits.max_queued_messages_per_client,
-        max_queued_bytes_per_client: config.limits.max_queued_bytes_per_client,
-        max_queued_bytes_total: config.limits.max_queued_bytes_total,
-        queue_qos0: config.limits.queue_qos0,
-        sleep_buffer_qos0: config.limits.sleep_buffer_qos0,
-        queue_overflow: match config.limits.queue_overflow {
-            QueueOverflow::RefuseNewest => OverflowPolicy::RefuseNewest,
-            QueueOverflow::DropOldest => OverflowPolicy::DropOldest,
-        },
-        max_messages_per_wake: config.limits.max_messages_per_wake,
-        max_retained_messages: config.limits.max_retained_messages,
-        per_source_packets_per_sec: config.limits.per_source_packets_per_sec,
-        per_source_burst: config.limits.per_source_burst,
-        predefined_topics: config
-            .predefined_topics
-            .iter()
-            .map(|p| (p.id, p.topic.clone()))
-            .collect(),
-        upstream: config.upstream.is_some(),
-        per_device_sessions: config
-            .upstream
-            .as_ref()
-            .is_some_and(|u| u.bridge_mode == crate::config::BridgeMode::PerDevice),
-        upstream_session_wait: config
-            .upstream
-            .as_ref()
-            .map_or(Duration::from_secs(5), |u| {
-                secs(u.per_device.connect_wait_secs.max(1))
-            }),
-        // Turned on by `start` once the store is open.
-        persist: false,
-        // Read from its file by `start` and `reload` (`with_acl`).
-        acl: None,
-        admission: config.security.admission(&config.serial),
-    }
-}
-
-/// The `[security] acl_file`, read and parsed (at start and on every reload,
-/// so an edited file applies on SIGHUP), logged with its rule count.
-fn load_acl(config: &Config) -> Result<Option<Arc<crate::core::acl::Acl>>, AclFileError> {
-    let acl = config.security.load_acl()?;
-    if let (Some(acl), Some(path)) = (&acl, &config.security.acl_file) {
-        info!(file = %path.display(), rules = acl.len(), "ACL loaded");
-    }
-    Ok(acl)
 }
 
 /// A started gateway: its listeners are bound and its task is running.
@@ -315,9 +242,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
 
     let udp_addrs = listeners.iter().map(|l| l.local_addr).collect();
     let now = tokio::time::Instant::now().into_std();
-    let mut engine = engine_config(&config);
+    let mut engine = config.engine_config();
     engine.persist = opened.is_some();
-    engine.acl = load_acl(&config)?;
+    engine.acl = config.security.load_acl()?;
     let mut gateway = Gateway::new(engine, now);
     let store = match opened {
         Some((store, loaded)) => {
@@ -337,7 +264,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
             listeners.len(),
             config.upstream.is_some(),
             broker.as_ref().map(|b| Arc::clone(b.stats())),
-            ops::fixed_limits(&config),
+            config.fixed_limits(),
         ),
         queries: query_rx,
         shutdown_grace,
@@ -462,72 +389,18 @@ fn reload(
             None => restart.push("log.level"),
         }
     }
-    let serial = reload::serial_lists(&started.serial, &new.serial);
-    // `max_packet_bytes` sized the serial framers and the bridge's room.
-    let live_gateway = |g: &GatewayConfig| GatewayConfig {
-        max_packet_bytes: 0,
-        ..g.clone()
-    };
-    let live = [
-        (
-            "gateway",
-            live_gateway(&new.gateway) != live_gateway(&current.gateway),
-        ),
-        ("timers", new.timers != current.timers),
-        (
-            "predefined_topics",
-            new.predefined_topics != current.predefined_topics,
-        ),
-        // The ACL file's contents are read again on every reload regardless.
-        ("security", new.security != current.security),
-        ("serial.allow_radio_addresses", serial.lists_changed),
-        (
-            "limits",
-            LimitsConfig {
-                max_retained_messages: 0,
-                ..new.limits.clone()
-            } != LimitsConfig {
-                max_retained_messages: 0,
-                ..current.limits.clone()
-            },
-        ),
-    ];
-    applied.extend(live.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k));
-    let fixed = [
-        ("udp", new.udp != current.udp),
-        ("serial", serial.needs_restart),
-        (
-            "gateway.max_packet_bytes",
-            new.gateway.max_packet_bytes != started.max_packet_bytes,
-        ),
-        ("upstream", new.upstream != current.upstream),
-        ("broker", new.broker != current.broker),
-        ("store", new.store != current.store),
-        ("discovery", new.discovery != current.discovery),
-        (
-            "limits.max_retained_messages",
-            new.limits.max_retained_messages != current.limits.max_retained_messages,
-        ),
-        ("log.format", new.log.format != current.log.format),
-        ("http", new.http != current.http),
-    ];
-    restart.extend(
-        fixed
-            .iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(k, _)| *k),
-    );
-    let mut engine = engine_config(&new);
-    engine.admission = new.security.admission(&serial.links);
-    engine.max_packet_bytes = started.max_packet_bytes;
-    match load_acl(&new) {
+    let plan = ReloadPlan::new(current, &new, started);
+    applied.extend(&plan.applied);
+    restart.extend(&plan.restart);
+    let mut engine = plan.engine_config(&new, started);
+    match new.security.load_acl() {
         Ok(acl) => engine.acl = acl,
         Err(e) => {
             warn!(error = %e, "configuration not reloaded; the running one is kept");
             return;
         }
     }
-    for &port in &serial.kept {
+    for &port in &plan.serial.kept {
         let device = started.serial.get(port).map_or("?", |l| l.device.as_str());
         warn!(
             port,
@@ -538,7 +411,7 @@ fn reload(
     }
     running.reconfigure(engine);
     info!(?applied, needs_restart = ?restart, "configuration reloaded");
-    started.serial = serial.links;
+    started.serial = plan.serial.links;
     *current = new;
 }
 
@@ -1038,47 +911,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn engine_config_carries_the_sleep_and_queue_settings() -> Result<(), crate::config::ConfigError>
-    {
-        let config = Config::from_toml_str(
-            "[limits]\nqueue_overflow = \"drop-oldest\"\nsleep_buffer_qos0 = false\nmax_messages_per_wake = 5\n\
-             [timers]\nretry_interval_secs = 7\nmax_retries = 2\n",
-            std::path::Path::new("test.toml"),
-        )?;
-        let engine = engine_config(&config);
-        assert_eq!(engine.queue_overflow, OverflowPolicy::DropOldest);
-        assert!(!engine.sleep_buffer_qos0);
-        assert_eq!(engine.max_messages_per_wake, 5);
-        assert_eq!(engine.retry_interval, Duration::from_secs(7));
-        assert_eq!(engine.max_retries, 2);
-        assert!(!engine.upstream);
-        assert_eq!(
-            engine.advertise_interval, None,
-            "advertising is off by default"
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn the_default_config_gives_the_engine_defaults() {
-        // Two sets of defaults (file-level and engine-level) must not drift.
-        assert_eq!(engine_config(&Config::default()), EngineConfig::default());
-    }
-
-    #[test]
-    fn an_unknown_overflow_policy_is_a_config_error() {
-        let err = Config::from_toml_str(
-            "[limits]\nqueue_overflow = \"drop-random\"\n",
-            std::path::Path::new("test.toml"),
-        );
-        assert!(err.is_err_and(|e| e.to_string().contains("drop-random")));
     }
 }

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 
 use common::mqtt_tools::{publish, subscriber};
 use common::{KillOnDrop, start_gateway_with, test_config};
-use sngate::broker::PasswordHash;
 use sngate::config::{BrokerUser, Config};
+use sngate::security::PasswordHash;
 
 fn user(name: &str, password: &str) -> BrokerUser {
     BrokerUser {

@@ -19,7 +19,7 @@ pub mod auth;
 mod connection;
 mod sys;
 
-pub use auth::{Authenticator, HashError, PasswordHash};
+pub use auth::Authenticator;
 pub use sys::SysTopics;
 
 use std::collections::HashMap;
@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::core::{LocalAction, LocalConnId, LocalDelivery, LocalInput};
+use crate::security::HashError;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,6 @@ use std::time::SystemTime;
 
 use super::Driver;
 use crate::broker::{Broker, BrokerStats};
-use crate::config::Config;
 use crate::core::{EngineConfig, LimitHit, LinkAddr, LocalClientInfo, Peer};
 use crate::ops::figures::{
     BrokerFigures, EngineFigures, LimitFigures, ProcessFigures, SerialFigures, StoreFigures,
@@ -34,7 +33,8 @@ pub(super) struct OpsState {
     /// The embedded broker's counters, when one was started (kept if it
     /// stops, so its figures stay on the page).
     pub(super) broker: Option<Arc<BrokerStats>>,
-    /// The limits outside the engine, fixed at start ([`fixed_limits`]).
+    /// The limits outside the engine, fixed at start
+    /// ([`Config::fixed_limits`](crate::config::Config::fixed_limits)).
     pub(super) fixed_limits: Vec<(&'static str, u64)>,
 }
 
@@ -249,35 +249,6 @@ fn engine_limits(cfg: &EngineConfig) -> Vec<(&'static str, u64)> {
         ),
         ("limits.per_source_burst", u64::from(cfg.per_source_burst)),
     ]
-}
-
-/// The limits enforced outside the engine, which need a restart to change:
-/// the embedded broker's (when it listens) and the upstream outbox's (when
-/// there is an upstream).
-pub(super) fn fixed_limits(config: &Config) -> Vec<(&'static str, u64)> {
-    let mut limits = Vec::new();
-    let b = &config.broker;
-    if b.enabled() {
-        limits.extend([
-            ("broker.max_connections", count(b.max_connections)),
-            ("broker.max_packet_bytes", count(b.max_packet_bytes)),
-            (
-                "broker.max_inflight_messages",
-                u64::from(b.max_inflight_messages),
-            ),
-            ("broker.max_queued_messages", count(b.max_queued_messages)),
-        ]);
-    }
-    if let Some(u) = &config.upstream {
-        limits.extend([
-            (
-                "upstream.max_pending_messages",
-                count(u.max_pending_messages),
-            ),
-            ("upstream.max_pending_bytes", count(u.max_pending_bytes)),
-        ]);
-    }
-    limits
 }
 
 /// `/status`'s `local_clients`: every local MQTT session (connected, or

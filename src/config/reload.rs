@@ -1,29 +1,33 @@
-//! What a SIGHUP reload may apply to what is already running. The serial
-//! links and the buffers sized at start keep their start-up settings until
-//! a restart; the engine, which a reload reconfigures at once, must go on
-//! describing those running links, not the ones the new file lists. This
-//! module keeps the start-up settings ([`Started`]) and matches a new
-//! configuration's `[[serial]]` entries against the running links
-//! ([`serial_lists`]), so a radio allow-list reaches only the link it was
-//! written for.
+//! What a SIGHUP reload may change in a running gateway, decided without
+//! touching it. The serial links and the buffers sized at start keep their
+//! start-up settings until a restart; the engine, which a reload
+//! reconfigures at once, must go on describing those running links, not the
+//! ones the new file lists. This module keeps the start-up settings
+//! ([`Started`]), matches a new configuration's `[[serial]]` entries against
+//! the running links ([`serial_lists`]), so a radio allow-list reaches only
+//! the link it was written for, and sorts every change into applied at once
+//! or needing a restart ([`ReloadPlan`]). The driver carries the plan out
+//! (`driver::reload`): it sets the log level, reads the ACL file and hands
+//! the engine its new settings.
 
-use crate::config::{Config, SerialConfig};
+use super::{Config, GatewayConfig, LimitsConfig, SerialConfig};
+use crate::core::EngineConfig;
 
 /// The settings the running gateway was started with that a reload cannot
 /// change, with the radio allow-lists in force (which a reload can).
 #[derive(Debug, Clone)]
-pub(super) struct Started {
+pub struct Started {
     /// Each running serial link, by its port index: its start-up settings,
     /// with the `allow_radio_addresses` in force now.
-    pub(super) serial: Vec<SerialConfig>,
+    pub serial: Vec<SerialConfig>,
     /// `gateway.max_packet_bytes` as started: the serial framers' bound and
     /// the bridge's room are sized by it, so the engine keeps it too.
-    pub(super) max_packet_bytes: usize,
+    pub max_packet_bytes: usize,
 }
 
 impl Started {
     /// The start-up configuration's.
-    pub(super) fn new(config: &Config) -> Self {
+    pub fn new(config: &Config) -> Self {
         Started {
             serial: config.serial.clone(),
             max_packet_bytes: config.gateway.max_packet_bytes,
@@ -34,25 +38,25 @@ impl Started {
 /// A new configuration's `[[serial]]` entries matched against the running
 /// links.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SerialReload {
+pub struct SerialReload {
     /// Each running link, by port index, with the allow-list to apply: the
     /// new entry's where the entry at that index is the same link (same
     /// restart-only settings), else the list in force.
-    pub(super) links: Vec<SerialConfig>,
+    pub links: Vec<SerialConfig>,
     /// Running links (port indices) whose entry in the new configuration
     /// is another link, or missing: their allow-list was kept.
-    pub(super) kept: Vec<usize>,
+    pub kept: Vec<usize>,
     /// Whether any link was added, removed or changed (a restart applies it).
-    pub(super) needs_restart: bool,
+    pub needs_restart: bool,
     /// Whether an allow-list in force changes.
-    pub(super) lists_changed: bool,
+    pub lists_changed: bool,
 }
 
 /// Matches `new` against the `running` links (see [`SerialReload`]). The
 /// engine indexes allow-lists by running port, so a list taken by position
 /// from a file whose links were added, removed or reordered would guard
 /// another link (an empty one there admits everyone).
-pub(super) fn serial_lists(running: &[SerialConfig], new: &[SerialConfig]) -> SerialReload {
+pub fn serial_lists(running: &[SerialConfig], new: &[SerialConfig]) -> SerialReload {
     let mut kept = Vec::new();
     let links: Vec<SerialConfig> = running
         .iter()
@@ -79,6 +83,97 @@ pub(super) fn serial_lists(running: &[SerialConfig], new: &[SerialConfig]) -> Se
             .any(|(a, b)| a.allow_radio_addresses != b.allow_radio_addresses),
         links,
         kept,
+    }
+}
+
+/// What a new configuration changes, compared with the running one: the
+/// settings a reload applies at once, those that need a restart, and the
+/// serial allow-lists matched to the running links. The log level is not
+/// in either list: whether it applies at once depends on the running
+/// logger, which the driver knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Dotted keys or sections that changed and apply at once.
+    pub applied: Vec<&'static str>,
+    /// Dotted keys or sections that changed and need a restart.
+    pub restart: Vec<&'static str>,
+    /// The new `[[serial]]` entries matched against the running links.
+    pub serial: SerialReload,
+}
+
+impl ReloadPlan {
+    /// Compares `new` with the running configuration `current`, whose
+    /// links and buffers were started with `started`.
+    pub fn new(current: &Config, new: &Config, started: &Started) -> ReloadPlan {
+        let serial = serial_lists(&started.serial, &new.serial);
+        // `max_packet_bytes` sized the serial framers and the bridge's room.
+        let live_gateway = |g: &GatewayConfig| GatewayConfig {
+            max_packet_bytes: 0,
+            ..g.clone()
+        };
+        let live = [
+            (
+                "gateway",
+                live_gateway(&new.gateway) != live_gateway(&current.gateway),
+            ),
+            ("timers", new.timers != current.timers),
+            (
+                "predefined_topics",
+                new.predefined_topics != current.predefined_topics,
+            ),
+            // The ACL file's contents are read again on every reload regardless.
+            ("security", new.security != current.security),
+            ("serial.allow_radio_addresses", serial.lists_changed),
+            (
+                "limits",
+                LimitsConfig {
+                    max_retained_messages: 0,
+                    ..new.limits.clone()
+                } != LimitsConfig {
+                    max_retained_messages: 0,
+                    ..current.limits.clone()
+                },
+            ),
+        ];
+        let fixed = [
+            ("udp", new.udp != current.udp),
+            ("serial", serial.needs_restart),
+            (
+                "gateway.max_packet_bytes",
+                new.gateway.max_packet_bytes != started.max_packet_bytes,
+            ),
+            ("upstream", new.upstream != current.upstream),
+            ("broker", new.broker != current.broker),
+            ("store", new.store != current.store),
+            ("discovery", new.discovery != current.discovery),
+            (
+                "limits.max_retained_messages",
+                new.limits.max_retained_messages != current.limits.max_retained_messages,
+            ),
+            ("log.format", new.log.format != current.log.format),
+            ("http", new.http != current.http),
+        ];
+        let changed = |list: &[(&'static str, bool)]| {
+            list.iter()
+                .filter(|(_, changed)| *changed)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        ReloadPlan {
+            applied: changed(&live),
+            restart: changed(&fixed),
+            serial,
+        }
+    }
+
+    /// The engine's settings from `new` as a running gateway can take them:
+    /// the allow-lists of the running links, and the packet bound it was
+    /// started with. The ACL (`acl`) is the caller's to read.
+    pub fn engine_config(&self, new: &Config, started: &Started) -> EngineConfig {
+        let mut engine = new.engine_config();
+        engine.admission = new.security.admission(&self.serial.links);
+        engine.max_packet_bytes = started.max_packet_bytes;
+        engine
     }
 }
 
@@ -180,5 +275,32 @@ mod tests {
         let r = serial_lists(&running(), &appended);
         assert_eq!(lists(&r), vec![vec![B.to_owned()], vec!["0A".to_owned()]]);
         assert!(r.kept.is_empty() && r.needs_restart && r.lists_changed);
+    }
+
+    #[test]
+    fn a_plan_sorts_changes_into_applied_and_restart() {
+        let current = Config::default();
+        let started = Started::new(&current);
+        let same = ReloadPlan::new(&current, &current, &started);
+        assert!(same.applied.is_empty() && same.restart.is_empty());
+
+        let mut new = current.clone();
+        new.timers.max_retries = 9;
+        new.limits.max_retained_messages = 1;
+        new.gateway.max_packet_bytes = 512;
+        new.http.listen = Some(([127, 0, 0, 1], 9180).into());
+        let plan = ReloadPlan::new(&current, &new, &started);
+        assert_eq!(plan.applied, vec!["timers"]);
+        assert_eq!(
+            plan.restart,
+            vec![
+                "gateway.max_packet_bytes",
+                "limits.max_retained_messages",
+                "http"
+            ]
+        );
+        let engine = plan.engine_config(&new, &started);
+        assert_eq!(engine.max_retries, 9);
+        assert_eq!(engine.max_packet_bytes, current.gateway.max_packet_bytes);
     }
 }

@@ -1,0 +1,221 @@
+//! `sngate pub` and `sngate sub`: their flags, turned into the requests
+//! `sngate::tools` carries out, run on a small runtime.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use sngate::config::SerialConfig;
+use sngate::config::overrides::parse_serial;
+
+use super::EXIT_CONFIG;
+
+/// Where the gateway is, and how the tools name a topic.
+#[derive(Debug, clap::Args)]
+pub struct ToolTarget {
+    /// The gateway's UDP address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
+    gateway: std::net::SocketAddr,
+    /// Reach the gateway over a serial port instead of UDP, as
+    /// DEVICE:FRAMING[:BAUD] (the syntax of `sngate run --serial`): raw or
+    /// slip for a direct line, xbee for a local XBee module in API mode 2
+    /// (frames go to the coordinator).
+    #[arg(long, value_name = "DEVICE:FRAMING[:BAUD]", value_parser = parse_serial, conflicts_with = "gateway")]
+    serial: Option<SerialConfig>,
+    /// Client id (default: sngate-pub-PID / sngate-sub-PID).
+    #[arg(short = 'i', long, value_name = "ID")]
+    client_id: Option<String>,
+    /// Keep-alive in seconds.
+    #[arg(short = 'k', long, value_name = "SECS", default_value_t = 60)]
+    keep_alive: u16,
+}
+
+/// `sngate pub`.
+#[derive(Debug, clap::Args)]
+pub struct PubArgs {
+    #[command(flatten)]
+    target: ToolTarget,
+    /// Topic name (registered with REGISTER, or sent as a short name when it
+    /// is two characters).
+    #[arg(short = 't', long, value_name = "TOPIC", group = "topic_kind")]
+    topic: Option<String>,
+    /// Pre-defined topic id instead of a name.
+    #[arg(long, value_name = "ID", group = "topic_kind")]
+    predefined_id: Option<u16>,
+    /// Payload text.
+    #[arg(short = 'm', long, value_name = "TEXT", group = "payload_source")]
+    message: Option<String>,
+    /// Payload read from a file.
+    #[arg(short = 'f', long, value_name = "FILE", group = "payload_source")]
+    file: Option<PathBuf>,
+    /// Payload read from standard input.
+    #[arg(short = 's', long, group = "payload_source")]
+    stdin: bool,
+    /// QoS: -1 (no connection), 0, 1 or 2.
+    #[arg(short = 'q', long, value_name = "QOS", default_value_t = 0, allow_hyphen_values = true, value_parser = clap::value_parser!(i8).range(-1..=2))]
+    qos: i8,
+    /// Retain the message.
+    #[arg(short = 'r', long)]
+    retain: bool,
+    /// Will topic (with --will-message): published by the gateway if this
+    /// client is lost.
+    #[arg(long, value_name = "TOPIC", requires = "will_message")]
+    will_topic: Option<String>,
+    /// Will message.
+    #[arg(long, value_name = "TEXT", requires = "will_topic")]
+    will_message: Option<String>,
+    /// Will QoS (0..=2).
+    #[arg(long, value_name = "QOS", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    will_qos: u8,
+    /// Retain the will.
+    #[arg(long)]
+    will_retain: bool,
+}
+
+/// `sngate sub`.
+#[derive(Debug, clap::Args)]
+pub struct SubArgs {
+    #[command(flatten)]
+    target: ToolTarget,
+    /// Topic filter (`+`, `#` allowed; a two-character name is a short name).
+    /// Repeatable.
+    #[arg(short = 't', long, value_name = "FILTER")]
+    topic: Vec<String>,
+    /// Pre-defined topic id to subscribe to. Repeatable.
+    #[arg(long, value_name = "ID")]
+    predefined_id: Vec<u16>,
+    /// Requested QoS (0..=2).
+    #[arg(short = 'q', long, value_name = "QOS", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Keep the session (CleanSession = false).
+    #[arg(short = 'c', long)]
+    no_clean: bool,
+    /// Exit after this many messages.
+    #[arg(short = 'C', long, value_name = "N")]
+    count: Option<usize>,
+    /// Print the topic before each payload.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Sleep cycle: sleep this many seconds (DISCONNECT with Duration), then
+    /// wake with PINGREQ to collect what the gateway buffered; repeat.
+    #[arg(long, value_name = "SECS")]
+    sleep: Option<u16>,
+}
+
+impl ToolTarget {
+    /// The gateway as the client library names it: the serial port if one
+    /// was given, else the UDP address.
+    fn endpoint(&self) -> sngate::client::Endpoint {
+        match &self.serial {
+            Some(port) => sngate::client::Endpoint::Serial(port.clone()),
+            None => sngate::client::Endpoint::Udp(self.gateway),
+        }
+    }
+}
+
+/// The MQTT-SN QoS of a command-line number (-1..=2; anything else is 0).
+pub(super) fn qos_of(q: i8) -> sngate::proto::QoS {
+    use sngate::proto::QoS;
+    match q {
+        -1 => QoS::MinusOne,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtMostOnce,
+    }
+}
+
+fn topic_arg(name: String) -> sngate::tools::TopicArg {
+    match name.as_bytes() {
+        &[a, b] => sngate::tools::TopicArg::Short([a, b]),
+        _ => sngate::tools::TopicArg::Name(name),
+    }
+}
+
+pub fn pub_request(a: PubArgs) -> Result<sngate::tools::PubRequest, String> {
+    let topic = match (a.topic, a.predefined_id) {
+        (Some(name), None) => topic_arg(name),
+        (None, Some(id)) => sngate::tools::TopicArg::Predefined(id),
+        _ => return Err("give --topic or --predefined-id".into()),
+    };
+    let payload = match (a.message, a.file, a.stdin) {
+        (Some(text), _, _) => bytes::Bytes::from(text),
+        (None, Some(file), _) => std::fs::read(&file)
+            .map(bytes::Bytes::from)
+            .map_err(|e| format!("{}: {e}", file.display()))?,
+        (None, None, true) => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("standard input: {e}"))?;
+            bytes::Bytes::from(buf)
+        }
+        (None, None, false) => return Err("give --message, --file or --stdin".into()),
+    };
+    let will = match (a.will_topic, a.will_message) {
+        (Some(topic), Some(message)) => Some(sngate::client::Will {
+            topic,
+            payload: bytes::Bytes::from(message),
+            qos: qos_of(i8::try_from(a.will_qos).unwrap_or(0)),
+            retain: a.will_retain,
+        }),
+        _ => None,
+    };
+    Ok(sngate::tools::PubRequest {
+        gateway: a.target.endpoint(),
+        client_id: a
+            .target
+            .client_id
+            .unwrap_or_else(|| format!("sngate-pub-{}", std::process::id())),
+        topic,
+        payload,
+        qos: qos_of(a.qos),
+        retain: a.retain,
+        keep_alive_secs: a.target.keep_alive,
+        will,
+    })
+}
+
+pub fn sub_request(a: SubArgs) -> Result<sngate::tools::SubRequest, String> {
+    let mut topics: Vec<_> = a.topic.into_iter().map(topic_arg).collect();
+    topics.extend(
+        a.predefined_id
+            .into_iter()
+            .map(sngate::tools::TopicArg::Predefined),
+    );
+    if topics.is_empty() {
+        return Err("give at least one --topic or --predefined-id".into());
+    }
+    Ok(sngate::tools::SubRequest {
+        gateway: a.target.endpoint(),
+        client_id: a
+            .target
+            .client_id
+            .unwrap_or_else(|| format!("sngate-sub-{}", std::process::id())),
+        topics,
+        qos: qos_of(i8::try_from(a.qos).unwrap_or(0)),
+        clean_session: !a.no_clean,
+        keep_alive_secs: a.target.keep_alive,
+        count: a.count,
+        verbose: a.verbose,
+        sleep_secs: a.sleep,
+    })
+}
+
+/// Runs a client tool on a small runtime; exit 0, 1 (failed) or 2 (usage).
+pub fn run_tool<F>(work: Result<F, String>) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), sngate::tools::ToolError>>,
+{
+    let work = match work {
+        Ok(work) => work,
+        Err(usage) => {
+            eprintln!("error: {usage}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match super::runtime(&mut tokio::runtime::Builder::new_current_thread()) {
+        Ok(runtime) => runtime,
+        Err(status) => return status,
+    };
+    super::outcome(runtime.block_on(work))
+}

@@ -1,0 +1,49 @@
+//! The `[store]` section: whether state is kept on disk, and where (the
+//! state directory, resolved from the environment when not set). `store/`
+//! opens what this names; a reload reports a change as needing a restart.
+
+use serde::Deserialize;
+
+/// `[store]`: durable state under a state directory, so sessions, sleep
+/// buffers, retained messages and the upstream outbox survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Keep state on disk. `false` keeps everything in memory only (lost on
+    /// restart). Default: true.
+    pub enabled: bool,
+    /// The state directory; empty (the default) means `$STATE_DIRECTORY`
+    /// when systemd sets it, else `$XDG_STATE_HOME/sngate`, else
+    /// `~/.local/state/sngate`.
+    pub state_dir: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            state_dir: String::new(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The state directory in force: `state_dir`, or the default location
+    /// from the environment. `None` when no location can be found (no
+    /// `$STATE_DIRECTORY`, `$XDG_STATE_HOME` or `$HOME`).
+    pub fn resolved_dir(&self) -> Option<std::path::PathBuf> {
+        if !self.state_dir.is_empty() {
+            return Some(self.state_dir.clone().into());
+        }
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(dir) = env("STATE_DIRECTORY") {
+            // systemd may pass several, colon-separated: the first is ours.
+            let first = dir.to_string_lossy().split(':').next().map(str::to_owned);
+            return first.map(Into::into);
+        }
+        if let Some(dir) = env("XDG_STATE_HOME") {
+            return Some(std::path::PathBuf::from(dir).join("sngate"));
+        }
+        env("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/sngate"))
+    }
+}
