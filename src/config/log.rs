@@ -11,7 +11,7 @@ use super::ConfigError;
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing `EnvFilter` directive: a level (`"info"`) or per-target list
-    /// (`"info,sngate::core=debug"`). `RUST_LOG`, when set, overrides it.
+    /// (`"info,sngate_core=debug"`). `RUST_LOG`, when set, overrides it.
     /// Default: `"info"`.
     pub level: String,
     /// `"text"` (human readable) or `"json"` (one object per line), on stderr.

@@ -412,7 +412,7 @@ mod tests {
     fn valid_variants_are_accepted() {
         let c = parse(
             "[udp]\nlisten = [\"[::]:1883\", \"127.0.0.1:10000\"]\n\
-             [log]\nlevel = \"info,sngate::core=debug\"\nformat = \"json\"\n\
+             [log]\nlevel = \"info,sngate_core=debug\"\nformat = \"json\"\n\
              [upstream]\nhost = \"broker\"\n[upstream.tls]\nca_file = \"/etc/ca.pem\"\n\
              [[upstream.rules]]\ndirection = \"both\"\nqos = 1\n",
         )

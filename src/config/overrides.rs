@@ -24,7 +24,7 @@ use super::{
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Log filter, overriding [log] level: a level (trace, debug, info, warn,
-    /// error) or a tracing directive such as "info,sngate::core=debug".
+    /// error) or a tracing directive such as "info,sngate_core=debug".
     /// RUST_LOG, when set, overrides both.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
