@@ -455,3 +455,111 @@ async fn next_publish(events: &mut rumqttc::EventLoop) -> Option<rumqttc::Publis
         }
     }
 }
+
+/// The shutdown drain hands the embedded broker's events to the engine too:
+/// a persistent local client's PUBACK that comes during the grace period
+/// settles its message on disk, so the restarted gateway does not send it
+/// again (it used to: the drain loop had no branch for the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_local_clients_puback_during_the_shutdown_drain_settles_its_message() {
+    use common::RawDevice;
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet as MqttPacket};
+    use sngate::proto::{Packet, TopicRef};
+    const GRACE: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().expect("state dir");
+    let (udp, tcp) = (free_udp_port(), free_tcp_port());
+    let configure = |c: &mut Config| {
+        durable(c, dir.path(), udp);
+        c.broker.listen = vec![SocketAddr::from(([127, 0, 0, 1], tcp))];
+    };
+    let gw = start_gateway_with(configure).await;
+
+    // A persistent local subscriber that acknowledges only when told to.
+    let mut opts = MqttOptions::new("nodered", "127.0.0.1", tcp);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client
+        .subscribe("ab", rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe request");
+    loop {
+        match tokio::time::timeout(WAIT, events.poll()).await {
+            Ok(Ok(Event::Incoming(MqttPacket::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+    // A device subscribed to the same topic that never acknowledges: its
+    // delivery in flight holds the drain open for the whole grace period.
+    let holder = RawDevice::new(gw.addr).await;
+    holder.connect("holder", true, 60).await;
+    holder
+        .send(&Packet::Subscribe {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            msg_id: 1,
+            topic: SubscribeTopic::Short(*b"ab"),
+        })
+        .await;
+    assert!(matches!(holder.recv().await, Packet::SubAck { .. }));
+
+    let mut writer = connect(gw.addr, "writer").await;
+    writer
+        .publish(TopicRef::Short(*b"ab"), "settled", QoS::AtLeastOnce, false)
+        .await
+        .expect("acknowledged to the writer");
+    let delivered = next_publish(&mut events)
+        .await
+        .expect("delivered to the local client");
+    assert_eq!(delivered.payload.as_ref(), b"settled");
+    assert!(matches!(holder.recv().await, Packet::Publish { .. }));
+
+    // Shutdown begins; the local client's PUBACK comes during the drain.
+    let queries = gw.running().queries();
+    let shutdown = tokio::spawn(gw.into_running().shutdown_within(GRACE));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !queries
+        .health(Duration::from_secs(1))
+        .await
+        .is_ok_and(|h| h.shutting_down)
+    {
+        assert!(Instant::now() < deadline, "the drain never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.ack(&delivered).await.expect("ack request");
+    loop {
+        match tokio::time::timeout(WAIT, events.poll()).await {
+            Ok(Ok(Event::Outgoing(Outgoing::PubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("the PUBACK was not sent: {other:?}"),
+        }
+    }
+    let report = tokio::time::timeout(GRACE + Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown within its bound")
+        .expect("driver task")
+        .expect("clean shutdown");
+    // The device never acknowledged: the drain ran to its bound.
+    assert_eq!(report.devices.in_flight, 1, "{report:?}");
+
+    // After the restart the client comes back to its session: what it
+    // acknowledged is not delivered again, so the first message it gets is
+    // the one published now.
+    let gw = start_gateway_with(configure).await;
+    let mut writer = connect(gw.addr, "writer2").await;
+    writer
+        .publish(TopicRef::Short(*b"ab"), "after", QoS::AtLeastOnce, false)
+        .await
+        .expect("acknowledged to the writer");
+    let next = next_publish(&mut events)
+        .await
+        .expect("a message for the local client after the restart");
+    assert_eq!(
+        String::from_utf8_lossy(&next.payload),
+        "after",
+        "a message acknowledged during the drain was delivered again"
+    );
+    gw.stop().await;
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use super::task::{Driver, Listen};
+use super::task::{Driver, Listen, LocalClients};
 use crate::bridge::{BridgeEvent, BridgeHandle};
 use crate::broker::{Broker, BrokerEvent};
 use crate::core::EngineConfig;
@@ -63,7 +63,7 @@ impl Driver {
     /// joins the same commit (group commit); then the commit, then the
     /// outputs, in order, until the engine has nothing more to say.
     pub(super) async fn step(&mut self, input: Input, listen: &Listen) {
-        self.feed(input);
+        self.feed(input, listen);
         if self.store.is_some() {
             self.take_ready_inputs(listen);
         }
@@ -71,8 +71,9 @@ impl Driver {
     }
 
     /// Hands one input to the engine (or answers it, for a query), without
-    /// carrying out anything yet.
-    fn feed(&mut self, input: Input) {
+    /// carrying out anything yet. A broker event the loop does not take
+    /// (`listen`) is dropped here, after the broker has noted it.
+    fn feed(&mut self, input: Input, listen: &Listen) {
         let now = tokio::time::Instant::now().into_std();
         match input {
             Input::Reconfigure(cfg) => self.gateway.reconfigure(cfg),
@@ -93,6 +94,9 @@ impl Driver {
                 self.bridge = None;
                 self.room_watch = None;
                 self.gateway.set_upstream_room(now, 0);
+            }
+            Input::Broker(event) if !listen.local_clients.takes(&event) => {
+                debug!(?event, "not taken now; left unanswered");
             }
             Input::Broker(BrokerEvent::Input { conn, input }) => {
                 self.gateway.handle_local(now, conn, input);
@@ -156,23 +160,23 @@ impl Driver {
             while listen.reloads
                 && let Ok(cfg) = self.reconfigured.try_recv()
             {
-                self.feed(Input::Reconfigure(cfg));
+                self.feed(Input::Reconfigure(cfg), listen);
             }
             let mut took = false;
             if listen.datagrams
                 && let Ok(batch) = self.inbound.try_recv()
             {
-                self.feed(Input::Datagrams(batch));
+                self.feed(Input::Datagrams(batch), listen);
                 took = true;
             }
             if let Some(event) = self.bridge.as_mut().and_then(BridgeHandle::try_recv) {
-                self.feed(Input::Bridge(event));
+                self.feed(Input::Bridge(event), listen);
                 took = true;
             }
-            if listen.local_clients
+            if listen.local_clients != LocalClients::Nothing
                 && let Some(event) = self.broker.as_mut().and_then(Broker::try_recv)
             {
-                self.feed(Input::Broker(event));
+                self.feed(Input::Broker(event), listen);
                 took = true;
             }
             if !took {

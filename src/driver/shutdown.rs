@@ -1,7 +1,9 @@
 //! Graceful shutdown, within a bound (`[gateway] shutdown_grace_secs`):
 //!
 //! 1. the engine starts draining: it takes only acknowledgements and
-//!    refuses new work (`core/drain.rs`);
+//!    refuses new work (`core/drain.rs`); of the embedded broker's events
+//!    only local clients' acknowledgements are handed to it, the rest is
+//!    left unanswered;
 //! 2. the listeners keep reading only while a connected device still owes
 //!    an acknowledgement; once none does, the UDP readers, serial ports and
 //!    the embedded broker stop;
@@ -22,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::feed::Input;
-use super::task::{Driver, Listen};
+use super::task::{Driver, Listen, LocalClients};
 use crate::core::Undelivered;
 
 /// How often the drain looks again at what is left, besides being woken by
@@ -54,13 +56,13 @@ impl Driver {
         let started = Instant::now();
         let deadline = started + grace;
         self.gateway.start_draining();
-        // The loop of `task.rs` with other inputs: no reloads or ticks, and
-        // devices and local clients heard only while input is read (their
-        // acknowledgements finish what is under way).
+        // The loop of `task.rs` with other inputs: no reloads or ticks;
+        // devices (the engine refuses their new work) and local clients'
+        // acknowledgements heard only while input is read.
         let mut listen = Listen {
             deadline: Some(deadline),
             datagrams: true,
-            local_clients: false,
+            local_clients: LocalClients::Acknowledgements,
             recheck: Some(DRAIN_POLL),
             ..Listen::quiet()
         };
@@ -71,7 +73,7 @@ impl Driver {
                 self.stop_input();
                 reading = false;
                 listen.datagrams = false;
-                listen.local_clients = false;
+                listen.local_clients = LocalClients::Nothing;
             }
             let upstream = self.bridge.as_ref().map_or(0, |b| b.unsettled());
             if left.deliverable() == 0 && upstream == 0 {

@@ -20,7 +20,7 @@ use super::feed::Input;
 use super::{ShutdownReport, StoreCounters, ops};
 use crate::bridge::{BridgeEvent, BridgeHandle, RoomWatch};
 use crate::broker::{Broker, BrokerEvent, SysTopics};
-use crate::core::{EngineConfig, Gateway};
+use crate::core::{EngineConfig, Gateway, LocalInput};
 use crate::ops::Query;
 use crate::store::{Store, StoreError};
 use crate::transport::Batch;
@@ -82,8 +82,9 @@ pub(super) struct Listen {
     pub(super) reloads: bool,
     /// Datagram batches from devices.
     pub(super) datagrams: bool,
-    /// Events from the embedded broker's connections (local programs).
-    pub(super) local_clients: bool,
+    /// What it takes from the embedded broker's connections (local
+    /// programs).
+    pub(super) local_clients: LocalClients,
     /// Wake when the bridge frees room in its outbox.
     pub(super) room: bool,
     /// Publish the `$SYS` topics at each tick.
@@ -92,6 +93,36 @@ pub(super) struct Listen {
     pub(super) watchdog: Option<Interval>,
     /// Wake this often though nothing came ([`Input::Recheck`]).
     pub(super) recheck: Option<Duration>,
+}
+
+/// What a loop takes from the embedded broker's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LocalClients {
+    /// Nothing: the broker is not read.
+    Nothing,
+    /// Only acknowledgements, which finish deliveries under way (the
+    /// drain); the rest — new connections, messages, subscriptions — is
+    /// left unanswered, as new work from devices is refused.
+    Acknowledgements,
+    /// Every event.
+    Everything,
+}
+
+impl LocalClients {
+    /// Whether `event` is taken.
+    pub(super) fn takes(self, event: &BrokerEvent) -> bool {
+        match self {
+            LocalClients::Nothing => false,
+            LocalClients::Acknowledgements => matches!(
+                event,
+                BrokerEvent::Input {
+                    input: LocalInput::Acked { .. },
+                    ..
+                }
+            ),
+            LocalClients::Everything => true,
+        }
+    }
 }
 
 impl Listen {
@@ -103,7 +134,7 @@ impl Listen {
             deadline: None,
             reloads: false,
             datagrams: false,
-            local_clients: false,
+            local_clients: LocalClients::Nothing,
             room: false,
             sys_tick: None,
             watchdog: None,
@@ -122,7 +153,7 @@ impl Driver {
             stop: Some(stop),
             reloads: true,
             datagrams: true,
-            local_clients: true,
+            local_clients: LocalClients::Everything,
             // Pinged from this loop, so systemd restarts a wedged engine
             // too. The first ping one interval after start: READY=1 is sent
             // once `start` has returned, and must come first.
@@ -172,7 +203,7 @@ impl Driver {
                 Some(event) => Input::Bridge(event),
                 None => Input::BridgeStopped,
             },
-            event = next_broker_event(&mut self.broker), if listen.local_clients && self.broker.is_some() => {
+            event = next_broker_event(&mut self.broker), if listen.local_clients != LocalClients::Nothing && self.broker.is_some() => {
                 match event {
                     Some(event) => Input::Broker(event),
                     None => Input::BrokerStopped,
