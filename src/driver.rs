@@ -1,6 +1,7 @@
-//! The driver: the single tokio task that owns the [`Gateway`](crate::core::Gateway) engine (no
-//! locks), and what starts, feeds and stops it. `now` comes from here — the
-//! engine never reads a clock.
+//! The driver: the single tokio task that owns the
+//! [`Gateway`](crate::core::Gateway) engine (no locks), and what starts,
+//! feeds and stops it. `now` comes from here — the engine never reads a
+//! clock.
 //!
 //! One job per module:
 //! - `bootstrap.rs` — [`start`]: binds the listeners, opens the store,
@@ -34,6 +35,7 @@ pub use bootstrap::{RunningGateway, start};
 pub use shutdown::ShutdownReport;
 pub use signals::{Reloader, run, run_until};
 
+// The task's state, as `super::Driver` for its parts (`ops.rs`).
 use task::Driver;
 
 use std::net::SocketAddr;

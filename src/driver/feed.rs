@@ -96,7 +96,10 @@ impl Driver {
                 self.gateway.set_upstream_room(now, 0);
             }
             Input::Broker(event) if !listen.local_clients.takes(&event) => {
-                debug!(?event, "not taken now; left unanswered");
+                // The drain: a local client's new work waits unanswered.
+                if let BrokerEvent::Input { conn, .. } = event {
+                    debug!(%conn, "shutting down: a local client's input left unanswered");
+                }
             }
             Input::Broker(BrokerEvent::Input { conn, input }) => {
                 self.gateway.handle_local(now, conn, input);
