@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
-use common::{RawDevice, connect, options, start_gateway_with, upstream_to};
+use common::{RawDevice, connect, options, start_gateway_with, upstream_to, wait_for_drain};
 use sngate::client::Client;
 use sngate::proto::{Packet, QoS, ReturnCode, SubscribeTopic, TopicRef};
 
@@ -82,15 +82,7 @@ async fn qos1_messages_handed_to_the_bridge_before_shutdown_all_reach_mosquitto(
     let running = gw.into_running();
     let shutdown = tokio::spawn(running.shutdown_within(Duration::from_secs(10)));
     // Once the drain is under way, the broker comes back.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let health = queries.health(Duration::from_secs(1)).await;
-        if health.is_ok_and(|h| h.shutting_down) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the drain never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_drain(&queries).await;
     broker.thaw();
     let report = tokio::time::timeout(Duration::from_secs(15), shutdown)
         .await
@@ -118,14 +110,8 @@ async fn a_delivery_in_flight_to_a_device_is_finished_and_new_work_refused() {
     let subscriber = RawDevice::new(gw.addr).await;
     subscriber.connect("slow-acker", true, 60).await;
     subscriber
-        .send(&Packet::Subscribe {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            msg_id: 1,
-            topic: SubscribeTopic::Short(*b"ab"),
-        })
+        .subscribe(SubscribeTopic::Short(*b"ab"), QoS::AtLeastOnce)
         .await;
-    assert!(matches!(subscriber.recv().await, Packet::SubAck { .. }));
     let mut publisher = connect(gw.addr, "pub").await;
     publisher
         .publish(TopicRef::Short(*b"ab"), "x", QoS::AtLeastOnce, false)
@@ -138,15 +124,7 @@ async fn a_delivery_in_flight_to_a_device_is_finished_and_new_work_refused() {
     let queries = gw.running().queries();
     let addr = gw.addr;
     let shutdown = tokio::spawn(gw.into_running().shutdown_within(Duration::from_secs(10)));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !queries
-        .health(Duration::from_secs(1))
-        .await
-        .is_ok_and(|h| h.shutting_down)
-    {
-        assert!(Instant::now() < deadline, "the drain never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_drain(&queries).await;
     // New work is refused meanwhile: a newcomer's CONNECT gets no CONNACK.
     let late = Client::connect(addr, options("late").retry(Duration::from_millis(200), 1)).await;
     assert!(late.is_err(), "a CONNECT was accepted while shutting down");

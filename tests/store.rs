@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::mosquitto::{Mosquitto, MosquittoOptions};
 use common::mqtt_tools::{Tool, host_port, is_debug};
-use common::{KillOnDrop, WAIT, connect, connect_with, options, start_gateway_with, upstream_to};
+use common::{
+    KillOnDrop, RawDevice, WAIT, connect, connect_with, options, start_gateway_with, upstream_to,
+    wait_for_drain,
+};
 use sngate::config::Config;
-use sngate::proto::{QoS, SubscribeTopic};
+use sngate::proto::{Packet, QoS, SubscribeTopic, TopicRef};
 
 /// A free UDP port on 127.0.0.1 (bound, read, released), so a gateway can be
 /// started again on the address its devices know.
@@ -395,7 +398,6 @@ fn free_tcp_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_a_persistent_local_client_had_not_acknowledged_survives_a_kill_9() {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket, QoS as MqttQoS};
     let dir = tempfile::tempdir().expect("state dir");
     let (udp, tcp) = (free_udp_port(), free_tcp_port());
     let broker_arg = format!("127.0.0.1:{tcp}");
@@ -403,23 +405,7 @@ async fn a_message_a_persistent_local_client_had_not_acknowledged_survives_a_kil
     wait_for_line(&lines, "MQTT broker listening");
 
     // A persistent local subscriber that never acknowledges (manual acks).
-    let mut opts = MqttOptions::new("nodered", "127.0.0.1", tcp);
-    opts.set_clean_session(false);
-    opts.set_manual_acks(true);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut events) = AsyncClient::new(opts, 16);
-    client
-        .subscribe("a/#", MqttQoS::AtLeastOnce)
-        .await
-        .expect("subscribe request");
-    // Wait for the SUBACK before publishing.
-    loop {
-        match tokio::time::timeout(WAIT, events.poll()).await {
-            Ok(Ok(Event::Incoming(MqttPacket::SubAck(_)))) => break,
-            Ok(Ok(_)) => {}
-            other => panic!("no SUBACK: {other:?}"),
-        }
-    }
+    let (_client, mut events) = persistent_subscriber(tcp, "a/#").await;
     let gateway: SocketAddr = ([127, 0, 0, 1], udp).into();
     let mut device = connect(gateway, "writer").await;
     device
@@ -441,6 +427,55 @@ async fn a_message_a_persistent_local_client_had_not_acknowledged_survives_a_kil
     assert_eq!(again.payload.as_ref(), b"precious");
 }
 
+/// A persistent ("nodered", CleanSession=false) local rumqttc client on the
+/// embedded broker at 127.0.0.1:`port` that acknowledges only when told to
+/// (manual acks), subscribed to `filter` at QoS 1 (SUBACK received).
+async fn persistent_subscriber(
+    port: u16,
+    filter: &str,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket};
+    let mut opts = MqttOptions::new("nodered", "127.0.0.1", port);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client
+        .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe request");
+    until_event(&mut events, "a SUBACK", |e| {
+        matches!(e, Event::Incoming(MqttPacket::SubAck(_)))
+    })
+    .await;
+    (client, events)
+}
+
+/// Polls `events` until one matches `want`, each within [`WAIT`].
+async fn until_event(
+    events: &mut rumqttc::EventLoop,
+    what: &str,
+    want: impl Fn(&rumqttc::Event) -> bool,
+) {
+    loop {
+        match tokio::time::timeout(WAIT, events.poll()).await {
+            Ok(Ok(event)) if want(&event) => return,
+            Ok(Ok(_)) => {}
+            other => panic!("no {what}: {other:?}"),
+        }
+    }
+}
+
+/// Connects a device named `client_id` to `gateway` and publishes `payload`
+/// on the short topic "ab" at QoS 1, acknowledged.
+async fn publish_ab(gateway: SocketAddr, client_id: &str, payload: &'static str) {
+    let mut writer = connect(gateway, client_id).await;
+    writer
+        .publish(TopicRef::Short(*b"ab"), payload, QoS::AtLeastOnce, false)
+        .await
+        .expect("acknowledged to the writer");
+}
+
 /// The next PUBLISH a rumqttc client receives within 15 s, polling through
 /// connection losses (rumqttc reconnects on the next poll).
 async fn next_publish(events: &mut rumqttc::EventLoop) -> Option<rumqttc::Publish> {
@@ -454,4 +489,67 @@ async fn next_publish(events: &mut rumqttc::EventLoop) -> Option<rumqttc::Publis
             Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// The shutdown drain hands the embedded broker's events to the engine too:
+/// a persistent local client's PUBACK that comes during the grace period
+/// settles its message on disk, so the restarted gateway does not send it
+/// again (it used to: the drain loop had no branch for the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_local_clients_puback_during_the_shutdown_drain_settles_its_message() {
+    const GRACE: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().expect("state dir");
+    let (udp, tcp) = (free_udp_port(), free_tcp_port());
+    let configure = |c: &mut Config| {
+        durable(c, dir.path(), udp);
+        c.broker.listen = vec![SocketAddr::from(([127, 0, 0, 1], tcp))];
+    };
+    let gw = start_gateway_with(configure).await;
+    let (client, mut events) = persistent_subscriber(tcp, "ab").await;
+    // A device subscribed to the same topic that never acknowledges: its
+    // delivery in flight holds the drain open for the whole grace period.
+    let holder = RawDevice::new(gw.addr).await;
+    holder.connect("holder", true, 60).await;
+    holder
+        .subscribe(SubscribeTopic::Short(*b"ab"), QoS::AtLeastOnce)
+        .await;
+
+    publish_ab(gw.addr, "writer", "settled").await;
+    let delivered = next_publish(&mut events)
+        .await
+        .expect("delivered to the local client");
+    assert_eq!(delivered.payload.as_ref(), b"settled");
+    assert!(matches!(holder.recv().await, Packet::Publish { .. }));
+
+    // Shutdown begins; the local client's PUBACK comes during the drain.
+    let queries = gw.running().queries();
+    let shutdown = tokio::spawn(gw.into_running().shutdown_within(GRACE));
+    wait_for_drain(&queries).await;
+    client.ack(&delivered).await.expect("ack request");
+    until_event(&mut events, "PUBACK sent", |e| {
+        matches!(e, rumqttc::Event::Outgoing(rumqttc::Outgoing::PubAck(_)))
+    })
+    .await;
+    let report = tokio::time::timeout(GRACE + Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown within its bound")
+        .expect("driver task")
+        .expect("clean shutdown");
+    // The device never acknowledged: the drain ran to its bound.
+    assert_eq!(report.devices.in_flight, 1, "{report:?}");
+
+    // After the restart the client comes back to its session: what it
+    // acknowledged is not delivered again, so the first message it gets is
+    // the one published now.
+    let gw = start_gateway_with(configure).await;
+    publish_ab(gw.addr, "writer2", "after").await;
+    let next = next_publish(&mut events)
+        .await
+        .expect("a message for the local client after the restart");
+    assert_eq!(
+        String::from_utf8_lossy(&next.payload),
+        "after",
+        "a message acknowledged during the drain was delivered again"
+    );
+    gw.stop().await;
 }

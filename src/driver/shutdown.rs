@@ -1,13 +1,19 @@
 //! Graceful shutdown, within a bound (`[gateway] shutdown_grace_secs`):
 //!
 //! 1. the engine starts draining: it takes only acknowledgements and
-//!    refuses new work (`core/drain.rs`);
+//!    refuses new work (`core/drain.rs`); of the embedded broker's events
+//!    only local clients' acknowledgements are handed to it, the rest is
+//!    left unanswered;
 //! 2. the listeners keep reading only while a connected device still owes
-//!    an acknowledgement; once none does, the UDP readers and serial ports
-//!    stop;
+//!    an acknowledgement; once none does, the UDP readers, serial ports and
+//!    the embedded broker stop;
 //! 3. the loop goes on (timers, retransmissions, bridge events, queries —
-//!    `/healthz` now answers 503) until deliveries to connected devices are
-//!    acknowledged and the bridge's outbox is empty, or the bound passes;
+//!    `/healthz` now answers 503 — and, while the listeners read, devices'
+//!    and local clients' acknowledgements) until deliveries to connected
+//!    devices are acknowledged and the bridge's outbox is empty, or the
+//!    bound passes. It is the run loop's `next_input` and `step` with
+//!    another [`Listen`], so every input is fed to the engine as it is
+//!    there;
 //! 4. the bridge gets what is left of the bound to finish, then sends
 //!    DISCONNECT;
 //! 5. one log line says what was left undelivered, with counts.
@@ -17,7 +23,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Driver, next_bridge_event, room_freed, sleep_until};
+use super::feed::Input;
+use super::task::{Driver, Listen, LocalClients};
 use crate::core::Undelivered;
 
 /// How often the drain looks again at what is left, besides being woken by
@@ -49,45 +56,35 @@ impl Driver {
         let started = Instant::now();
         let deadline = started + grace;
         self.gateway.start_draining();
+        // The loop of `task.rs` with other inputs: no reloads or ticks;
+        // devices (the engine refuses their new work) and local clients'
+        // acknowledgements heard only while input is read.
+        let mut listen = Listen {
+            deadline: Some(deadline),
+            datagrams: true,
+            local_clients: LocalClients::Acknowledgements,
+            recheck: Some(DRAIN_POLL),
+            ..Listen::quiet()
+        };
         let mut reading = true;
         loop {
             let left = self.gateway.undelivered();
             if reading && left.deliverable() == 0 {
                 self.stop_input();
                 reading = false;
+                listen.datagrams = false;
+                listen.local_clients = LocalClients::Nothing;
             }
             let upstream = self.bridge.as_ref().map_or(0, |b| b.unsettled());
             if left.deliverable() == 0 && upstream == 0 {
                 break;
             }
-            let timer = self
-                .gateway
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(deadline) => break,
-                Some(query) = self.queries.recv() => self.answer(query),
-                batch = self.inbound.recv(), if reading => match batch {
-                    Some(batch) => {
-                        let now = Instant::now().into_std();
-                        for datagram in batch {
-                            self.ops.received(&datagram.peer);
-                            self.gateway.handle_datagram(now, datagram.peer, &datagram.bytes);
-                        }
-                    }
-                    None => reading = false,
-                },
-                event = next_bridge_event(&mut self.bridge), if self.bridge.is_some() => {
-                    self.on_bridge_event(event);
-                }
-                _ = room_freed(&self.room_watch), if upstream > 0 => {}
-                _ = sleep_until(timer), if timer.is_some() => {
-                    self.gateway.handle_timeout(Instant::now().into_std());
-                }
-                () = tokio::time::sleep(DRAIN_POLL) => {}
+            listen.room = upstream > 0;
+            match self.next_input(&mut listen).await {
+                Input::GraceOver => break,
+                Input::ReadersEnded => listen.datagrams = false,
+                input => self.step(input, &listen).await,
             }
-            self.flush().await;
         }
         self.stop_input();
         if let Some(broker) = &mut self.broker {
@@ -112,7 +109,8 @@ impl Driver {
         report
     }
 
-    /// Stops reading from devices: UDP readers and serial ports.
+    /// Stops reading from devices and local clients: UDP readers, serial
+    /// ports and the embedded broker.
     fn stop_input(&mut self) {
         for reader in &self.readers {
             reader.abort();

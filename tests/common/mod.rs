@@ -21,7 +21,8 @@ use bytes::BytesMut;
 use sngate::client::{Client, ConnectOptions, Message};
 use sngate::config::{Config, PredefinedTopic, UpstreamConfig};
 use sngate::driver::{self, RunningGateway};
-use sngate::proto::{self, PROTOCOL_ID_V1_2, Packet};
+use sngate::ops::QueryHandle;
+use sngate::proto::{self, PROTOCOL_ID_V1_2, Packet, QoS, SubscribeTopic};
 use tokio::net::UdpSocket;
 
 /// How long a test waits for something that should happen at once.
@@ -89,6 +90,23 @@ pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> TestGateway 
         running,
         addr,
         broker,
+    }
+}
+
+/// Waits (up to 5 s) until the gateway `queries` reach says it is shutting
+/// down: its drain has started.
+pub async fn wait_for_drain(queries: &QueryHandle) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !queries
+        .health(Duration::from_secs(1))
+        .await
+        .is_ok_and(|h| h.shutting_down)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drain never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -169,6 +187,18 @@ impl RawDevice {
     pub async fn recv(&self) -> Packet {
         let bytes = self.recv_bytes().await;
         proto::decode(&bytes).unwrap_or_else(|e| panic!("gateway sent a bad datagram: {e}"))
+    }
+
+    /// SUBSCRIBE (message id 1) to `topic` at `qos`, expecting a SUBACK.
+    pub async fn subscribe(&self, topic: SubscribeTopic, qos: QoS) {
+        self.send(&Packet::Subscribe {
+            dup: false,
+            qos,
+            msg_id: 1,
+            topic,
+        })
+        .await;
+        assert!(matches!(self.recv().await, Packet::SubAck { .. }));
     }
 
     /// CONNECT without will, expecting an accepting CONNACK.
