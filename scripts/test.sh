@@ -39,6 +39,12 @@ if cargo tree --locked -p sngate-wire -p sngate-core -e normal --prefix none | g
   echo "error: a pure crate depends on an async runtime (above)" >&2
   exit 1
 fi
+# The wire crate is no_std + alloc: where a bare-metal target is installed
+# (`rustup target add thumbv7em-none-eabihf`), prove it builds for one.
+if rustup target list --installed 2>/dev/null | grep -q '^thumbv7em-none-eabihf$'; then
+  echo "==> sngate-wire builds for thumbv7em-none-eabihf (no_std)"
+  cargo build --locked -q -p sngate-wire --target thumbv7em-none-eabihf
+fi
 echo "==> cargo clippy -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test"
