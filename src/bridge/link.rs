@@ -17,6 +17,7 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as m5;
 use rumqttc::{TlsConfiguration, Transport};
 
+pub use super::machine::LinkEvent;
 use super::outbox::{OutMessage, Replay};
 use crate::config::UpstreamConfig;
 
@@ -201,52 +202,6 @@ impl Tag {
             ..m5::PublishProperties::default()
         })
     }
-}
-
-/// What happened on the link, reduced to what the bridge needs.
-#[derive(Debug)]
-pub enum LinkEvent {
-    /// The broker accepted the connection.
-    ConnAck {
-        /// The broker still had our session.
-        session_present: bool,
-    },
-    /// A message from the broker.
-    Publish {
-        /// Remote topic (invalid UTF-8 is reported as `None`).
-        topic: Option<String>,
-        /// Payload.
-        payload: Bytes,
-        /// QoS 0..=2.
-        qos: u8,
-        /// Retain flag.
-        retain: bool,
-        /// Subscription identifiers the broker attached (MQTT 5; empty otherwise).
-        subscription_ids: Vec<usize>,
-        /// The [`ORIGIN_PROPERTY`] it carries (MQTT 5), if any.
-        origin: Option<String>,
-    },
-    /// PUBACK; `ok` unless the reason code is an error.
-    PubAck { pkid: u16, ok: bool },
-    /// PUBREC; `ok` unless the reason code is an error.
-    PubRec { pkid: u16, ok: bool },
-    /// PUBCOMP.
-    PubComp { pkid: u16 },
-    /// SUBACK with how many filters were refused.
-    SubAck { refused: usize },
-    /// rumqttc wrote a PUBLISH with this packet id (0 for QoS 0).
-    SentPublish(u16),
-    /// rumqttc took a PUBLISH from the channel but holds it back: its packet
-    /// id is still unacknowledged.
-    HeldPublish(u16),
-    /// rumqttc wrote a PUBREL.
-    SentPubRel(u16),
-    /// rumqttc took a SUBSCRIBE or UNSUBSCRIBE from the channel.
-    SentControl,
-    /// rumqttc wrote a DISCONNECT.
-    SentDisconnect,
-    /// Anything else (pings, acks we send).
-    Other,
 }
 
 /// The submitting half: hands requests to rumqttc's channel, never blocks.

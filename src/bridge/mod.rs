@@ -47,6 +47,7 @@ pub mod backoff;
 pub mod echo;
 mod identities;
 pub mod link;
+mod machine;
 pub mod outbox;
 mod pool;
 pub mod rules;
@@ -331,6 +332,7 @@ enum Control {
 
 /// What a session task tells the handle: a public event, or the pool's
 /// own business (handled inside [`BridgeHandle::recv`]).
+#[derive(Debug)]
 enum TaskEvent {
     Public(BridgeEvent),
     /// A device session has no connection and nothing to do after
@@ -349,7 +351,6 @@ struct Common {
     cfg: UpstreamConfig,
     endpoint: String,
     rules: Rules,
-    events: mpsc::Sender<TaskEvent>,
     counters: Arc<Counters>,
     /// MQTT 3.1.1: recent publications of all sessions.
     echo: Option<Mutex<EchoLog>>,
@@ -634,14 +635,14 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         cfg: cfg.clone(),
         endpoint: format!("{}:{}", cfg.host, cfg.port),
         rules: Rules::new(&cfg.rules),
-        events: events_tx,
         counters: Arc::clone(&counters),
         echo: (cfg.protocol_version == 4)
             .then(|| Mutex::new(EchoLog::new(ECHO_WINDOW, ECHO_CAPACITY))),
         per_device,
         origin,
     });
-    let (session, event_loop) = Session::shared(Arc::clone(&common), &shared_identity);
+    let (session, event_loop) =
+        Session::shared(Arc::clone(&common), events_tx.clone(), &shared_identity);
     let task = rt.spawn(session.run(Some(event_loop), control_rx));
     if per_device {
         info!(
@@ -654,7 +655,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         events: events_rx,
         counters,
         task: Some(task),
-        pool: identities.map(|ids| Pool::new(rt, common, ids)),
+        pool: identities.map(|ids| Pool::new(rt, common, events_tx, ids)),
         local: VecDeque::new(),
     })
 }
