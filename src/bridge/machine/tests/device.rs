@@ -42,9 +42,7 @@ fn open_connects_as_the_device_and_the_connack_answers_up() {
 
 #[test]
 fn new_parameters_end_the_connection_and_open_another_keeping_the_outbox() {
-    let mut h = Harness::device(config(), "d");
-    open(&mut h, false);
-    h.connack(false);
+    let mut h = Harness::device_up(config(), "d");
     h.command(device_publish("d", "a", None));
     h.written(&[1]);
     assert!(matches!(
@@ -81,9 +79,7 @@ fn a_failure_before_the_connack_answers_unreachable_and_retries() {
 
 #[test]
 fn close_with_nothing_left_disconnects_and_tells_the_pool() {
-    let mut h = Harness::device(config(), "d");
-    open(&mut h, false);
-    h.connack(false);
+    let mut h = Harness::device_up(config(), "d");
     h.command(UpstreamCommand::CloseSession {
         client_id: Arc::from("d"),
         publish_will: false,
@@ -109,9 +105,7 @@ fn close_with_nothing_left_disconnects_and_tells_the_pool() {
 
 #[test]
 fn a_closed_session_delivers_what_it_holds_before_it_ends() {
-    let mut h = Harness::device(config(), "d");
-    open(&mut h, false);
-    h.connack(false);
+    let mut h = Harness::device_up(config(), "d");
     h.command(device_publish("d", "a", None));
     h.command(UpstreamCommand::CloseSession {
         client_id: Arc::from("d"),

@@ -109,6 +109,17 @@ impl Harness {
         Self::wrap(m, now, counters)
     }
 
+    /// A device session for `client_id`, opened and connected (its events
+    /// so far taken).
+    fn device_up(cfg: UpstreamConfig, client_id: &str) -> Self {
+        let mut h = Self::device(cfg, client_id);
+        h.command(UpstreamCommand::OpenSession(params(client_id, false)));
+        assert!(matches!(transition(&mut h), Some(Transition::Open { .. })));
+        h.connack(false);
+        h.take_events();
+        h
+    }
+
     fn wrap(m: Machine, now: Instant, counters: Arc<Counters>) -> Self {
         Harness {
             m,
@@ -213,31 +224,27 @@ impl Harness {
     }
 }
 
-/// A message published on `topic` by the gateway itself.
-fn publish(topic: &str, payload: &str, qos: u8) -> UpstreamCommand {
+/// A message for the broker, from a device or (`from: None`) the gateway.
+fn message(topic: &str, payload: &str, qos: u8, from: Option<DeviceOrigin>) -> UpstreamCommand {
     UpstreamCommand::Publish {
         topic: topic.into(),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos,
         retain: false,
         store_id: None,
-        from: None,
+        from,
     }
 }
 
-/// A device's message owing it `ack`.
+/// A message published on `topic` by the gateway itself.
+fn publish(topic: &str, payload: &str, qos: u8) -> UpstreamCommand {
+    message(topic, payload, qos, None)
+}
+
+/// A device's QoS 1 message on `t`, owing it `ack`.
 fn device_publish(client_id: &str, payload: &str, ack: Option<UpstreamAck>) -> UpstreamCommand {
-    UpstreamCommand::Publish {
-        topic: "t".into(),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos: 1,
-        retain: false,
-        store_id: None,
-        from: Some(DeviceOrigin {
-            client_id: Arc::from(client_id),
-            ack,
-        }),
-    }
+    let client_id = Arc::from(client_id);
+    message("t", payload, 1, Some(DeviceOrigin { client_id, ack }))
 }
 
 fn params(client_id: &str, clean_session: bool) -> SessionParams {

@@ -74,10 +74,7 @@ fn qos0_messages_are_dropped_while_offline() {
 
 #[test]
 fn the_in_flight_window_holds_back_what_does_not_fit() {
-    let mut h = Harness::device(config(), "d");
-    h.command(UpstreamCommand::OpenSession(params("d", false)));
-    assert!(matches!(transition(&mut h), Some(Transition::Open { .. })));
-    h.connack(false);
+    let mut h = Harness::device_up(config(), "d");
     for i in 0..10 {
         h.command(device_publish("d", &i.to_string(), None));
     }
@@ -99,12 +96,8 @@ fn the_in_flight_window_holds_back_what_does_not_fit() {
 
 #[test]
 fn a_ticket_is_answered_by_its_own_acknowledgement_only() {
-    let mut h = Harness::device(config(), "d");
+    let mut h = Harness::device_up(config(), "d");
     let tokens = acks("d", 2);
-    h.command(UpstreamCommand::OpenSession(params("d", false)));
-    assert!(matches!(transition(&mut h), Some(Transition::Open { .. })));
-    h.connack(false);
-    h.take_events();
     h.command(device_publish("d", "a", Some(tokens[0])));
     assert_eq!(h.published(), ["a"]);
     h.written(&[1]);
@@ -136,11 +129,8 @@ fn a_ticket_is_answered_by_its_own_acknowledgement_only() {
 
 #[test]
 fn a_refused_message_answers_its_ticket_with_a_refusal() {
-    let mut h = Harness::device(config(), "d");
+    let mut h = Harness::device_up(config(), "d");
     let tokens = acks("d", 1);
-    h.command(UpstreamCommand::OpenSession(params("d", false)));
-    transition(&mut h);
-    h.connack(false);
     h.command(device_publish("d", "a", Some(tokens[0])));
     h.written(&[1]);
     h.event(LinkEvent::PubAck { pkid: 1, ok: false });

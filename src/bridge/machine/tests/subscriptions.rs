@@ -105,13 +105,20 @@ fn with_rules_the_in_rules_are_the_subscriptions() {
     assert_eq!(h.gauge(&h.counters.not_bridged_in), 1);
 }
 
-#[test]
-fn one_copy_passes_for_overlapping_confirmed_subscriptions() {
+/// A connected shared session subscribed to `a/#` and `a/b`: their
+/// identifiers, in that order.
+fn overlapping() -> (Harness, Vec<usize>) {
     let mut h = Harness::shared(config());
     h.command(subscribe("a/#", 0));
     h.command(subscribe("a/b", 0));
     h.connack(false);
-    let ids: Vec<usize> = subscribes(h.take_sent()).into_iter().map(|s| s.2).collect();
+    let ids = subscribes(h.take_sent()).into_iter().map(|s| s.2).collect();
+    (h, ids)
+}
+
+#[test]
+fn one_copy_passes_for_overlapping_confirmed_subscriptions() {
+    let (mut h, ids) = overlapping();
     // Before any SUBACK nothing is confirmed: every copy passes.
     h.event(incoming("a/b", "1", &[ids[1]]));
     assert_eq!(messages(&h.take_events()).len(), 1);
@@ -130,11 +137,7 @@ fn one_copy_passes_for_overlapping_confirmed_subscriptions() {
 
 #[test]
 fn a_refused_filter_is_never_the_representative() {
-    let mut h = Harness::shared(config());
-    h.command(subscribe("a/#", 0));
-    h.command(subscribe("a/b", 0));
-    h.connack(false);
-    let ids: Vec<usize> = subscribes(h.take_sent()).into_iter().map(|s| s.2).collect();
+    let (mut h, ids) = overlapping();
     h.event(LinkEvent::SubAck { refused: 1 });
     h.event(LinkEvent::SubAck { refused: 0 });
     h.event(incoming("a/b", "1", &[ids[1]]));
@@ -197,11 +200,7 @@ fn mqtt311_swallows_one_echo_per_publication_within_the_window() {
 
 #[test]
 fn mqtt5_per_device_copies_tagged_with_our_origin_are_echoes() {
-    let mut h = Harness::device(config(), "d");
-    h.command(UpstreamCommand::OpenSession(params("d", false)));
-    transition(&mut h);
-    h.connack(false);
-    h.take_events();
+    let mut h = Harness::device_up(config(), "d");
     h.event(LinkEvent::Publish {
         topic: Some("t".into()),
         payload: Bytes::from_static(b"1"),
