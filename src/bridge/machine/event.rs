@@ -1,6 +1,6 @@
 //! What the session task observes on its connection, reduced to what the
 //! machine needs: the input type of [`Machine::handle_event`]. Plain data;
-//! `link.rs` translates rumqttc's events into it.
+//! `link/events.rs` translates rumqttc's events into it.
 //!
 //! [`Machine::handle_event`]: super::Machine::handle_event
 
