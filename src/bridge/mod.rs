@@ -4,13 +4,13 @@
 //!
 //! This module owns the bridge's public face ([`spawn`], [`BridgeHandle`],
 //! [`BridgeEvent`], [`BridgeStats`]); the counters every session task
-//! shares are [`counters`]. A session's decisions — what to send next,
+//! shares are `counters`. A session's decisions — what to send next,
 //! tickets, room, subscriptions, echoes, backoff, a device's connection
-//! changes — are [`machine`], sans IO (`now` passed in, outputs polled);
-//! the thin tokio task that drives rumqttc for it is [`session`] (one code
+//! changes — are `machine`, sans IO (`now` passed in, outputs polled);
+//! the thin tokio task that drives rumqttc for it is `session` (one code
 //! path for the shared session and each device's own); the per-device
-//! sessions are kept by [`pool`] behind the same handle; rumqttc stays
-//! behind [`link`], device identities are [`identities`], TLS is [`tls`],
+//! sessions are kept by `pool` behind the same handle; rumqttc stays
+//! behind [`link`], device identities are `identities`, TLS is `tls`,
 //! topic mapping lives in [`rules`], ordered delivery in [`outbox`],
 //! reconnect timing in [`backoff`] and 3.1.1 echo suppression in [`echo`].
 //! `docs/bridge.md` states the guarantees; in short:
