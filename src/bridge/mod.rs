@@ -3,14 +3,17 @@
 //! down.
 //!
 //! This module owns the bridge's public face ([`spawn`], [`BridgeHandle`],
-//! [`BridgeEvent`], [`BridgeStats`]) and the counters every session task
-//! shares. The session task itself is [`session`] (one code path for the
-//! shared session and each device's own); the per-device sessions are kept
-//! by [`pool`] behind the same handle; rumqttc stays behind [`link`], device
-//! identities are [`identities`], TLS is [`tls`], topic mapping lives in
-//! [`rules`], ordered delivery in [`outbox`], reconnect timing in [`backoff`]
-//! and 3.1.1 echo suppression in [`echo`]. `docs/bridge.md` states the
-//! guarantees; in short:
+//! [`BridgeEvent`], [`BridgeStats`]); the counters every session task
+//! shares are `counters`. A session's decisions — what to send next,
+//! tickets, room, subscriptions, echoes, backoff, a device's connection
+//! changes — are `machine`, sans IO (`now` passed in, outputs polled);
+//! the thin tokio task that drives rumqttc for it is `session` (one code
+//! path for the shared session and each device's own); the per-device
+//! sessions are kept by `pool` behind the same handle; rumqttc stays
+//! behind [`link`], device identities are `identities`, TLS is `tls`,
+//! topic mapping lives in [`rules`], ordered delivery in [`outbox`],
+//! reconnect timing in [`backoff`] and 3.1.1 echo suppression in [`echo`].
+//! `docs/bridge.md` states the guarantees; in short:
 //!
 //! - **Never blocks the driver.** [`BridgeHandle::send`] pushes into an
 //!   unbounded channel that the task drains at once into its own bounded
@@ -44,9 +47,11 @@
 //!   own subscriptions match.
 
 pub mod backoff;
+mod counters;
 pub mod echo;
 mod identities;
 pub mod link;
+mod machine;
 pub mod outbox;
 mod pool;
 pub mod rules;
@@ -55,7 +60,7 @@ mod tls;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +70,8 @@ use tracing::{info, warn};
 
 use crate::config::{BridgeMode, UpstreamConfig};
 use crate::core::{SessionStatus, UpstreamAck, UpstreamCommand, UpstreamMessage};
+pub use counters::BridgeStats;
+use counters::{Counters, Room, bump, shift};
 use echo::EchoLog;
 use outbox::OutMessage;
 use pool::Pool;
@@ -161,162 +168,6 @@ pub enum BridgeEvent {
     },
 }
 
-/// A snapshot of the bridge's counters (see [`BridgeHandle::stats`]). The
-/// connection figures are the shared session's; the message figures count
-/// every session.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BridgeStats {
-    /// Connected to the broker right now.
-    pub connected: bool,
-    /// Successful connections (CONNACKs), the first included.
-    pub connects: u64,
-    /// Successful connections after the first one.
-    pub reconnects: u64,
-    /// Connection attempts that failed, and connections that broke.
-    pub connection_errors: u64,
-    /// Messages the broker has taken: QoS 0 written, QoS 1 PUBACKed, QoS 2
-    /// PUBCOMPed.
-    pub published: u64,
-    /// Messages received from the broker and handed to the driver.
-    pub received: u64,
-    /// QoS 0 messages dropped because the broker was unreachable.
-    pub dropped_offline: u64,
-    /// Messages dropped because the outbox was at `max_pending_messages` or
-    /// `max_pending_bytes`.
-    pub dropped_full: u64,
-    /// Messages the broker refused (error reason code in PUBACK/PUBREC) or
-    /// rumqttc would not send (e.g. an invalid topic), and messages of a
-    /// device session the broker refused.
-    pub rejected: u64,
-    /// Local messages no `out`/`both` rule lets out.
-    pub not_bridged_out: u64,
-    /// Messages from upstream no `in`/`both` rule maps (or not UTF-8).
-    pub not_bridged_in: u64,
-    /// Echoes of the gateway's own messages swallowed: MQTT 3.1.1 echoes,
-    /// and in per-device mode the copies tagged with our origin.
-    pub echoes_suppressed: u64,
-    /// Extra copies of one message sent for overlapping subscriptions,
-    /// dropped (MQTT 5 subscription identifiers).
-    pub duplicates_suppressed: u64,
-    /// Messages sent again after a reconnection (at-least-once duplicates
-    /// are possible for these).
-    pub resent: u64,
-    /// Messages in the outboxes (queued or awaiting acknowledgement).
-    pub pending_messages: u64,
-    /// Topic and payload bytes in the outboxes.
-    pub pending_bytes: u64,
-    /// Per-device mode: device sessions that exist (connected or trying).
-    pub device_sessions_open: u64,
-    /// Per-device mode: device sessions connected to the broker right now.
-    pub device_sessions_connected: u64,
-    /// Per-device mode: CONNACKs accepting a device session.
-    pub device_session_connects: u64,
-    /// Per-device mode: device sessions refused, by the broker (bad
-    /// credentials, not authorised) or by the gateway itself (a device whose
-    /// upstream client id would be the shared session's).
-    pub device_session_refusals: u64,
-    /// Per-device mode: messages a refused device session had already
-    /// acknowledged to its device, handed to the shared session as the last
-    /// resort (they go up under the gateway's own identity).
-    pub device_messages_to_shared: u64,
-}
-
-/// How much the bridge can still take, readable by the driver at any time, so
-/// the engine acknowledges a device's message only when the bridge has room
-/// for it (backpressure instead of dropping what a device was told is safe).
-///
-/// Unsettled = handed over but not yet taken by a task, plus what sits in
-/// the outboxes (gauges updated by the tasks, as deltas).
-#[derive(Debug, Default)]
-struct Room {
-    sent_messages: AtomicU64,
-    sent_bytes: AtomicU64,
-    taken_messages: AtomicU64,
-    taken_bytes: AtomicU64,
-    max_messages: u64,
-    max_bytes: u64,
-    /// Signalled whenever an outbox shrank.
-    freed: tokio::sync::Notify,
-}
-
-/// Counters shared by every session task of one bridge.
-#[derive(Debug, Default)]
-struct Counters {
-    connected: AtomicBool,
-    connects: AtomicU64,
-    connection_errors: AtomicU64,
-    published: AtomicU64,
-    received: AtomicU64,
-    dropped_offline: AtomicU64,
-    dropped_full: AtomicU64,
-    rejected: AtomicU64,
-    not_bridged_out: AtomicU64,
-    not_bridged_in: AtomicU64,
-    echoes_suppressed: AtomicU64,
-    duplicates_suppressed: AtomicU64,
-    resent: AtomicU64,
-    pending_messages: AtomicU64,
-    pending_bytes: AtomicU64,
-    device_sessions_open: AtomicU64,
-    device_sessions_connected: AtomicU64,
-    device_session_connects: AtomicU64,
-    device_session_refusals: AtomicU64,
-    device_messages_to_shared: AtomicU64,
-    room: Room,
-}
-
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
-/// Moves a gauge by the difference between `old` and `new` (each session
-/// adds its own share; Release, see `Session::publish_gauges`).
-fn shift(c: &AtomicU64, old: u64, new: u64) {
-    if new >= old {
-        c.fetch_add(new - old, Ordering::Release);
-    } else {
-        c.fetch_sub(old - new, Ordering::Release);
-    }
-}
-
-impl Counters {
-    fn snapshot(&self) -> BridgeStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let connects = get(&self.connects);
-        BridgeStats {
-            connected: self.connected.load(Ordering::Relaxed),
-            connects,
-            reconnects: connects.saturating_sub(1),
-            connection_errors: get(&self.connection_errors),
-            published: get(&self.published),
-            received: get(&self.received),
-            dropped_offline: get(&self.dropped_offline),
-            dropped_full: get(&self.dropped_full),
-            rejected: get(&self.rejected),
-            not_bridged_out: get(&self.not_bridged_out),
-            not_bridged_in: get(&self.not_bridged_in),
-            echoes_suppressed: get(&self.echoes_suppressed),
-            duplicates_suppressed: get(&self.duplicates_suppressed),
-            resent: get(&self.resent),
-            pending_messages: get(&self.pending_messages),
-            pending_bytes: get(&self.pending_bytes),
-            device_sessions_open: get(&self.device_sessions_open),
-            device_sessions_connected: get(&self.device_sessions_connected),
-            device_session_connects: get(&self.device_session_connects),
-            device_session_refusals: get(&self.device_session_refusals),
-            device_messages_to_shared: get(&self.device_messages_to_shared),
-        }
-    }
-
-    /// Counts a message handed to a task (`unsettled` until it is taken).
-    fn handed_over(&self, messages: u64, bytes: u64) {
-        self.room
-            .sent_messages
-            .fetch_add(messages, Ordering::Release);
-        self.room.sent_bytes.fetch_add(bytes, Ordering::Release);
-    }
-}
-
 /// What a session task is told.
 enum Control {
     Command(UpstreamCommand),
@@ -331,6 +182,7 @@ enum Control {
 
 /// What a session task tells the handle: a public event, or the pool's
 /// own business (handled inside [`BridgeHandle::recv`]).
+#[derive(Debug)]
 enum TaskEvent {
     Public(BridgeEvent),
     /// A device session has no connection and nothing to do after
@@ -349,7 +201,6 @@ struct Common {
     cfg: UpstreamConfig,
     endpoint: String,
     rules: Rules,
-    events: mpsc::Sender<TaskEvent>,
     counters: Arc<Counters>,
     /// MQTT 3.1.1: recent publications of all sessions.
     echo: Option<Mutex<EchoLog>>,
@@ -634,14 +485,14 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         cfg: cfg.clone(),
         endpoint: format!("{}:{}", cfg.host, cfg.port),
         rules: Rules::new(&cfg.rules),
-        events: events_tx,
         counters: Arc::clone(&counters),
         echo: (cfg.protocol_version == 4)
             .then(|| Mutex::new(EchoLog::new(ECHO_WINDOW, ECHO_CAPACITY))),
         per_device,
         origin,
     });
-    let (session, event_loop) = Session::shared(Arc::clone(&common), &shared_identity);
+    let (session, event_loop) =
+        Session::shared(Arc::clone(&common), events_tx.clone(), &shared_identity);
     let task = rt.spawn(session.run(Some(event_loop), control_rx));
     if per_device {
         info!(
@@ -654,7 +505,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
         events: events_rx,
         counters,
         task: Some(task),
-        pool: identities.map(|ids| Pool::new(rt, common, ids)),
+        pool: identities.map(|ids| Pool::new(rt, common, events_tx, ids)),
         local: VecDeque::new(),
     })
 }

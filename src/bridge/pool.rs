@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::identities::DeviceIdentities;
 use super::session::Session;
-use super::{BridgeEvent, Common, Control, bump};
+use super::{BridgeEvent, Common, Control, TaskEvent, bump};
 use crate::core::{DeviceOrigin, SessionStatus, UpstreamCommand};
 
 /// One device's session task.
@@ -38,6 +38,8 @@ struct Slot {
 pub(super) struct Pool {
     rt: tokio::runtime::Handle,
     common: Arc<Common>,
+    /// Towards the driver, for the sessions.
+    events: mpsc::Sender<TaskEvent>,
     identities: Arc<DeviceIdentities>,
     slots: HashMap<Arc<str>, Slot>,
     next_task: u64,
@@ -47,11 +49,13 @@ impl Pool {
     pub(super) fn new(
         rt: tokio::runtime::Handle,
         common: Arc<Common>,
+        events: mpsc::Sender<TaskEvent>,
         identities: DeviceIdentities,
     ) -> Self {
         Self {
             rt,
             common,
+            events,
             identities: Arc::new(identities),
             slots: HashMap::new(),
             next_task: 0,
@@ -186,6 +190,7 @@ impl Pool {
         let (control, rx) = mpsc::unbounded_channel();
         let session = Session::device(
             Arc::clone(&self.common),
+            self.events.clone(),
             Arc::clone(&self.identities),
             device,
             task,

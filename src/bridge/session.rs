@@ -1,18 +1,15 @@
-//! One upstream MQTT session as a tokio task — the shared session (every
+//! One upstream session as a tokio task — the shared session (every
 //! device in aggregate mode; local clients and QoS −1 in per-device mode) or
-//! one device's own session. One code path for both: the role only decides
-//! which commands a session takes, what it tells the driver about, and (for
-//! a device, in [`device`]) how its connection opens, switches and closes.
+//! one device's own session: the thin shell around its [`Machine`].
 //!
-//! The task owns its outbox, its subscriptions and rumqttc's two halves; it
-//! always polls the event loop, never lets a command wait behind it (see
-//! [`Session::wait`]), and publishes its share of the bridge's gauges as
-//! deltas, so that the driver's `room()`/`unsettled()` bound all sessions
-//! together.
+//! The task owns rumqttc's two halves and the command channel, and reads
+//! the clock; the machine decides everything else. The task always polls
+//! the event loop (except while the machine waits out its backoff), never
+//! lets a command wait behind it (see [`Session::wait`]: rumqttc's poll is
+//! not cancel-safe, so it is never dropped for a command), turns what it
+//! observes into the machine's inputs, carries out its outputs and
+//! transitions, and sleeps until its timeout.
 
-mod device;
-
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,125 +18,21 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
-use super::echo::EchoSeen;
 use super::identities::DeviceIdentities;
-use super::link::{self, Identity, LinkClient, LinkError, LinkEvent, LinkLoop, Window};
-use super::outbox::{self, Ack, OutMessage, Outbox};
-use super::{
-    BridgeEvent, Common, Control, DISCONNECT_WAIT, ECHO_CAPACITY, ROOM_NOTIFY_BATCH, TaskEvent,
-    bump, shift,
-};
-use crate::config::OutboxFull;
-use crate::core::{UpstreamAck, UpstreamCommand, UpstreamMessage};
-pub(super) use device::Device;
-
-/// A SUBSCRIBE or UNSUBSCRIBE waiting for room in rumqttc's channel.
-enum Request {
-    /// One SUBSCRIBE: remote filter, QoS, subscription identifier.
-    Subscribe(String, u8, usize),
-    Unsubscribe(String),
-}
-
-/// What a session is for.
-enum Role {
-    /// The gateway's own session.
-    Shared,
-    /// A device's own session (per-device mode).
-    Device(Box<Device>),
-}
+use super::link::{self, Identity, LinkClient, LinkError, LinkEvent, LinkLoop};
+use super::machine::{Failure, Machine, Output, Request, Transition};
+use super::{Common, Control, DISCONNECT_WAIT, TaskEvent};
+use crate::core::UpstreamCommand;
 
 /// The task's state. See the module documentation.
 pub(super) struct Session {
     common: Arc<Common>,
-    role: Role,
+    machine: Machine,
     /// rumqttc's submitting half; `None` while a device session has no
     /// connection (refused, or closed and idle).
     client: Option<LinkClient>,
-    window: Window,
-    outbox: Outbox,
-    /// Subscription identifiers of the upstream filters.
-    sub_ids: SubscriptionIds,
-    /// Filters sent in a SUBSCRIBE whose SUBACK has not come yet, in order
-    /// (one filter per SUBSCRIBE; brokers answer in order).
-    awaiting_suback: VecDeque<String>,
-    /// Filters the broker has accepted on this connection: only these can be
-    /// the representative in `copy_scope` (a filter still pending or refused
-    /// would make the bridge drop the copies it does get).
-    confirmed: HashSet<String>,
-    /// Upstream subscriptions (remote filter → QoS): the rules' (static) or
-    /// the subscribers' (dynamic, when there are no rules).
-    subscriptions: BTreeMap<String, u8>,
-    /// Subscription requests not yet in rumqttc's channel.
-    control: VecDeque<Request>,
-    connected: bool,
-    /// Requests in rumqttc's channel, not yet taken by its event loop.
-    in_channel: usize,
-    /// MQTT 3.1.1: the echoes this session has swallowed.
-    echo_seen: Option<EchoSeen>,
-    backoff: Backoff,
-    /// Set once shutdown is asked: stop at this instant at the latest.
-    deadline: Option<Instant>,
-    /// Consecutive messages refused by a full outbox (for logging).
-    full_streak: u64,
-    /// Durable ids settled outside the outbox (not bridged, dropped), until
-    /// reported.
-    settled: Vec<u64>,
-    /// Replaying the durable outbox at start-up: its messages bypass the
-    /// bounds (they were acknowledged before the restart).
-    restoring: bool,
-    /// Publish commands taken from the channel since the gauges were last
-    /// published: (messages, bytes).
-    taken: (u64, u64),
-    /// The outbox size last added to the shared gauges: (messages, bytes).
-    reported: (u64, u64),
-    /// Outbox slots freed since the driver was last told.
-    freed_since_notify: u64,
-    /// Acknowledgements owed, by ticket: (device, token).
-    acks: HashMap<u64, (Arc<str>, UpstreamAck)>,
-    next_ticket: u64,
-    /// Events for the driver, sent at the next flush (in order).
-    out: Vec<TaskEvent>,
-}
-
-/// MQTT 5 subscription identifiers for the upstream filters: stable while a
-/// filter is subscribed, never reused while the process runs (1..=268,435,455).
-#[derive(Debug, Default)]
-struct SubscriptionIds {
-    by_filter: HashMap<String, usize>,
-    by_id: HashMap<usize, String>,
-    last: usize,
-}
-
-impl SubscriptionIds {
-    /// The filter's identifier, assigning one on first use.
-    fn id(&mut self, filter: &str) -> usize {
-        if let Some(&id) = self.by_filter.get(filter) {
-            return id;
-        }
-        // The identifier is a variable byte integer: at most 268,435,455.
-        self.last = if self.last >= 268_435_455 {
-            1
-        } else {
-            self.last + 1
-        };
-        self.by_filter.insert(filter.to_owned(), self.last);
-        self.by_id.insert(self.last, filter.to_owned());
-        self.last
-    }
-
-    fn get(&self, filter: &str) -> Option<usize> {
-        self.by_filter.get(filter).copied()
-    }
-
-    fn filter(&self, id: usize) -> Option<&str> {
-        self.by_id.get(&id).map(String::as_str)
-    }
-
-    fn forget(&mut self, filter: &str) {
-        if let Some(id) = self.by_filter.remove(filter) {
-            self.by_id.remove(&id);
-        }
-    }
+    /// Towards the driver (shared by every session).
+    events: mpsc::Sender<TaskEvent>,
 }
 
 /// How a wait ended.
@@ -147,63 +40,38 @@ enum Woke<T> {
     Done(T),
     /// Shutdown: stop now.
     Deadline,
-    /// A device session's connection must change (see `device.rs`).
+    /// A device session's connection must change (see the machine's
+    /// `poll_transition`).
     Interrupted,
+    /// The machine's timeout passed (the backoff is over).
+    Timer,
 }
 
-/// A hash of a client id, to seed its session's backoff differently from
-/// every other session's (FNV-1a).
-fn seed_of(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The time, for the machine.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 impl Session {
-    fn new(common: Arc<Common>, role: Role, window: Window, seed: u64) -> Self {
-        let cfg = &common.cfg;
-        let backoff = Backoff::new(
-            std::time::Duration::from_secs(u64::from(cfg.reconnect_min_secs)),
-            std::time::Duration::from_secs(u64::from(cfg.reconnect_max_secs)),
-            Backoff::clock_seed() ^ seed,
-        );
-        let subscriptions = match role {
-            Role::Shared => common.rules.subscriptions().into_iter().collect(),
-            Role::Device(_) => BTreeMap::new(),
-        };
-        Session {
-            outbox: Outbox::new(cfg.max_pending_messages, cfg.max_pending_bytes),
-            echo_seen: common.echo.is_some().then(|| EchoSeen::new(ECHO_CAPACITY)),
-            common,
-            role,
-            client: None,
-            window,
-            sub_ids: SubscriptionIds::default(),
-            awaiting_suback: VecDeque::new(),
-            confirmed: HashSet::new(),
-            subscriptions,
-            control: VecDeque::new(),
-            connected: false,
-            in_channel: 0,
-            backoff,
-            deadline: None,
-            full_streak: 0,
-            settled: Vec::new(),
-            restoring: false,
-            taken: (0, 0),
-            reported: (0, 0),
-            freed_since_notify: 0,
-            acks: HashMap::new(),
-            next_ticket: 0,
-            out: Vec::new(),
-        }
-    }
-
     /// The shared session and its event loop.
-    pub(super) fn shared(common: Arc<Common>, identity: &Identity) -> (Session, LinkLoop) {
+    pub(super) fn shared(
+        common: Arc<Common>,
+        events: mpsc::Sender<TaskEvent>,
+        identity: &Identity,
+    ) -> (Session, LinkLoop) {
         let (client, event_loop) = link::build(&common.cfg, identity);
-        let mut s = Session::new(common, Role::Shared, identity.window, 0);
-        s.client = Some(client);
+        let machine = Machine::shared(
+            now(),
+            Arc::clone(&common),
+            identity.window,
+            Backoff::clock_seed(),
+        );
+        let s = Session {
+            common,
+            machine,
+            client: Some(client),
+            events,
+        };
         (s, event_loop)
     }
 
@@ -211,22 +79,25 @@ impl Session {
     /// OpenSession that made the pool start it.
     pub(super) fn device(
         common: Arc<Common>,
+        events: mpsc::Sender<TaskEvent>,
         identities: Arc<DeviceIdentities>,
         client_id: Arc<str>,
         task: u64,
     ) -> Session {
-        bump(&common.counters.device_sessions_open, 1);
-        let seed = seed_of(&client_id);
-        Session::new(
+        let machine = Machine::device(
+            now(),
+            Arc::clone(&common),
+            identities,
+            client_id,
+            task,
+            Backoff::clock_seed(),
+        );
+        Session {
             common,
-            Role::Device(Box::new(Device::new(client_id, task, identities))),
-            Window::DEVICE,
-            seed,
-        )
-    }
-
-    fn is_shared(&self) -> bool {
-        matches!(self.role, Role::Shared)
+            machine,
+            client: None,
+            events,
+        }
     }
 
     /// The task: poll the link (when there is one) while taking commands,
@@ -241,84 +112,74 @@ impl Session {
             common: Arc::clone(&self.common),
         };
         let control = &mut commands.rx;
-        if self.is_shared() {
+        if self.machine.is_shared() {
             info!(broker = %self.common.endpoint, "upstream bridge started");
         }
         loop {
             self.transition(&mut link).await;
-            self.flush().await;
+            self.drain().await;
+            if self.machine.should_stop() {
+                break;
+            }
             let woke = match link.as_mut() {
-                Some(l) => self.wait(l.poll(), control).await,
-                None => {
+                Some(l) if !self.machine.backing_off() => self.wait(l.poll(), control).await,
+                // No connection, or waiting out the backoff: commands and
+                // the timer only.
+                _ => {
                     let idle = std::future::pending::<Result<LinkEvent, LinkError>>();
                     self.wait(idle, control).await
                 }
             };
             match woke {
                 Woke::Deadline => break,
-                Woke::Interrupted => {}
-                Woke::Done(Ok(ev)) => self.on_event(ev),
-                Woke::Done(Err(LinkError::Refused(reason))) if !self.is_shared() => {
+                Woke::Interrupted | Woke::Timer => {}
+                Woke::Done(Ok(ev)) => self.machine.handle_event(now(), ev),
+                Woke::Done(Err(e)) => {
                     if let Some(l) = link.as_mut() {
                         self.take_buffered(l);
                     }
-                    link = None;
-                    self.on_refused(reason);
-                }
-                Woke::Done(Err(e)) => {
-                    if let Some(l) = link.as_mut() {
-                        self.on_connection_error(l, e.to_string());
-                    }
-                    if self.deadline.is_some() && self.outbox.is_empty() {
-                        break;
-                    }
-                    let delay = self.backoff.next_delay();
-                    debug!(?delay, "upstream: waiting before reconnecting");
-                    self.flush().await;
-                    if let Woke::Deadline = self.wait(tokio::time::sleep(delay), control).await {
-                        break;
+                    match self.machine.handle_connection_failed(now(), e) {
+                        Failure::Drop => {
+                            link = None;
+                            self.client = None;
+                        }
+                        Failure::Retry(replays) => {
+                            if let Some(l) = link.as_mut() {
+                                l.replace_pending(&replays);
+                            }
+                        }
                     }
                 }
             }
-            self.pump();
-            self.publish_gauges();
-            self.flush().await;
-            if self.deadline.is_some() && (self.outbox.is_empty() || link.is_none()) {
+            self.drain().await;
+            if self.machine.should_stop() {
                 break;
             }
         }
         if let Some(l) = link.as_mut() {
             self.disconnect(l).await;
         }
-        self.link_gone();
-        self.publish_gauges();
-        self.flush().await;
-        let left = self.outbox.len();
+        self.machine.handle_stopped(now());
+        self.drain().await;
+        let left = self.machine.pending();
         if left > 0 {
             warn!(
-                session = %self.name(),
+                session = %self.machine.name(),
                 messages = left,
                 "upstream session stopped with undelivered messages"
             );
         }
-        if self.is_shared() {
+        if self.machine.is_shared() {
             info!("upstream bridge stopped");
         }
         // `Drop` gives back the session's share of the gauges.
     }
 
-    /// For the log: the session's device, or "shared".
-    fn name(&self) -> &str {
-        match &self.role {
-            Role::Shared => "shared",
-            Role::Device(d) => d.client_id(),
-        }
-    }
-
-    /// Awaits `fut` while handling control messages; never cancels `fut`
-    /// (rumqttc's poll is not cancel-safe) except at the shutdown deadline,
-    /// or when a device session's connection must be replaced or closed
-    /// (it is dropped or disconnected next).
+    /// Awaits `fut` while handling control messages and the machine's
+    /// timer; never cancels `fut` (rumqttc's poll is not cancel-safe)
+    /// except at the shutdown deadline, or when a device session's
+    /// connection must be replaced or closed (it is dropped or
+    /// disconnected next).
     async fn wait<F: Future>(
         &mut self,
         fut: F,
@@ -326,648 +187,113 @@ impl Session {
     ) -> Woke<F::Output> {
         tokio::pin!(fut);
         loop {
-            if self.needs_transition() {
+            if self.machine.should_stop() {
+                return Woke::Deadline;
+            }
+            if self.machine.needs_transition() {
                 return Woke::Interrupted;
             }
-            let deadline = self.deadline;
+            let takes = self.machine.takes_commands();
+            let timeout = self.machine.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 out = &mut fut => return Woke::Done(out),
-                msg = control.recv(), if deadline.is_none() => {
+                msg = control.recv(), if takes => {
+                    let now = now();
                     match msg {
-                        Some(Control::Command(cmd)) => self.on_command(cmd),
-                        Some(Control::Restore(cmds)) => {
-                            self.restoring = true;
-                            for cmd in cmds {
-                                self.on_command(cmd);
-                            }
-                            self.restoring = false;
-                            self.restored();
-                        }
-                        Some(Control::Adopt(msgs)) => self.adopt(msgs),
-                        Some(Control::Shutdown(grace)) => {
-                            debug!(session = %self.name(), ?grace, "upstream session: shutdown asked");
-                            self.deadline = Some(Instant::now() + grace);
-                            if self.outbox.is_empty() || self.client.is_none() {
-                                return Woke::Deadline;
-                            }
-                        }
+                        Some(Control::Command(cmd)) => self.machine.handle_command(now, cmd),
+                        Some(Control::Restore(cmds)) => self.machine.handle_restore(now, cmds),
+                        Some(Control::Adopt(msgs)) => self.machine.handle_adopt(now, msgs),
+                        Some(Control::Shutdown(grace)) => self.machine.handle_shutdown(now, grace),
                         // The handle was dropped, or the pool forgot this
                         // session: stop now.
-                        None => {
-                            self.deadline = Some(Instant::now());
-                            return Woke::Deadline;
+                        None => self.machine.handle_closed(now),
+                    }
+                    self.drain().await;
+                }
+                () = sleep_until_opt(timeout) => {
+                    self.machine.handle_timeout(now());
+                    self.drain().await;
+                    if !self.machine.should_stop() {
+                        return Woke::Timer;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the machine's outputs: requests into rumqttc's channel,
+    /// a room wake-up, events to the driver (in order).
+    async fn drain(&mut self) {
+        while let Some(output) = self.machine.poll_output() {
+            match output {
+                Output::Submit(req) => {
+                    let Some(client) = &self.client else {
+                        debug!("upstream: a request without a connection; left to the machine");
+                        continue;
+                    };
+                    let taken = match &req {
+                        Request::Publish(msg) => client.try_publish(msg),
+                        Request::Subscribe(filter, qos, id) => {
+                            client.try_subscribe(filter, *qos, *id)
+                        }
+                        Request::Unsubscribe(filter) => client.try_unsubscribe(filter),
+                    };
+                    self.machine.handle_submitted(taken);
+                }
+                Output::RoomFreed => self.common.counters.room.freed.notify_one(),
+                Output::Event(ev) => {
+                    // An error means the handle is gone; the task ends on its own.
+                    let _ = self.events.send(ev).await;
+                }
+            }
+        }
+    }
+
+    /// Ends, replaces or opens a device session's connection as its machine
+    /// asks.
+    async fn transition(&mut self, link: &mut Option<LinkLoop>) {
+        // At most: end, open (or reconnect: end, open).
+        for _ in 0..4 {
+            match self.machine.poll_transition() {
+                None => return,
+                Some(Transition::End { publish_will }) => {
+                    let mut ended = link.take();
+                    if let Some(l) = ended.as_mut() {
+                        if publish_will {
+                            self.take_buffered(l);
+                        } else {
+                            self.disconnect(l).await;
                         }
                     }
-                    self.pump();
-                    self.publish_gauges();
-                    self.flush().await;
+                    self.machine.handle_link_ended(now());
+                    // Closes the socket; without DISCONNECT the broker
+                    // publishes the will.
+                    drop(ended);
+                    self.client = None;
                 }
-                () = sleep_until_opt(deadline) => return Woke::Deadline,
+                Some(Transition::Open { identity, replays }) => {
+                    let (client, mut event_loop) = link::build(&self.common.cfg, &identity);
+                    event_loop.replace_pending(&replays);
+                    self.client = Some(client);
+                    *link = Some(event_loop);
+                }
             }
         }
     }
 
-    fn on_command(&mut self, cmd: UpstreamCommand) {
-        if let Role::Device(d) = &mut self.role {
-            d.received();
-        }
-        if let UpstreamCommand::Publish { topic, payload, .. } = &cmd {
-            // Published with the outbox gauges (publish_gauges), never before:
-            // the driver must always see a message in the channel or in an
-            // outbox, never in neither, or it would grant room twice.
-            self.taken.0 += 1;
-            self.taken.1 += (topic.len() + payload.len()) as u64;
-        }
-        match cmd {
-            UpstreamCommand::Publish {
-                topic,
-                payload,
-                qos,
-                retain,
-                store_id,
-                from,
-            } => {
-                let ack = from.and_then(|o| o.ack.map(|a| (o.client_id, a)));
-                self.publish(topic, payload, qos, retain, store_id, ack);
-            }
-            UpstreamCommand::Subscribe { filter, qos } if self.is_shared() => {
-                if !self.common.rules.is_transparent() {
-                    debug!(%filter, "upstream: subscriptions come from the rules; ignored");
-                    return;
-                }
-                self.subscribe(filter, qos);
-            }
-            UpstreamCommand::Unsubscribe { filter } if self.is_shared() => {
-                if self.common.rules.is_transparent() {
-                    self.unsubscribe(&filter);
-                }
-            }
-            UpstreamCommand::SessionSubscribe { filter, qos, .. } if !self.is_shared() => {
-                match self.common.rules.remote_filter(&filter) {
-                    Some(remote) => self.subscribe(remote, qos),
-                    None => {
-                        debug!(%filter, "no `in` rule covers a device's filter; not subscribed upstream")
-                    }
-                }
-            }
-            UpstreamCommand::SessionUnsubscribe { filter, .. } if !self.is_shared() => {
-                if let Some(remote) = self.common.rules.remote_filter(&filter) {
-                    self.unsubscribe(&remote);
-                }
-            }
-            UpstreamCommand::OpenSession(params) => self.open(params),
-            UpstreamCommand::CloseSession { publish_will, .. } => self.close(publish_will),
-            other => {
-                debug!(session = %self.name(), ?other, "command not for this session; ignored")
-            }
-        }
-    }
-
-    fn subscribe(&mut self, filter: String, qos: u8) {
-        let qos = qos.min(2);
-        if self.subscriptions.insert(filter.clone(), qos) != Some(qos) && self.connected {
-            let id = self.sub_ids.id(&filter);
-            self.control.push_back(Request::Subscribe(filter, qos, id));
-        }
-    }
-
-    fn unsubscribe(&mut self, filter: &str) {
-        if self.subscriptions.remove(filter).is_some() {
-            self.sub_ids.forget(filter);
-            self.confirmed.remove(filter);
-            if self.connected {
-                self.control
-                    .push_back(Request::Unsubscribe(filter.to_owned()));
-            }
-        }
-    }
-
-    /// Forgets every subscription (a device that starts a clean session).
-    fn forget_subscriptions(&mut self) {
-        let filters: Vec<String> = self.subscriptions.keys().cloned().collect();
-        for f in &filters {
-            self.unsubscribe(f);
-        }
-    }
-
-    fn publish(
-        &mut self,
-        topic: String,
-        payload: bytes::Bytes,
-        qos: u8,
-        retain: bool,
-        store_id: Option<u64>,
-        ack: Option<(Arc<str>, UpstreamAck)>,
-    ) {
-        let Some((remote, qos)) = self.common.rules.outbound(&topic, qos.min(2)) else {
-            bump(&self.common.counters.not_bridged_out, 1);
-            self.settled.extend(store_id);
-            // Where the rules send it (nowhere upstream) it has gone.
-            self.answer(ack, true);
-            return;
-        };
-        if !self.restoring && !self.can_publish() {
-            // A device session the broker refused, or one that has ended.
-            bump(&self.common.counters.rejected, 1);
-            self.settled.extend(store_id);
-            self.answer(ack, false);
-            return;
-        }
-        if qos == 0 && !self.connected && !self.common.cfg.queue_qos0_offline {
-            bump(&self.common.counters.dropped_offline, 1);
-            self.settled.extend(store_id);
-            return;
-        }
-        // Connected: the device hears when the broker acknowledges. Not
-        // connected: when it is queued (below), as safe as it gets until the
-        // session is back (docs/bridge.md).
-        let ticket = (ack.is_some() && self.connected).then(|| {
-            self.next_ticket += 1;
-            self.next_ticket
-        });
-        let msg = OutMessage {
-            topic: remote,
-            payload,
-            qos,
-            retain,
-            store_id,
-            ticket,
-        };
-        if store_id.is_some() && self.restoring {
-            // Acknowledged before a restart: never refused now.
-            self.outbox.push_unbounded(msg);
-            return;
-        }
-        let pushed = if self.over_global_bound(&msg) {
-            Err(outbox::Refused::Full)
-        } else {
-            self.outbox.push(msg)
-        };
-        match pushed {
-            Ok(()) => {
-                if self.full_streak > 0 {
-                    info!(dropped = self.full_streak, "upstream outbox has room again");
-                    self.full_streak = 0;
-                }
-                match (ticket, ack) {
-                    (Some(ticket), Some(ack)) => {
-                        self.acks.insert(ticket, ack);
-                    }
-                    (None, ack) => self.answer(ack, true),
-                    (Some(_), None) => {}
-                }
-            }
-            Err(outbox::Refused::Full) => {
-                bump(&self.common.counters.dropped_full, 1);
-                self.settled.extend(store_id);
-                // `outbox_full = "drop-newest"`: senders are never held
-                // back — acknowledged, routed locally, upstream copy dropped.
-                self.answer(ack, self.common.cfg.outbox_full == OutboxFull::DropNewest);
-                if self.full_streak == 0 {
-                    warn!(
-                        messages = self.outbox.len(),
-                        bytes = self.outbox.bytes(),
-                        "upstream outbox full: dropping new messages until it drains"
-                    );
-                }
-                self.full_streak += 1;
-            }
-        }
-    }
-
-    /// Per-device mode: the outboxes of all sessions share the bounds.
-    fn over_global_bound(&self, msg: &OutMessage) -> bool {
-        if !self.common.per_device {
-            return false;
-        }
-        let c = &self.common.counters;
-        let r = &c.room;
-        c.pending_messages.load(Ordering::Acquire) >= r.max_messages
-            || c.pending_bytes.load(Ordering::Acquire)
-                + (msg.topic.len() + msg.payload.len()) as u64
-                > r.max_bytes
-    }
-
-    /// Tells the device its message is safe (`accepted`) or not.
-    fn answer(&mut self, ack: Option<(Arc<str>, UpstreamAck)>, accepted: bool) {
-        if let Some((client_id, ack)) = ack {
-            self.out.push(TaskEvent::Public(BridgeEvent::SessionAck {
-                client_id,
-                ack,
-                accepted,
-            }));
-        }
-    }
-
-    /// Answers the tickets the outbox reports, and `released` ones (held
-    /// messages now answered as queued) as accepted.
-    fn answer_tickets(&mut self, released: Vec<u64>) {
-        let answered = self.outbox.take_answered();
-        for (ticket, ok) in released.into_iter().map(|t| (t, true)).chain(answered) {
-            let ack = self.acks.remove(&ticket);
-            self.answer(ack, ok);
-        }
-    }
-
-    /// Messages another (closed) session could not deliver: kept whatever
-    /// the bounds, as a restored outbox is (they were accepted).
-    fn adopt(&mut self, msgs: Vec<OutMessage>) {
-        for msg in msgs {
-            self.taken.0 += 1;
-            self.taken.1 += (msg.topic.len() + msg.payload.len()) as u64;
-            if msg.qos == 0 && !self.connected && !self.common.cfg.queue_qos0_offline {
-                bump(&self.common.counters.dropped_offline, 1);
-                self.settled.extend(msg.store_id);
-                continue;
-            }
-            self.outbox.push_unbounded(msg);
-        }
-    }
-
-    /// Which copy of a message to pass on when overlapping upstream
-    /// subscriptions make the broker send one copy per subscription (MQTT 5,
-    /// e.g. mosquitto). `Some(None)`: pass it to every subscriber;
-    /// `Some(Some(filter))`: pass it only to subscribers of `filter`;
-    /// `None`: a duplicate, drop it.
-    ///
-    /// - A retained copy carrying one identifier (the broker's answer to that
-    ///   subscription, or its per-subscription copy of a retained update)
-    ///   goes to that filter's subscribers only; the engine skips it for
-    ///   them when its store already holds the same value.
-    /// - Otherwise the copy passed on is the one carrying the identifier of
-    ///   the smallest of our *confirmed* filters that match the topic:
-    ///   exactly one copy carries it, whether the broker sends one copy per
-    ///   subscription or one with every identifier. Filters still awaiting
-    ///   their SUBACK, or refused, are never the representative, so the
-    ///   copies the broker does send are not mistaken for duplicates.
-    /// - Without identifiers (MQTT 3.1.1, or a broker that omits them) every
-    ///   copy passes (see docs/bridge.md).
-    fn copy_scope(&self, topic: &str, ids: &[usize], retain: bool) -> Option<Option<String>> {
-        if ids.is_empty() {
-            return Some(None);
-        }
-        // Only transparent mode has local filters equal to remote ones.
-        if retain
-            && let [id] = ids
-            && self.common.rules.is_transparent()
-            && let Some(filter) = self.sub_ids.filter(*id)
-        {
-            return Some(Some(filter.to_owned()));
-        }
-        let representative = self
-            .subscriptions
-            .keys()
-            .filter(|f| self.confirmed.contains(*f))
-            .find(|f| crate::core::topic::matches(f, topic))
-            .and_then(|f| self.sub_ids.get(f));
-        match representative {
-            None => Some(None),
-            Some(rep) if ids.contains(&rep) => Some(None),
-            Some(_) if retain => Some(None),
-            Some(_) => None,
-        }
-    }
-
-    /// Moves subscription requests, then queued messages, into rumqttc's
-    /// channel, as far as its capacity and the in-flight window allow.
-    fn pump(&mut self) {
-        if !self.connected {
-            return;
-        }
-        let Some(client) = &self.client else {
-            return;
-        };
-        // One slot stays free for a DISCONNECT: a device session that ends
-        // or switches must never lose it to a full channel (the broker would
-        // then publish the will).
-        while self.in_channel + 1 < self.window.request_channel {
-            if let Some(req) = self.control.pop_front() {
-                let ok = match &req {
-                    Request::Subscribe(filter, qos, id) => {
-                        let ok = client.try_subscribe(filter, *qos, *id);
-                        if ok {
-                            self.awaiting_suback.push_back(filter.clone());
-                        }
-                        ok
-                    }
-                    Request::Unsubscribe(filter) => client.try_unsubscribe(filter),
-                };
-                if ok {
-                    self.in_channel += 1;
-                } else {
-                    // The channel has room (we count), so rumqttc refused
-                    // the request itself, e.g. an invalid filter.
-                    warn!("upstream: rumqttc refused a (un)subscribe request; skipped");
-                }
-                continue;
-            }
-            if self.outbox.in_flight() >= usize::from(self.window.inflight) {
-                break;
-            }
-            let Some(msg) = self.outbox.peek_queued() else {
-                break;
-            };
-            if client.try_publish(msg) {
-                if let Some(log) = &self.common.echo
-                    && (self.common.per_device
-                        || self
-                            .subscriptions
-                            .keys()
-                            .any(|f| crate::core::topic::matches(f, &msg.topic)))
-                    && let Ok(mut log) = log.lock()
-                {
-                    log.published(std::time::Instant::now(), &msg.topic, &msg.payload);
-                }
-                self.outbox.mark_submitted();
-                self.in_channel += 1;
-            } else if let Some(bad) = self.outbox.discard_queued() {
-                warn!(topic = %bad.topic, "upstream: rumqttc refused to publish; dropped");
-                bump(&self.common.counters.rejected, 1);
-            }
-        }
-    }
-
-    fn on_event(&mut self, ev: LinkEvent) {
-        match ev {
-            LinkEvent::ConnAck { session_present } => {
-                self.connected = true;
-                self.in_channel = 0;
-                self.backoff.reset();
-                let c = &self.common.counters;
-                match &mut self.role {
-                    Role::Shared => {
-                        c.connected.store(true, Ordering::Relaxed);
-                        bump(&c.connects, 1);
-                    }
-                    Role::Device(d) => {
-                        bump(&c.device_sessions_connected, 1);
-                        bump(&c.device_session_connects, 1);
-                        let client_id = d.client_id_arc();
-                        for status in d.connected() {
-                            self.out.push(TaskEvent::Public(BridgeEvent::SessionStatus {
-                                client_id: Arc::clone(&client_id),
-                                status,
-                            }));
-                        }
-                    }
-                }
-                let resent = if session_present {
-                    self.outbox.replaying()
-                } else {
-                    self.outbox.connected(false)
-                };
-                bump(&self.common.counters.resent, resent as u64);
-                if self.is_shared() {
-                    info!(
-                        broker = %self.common.endpoint,
-                        session_present,
-                        resending = resent,
-                        queued = self.outbox.queued(),
-                        "upstream connected"
-                    );
-                    self.out.push(TaskEvent::Public(BridgeEvent::Connected));
-                } else {
-                    debug!(session = %self.name(), session_present, resending = resent, "device session connected");
-                }
-                // Re-subscribe everything, every time.
-                self.control.clear();
-                self.awaiting_suback.clear();
-                self.confirmed.clear();
-                // One SUBSCRIBE per filter: each carries its own identifier.
-                let all: Vec<(String, u8)> = self
-                    .subscriptions
-                    .iter()
-                    .map(|(f, q)| (f.clone(), *q))
-                    .collect();
-                for (filter, qos) in all {
-                    let id = self.sub_ids.id(&filter);
-                    self.control.push_back(Request::Subscribe(filter, qos, id));
-                }
-            }
-            LinkEvent::Publish {
-                topic,
-                payload,
-                qos,
-                retain,
-                subscription_ids,
-                origin,
-            } => self.on_publish(topic, payload, qos, retain, &subscription_ids, origin),
-            LinkEvent::PubAck { pkid, ok } => {
-                let ack = self.outbox.on_puback(pkid, ok);
-                self.count_ack(ack);
-            }
-            LinkEvent::PubRec { pkid, ok } => {
-                let ack = self.outbox.on_pubrec(pkid, ok);
-                self.count_ack(ack);
-            }
-            LinkEvent::PubComp { pkid } => {
-                let ack = self.outbox.on_pubcomp(pkid);
-                self.count_ack(ack);
-            }
-            LinkEvent::SubAck { refused } => {
-                let filter = self.awaiting_suback.pop_front();
-                match filter {
-                    Some(filter) if refused == 0 => {
-                        if self.subscriptions.contains_key(&filter) {
-                            self.confirmed.insert(filter);
-                        }
-                    }
-                    Some(filter) => {
-                        warn!(session = %self.name(), %filter, "upstream broker refused a subscription filter");
-                        self.confirmed.remove(&filter);
-                    }
-                    None => debug!("upstream: SUBACK for nothing awaited"),
-                }
-            }
-            LinkEvent::SentPublish(pkid) => {
-                if let Some(qos) = self.outbox.on_outgoing_publish(pkid) {
-                    self.in_channel = self.in_channel.saturating_sub(1);
-                    if qos == 0 {
-                        bump(&self.common.counters.published, 1);
-                    }
-                }
-            }
-            LinkEvent::HeldPublish(pkid) => {
-                self.outbox.on_await_ack(pkid);
-                self.in_channel = self.in_channel.saturating_sub(1);
-            }
-            LinkEvent::SentPubRel(pkid) => self.outbox.on_outgoing_pubrel(pkid),
-            LinkEvent::SentControl | LinkEvent::SentDisconnect => {
-                self.in_channel = self.in_channel.saturating_sub(1);
-            }
-            LinkEvent::Other => {}
-        }
-    }
-
-    fn on_publish(
-        &mut self,
-        topic: Option<String>,
-        payload: bytes::Bytes,
-        qos: u8,
-        retain: bool,
-        subscription_ids: &[usize],
-        origin: Option<String>,
-    ) {
-        let c = Arc::clone(&self.common.counters);
-        let Some(topic) = topic else {
-            bump(&c.not_bridged_in, 1);
-            return;
-        };
-        // Per-device mode on MQTT 5: the broker's copy of what one of our
-        // sessions published (or a device's will) — the engine routed the
-        // original locally already.
-        if let (Some(ours), Some(theirs)) = (&self.common.origin, &origin)
-            && **ours == **theirs
-        {
-            bump(&c.echoes_suppressed, 1);
-            return;
-        }
-        let scope = match self.copy_scope(&topic, subscription_ids, retain) {
-            Some(scope) => scope,
-            None => {
-                bump(&c.duplicates_suppressed, 1);
-                return;
-            }
-        };
-        if let (Some(log), Some(seen)) = (&self.common.echo, &mut self.echo_seen)
-            && let Ok(mut log) = log.lock()
-            && log.is_echo(std::time::Instant::now(), &topic, &payload, seen)
-        {
-            bump(&c.echoes_suppressed, 1);
-            return;
-        }
-        let Some((local, qos)) = self.common.rules.inbound(&topic, qos) else {
-            bump(&c.not_bridged_in, 1);
-            return;
-        };
-        bump(&c.received, 1);
-        let message = UpstreamMessage {
-            topic: local,
-            payload,
-            qos,
-            retain,
-            filter: scope,
-        };
-        let ev = match &self.role {
-            Role::Shared => BridgeEvent::Message(message),
-            Role::Device(d) => BridgeEvent::SessionMessage {
-                client_id: d.client_id_arc(),
-                message,
-            },
-        };
-        self.out.push(TaskEvent::Public(ev));
-    }
-
-    fn count_ack(&self, ack: Ack) {
-        match ack {
-            Ack::Completed => bump(&self.common.counters.published, 1),
-            Ack::Rejected => {
-                bump(&self.common.counters.rejected, 1);
-                warn!(session = %self.name(), "upstream broker refused a message (error reason code)");
-            }
-            Ack::Unmatched => debug!("upstream: acknowledgement matches nothing pending"),
-            Ack::Progressed => {}
-        }
-    }
-
-    /// Handles what rumqttc had buffered when the connection failed (acks
-    /// read, publishes written: they did happen).
+    /// Hands the machine what rumqttc had buffered when the connection
+    /// failed or is being dropped.
     fn take_buffered(&mut self, event_loop: &mut LinkLoop) {
         for ev in event_loop.take_buffered() {
-            if !matches!(ev, LinkEvent::ConnAck { .. }) {
-                self.on_event(ev);
-            }
+            self.machine.handle_buffered(now(), ev);
         }
-    }
-
-    fn on_connection_error(&mut self, event_loop: &mut LinkLoop, reason: String) {
-        self.take_buffered(event_loop);
-        let was_connected = self.connected;
-        let dropped = self.link_lost(event_loop);
-        match &mut self.role {
-            Role::Shared => {
-                bump(&self.common.counters.connection_errors, 1);
-                if was_connected {
-                    warn!(
-                        broker = %self.common.endpoint,
-                        %reason,
-                        in_flight = self.outbox.in_flight(),
-                        queued = self.outbox.queued(),
-                        dropped_qos0 = dropped,
-                        "upstream connection lost"
-                    );
-                    self.out
-                        .push(TaskEvent::Public(BridgeEvent::Disconnected { reason }));
-                } else {
-                    debug!(broker = %self.common.endpoint, %reason, "upstream connection attempt failed");
-                }
-            }
-            Role::Device(d) => {
-                let client_id = d.client_id_arc();
-                for status in d.unreachable() {
-                    self.out.push(TaskEvent::Public(BridgeEvent::SessionStatus {
-                        client_id: Arc::clone(&client_id),
-                        status,
-                    }));
-                }
-                debug!(session = %client_id, %reason, was_connected, "device session: connection failed");
-            }
-        }
-    }
-
-    /// The connection is gone (the event loop stays, to reconnect): what
-    /// never reached the wire is queued again, rumqttc's pending list is
-    /// replaced by the outbox's replays, and held acknowledgements are
-    /// answered (the messages are queued while the broker is unreachable).
-    /// Returns how many QoS 0 messages were dropped.
-    fn link_lost(&mut self, event_loop: &mut LinkLoop) -> usize {
-        let replays = self.mark_down();
-        event_loop.replace_pending(&replays.0);
-        replays.1
-    }
-
-    /// Connection bookkeeping when it ends: (replays for the next
-    /// connection, QoS 0 messages dropped).
-    fn mark_down(&mut self) -> (Vec<outbox::Replay>, usize) {
-        self.link_gone();
-        self.control.clear();
-        let (replays, dropped) = self
-            .outbox
-            .connection_lost(self.common.cfg.queue_qos0_offline);
-        bump(&self.common.counters.dropped_offline, dropped as u64);
-        let released = self.outbox.release_tickets();
-        self.answer_tickets(released);
-        (replays, dropped)
-    }
-
-    /// Not connected any more (gauges).
-    fn link_gone(&mut self) {
-        if self.connected {
-            match self.role {
-                Role::Shared => {}
-                Role::Device(_) => {
-                    self.common
-                        .counters
-                        .device_sessions_connected
-                        .fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        }
-        if self.is_shared() {
-            self.common
-                .counters
-                .connected
-                .store(false, Ordering::Relaxed);
-        }
-        self.connected = false;
-        self.in_channel = 0;
     }
 
     /// Sends DISCONNECT if connected, waiting briefly for it to be written
-    /// (and handling what arrives meanwhile).
+    /// (and handing the machine what arrives meanwhile).
     async fn disconnect(&mut self, event_loop: &mut LinkLoop) {
         let sent = self.client.as_ref().is_some_and(LinkClient::try_disconnect);
-        if !self.connected || !sent {
+        if !self.machine.is_connected() || !sent {
             return;
         }
         let until = Instant::now() + DISCONNECT_WAIT;
@@ -975,78 +301,18 @@ impl Session {
             if matches!(ev, LinkEvent::SentDisconnect) {
                 break;
             }
-            if !matches!(ev, LinkEvent::ConnAck { .. }) {
-                self.on_event(ev);
-            }
-        }
-    }
-
-    /// Sends the driver what happened: events in order, then which durable
-    /// messages left.
-    async fn flush(&mut self) {
-        self.answer_tickets(Vec::new());
-        let mut ids = std::mem::take(&mut self.settled);
-        ids.extend(self.outbox.take_settled());
-        if !ids.is_empty() {
-            self.out.push(TaskEvent::Public(BridgeEvent::Settled(ids)));
-        }
-        for ev in std::mem::take(&mut self.out) {
-            // An error means the handle is gone; the task ends on its own.
-            let _ = self.common.events.send(ev).await;
-        }
-    }
-
-    fn publish_gauges(&mut self) {
-        // Outbox first, then what was taken from the channel, with Release:
-        // a reader that sees the new `taken` (Acquire) sees this outbox too.
-        let c = &self.common.counters;
-        let len = self.outbox.len() as u64;
-        let bytes = self.outbox.bytes() as u64;
-        let (before, before_bytes) = self.reported;
-        shift(&c.pending_messages, before, len);
-        shift(&c.pending_bytes, before_bytes, bytes);
-        self.reported = (len, bytes);
-        let room = &c.room;
-        let (taken, taken_bytes) = std::mem::take(&mut self.taken);
-        if taken > 0 || taken_bytes > 0 {
-            room.taken_messages.fetch_add(taken, Ordering::Release);
-            room.taken_bytes.fetch_add(taken_bytes, Ordering::Release);
-        }
-        // Wake the driver (which releases parked device messages) once enough
-        // room has freed, not on every acknowledgement: under sustained load
-        // that would bounce between the two threads once per message.
-        if len < before {
-            self.freed_since_notify += before - len;
-            if self.freed_since_notify >= ROOM_NOTIFY_BATCH || len == 0 {
-                self.freed_since_notify = 0;
-                room.freed.notify_one();
-            }
+            self.machine.handle_buffered(now(), ev);
         }
     }
 }
 
 impl Drop for Session {
-    /// A session's share of the gauges leaves with it, however its task
-    /// ends: at the end of [`run`](Session::run), or when it panicked (or
-    /// was aborted). What a panicked session held is lost: it no longer
-    /// counts as pending, or room and `unsettled()` would never recover. At
-    /// an orderly end what is left stays counted (the shutdown figures say
-    /// how many messages were not delivered).
+    /// A panicked session's share of the gauges is given back (see the
+    /// machine's `give_back`) and the driver woken, so room recovers.
     fn drop(&mut self) {
-        self.link_gone();
-        let c = Arc::clone(&self.common.counters);
         if std::thread::panicking() {
-            let (messages, bytes) = std::mem::take(&mut self.reported);
-            shift(&c.pending_messages, messages, 0);
-            shift(&c.pending_bytes, bytes, 0);
-            let (taken, taken_bytes) = std::mem::take(&mut self.taken);
-            c.room.taken_messages.fetch_add(taken, Ordering::Release);
-            c.room.taken_bytes.fetch_add(taken_bytes, Ordering::Release);
-            c.room.freed.notify_one();
-            warn!(session = %self.name(), lost = self.outbox.len(), "upstream session task panicked");
-        }
-        if let Role::Device(_) = self.role {
-            c.device_sessions_open.fetch_sub(1, Ordering::Relaxed);
+            self.machine.give_back();
+            self.common.counters.room.freed.notify_one();
         }
     }
 }
@@ -1107,7 +373,11 @@ mod tests {
     use crate::config::UpstreamConfig;
     use crate::core::{DeviceOrigin, SessionParams};
 
-    fn common() -> (Arc<Common>, mpsc::Receiver<TaskEvent>) {
+    fn common() -> (
+        Arc<Common>,
+        mpsc::Sender<TaskEvent>,
+        mpsc::Receiver<TaskEvent>,
+    ) {
         let cfg = UpstreamConfig {
             host: "127.0.0.1".into(),
             client_id: "gw".into(),
@@ -1117,7 +387,6 @@ mod tests {
         let common = Common {
             endpoint: "127.0.0.1:1".into(),
             rules: Rules::new(&cfg.rules),
-            events,
             counters: Arc::new(Counters {
                 room: Room {
                     max_messages: 100,
@@ -1131,7 +400,7 @@ mod tests {
             origin: None,
             cfg,
         };
-        (Arc::new(common), rx)
+        (Arc::new(common), events, rx)
     }
 
     fn publish(id: &str) -> UpstreamCommand {
@@ -1150,18 +419,27 @@ mod tests {
 
     #[test]
     fn a_panicked_session_gives_back_its_share_of_the_gauges() {
-        let (common, _events) = common();
+        let (common, events, _rx) = common();
         let identities = DeviceIdentities::new(&common.cfg, None, None).expect("device identities");
         let c = Arc::clone(&common.counters);
-        let mut s = Session::device(Arc::clone(&common), Arc::new(identities), Arc::from("d"), 0);
-        s.on_command(UpstreamCommand::OpenSession(SessionParams {
-            client_id: Arc::from("d"),
-            clean_session: false,
-            keep_alive_secs: 30,
-            will: None,
-        }));
-        s.on_command(publish("d"));
-        s.publish_gauges();
+        let mut s = Session::device(
+            Arc::clone(&common),
+            events,
+            Arc::new(identities),
+            Arc::from("d"),
+            0,
+        );
+        s.machine.handle_command(
+            now(),
+            UpstreamCommand::OpenSession(SessionParams {
+                client_id: Arc::from("d"),
+                clean_session: false,
+                keep_alive_secs: 30,
+                will: None,
+            }),
+        );
+        s.machine.handle_command(now(), publish("d"));
+        while s.machine.poll_output().is_some() {}
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         assert_eq!((get(&c.pending_messages), get(&c.pending_bytes)), (1, 6));
         assert_eq!(get(&c.device_sessions_open), 1);

@@ -17,8 +17,12 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as m5;
 use rumqttc::{TlsConfiguration, Transport};
 
+mod events;
+
+pub use super::machine::LinkEvent;
 use super::outbox::{OutMessage, Replay};
 use crate::config::UpstreamConfig;
+use events::{from_v4, from_v5};
 
 /// Session expiry asked of an MQTT 5 broker when `clean_session` is false:
 /// how long the broker keeps our subscriptions and queued messages while
@@ -201,52 +205,6 @@ impl Tag {
             ..m5::PublishProperties::default()
         })
     }
-}
-
-/// What happened on the link, reduced to what the bridge needs.
-#[derive(Debug)]
-pub enum LinkEvent {
-    /// The broker accepted the connection.
-    ConnAck {
-        /// The broker still had our session.
-        session_present: bool,
-    },
-    /// A message from the broker.
-    Publish {
-        /// Remote topic (invalid UTF-8 is reported as `None`).
-        topic: Option<String>,
-        /// Payload.
-        payload: Bytes,
-        /// QoS 0..=2.
-        qos: u8,
-        /// Retain flag.
-        retain: bool,
-        /// Subscription identifiers the broker attached (MQTT 5; empty otherwise).
-        subscription_ids: Vec<usize>,
-        /// The [`ORIGIN_PROPERTY`] it carries (MQTT 5), if any.
-        origin: Option<String>,
-    },
-    /// PUBACK; `ok` unless the reason code is an error.
-    PubAck { pkid: u16, ok: bool },
-    /// PUBREC; `ok` unless the reason code is an error.
-    PubRec { pkid: u16, ok: bool },
-    /// PUBCOMP.
-    PubComp { pkid: u16 },
-    /// SUBACK with how many filters were refused.
-    SubAck { refused: usize },
-    /// rumqttc wrote a PUBLISH with this packet id (0 for QoS 0).
-    SentPublish(u16),
-    /// rumqttc took a PUBLISH from the channel but holds it back: its packet
-    /// id is still unacknowledged.
-    HeldPublish(u16),
-    /// rumqttc wrote a PUBREL.
-    SentPubRel(u16),
-    /// rumqttc took a SUBSCRIBE or UNSUBSCRIBE from the channel.
-    SentControl,
-    /// rumqttc wrote a DISCONNECT.
-    SentDisconnect,
-    /// Anything else (pings, acks we send).
-    Other,
 }
 
 /// The submitting half: hands requests to rumqttc's channel, never blocks.
@@ -562,108 +520,6 @@ impl LinkLoop {
                 }));
             }
         }
-    }
-}
-
-fn from_v4(ev: rumqttc::Event) -> LinkEvent {
-    use rumqttc::{Event, Outgoing, Packet};
-    match ev {
-        Event::Incoming(Packet::ConnAck(c)) => LinkEvent::ConnAck {
-            session_present: c.session_present,
-        },
-        Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
-            topic: Some(p.topic),
-            payload: p.payload,
-            qos: p.qos as u8,
-            retain: p.retain,
-            subscription_ids: Vec::new(),
-            origin: None,
-        },
-        Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
-            pkid: a.pkid,
-            ok: true,
-        },
-        Event::Incoming(Packet::PubRec(a)) => LinkEvent::PubRec {
-            pkid: a.pkid,
-            ok: true,
-        },
-        Event::Incoming(Packet::PubComp(a)) => LinkEvent::PubComp { pkid: a.pkid },
-        Event::Incoming(Packet::SubAck(s)) => LinkEvent::SubAck {
-            refused: s
-                .return_codes
-                .iter()
-                .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                .count(),
-        },
-        Event::Outgoing(Outgoing::Publish(p)) => LinkEvent::SentPublish(p),
-        Event::Outgoing(Outgoing::AwaitAck(p)) => LinkEvent::HeldPublish(p),
-        Event::Outgoing(Outgoing::PubRel(p)) => LinkEvent::SentPubRel(p),
-        Event::Outgoing(Outgoing::Subscribe(_) | Outgoing::Unsubscribe(_)) => {
-            LinkEvent::SentControl
-        }
-        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::SentDisconnect,
-        _ => LinkEvent::Other,
-    }
-}
-
-fn from_v5(ev: rumqttc::v5::Event) -> LinkEvent {
-    use rumqttc::Outgoing;
-    use rumqttc::v5::{Event, Incoming};
-    match ev {
-        Event::Incoming(Incoming::ConnAck(c)) => LinkEvent::ConnAck {
-            session_present: c.session_present,
-        },
-        Event::Incoming(Incoming::Publish(p)) => {
-            let (subscription_ids, origin) = match p.properties {
-                Some(props) => {
-                    let origin = props
-                        .user_properties
-                        .into_iter()
-                        .find(|(k, _)| k == ORIGIN_PROPERTY)
-                        .map(|(_, v)| v);
-                    (props.subscription_identifiers, origin)
-                }
-                None => (Vec::new(), None),
-            };
-            LinkEvent::Publish {
-                topic: String::from_utf8(p.topic.to_vec()).ok(),
-                payload: p.payload,
-                qos: p.qos as u8,
-                retain: p.retain,
-                subscription_ids,
-                origin,
-            }
-        }
-        Event::Incoming(Incoming::PubAck(a)) => LinkEvent::PubAck {
-            pkid: a.pkid,
-            ok: matches!(
-                a.reason,
-                m5::PubAckReason::Success | m5::PubAckReason::NoMatchingSubscribers
-            ),
-        },
-        Event::Incoming(Incoming::PubRec(a)) => LinkEvent::PubRec {
-            pkid: a.pkid,
-            ok: matches!(
-                a.reason,
-                m5::PubRecReason::Success | m5::PubRecReason::NoMatchingSubscribers
-            ),
-        },
-        Event::Incoming(Incoming::PubComp(a)) => LinkEvent::PubComp { pkid: a.pkid },
-        Event::Incoming(Incoming::SubAck(s)) => LinkEvent::SubAck {
-            refused: s
-                .return_codes
-                .iter()
-                .filter(|c| !matches!(c, m5::SubscribeReasonCode::Success(_)))
-                .count(),
-        },
-        Event::Outgoing(Outgoing::Publish(p)) => LinkEvent::SentPublish(p),
-        Event::Outgoing(Outgoing::AwaitAck(p)) => LinkEvent::HeldPublish(p),
-        Event::Outgoing(Outgoing::PubRel(p)) => LinkEvent::SentPubRel(p),
-        Event::Outgoing(Outgoing::Subscribe(_) | Outgoing::Unsubscribe(_)) => {
-            LinkEvent::SentControl
-        }
-        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::SentDisconnect,
-        _ => LinkEvent::Other,
     }
 }
 

@@ -28,17 +28,22 @@
 //! - A session with no connection and nothing to do tells the pool, which
 //!   forgets it once it has had every command (`pool.rs`).
 //!
+//! The machine decides ([`Machine::poll_transition`]); the session task
+//! carries it out (ends the connection, then [`Machine::handle_link_ended`];
+//! or builds the connection it is given).
+//!
 //! [`UpstreamCommand::OpenSession`]: crate::core::UpstreamCommand::OpenSession
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::{Role, Session, TaskEvent};
+use super::{Machine, Role};
 use crate::bridge::identities::DeviceIdentities;
-use crate::bridge::link::{self, LinkLoop};
-use crate::bridge::outbox::Replay;
-use crate::bridge::{BridgeEvent, bump};
+use crate::bridge::link::Identity;
+use crate::bridge::outbox::{OutMessage, Replay};
+use crate::bridge::{BridgeEvent, TaskEvent, bump};
 use crate::core::{SessionParams, SessionStatus};
 
 /// The device has gone (or, for restored messages, is not here): what the
@@ -55,7 +60,7 @@ struct Closing {
 
 /// How a connection ends.
 #[derive(Debug, Clone, Copy)]
-enum End {
+pub(super) enum End {
     /// Nothing left for the broker: DISCONNECT, or (`publish_will`) the
     /// connection is dropped without it so the broker publishes the will.
     Close { publish_will: bool },
@@ -64,7 +69,28 @@ enum End {
     Switch { publish_will: bool },
 }
 
-/// What a device session must do now (see [`Session::step`]).
+/// What a device session's connection needs, for the session task to carry
+/// out (see [`Machine::poll_transition`]).
+#[derive(Debug)]
+pub(in crate::bridge) enum Transition {
+    /// End the current connection: with DISCONNECT (waiting briefly for it
+    /// to be written), or, with `publish_will`, by dropping it without (the
+    /// broker publishes the will; what rumqttc buffered is handled first).
+    /// Then [`Machine::handle_link_ended`].
+    End {
+        /// Drop the connection without DISCONNECT.
+        publish_will: bool,
+    },
+    /// Connect with this identity, `replays` in rumqttc's pending list.
+    Open {
+        /// Who to connect as.
+        identity: Box<Identity>,
+        /// What the previous connection had on the wire, same packet ids.
+        replays: Vec<Replay>,
+    },
+}
+
+/// What a device session must do now (see [`Machine::step`]).
 #[derive(Debug, Clone, Copy)]
 enum Step {
     End(End),
@@ -149,7 +175,7 @@ impl Device {
     }
 }
 
-impl Session {
+impl Machine {
     /// The session's device state, if it is a device's.
     fn dev(&self) -> Option<&Device> {
         match &self.role {
@@ -158,19 +184,20 @@ impl Session {
         }
     }
 
-    fn push_statuses(&mut self, client_id: &Arc<str>, statuses: Vec<SessionStatus>) {
+    pub(super) fn push_statuses(&mut self, client_id: &Arc<str>, statuses: Vec<SessionStatus>) {
         for status in statuses {
-            self.out.push(TaskEvent::Public(BridgeEvent::SessionStatus {
-                client_id: Arc::clone(client_id),
-                status,
-            }));
+            self.events
+                .push(TaskEvent::Public(BridgeEvent::SessionStatus {
+                    client_id: Arc::clone(client_id),
+                    status,
+                }));
         }
     }
 
     /// [`UpstreamCommand::OpenSession`](crate::core::UpstreamCommand::OpenSession).
     pub(super) fn open(&mut self, params: SessionParams) {
         let connected = self.connected;
-        let has_link = self.client.is_some();
+        let has_link = self.linked;
         let Role::Device(d) = &mut self.role else {
             debug!("OpenSession on the shared session; ignored");
             return;
@@ -202,13 +229,13 @@ impl Session {
         if clean {
             // The device's subscriptions went with its session; it makes
             // new ones (SessionSubscribe) after this.
-            self.forget_subscriptions();
+            self.subs.forget_all(connected);
         }
     }
 
     /// [`UpstreamCommand::CloseSession`](crate::core::UpstreamCommand::CloseSession).
     pub(super) fn close(&mut self, publish_will: bool) {
-        let has_link = self.client.is_some();
+        let has_link = self.linked;
         let nothing_queued = self.outbox.is_empty();
         let rules = &self.common.rules;
         let Role::Device(d) = &mut self.role else {
@@ -240,7 +267,7 @@ impl Session {
     /// session does. The device's OpenSession meanwhile takes the session
     /// over with its own parameters.
     pub(super) fn restored(&mut self) {
-        let idle = self.client.is_none() && !self.outbox.is_empty();
+        let idle = !self.linked && !self.outbox.is_empty();
         let keep_alive_secs = u32::from(self.common.cfg.keep_alive_secs);
         if let Role::Device(d) = &mut self.role
             && idle
@@ -264,7 +291,7 @@ impl Session {
     /// refused, not ended).
     pub(super) fn can_publish(&self) -> bool {
         self.dev()
-            .is_none_or(|d| self.client.is_some() || d.next.is_some() || d.close.is_some())
+            .is_none_or(|d| self.linked || d.next.is_some() || d.close.is_some())
     }
 
     /// What a device session must do now, if anything (never during
@@ -274,7 +301,7 @@ impl Session {
         if self.deadline.is_some() {
             return None;
         }
-        if self.client.is_none() {
+        if !self.linked {
             if d.next.is_some() || d.close.is_some() {
                 return Some(Step::Open);
             }
@@ -305,29 +332,33 @@ impl Session {
         None
     }
 
-    /// Whether [`transition`](Self::transition) has something to do now.
-    pub(super) fn needs_transition(&self) -> bool {
-        self.step().is_some()
+    /// Whether [`poll_transition`](Self::poll_transition) has something to
+    /// do now (the task stops waiting for its connection then).
+    pub(in crate::bridge) fn needs_transition(&self) -> bool {
+        self.ending.is_none() && self.step().is_some()
     }
 
-    /// Ends, replaces or opens a device session's connection as its state
-    /// asks; an idle session tells the pool.
-    pub(super) async fn transition(&mut self, link: &mut Option<LinkLoop>) {
-        // At most: end, open (or reconnect: end, open), report.
-        for _ in 0..4 {
-            let Some(step) = self.step() else {
-                return;
-            };
-            match step {
-                Step::End(end) => self.end_link(link, end).await,
+    /// What a device session's connection needs now, if anything: end it,
+    /// or open one. An idle session (no connection, nothing to do) tells
+    /// the pool here.
+    pub(in crate::bridge) fn poll_transition(&mut self) -> Option<Transition> {
+        if self.ending.is_some() {
+            return None;
+        }
+        loop {
+            match self.step()? {
+                Step::End(end) => {
+                    let (End::Close { publish_will } | End::Switch { publish_will }) = end;
+                    self.ending = Some(end);
+                    return Some(Transition::End { publish_will });
+                }
                 Step::Reconnect => {
-                    self.end_link(
-                        link,
-                        End::Switch {
-                            publish_will: false,
-                        },
-                    )
-                    .await;
+                    self.ending = Some(End::Switch {
+                        publish_will: false,
+                    });
+                    return Some(Transition::End {
+                        publish_will: false,
+                    });
                 }
                 Step::Open => {
                     if let Role::Device(d) = &mut self.role
@@ -335,7 +366,7 @@ impl Session {
                     {
                         d.next = d.close.as_ref().map(|c| c.params.clone());
                     }
-                    *link = self.open_link();
+                    return self.open_link();
                 }
                 Step::Finish => self.finish(),
             }
@@ -357,46 +388,46 @@ impl Session {
             received: d.received,
         };
         self.push_statuses(&id, owed);
-        self.out.push(finished);
+        self.events.push(finished);
+        self.dirty = true;
     }
 
     /// Connects with the parameters waiting, if any.
-    fn open_link(&mut self) -> Option<LinkLoop> {
+    fn open_link(&mut self) -> Option<Transition> {
         let Role::Device(d) = &mut self.role else {
             return None;
         };
         let params = d.next.take()?;
         let identity = d.identities.identity(&params, &self.common.rules);
         debug!(session = %d.client_id, upstream_id = %identity.client_id, clean = params.clean_session, closing = d.close.is_some(), "device session connecting");
-        let (client, mut event_loop) = link::build(&self.common.cfg, &identity);
-        event_loop.replace_pending(&std::mem::take(&mut d.replays));
+        let replays = std::mem::take(&mut d.replays);
         d.params = Some(params);
         d.finished_reported = false;
-        self.client = Some(client);
+        self.linked = true;
         self.backoff.reset();
-        Some(event_loop)
+        self.retry_at = None;
+        Some(Transition::Open {
+            identity: Box::new(identity),
+            replays,
+        })
     }
 
-    /// Ends the current connection (see [`End`]).
-    async fn end_link(&mut self, link: &mut Option<LinkLoop>, end: End) {
-        let Some(mut event_loop) = link.take() else {
-            self.client = None;
+    /// The task ended the connection [`Transition::End`] asked for (and
+    /// dropped it).
+    pub(in crate::bridge) fn handle_link_ended(&mut self, now: Instant) {
+        self.input(now);
+        let Some(end) = self.ending.take() else {
             return;
         };
         let (End::Close { publish_will } | End::Switch { publish_will }) = end;
         if publish_will {
-            self.take_buffered(&mut event_loop);
             self.will_echo();
-        } else {
-            self.disconnect(&mut event_loop).await;
         }
-        // Closes the socket; without DISCONNECT the broker publishes the will.
-        drop(event_loop);
         match end {
             End::Close { .. } => {
                 // Nothing is left in the outbox (see `step`).
                 self.link_gone();
-                self.control.clear();
+                self.subs.clear_requests();
                 if let Role::Device(d) = &mut self.role {
                     d.params = None;
                     d.close = None;
@@ -412,7 +443,8 @@ impl Session {
                 }
             }
         }
-        self.client = None;
+        self.linked = false;
+        self.retry_at = None;
     }
 
     /// MQTT 3.1.1: the broker is about to publish the will, and the other
@@ -428,7 +460,7 @@ impl Session {
             return;
         };
         if let Ok(mut log) = log.lock() {
-            log.published(std::time::Instant::now(), &will.topic, &will.payload);
+            log.published(self.now, &will.topic, &will.payload);
         }
     }
 
@@ -436,7 +468,7 @@ impl Session {
     /// acknowledged to its device: the shared session takes them (they are
     /// durable with the store on) and they go up under the gateway's own
     /// identity, so the broker's ACL for the gateway applies to them.
-    fn hand_over(&mut self, msgs: Vec<crate::bridge::outbox::OutMessage>) {
+    fn hand_over(&mut self, msgs: Vec<OutMessage>) {
         if msgs.is_empty() {
             return;
         }
@@ -451,7 +483,7 @@ impl Session {
             messages = msgs.len(),
             "a refused device session held messages already acknowledged to the device; the shared session takes them"
         );
-        self.out.push(TaskEvent::Adopt(msgs));
+        self.events.push(TaskEvent::Adopt(msgs));
     }
 
     /// The broker refused the session: it stops (no retry). What it held
@@ -460,8 +492,8 @@ impl Session {
     /// goes to the shared session ([`hand_over`](Self::hand_over)).
     pub(super) fn on_refused(&mut self, reason: String) {
         self.link_gone();
-        self.control.clear();
-        self.client = None;
+        self.subs.clear_requests();
+        self.linked = false;
         bump(&self.common.counters.device_session_refusals, 1);
         let mut acknowledged = Vec::new();
         for msg in self.outbox.drain_all() {

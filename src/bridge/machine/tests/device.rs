@@ -1,0 +1,158 @@
+//! A device's own session: opening, reuse, statuses, closing, refusal.
+
+use super::*;
+
+fn statuses(events: &[BridgeEvent]) -> Vec<SessionStatus> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BridgeEvent::SessionStatus { status, .. } => Some(status.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn open(h: &mut Harness, clean: bool) -> Option<Transition> {
+    h.command(UpstreamCommand::OpenSession(params("d", clean)));
+    transition(h)
+}
+
+#[test]
+fn open_connects_as_the_device_and_the_connack_answers_up() {
+    let mut h = Harness::device(config(), "d");
+    match open(&mut h, false) {
+        Some(Transition::Open { identity, replays }) => {
+            assert!(identity.client_id.ends_with('d'), "{}", identity.client_id);
+            assert!(!identity.clean_session);
+            assert!(replays.is_empty());
+        }
+        other => panic!("expected Open, got {other:?}"),
+    }
+    assert!(
+        statuses(&h.take_events()).is_empty(),
+        "answered at the CONNACK"
+    );
+    h.connack(false);
+    assert_eq!(statuses(&h.take_events()), [SessionStatus::Up]);
+    assert_eq!(h.gauge(&h.counters.device_sessions_connected), 1);
+    // The same parameters again, connected: reused, Up at once.
+    assert!(open(&mut h, false).is_none());
+    assert_eq!(statuses(&h.take_events()), [SessionStatus::Up]);
+}
+
+#[test]
+fn new_parameters_end_the_connection_and_open_another_keeping_the_outbox() {
+    let mut h = Harness::device_up(config(), "d");
+    h.command(device_publish("d", "a", None));
+    h.written(&[1]);
+    assert!(matches!(
+        open(&mut h, true),
+        Some(Transition::End {
+            publish_will: false
+        })
+    ));
+    h.m.handle_link_ended(h.now);
+    match transition(&mut h) {
+        Some(Transition::Open { identity, replays }) => {
+            assert!(identity.clean_session);
+            assert_eq!(
+                replays.len(),
+                1,
+                "what was on the wire goes on the new connection"
+            );
+        }
+        other => panic!("expected Open, got {other:?}"),
+    }
+    assert_eq!(h.m.pending(), 1);
+}
+
+#[test]
+fn a_failure_before_the_connack_answers_unreachable_and_retries() {
+    let mut h = Harness::device(config(), "d");
+    open(&mut h, false);
+    h.lose();
+    assert_eq!(statuses(&h.take_events()), [SessionStatus::Unreachable]);
+    assert!(h.m.backing_off());
+    h.lose();
+    assert!(statuses(&h.take_events()).is_empty(), "answered once");
+}
+
+#[test]
+fn close_with_nothing_left_disconnects_and_tells_the_pool() {
+    let mut h = Harness::device_up(config(), "d");
+    h.command(UpstreamCommand::CloseSession {
+        client_id: Arc::from("d"),
+        publish_will: false,
+    });
+    assert!(h.m.needs_transition());
+    assert!(matches!(
+        transition(&mut h),
+        Some(Transition::End {
+            publish_will: false
+        })
+    ));
+    assert!(h.m.poll_transition().is_none(), "one end at a time");
+    h.m.handle_link_ended(h.now);
+    assert!(transition(&mut h).is_none());
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, TaskEvent::Finished { received: 2, .. })),
+        "{:?}",
+        h.events
+    );
+}
+
+#[test]
+fn a_closed_session_delivers_what_it_holds_before_it_ends() {
+    let mut h = Harness::device_up(config(), "d");
+    h.command(device_publish("d", "a", None));
+    h.command(UpstreamCommand::CloseSession {
+        client_id: Arc::from("d"),
+        publish_will: false,
+    });
+    assert!(transition(&mut h).is_none(), "the outbox is not empty yet");
+    h.written(&[1]);
+    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    assert!(matches!(
+        transition(&mut h),
+        Some(Transition::End {
+            publish_will: false
+        })
+    ));
+}
+
+#[test]
+fn a_refused_session_refuses_owed_messages_and_hands_over_acknowledged_ones() {
+    let mut h = Harness::device(config(), "d");
+    let tokens = acks("d", 1);
+    open(&mut h, false);
+    // Queued while down: acknowledged to the device already.
+    h.command(device_publish("d", "queued", Some(tokens[0])));
+    h.take_events();
+    let f =
+        h.m.handle_connection_failed(h.now, LinkError::Refused("NotAuthorized".into()));
+    h.drain();
+    assert!(matches!(f, super::super::Failure::Drop));
+    let adopted: Vec<usize> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            TaskEvent::Adopt(msgs) => Some(msgs.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adopted, [1], "to the shared session, the last resort");
+    assert_eq!(
+        statuses(&h.take_events()),
+        [SessionStatus::Refused {
+            reason: "NotAuthorized".into()
+        }]
+    );
+    assert_eq!(h.gauge(&h.counters.device_session_refusals), 1);
+    assert_eq!(h.gauge(&h.counters.device_messages_to_shared), 1);
+    // A refused session takes no more messages.
+    h.command(device_publish("d", "late", None));
+    assert_eq!(h.gauge(&h.counters.rejected), 1);
+    assert_eq!(h.m.pending(), 0);
+}

@@ -1,0 +1,219 @@
+//! Upstream subscriptions (sent again on every CONNACK, one identifier per
+//! filter) and what comes down: duplicate copies, echoes, the rules.
+
+use super::*;
+use crate::config::{BridgeRule, Direction};
+
+fn subscribe(filter: &str, qos: u8) -> UpstreamCommand {
+    UpstreamCommand::Subscribe {
+        filter: filter.into(),
+        qos,
+    }
+}
+
+fn subscribes(sent: Vec<Request>) -> Vec<(String, u8, usize)> {
+    sent.into_iter()
+        .filter_map(|r| match r {
+            Request::Subscribe(f, q, id) => Some((f, q, id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn messages(events: &[BridgeEvent]) -> Vec<(String, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BridgeEvent::Message(m) => Some((m.topic.clone(), m.filter.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_connack_subscribes_everything_again_with_the_same_identifiers() {
+    let mut h = Harness::shared(config());
+    h.command(subscribe("b", 0));
+    h.command(subscribe("a/#", 1));
+    assert!(h.take_sent().is_empty(), "sent at the CONNACK");
+    h.connack(false);
+    let first = subscribes(h.take_sent());
+    assert_eq!(
+        first
+            .iter()
+            .map(|(f, q, _)| (f.as_str(), *q))
+            .collect::<Vec<_>>(),
+        [("a/#", 1), ("b", 0)],
+        "one SUBSCRIBE per filter"
+    );
+    assert_ne!(first[0].2, first[1].2, "each its own identifier");
+    h.lose();
+    h.connack(true);
+    assert_eq!(
+        subscribes(h.take_sent()),
+        first,
+        "again, although the broker kept the session"
+    );
+}
+
+#[test]
+fn a_subscription_changes_only_when_its_qos_does_and_an_unsubscribed_filter_stays_gone() {
+    let mut h = Harness::shared(config());
+    h.connack(false);
+    h.command(subscribe("a", 1));
+    let first = subscribes(h.take_sent());
+    assert_eq!(first.len(), 1);
+    h.command(subscribe("a", 1));
+    assert!(
+        h.take_sent().is_empty(),
+        "the same subscription is not sent again"
+    );
+    h.command(subscribe("a", 2));
+    assert_eq!(subscribes(h.take_sent()), [("a".to_owned(), 2, first[0].2)]);
+    h.command(UpstreamCommand::Unsubscribe { filter: "a".into() });
+    assert_eq!(h.take_sent(), [Request::Unsubscribe("a".into())]);
+    h.lose();
+    h.connack(false);
+    assert!(h.take_sent().is_empty(), "not subscribed again");
+}
+
+#[test]
+fn with_rules_the_in_rules_are_the_subscriptions() {
+    let cfg = UpstreamConfig {
+        rules: vec![BridgeRule {
+            direction: Direction::In,
+            topic: "cmd/#".into(),
+            qos: 1,
+            remote_prefix: "site/".into(),
+            ..BridgeRule::default()
+        }],
+        ..config()
+    };
+    let mut h = Harness::shared(cfg);
+    h.command(subscribe("other", 0));
+    h.connack(false);
+    let sent = subscribes(h.take_sent());
+    assert_eq!(
+        sent.iter()
+            .map(|(f, q, _)| (f.as_str(), *q))
+            .collect::<Vec<_>>(),
+        [("site/cmd/#", 1)]
+    );
+    h.event(incoming("site/cmd/x", "1", &[]));
+    assert_eq!(messages(&h.take_events()), [("cmd/x".to_owned(), None)]);
+    h.event(incoming("elsewhere", "1", &[]));
+    assert_eq!(h.gauge(&h.counters.not_bridged_in), 1);
+}
+
+/// A connected shared session subscribed to `a/#` and `a/b`: their
+/// identifiers, in that order.
+fn overlapping() -> (Harness, Vec<usize>) {
+    let mut h = Harness::shared(config());
+    h.command(subscribe("a/#", 0));
+    h.command(subscribe("a/b", 0));
+    h.connack(false);
+    let ids = subscribes(h.take_sent()).into_iter().map(|s| s.2).collect();
+    (h, ids)
+}
+
+#[test]
+fn one_copy_passes_for_overlapping_confirmed_subscriptions() {
+    let (mut h, ids) = overlapping();
+    // Before any SUBACK nothing is confirmed: every copy passes.
+    h.event(incoming("a/b", "1", &[ids[1]]));
+    assert_eq!(messages(&h.take_events()).len(), 1);
+    h.event(LinkEvent::SubAck { refused: 0 });
+    h.event(LinkEvent::SubAck { refused: 0 });
+    // The broker sends one copy per subscription: the representative ("a/#",
+    // the smallest confirmed match) passes, the other is a duplicate.
+    h.event(incoming("a/b", "2", &[ids[0]]));
+    h.event(incoming("a/b", "2", &[ids[1]]));
+    assert_eq!(messages(&h.take_events()).len(), 1);
+    assert_eq!(h.gauge(&h.counters.duplicates_suppressed), 1);
+    // One copy with both identifiers passes once.
+    h.event(incoming("a/b", "3", &[ids[0], ids[1]]));
+    assert_eq!(messages(&h.take_events()).len(), 1);
+}
+
+#[test]
+fn a_refused_filter_is_never_the_representative() {
+    let (mut h, ids) = overlapping();
+    h.event(LinkEvent::SubAck { refused: 1 });
+    h.event(LinkEvent::SubAck { refused: 0 });
+    h.event(incoming("a/b", "1", &[ids[1]]));
+    assert_eq!(
+        messages(&h.take_events()).len(),
+        1,
+        "the copy the broker does send passes"
+    );
+}
+
+#[test]
+fn a_retained_copy_with_one_identifier_goes_to_that_filters_subscribers() {
+    let mut h = Harness::shared(config());
+    h.command(subscribe("a/+", 0));
+    h.connack(false);
+    let ids: Vec<usize> = subscribes(h.take_sent()).into_iter().map(|s| s.2).collect();
+    h.event(LinkEvent::Publish {
+        topic: Some("a/b".into()),
+        payload: Bytes::from_static(b"r"),
+        qos: 0,
+        retain: true,
+        subscription_ids: vec![ids[0]],
+        origin: None,
+    });
+    assert_eq!(
+        messages(&h.take_events()),
+        [("a/b".to_owned(), Some("a/+".to_owned()))]
+    );
+}
+
+#[test]
+fn mqtt311_swallows_one_echo_per_publication_within_the_window() {
+    let cfg = UpstreamConfig {
+        protocol_version: 4,
+        ..config()
+    };
+    let mut h = Harness::shared(cfg);
+    h.command(subscribe("t", 0));
+    h.connack(false);
+    h.take_sent();
+    h.take_events();
+    h.command(publish("t", "hi", 0));
+    assert_eq!(h.published(), ["hi"]);
+    h.event(incoming("t", "hi", &[]));
+    assert!(messages(&h.take_events()).is_empty(), "our own echo");
+    assert_eq!(h.gauge(&h.counters.echoes_suppressed), 1);
+    h.event(incoming("t", "hi", &[]));
+    assert_eq!(
+        messages(&h.take_events()).len(),
+        1,
+        "one copy per publication"
+    );
+    // Past the window an echo is no longer expected.
+    h.command(publish("t", "late", 0));
+    h.take_sent();
+    h.advance(ECHO_WINDOW + Duration::from_secs(1));
+    h.event(incoming("t", "late", &[]));
+    assert_eq!(messages(&h.take_events()).len(), 1);
+}
+
+#[test]
+fn mqtt5_per_device_copies_tagged_with_our_origin_are_echoes() {
+    let mut h = Harness::device_up(config(), "d");
+    h.event(LinkEvent::Publish {
+        topic: Some("t".into()),
+        payload: Bytes::from_static(b"1"),
+        qos: 0,
+        retain: false,
+        subscription_ids: Vec::new(),
+        origin: Some("gw".into()),
+    });
+    assert!(h.take_events().is_empty());
+    assert_eq!(h.gauge(&h.counters.echoes_suppressed), 1);
+    h.event(incoming("t", "2", &[]));
+    assert!(matches!(
+        h.take_events().as_slice(),
+        [BridgeEvent::SessionMessage { .. }]
+    ));
+}
