@@ -739,9 +739,13 @@ async fn undelivered_and_restored_messages_go_up_under_the_device_identity() {
         other => other,
     };
 
-    // dev-r comes back: its restored messages go on its session.
+    // dev-r comes back: its restored messages go on its session. The broker
+    // is frozen meanwhile: the pool starts dev-r's session at once, and on
+    // a loaded machine it could deliver one before the count is read.
+    broker.freeze();
     h.restore(vec![stored("dev-r", 1, false), stored("dev-r", 2, false)]);
     assert_eq!(h.unsettled(), 2);
+    broker.thaw();
     h.send(open(params("dev-r", false, 30)));
     assert_eq!(status_of(&mut h, "dev-r").await, SessionStatus::Up);
     let got = cloud.until_topic("dev/dev-r/t").await;
