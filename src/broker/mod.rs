@@ -93,6 +93,41 @@ pub struct ConnLink {
     /// Messages handed to the connection and not yet written (or, at QoS
     /// 1/2, not yet acknowledged), bounding what a slow reader can hold.
     queued: Arc<AtomicUsize>,
+    /// The same messages' bytes ([`queued_size`]), counted in the broker's
+    /// total too.
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// What a message waiting for a client counts against
+/// `max_queued_bytes`: its payload and topic name.
+pub(crate) fn queued_size(d: &LocalDelivery) -> usize {
+    d.payload.len() + d.topic.len()
+}
+
+/// Bytes waiting for every connection together (`max_queued_bytes_total`):
+/// added by the driver when it hands a message over, given back by the
+/// connection as the message leaves, and what a closed connection still
+/// held given back when its `Closed` event passes the driver.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueuedBytes(Arc<AtomicUsize>);
+
+impl QueuedBytes {
+    /// Bytes queued now.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(&self, n: usize) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
 }
 
 /// The broker's counters, shared by its tasks (metrics read them).
@@ -120,6 +155,8 @@ pub struct BrokerStats {
     /// Connections closed for a packet over `max_packet_bytes` (counted in
     /// `protocol_errors` too).
     pub packets_too_large: AtomicU64,
+    /// Bytes waiting for every connection together (`max_queued_bytes_total`).
+    pub(crate) queued_bytes: QueuedBytes,
 }
 
 /// A copy of [`BrokerStats`] at one moment, for metrics.
@@ -177,6 +214,8 @@ pub struct Broker {
     local_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     max_queued: usize,
+    max_queued_bytes: usize,
+    max_queued_bytes_total: usize,
     stats: Arc<BrokerStats>,
 }
 
@@ -187,6 +226,8 @@ struct ConnSettings {
     max_inflight: u16,
     connect_timeout: Duration,
     auth: Arc<Authenticator>,
+    /// Every connection's queued bytes together.
+    queued_total: QueuedBytes,
 }
 
 impl Broker {
@@ -202,6 +243,7 @@ impl Broker {
             max_inflight: cfg.max_inflight_messages,
             connect_timeout: Duration::from_secs(u64::from(cfg.connect_timeout_secs)),
             auth: Arc::new(auth),
+            queued_total: stats.queued_bytes.clone(),
         });
         let tls = if cfg.tls_listen.is_empty() {
             None
@@ -254,6 +296,8 @@ impl Broker {
             local_addrs,
             tls_addrs,
             max_queued: cfg.max_queued_messages,
+            max_queued_bytes: cfg.max_queued_bytes,
+            max_queued_bytes_total: cfg.max_queued_bytes_total,
             stats,
         })
     }
@@ -300,7 +344,12 @@ impl Broker {
                 conn,
                 input: LocalInput::Closed { unacked, .. },
             } => {
-                self.links.remove(conn);
+                if let Some(link) = self.links.remove(conn) {
+                    // The connection is gone: what it still held counts no
+                    // more (it goes back to the engine in `unacked`).
+                    let held = link.queued_bytes.swap(0, Ordering::Relaxed);
+                    self.stats.queued_bytes.sub(held);
+                }
                 if let Some(orphans) = self.orphans.remove(conn) {
                     unacked.extend(orphans);
                 }
@@ -311,15 +360,22 @@ impl Broker {
     }
 
     /// Hands the engine's `action` to connection `conn`. Never blocks: a
-    /// message for a client that has `max_queued_messages` waiting is dropped
-    /// and counted.
+    /// message for a client that has `max_queued_messages` waiting, or whose
+    /// queued bytes would pass `max_queued_bytes` (or every connection's
+    /// together `max_queued_bytes_total`), is dropped and counted; a message
+    /// for a client with nothing queued is always taken.
     pub fn dispatch(&mut self, conn: LocalConnId, action: LocalAction) {
         let Some(link) = self.links.get(&conn) else {
             debug!(%conn, "no such broker connection; action dropped");
             return;
         };
         if let LocalAction::Deliver(d) = &action {
-            if link.queued.load(Ordering::Relaxed) >= self.max_queued {
+            let size = queued_size(d);
+            let held = link.queued_bytes.load(Ordering::Relaxed);
+            let over_bytes = held > 0
+                && (held + size > self.max_queued_bytes
+                    || self.stats.queued_bytes.get() + size > self.max_queued_bytes_total);
+            if link.queued.load(Ordering::Relaxed) >= self.max_queued || over_bytes {
                 self.stats
                     .dropped_slow_client
                     .fetch_add(1, Ordering::Relaxed);
@@ -327,6 +383,8 @@ impl Broker {
                 return;
             }
             link.queued.fetch_add(1, Ordering::Relaxed);
+            link.queued_bytes.fetch_add(size, Ordering::Relaxed);
+            self.stats.queued_bytes.add(size);
         }
         // A connection that stopped reading: its Closed event is on its way
         // and takes the message back to the engine.

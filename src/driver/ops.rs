@@ -248,6 +248,15 @@ fn engine_limits(cfg: &EngineConfig) -> Vec<(&'static str, u64)> {
             u64::from(cfg.per_source_packets_per_sec),
         ),
         ("limits.per_source_burst", u64::from(cfg.per_source_burst)),
+        ("limits.max_retained_bytes", count(cfg.max_retained_bytes)),
+        (
+            "limits.max_topic_bytes_total",
+            count(cfg.max_topic_bytes_total),
+        ),
+        (
+            "limits.max_subscription_bytes_total",
+            count(cfg.max_subscription_bytes_total),
+        ),
     ]
 }
 

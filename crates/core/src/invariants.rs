@@ -99,6 +99,21 @@ impl Gateway {
             }
             queued_bytes += s.queued_bytes;
         }
+        for s in self.locals.sessions.values() {
+            let bytes: usize = s
+                .queue
+                .iter()
+                .chain(s.sent.iter())
+                .map(|d| d.payload.len())
+                .sum();
+            if bytes != s.queued_bytes {
+                return Err(format!(
+                    "local {}: holds {bytes} bytes, counted {}",
+                    s.client_id, s.queued_bytes
+                ));
+            }
+            queued_bytes += s.queued_bytes;
+        }
         if queued_bytes > self.queued_bytes_total {
             return Err(format!(
                 "sessions queue {queued_bytes} bytes, total counted {}",

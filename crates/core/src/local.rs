@@ -16,8 +16,13 @@
 //!   the old connection is closed without publishing its will (its client is
 //!   evidently alive).
 //! - A persistent session's QoS 1/2 messages are queued while the client is
-//!   away (QoS 0 only with `queue_qos0`), bounded by the per-client queue
-//!   limit, and expire with `session_expiry` like a device's.
+//!   away (QoS 0 only with `queue_qos0`), and expire with `session_expiry`
+//!   like a device's. The queue, and the durable messages handed to a
+//!   connection and not yet acknowledged, are bounded as a device's queue
+//!   is: `max_queued_messages_per_client`, `max_queued_bytes_per_client` and
+//!   the gateway-wide `max_queued_bytes_total` (payload bytes, shared with
+//!   the devices), with `queue_overflow` deciding what goes; every message
+//!   left out is counted as `queue_full`.
 //! - A QoS 1/2 PUBLISH bound upstream is acknowledged only when the bridge
 //!   has room, exactly as for devices (backpressure, not loss).
 
@@ -32,6 +37,7 @@ use super::acl::Access;
 use super::gateway::{Gateway, Origin, Subscriber};
 use super::output::{LocalAction, Output};
 use super::session::{SessionId, Will};
+use super::engine_config::OverflowPolicy;
 use super::stats::DropReason;
 
 /// A broker connection, numbered by the broker; never reused.
@@ -144,6 +150,37 @@ pub(super) struct LocalSession {
     pub(super) parked: VecDeque<ParkedLocal>,
     /// When a disconnected persistent session is forgotten.
     pub(super) expires: Option<Instant>,
+    /// Payload bytes in `queue` and `sent`, counted in the gateway's
+    /// `queued_bytes_total` too.
+    pub(super) queued_bytes: usize,
+}
+
+impl LocalSession {
+    /// A session with nothing queued, subscribed or parked.
+    pub(super) fn new(client_id: Arc<str>, clean: bool) -> Self {
+        LocalSession {
+            client_id,
+            username: None,
+            conn: None,
+            clean,
+            subscriptions: BTreeMap::new(),
+            queue: VecDeque::new(),
+            sent: VecDeque::new(),
+            will: None,
+            parked: VecDeque::new(),
+            expires: None,
+            queued_bytes: 0,
+        }
+    }
+
+    /// Payload bytes in its queue and its unacknowledged durable messages.
+    fn held_bytes(&self) -> usize {
+        self.queue
+            .iter()
+            .chain(self.sent.iter())
+            .map(|d| d.payload.len())
+            .sum()
+    }
 }
 
 /// A local QoS 1/2 PUBLISH held until the bridge has room.
@@ -215,6 +252,7 @@ impl Gateway {
                         if let Some(s) = self.locals.sessions.get_mut(&sid) {
                             s.sent.retain(|d| d.store_id != Some(store_id));
                         }
+                        self.resync_local_bytes(sid);
                     }
                     LocalInput::Unsubscribe { pkid, filters } => {
                         for filter in &filters {
@@ -307,18 +345,7 @@ impl Gateway {
                 let sid = self.new_session_id();
                 self.locals.sessions.insert(
                     sid,
-                    LocalSession {
-                        client_id: client_id.clone(),
-                        username: None,
-                        conn: None,
-                        clean: connect.clean_session,
-                        subscriptions: BTreeMap::new(),
-                        queue: VecDeque::new(),
-                        sent: VecDeque::new(),
-                        will: None,
-                        parked: VecDeque::new(),
-                        expires: None,
-                    },
+                    LocalSession::new(client_id.clone(), connect.clean_session),
                 );
                 self.locals.by_client.insert(client_id.clone(), sid);
                 sid
@@ -341,9 +368,31 @@ impl Gateway {
         };
         debug!(client = %client_id, %conn, session_present, "local client connected");
         self.local(conn, LocalAction::ConnAck { session_present });
+        let keep_sent = self.persist.enabled && !connect.clean_session;
         for delivery in queued {
             self.stats.local_out += 1;
+            if keep_sent && delivery.store_id.is_some() {
+                // On disk until the client acknowledges it, as any durable
+                // message handed to a connection.
+                if let Some(s) = self.locals.sessions.get_mut(&sid) {
+                    s.sent.push_back(delivery.clone());
+                }
+            }
             self.local(conn, LocalAction::Deliver(delivery));
+        }
+        self.resync_local_bytes(sid);
+    }
+
+    /// Recounts a local session's held bytes after its queue or its sent
+    /// list changed in bulk, keeping the gateway-wide total in step.
+    fn resync_local_bytes(&mut self, sid: SessionId) {
+        if let Some(s) = self.locals.sessions.get_mut(&sid) {
+            let now_held = s.held_bytes();
+            self.queued_bytes_total = self
+                .queued_bytes_total
+                .saturating_sub(s.queued_bytes)
+                .saturating_add(now_held);
+            s.queued_bytes = now_held;
         }
     }
 
@@ -370,6 +419,7 @@ impl Gateway {
                         .iter()
                         .any(|u| u.store_id.is_some() && u.store_id == d.store_id)
                 });
+                self.resync_local_bytes(sid);
                 for d in unacked.into_iter().filter(|d| d.qos > 0) {
                     self.deliver_local(sid, d);
                 }
@@ -380,6 +430,7 @@ impl Gateway {
         // What the connection had not had acknowledged comes back in
         // `unacked` (with its durable ids) and is queued again below.
         s.sent.clear();
+        self.resync_local_bytes(sid);
         self.touch(sid);
         let Some(s) = self.locals.sessions.get_mut(&sid) else {
             return;
@@ -398,10 +449,22 @@ impl Gateway {
                     s.queue.push_front(d);
                 }
             }
-            while s.queue.len() > self.cfg.max_queued_messages_per_client {
-                s.queue.pop_back();
+            // Back within the bounds, keeping the oldest (they were
+            // handed over first).
+            let mut held = s.held_bytes();
+            let others = self.queued_bytes_total.saturating_sub(s.queued_bytes);
+            while s.queue.len() > self.cfg.max_queued_messages_per_client
+                || held > self.cfg.max_queued_bytes_per_client
+                || others + held > self.cfg.max_queued_bytes_total
+            {
+                let Some(d) = s.queue.pop_back() else {
+                    break;
+                };
+                held = held.saturating_sub(d.payload.len());
                 self.stats.drop(DropReason::QueueFull);
             }
+            self.queued_bytes_total = others + held;
+            s.queued_bytes = held;
             if let Some(expiry) = self.cfg.session_expiry {
                 let at = now + expiry;
                 s.expires = Some(at);
@@ -422,6 +485,7 @@ impl Gateway {
         let Some(s) = self.locals.sessions.remove(&sid) else {
             return;
         };
+        self.queued_bytes_total = self.queued_bytes_total.saturating_sub(s.queued_bytes);
         self.forget_session(
             sid,
             super::persist::ClientKey {
@@ -568,14 +632,23 @@ impl Gateway {
             let Some(s) = self.locals.sessions.get_mut(&sid) else {
                 return;
             };
-            let room = s.subscriptions.contains_key(&filter)
-                || s.subscriptions.len() < self.cfg.max_subscriptions_per_client;
+            let held = s.subscriptions.contains_key(&filter);
+            let limit = if held {
+                None
+            } else if s.subscriptions.len() >= self.cfg.max_subscriptions_per_client {
+                Some(super::stats::LimitHit::MaxSubscriptionsPerClient)
+            } else if self.subscriptions.filter_bytes().saturating_add(filter.len())
+                > self.cfg.max_subscription_bytes_total
+            {
+                Some(super::stats::LimitHit::MaxSubscriptionBytesTotal)
+            } else {
+                None
+            };
             let valid = super::topic::validate_filter(&filter).is_ok();
-            if valid && !room {
-                self.stats
-                    .limit_hit(super::stats::LimitHit::MaxSubscriptionsPerClient);
+            if let (true, Some(limit)) = (valid, limit) {
+                self.stats.limit_hit(limit);
             }
-            if !(valid && room) {
+            if !valid || limit.is_some() {
                 debug!(client = %s.client_id, %filter, "refusing a local SUBSCRIBE filter");
                 granted.push(None);
                 continue;
@@ -645,27 +718,54 @@ impl Gateway {
             self.stats.drop(DropReason::SessionGone);
             return;
         };
+        let cfg = &self.cfg;
+        let len = delivery.payload.len();
+        let full = |s: &LocalSession, total: usize| {
+            s.queue.len() + s.sent.len() >= cfg.max_queued_messages_per_client
+                || s.queued_bytes + len > cfg.max_queued_bytes_per_client
+                || total + len > cfg.max_queued_bytes_total
+        };
         match s.conn {
             Some(conn) => {
-                self.stats.local_out += 1;
                 if self.persist.enabled && !s.clean && delivery.qos > 0 {
-                    // Kept on disk until the client acknowledges it.
-                    let mut delivery = delivery;
+                    // Kept on disk until the client acknowledges it — within
+                    // the same bounds as its queue: a client that does not
+                    // acknowledge gets no more durable messages.
+                    if full(s, self.queued_bytes_total) {
+                        debug!(client = %s.client_id, "local client not acknowledging; message dropped");
+                        self.stats.drop(DropReason::QueueFull);
+                        return;
+                    }
                     if delivery.store_id.is_none() {
                         self.persist.next_id_into(&mut delivery.store_id);
                     }
+                    s.queued_bytes += len;
+                    self.queued_bytes_total += len;
                     s.sent.push_back(delivery.clone());
                     self.persist.mark(sid);
-                    self.local(conn, LocalAction::Deliver(delivery));
-                } else {
-                    self.local(conn, LocalAction::Deliver(delivery));
                 }
+                self.stats.local_out += 1;
+                self.local(conn, LocalAction::Deliver(delivery));
             }
             None if delivery.qos > 0 || self.cfg.queue_qos0 => {
-                if s.queue.len() >= self.cfg.max_queued_messages_per_client {
+                if cfg.queue_overflow == OverflowPolicy::DropOldest {
+                    while full(s, self.queued_bytes_total) {
+                        let Some(oldest) = s.queue.pop_front() else {
+                            break;
+                        };
+                        s.queued_bytes = s.queued_bytes.saturating_sub(oldest.payload.len());
+                        self.queued_bytes_total =
+                            self.queued_bytes_total.saturating_sub(oldest.payload.len());
+                        debug!(client = %s.client_id, "local session queue full; oldest message dropped");
+                        self.stats.drop(DropReason::QueueFull);
+                    }
+                }
+                if full(s, self.queued_bytes_total) {
                     debug!(client = %s.client_id, "local session queue full; message dropped");
                     self.stats.drop(DropReason::QueueFull);
                 } else {
+                    s.queued_bytes += len;
+                    self.queued_bytes_total += len;
                     s.queue.push_back(delivery);
                 }
             }

@@ -463,13 +463,21 @@ impl Gateway {
         self.persist.next_id = self.persist.next_id.max(restored.max_id);
         for (topic, msg) in restored.retained {
             let topic: Arc<str> = Arc::from(topic.as_str());
-            let _ = self.retained.set(
+            let weight = msg.payload.len();
+            let kept = self.retained.set_weighed(
                 &topic,
                 RetainedMessage {
                     payload: Bytes::from(msg.payload),
                     qos: msg.qos,
                 },
+                weight,
+                self.cfg.max_retained_bytes,
             );
+            if kept.is_err() {
+                // Over a bound lowered since it was written: forgotten on
+                // disk too, so the store and the memory agree.
+                self.persist.ops.push(StoreOp::DelRetained(topic.to_string()));
+            }
         }
         let mut by_key: HashMap<ClientKey, SessionId> = HashMap::new();
         for (key, record) in restored.sessions {
@@ -512,6 +520,8 @@ impl Gateway {
                 }
                 ClientKind::Local => {
                     if let Some(s) = self.locals.sessions.get_mut(&sid) {
+                        s.queued_bytes += payload.len();
+                        self.queued_bytes_total += payload.len();
                         s.queue.push_back(LocalDelivery {
                             topic,
                             payload,
@@ -541,6 +551,7 @@ impl Gateway {
         s.sleep_duration = Duration::from_secs(r.sleep_secs);
         s.keep_alive = Duration::from_secs(r.keep_alive_secs);
         s.topics = TopicTable::restore(self.cfg.max_topics_per_client, &r.topics);
+        s.topics.attach(&self.topic_bytes);
         s.predefined_subscriptions = r.predefined_subscriptions.iter().copied().collect();
         s.will = r.will.clone().map(will_of);
         s.last_msg_id = r.last_msg_id;
@@ -570,16 +581,9 @@ impl Gateway {
         self.locals.sessions.insert(
             sid,
             LocalSession {
-                client_id: client_id.clone(),
-                username: None,
-                conn: None,
-                clean: r.clean,
                 subscriptions: r.subscriptions.iter().cloned().collect(),
-                queue: Default::default(),
-                sent: Default::default(),
-                will: None,
-                parked: Default::default(),
                 expires,
+                ..LocalSession::new(client_id.clone(), r.clean)
             },
         );
         if let Some(at) = expires {

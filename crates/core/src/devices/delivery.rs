@@ -104,7 +104,15 @@ impl Gateway {
             } else {
                 let lookup = match s.topics.lookup(&head_topic) {
                     Some(found) => Ok(found),
-                    None => s.topics.assign(&head_topic, false).map(|id| (id, false)),
+                    None => s
+                        .topics
+                        .assign_within(
+                            &head_topic,
+                            false,
+                            Some(&self.topic_bytes),
+                            self.cfg.max_topic_bytes_total,
+                        )
+                        .map(|id| (id, false)),
                 };
                 match lookup {
                     Ok((id, true)) => TopicRef::Id(id),
@@ -129,8 +137,7 @@ impl Gateway {
                         debug!(client = %s.client_id, error = %full, "no topic id for delivery");
                         self.pop_head(sid);
                         self.stats.drop(DropReason::RefusedByDevice);
-                        self.stats
-                            .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
+                        self.stats.limit_hit(full.limit());
                         continue;
                     }
                 }

@@ -42,26 +42,38 @@ impl Gateway {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        // The limit first, so a refused SUBSCRIBE takes no topic id.
-        if !s.subscriptions.contains_key(filter.as_ref())
-            && s.subscriptions.len() >= self.cfg.max_subscriptions_per_client
-        {
-            debug!(client = %s.client_id, "subscription limit reached");
-            self.stats
-                .limit_hit(crate::stats::LimitHit::MaxSubscriptionsPerClient);
-            return self.send_to(sid, refuse(ReturnCode::Congestion));
+        // The limits first, so a refused SUBSCRIBE takes no topic id.
+        if !s.subscriptions.contains_key(filter.as_ref()) {
+            let limit = if s.subscriptions.len() >= self.cfg.max_subscriptions_per_client {
+                Some(crate::stats::LimitHit::MaxSubscriptionsPerClient)
+            } else if self.subscriptions.filter_bytes().saturating_add(filter.len())
+                > self.cfg.max_subscription_bytes_total
+            {
+                Some(crate::stats::LimitHit::MaxSubscriptionBytesTotal)
+            } else {
+                None
+            };
+            if let Some(limit) = limit {
+                debug!(client = %s.client_id, limit = limit.key(), "subscription limit reached");
+                self.stats.limit_hit(limit);
+                return self.send_to(sid, refuse(ReturnCode::Congestion));
+            }
         }
         let topic_id = match &topic {
             SubscribeTopic::Predefined(id) => *id,
             // Short names and wildcard filters carry id 0 (traps T-2, T-15).
             SubscribeTopic::Short(_) => 0,
             SubscribeTopic::Name(name) if crate::topic::has_wildcards(name) => 0,
-            SubscribeTopic::Name(name) => match s.topics.assign(name, true) {
+            SubscribeTopic::Name(name) => match s.topics.assign_within(
+                name,
+                true,
+                Some(&self.topic_bytes),
+                self.cfg.max_topic_bytes_total,
+            ) {
                 Ok(id) => id,
                 Err(full) => {
                     debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
-                    self.stats
-                        .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
+                    self.stats.limit_hit(full.limit());
                     return self.send_to(sid, refuse(ReturnCode::Congestion));
                 }
             },
