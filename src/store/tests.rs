@@ -111,6 +111,65 @@ fn committed_state_comes_back_after_a_reopen() -> Result<(), StoreError> {
 }
 
 #[test]
+fn session_items_come_back_by_owner_and_deleted_ones_stay_gone() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
+        dir: "tmp".into(),
+        source,
+    })?;
+    let local = ClientKey {
+        kind: ClientKind::Local,
+        client_id: "d".into(),
+    };
+    {
+        let (store, _) = Store::open(dir.path())?;
+        // "d" is a prefix of "d1": the length in the key keeps them apart.
+        let ops = vec![
+            StoreOp::PutTopic(device("d1"), 1, "a/b".into()),
+            StoreOp::PutTopic(device("d1"), 2, "a/c".into()),
+            StoreOp::PutTopic(device("d"), 1, "z".into()),
+            StoreOp::PutSubscription(device("d1"), "cmd/#".into(), 2),
+            StoreOp::PutSubscription(local.clone(), "cmd/#".into(), 1),
+        ];
+        let stats = store.commit(&ops, &[])?;
+        assert_eq!(stats.bytes, 3 + 3 + 1 + 1 + 1, "only the values count");
+        store.commit(
+            &[
+                StoreOp::DelTopic(device("d1"), 1),
+                StoreOp::DelSubscription(local.clone(), "cmd/#".into()),
+            ],
+            &[],
+        )?;
+    }
+    let (_store, loaded) = Store::open(dir.path())?;
+    let mut topics = loaded.restored.topics.clone();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec![
+            (device("d"), 1, "z".to_string()),
+            (device("d1"), 2, "a/c".to_string())
+        ]
+    );
+    assert_eq!(
+        loaded.restored.subscriptions,
+        vec![(device("d1"), "cmd/#".to_string(), 2)]
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_item_key_is_refused_not_misread() {
+    assert_eq!(super::decode_item(b"", b""), None);
+    assert_eq!(super::decode_item(b"d\x00\x05ab", b"x"), None);
+    assert_eq!(super::decode_item(b"x\x00\x01at\x00\x01", b"n"), None);
+    let key = super::topic_item_key(&device("ab"), 7);
+    assert_eq!(
+        super::decode_item(&key, b"n/m"),
+        Some((device("ab"), super::Item::Topic(7, "n/m".into())))
+    );
+}
+
+#[test]
 fn a_second_opener_is_refused_with_a_clear_error() -> Result<(), StoreError> {
     let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
         dir: "tmp".into(),
