@@ -93,6 +93,7 @@ struct Session<R, W> {
     /// back), and every connection's together.
     queued_bytes: Arc<AtomicUsize>,
     queued_total: super::QueuedBytes,
+    inbound: Arc<tokio::sync::Semaphore>,
     max_packet_bytes: usize,
     max_inflight: usize,
     keep_alive: Option<Duration>,
@@ -241,6 +242,7 @@ where
             queued,
             queued_bytes,
             queued_total: settings.queued_total.clone(),
+            inbound: settings.inbound.clone(),
             max_packet_bytes: settings.max_packet_bytes,
             max_inflight: usize::from(settings.max_inflight),
             keep_alive,
@@ -567,7 +569,11 @@ where
                 LocalInput::Publish {
                     pkid: p.pkid,
                     topic: p.topic,
-                    payload: p.payload,
+                    // Its own allocation: the codec's payload is a slice of
+                    // the read buffer, which a message kept for long (a
+                    // retained one, a queued one) would pin whole, along
+                    // with whatever else it held.
+                    payload: bytes::Bytes::copy_from_slice(&p.payload),
                     qos,
                     retain: p.retain,
                 }
@@ -625,6 +631,15 @@ where
                 return Some(End::Abrupt("protocol violation"));
             }
         };
+        // Room on the way to the driver, which gives it back as it takes
+        // the event (`Broker::note`); meanwhile nothing more is read.
+        let size = super::inbound_size(&input);
+        if size > 0 {
+            match self.inbound.clone().acquire_many_owned(saturating_u32(size)).await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return Some(End::Abrupt("gateway shutting down")),
+            }
+        }
         let event = BrokerEvent::Input {
             conn: self.conn,
             input,
@@ -726,6 +741,11 @@ where
         }
         unacked
     }
+}
+
+/// `n` as a semaphore's permit count (bounded by [`super::INBOUND_BYTES`]).
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

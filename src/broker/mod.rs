@@ -10,7 +10,10 @@
 //!
 //! Shape: one accept task per listener and one task per connection. Tasks
 //! send [`BrokerEvent`]s to the driver over one bounded channel (a slow
-//! engine slows the sockets down, it does not grow memory); the driver
+//! engine slows the sockets down, it does not grow memory): at most 1,024
+//! events, and the PUBLISHes among them at most [`INBOUND_BYTES`] of topic
+//! and payload together, so a client flooding 1 MiB messages at a busy
+//! engine holds 16 MiB, not 1 GiB; the driver
 //! answers through each connection's [`ConnLink`]. A TLS listener
 //! (`tls_listen`) runs the same connection code over the TLS stream.
 //! Who may connect is [`auth`]'s.
@@ -96,6 +99,21 @@ pub struct ConnLink {
     /// The same messages' bytes ([`queued_size`]), counted in the broker's
     /// total too.
     queued_bytes: Arc<AtomicUsize>,
+}
+
+/// Bytes of PUBLISHes (topic and payload) sent by every connection to the
+/// driver and not yet taken by it: a connection waits (and stops reading
+/// its socket) for room. A larger message takes the whole budget.
+pub const INBOUND_BYTES: usize = 16 << 20;
+
+/// What an input counts against [`INBOUND_BYTES`] (0 but for a PUBLISH).
+pub(crate) fn inbound_size(input: &LocalInput) -> usize {
+    match input {
+        LocalInput::Publish { topic, payload, .. } => {
+            (topic.len() + payload.len()).min(INBOUND_BYTES)
+        }
+        _ => 0,
+    }
 }
 
 /// What a message waiting for a client counts against
@@ -216,6 +234,8 @@ pub struct Broker {
     max_queued: usize,
     max_queued_bytes: usize,
     max_queued_bytes_total: usize,
+    /// Given back as the driver takes each PUBLISH ([`INBOUND_BYTES`]).
+    inbound: Arc<tokio::sync::Semaphore>,
     stats: Arc<BrokerStats>,
 }
 
@@ -228,6 +248,8 @@ struct ConnSettings {
     auth: Arc<Authenticator>,
     /// Every connection's queued bytes together.
     queued_total: QueuedBytes,
+    /// Room for PUBLISH bytes on their way to the driver ([`INBOUND_BYTES`]).
+    inbound: Arc<tokio::sync::Semaphore>,
 }
 
 impl Broker {
@@ -244,6 +266,7 @@ impl Broker {
             connect_timeout: Duration::from_secs(u64::from(cfg.connect_timeout_secs)),
             auth: Arc::new(auth),
             queued_total: stats.queued_bytes.clone(),
+            inbound: Arc::new(tokio::sync::Semaphore::new(INBOUND_BYTES)),
         });
         let tls = if cfg.tls_listen.is_empty() {
             None
@@ -298,6 +321,7 @@ impl Broker {
             max_queued: cfg.max_queued_messages,
             max_queued_bytes: cfg.max_queued_bytes,
             max_queued_bytes_total: cfg.max_queued_bytes_total,
+            inbound: settings.inbound.clone(),
             stats,
         })
     }
@@ -354,7 +378,10 @@ impl Broker {
                     unacked.extend(orphans);
                 }
             }
-            BrokerEvent::Input { .. } => {}
+            BrokerEvent::Input { input, .. } => {
+                // Taken by the driver: its bytes are room again.
+                self.inbound.add_permits(inbound_size(input));
+            }
         }
         event
     }

@@ -166,7 +166,9 @@ pub struct LimitsConfig {
     /// Most bytes the retained messages hold together (each counts its
     /// payload and topic name). A retained message beyond it is delivered
     /// but not kept, and the topic's older retained message is cleared.
-    /// Default: 16 MiB.
+    /// Keep it at most `broker.max_queued_bytes`, so a local client that
+    /// subscribes to `#` can be handed every retained message at once.
+    /// Default: 8 MiB.
     pub max_retained_bytes: usize,
     /// Most bytes of topic names held in every device's topic-id table
     /// together; a new name beyond it is refused (REGACK or SUBACK 0x01
@@ -195,7 +197,7 @@ impl Default for LimitsConfig {
             max_retained_messages: 10_000,
             per_source_packets_per_sec: 100,
             per_source_burst: 200,
-            max_retained_bytes: 16 * MIB,
+            max_retained_bytes: 8 * MIB,
             max_topic_bytes_total: 8 * MIB,
             max_subscription_bytes_total: 4 * MIB,
         }

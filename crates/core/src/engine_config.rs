@@ -150,7 +150,7 @@ impl Default for EngineConfig {
             persist: false,
             acl: None,
             admission: Admission::default(),
-            max_retained_bytes: 16 << 20,
+            max_retained_bytes: 8 << 20,
             max_topic_bytes_total: 8 << 20,
             max_subscription_bytes_total: 4 << 20,
         }
