@@ -266,17 +266,18 @@ fn local_clients_json(clients: &[LocalClientInfo]) -> serde_json::Value {
     clients
         .iter()
         .map(|c| {
-            serde_json::json!({
+            let (listed, total) = crate::ops::status::listed_subscriptions(&c.subscriptions);
+            let mut client = serde_json::json!({
                 "client_id": c.client_id,
                 "connected": c.connected,
                 "clean_session": c.clean_session,
-                "subscriptions": c
-                    .subscriptions
-                    .iter()
-                    .map(|(filter, qos)| serde_json::json!({ "filter": filter, "qos": qos }))
-                    .collect::<Vec<_>>(),
+                "subscriptions": listed,
                 "queued": c.queued,
-            })
+            });
+            if let (Some(total), Some(fields)) = (total, client.as_object_mut()) {
+                fields.insert("subscriptions_total".into(), total.into());
+            }
+            client
         })
         .collect()
 }
