@@ -506,7 +506,7 @@ impl Collect for BrokerFigures {
         .value(c.timeouts);
         out.counter(
             "sngate_broker_dropped_total",
-            "Messages for local clients dropped by the broker, by reason (slow_client: max_queued_messages waiting).",
+            "Messages for local clients dropped by the broker, by reason (slow_client: max_queued_messages or max_queued_bytes waiting, or max_queued_bytes_total for all).",
         )
         .sample(&[("reason", "slow_client")], c.dropped_slow_client);
         out.counter(
