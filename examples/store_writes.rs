@@ -24,7 +24,8 @@
 //! computes what the former layout handed the store: the whole session
 //! record (every topic name inside) at each REGISTER.
 //!
-//! Run with `cargo run --release --example store_writes [DIR]`; DIR
+//! Run with `cargo run --example store_writes [DIR]` (the bytes do not
+//! depend on the build profile); DIR
 //! (default `target/tmp`) must be on the disk to measure, not a tmpfs.
 
 use std::net::SocketAddr;
@@ -166,7 +167,12 @@ impl Rig {
             client_id: "sensor-1".into(),
         });
         assert!(
-            matches!(back.as_slice(), [Packet::ConnAck { return_code: ReturnCode::Accepted }]),
+            matches!(
+                back.as_slice(),
+                [Packet::ConnAck {
+                    return_code: ReturnCode::Accepted
+                }]
+            ),
             "{back:?}"
         );
         self.commit();
@@ -175,10 +181,7 @@ impl Rig {
 
 /// The session record as the former layout wrote it: the head with every
 /// topic and subscription inside.
-fn whole_record(
-    head: &SessionRecord,
-    topics: &std::collections::BTreeMap<u16, String>,
-) -> usize {
+fn whole_record(head: &SessionRecord, topics: &std::collections::BTreeMap<u16, String>) -> usize {
     let mut whole = head.clone();
     whole.topics = topics.iter().map(|(id, n)| (*id, n.clone())).collect();
     postcard::to_allocvec(&whole).map_or(0, |v| v.len())
@@ -202,7 +205,13 @@ fn register(dir: &Path) -> (Written, u64) {
             topic_name: name,
         });
         assert!(
-            matches!(back.as_slice(), [Packet::RegAck { return_code: ReturnCode::Accepted, .. }]),
+            matches!(
+                back.as_slice(),
+                [Packet::RegAck {
+                    return_code: ReturnCode::Accepted,
+                    ..
+                }]
+            ),
             "{back:?}"
         );
         rig.commit();
@@ -247,7 +256,10 @@ fn uplink(dir: &Path, messages: u16) -> Written {
             payload: Bytes::from(format!("{{\"t\":{}.5,\"seq\":{i}}}", 20 + i % 5)),
         });
         rig.commit();
-        assert!(matches!(back.as_slice(), [Packet::PubAck { .. }]), "{back:?}");
+        assert!(
+            matches!(back.as_slice(), [Packet::PubAck { .. }]),
+            "{back:?}"
+        );
         rig.tick();
     }
     rig.commit();
@@ -333,7 +345,12 @@ fn main() {
 
     let dir = fresh(&base, "register");
     let (w, baseline) = register(&dir);
-    report("REGISTER of 1.9 KB names on a persistent session", "REGISTER", 1000, &w);
+    report(
+        "REGISTER of 1.9 KB names on a persistent session",
+        "REGISTER",
+        1000,
+        &w,
+    );
     println!(
         "  baseline, the whole record at every REGISTER (the former layout): {:.1} MB handed to the store",
         baseline as f64 / 1e6
@@ -343,12 +360,22 @@ fn main() {
     let n = 600u16;
     let dir = fresh(&base, "uplink");
     let up = uplink(&dir, n);
-    report("QoS 1 uplink, one device at 1 msg/s, upstream on", "message", u64::from(n), &up);
+    report(
+        "QoS 1 uplink, one device at 1 msg/s, upstream on",
+        "message",
+        u64::from(n),
+        &up,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     let dir = fresh(&base, "downlink");
     let down = downlink(&dir, n);
-    report("QoS 1 downlink to a persistent device at 1 msg/s", "message", u64::from(n), &down);
+    report(
+        "QoS 1 downlink to a persistent device at 1 msg/s",
+        "message",
+        u64::from(n),
+        &down,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     let per_day = 100 * 24 * 60;

@@ -88,7 +88,8 @@ impl Gateway {
 
     async fn metric(&self, name: &str, labels: &str) -> f64 {
         let page = http::get(self.http, "/metrics").await.body;
-        http::sample(&page, name, labels).unwrap_or_else(|| panic!("{name}{{{labels}}} on /metrics"))
+        http::sample(&page, name, labels)
+            .unwrap_or_else(|| panic!("{name}{{{labels}}} on /metrics"))
     }
 }
 
@@ -128,10 +129,13 @@ impl Raw {
                 Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
                 Err(e) => panic!("bad packet from the gateway: {e}"),
             }
-            let n = timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.inbuf))
-                .await
-                .expect("the gateway answers within 20 s")
-                .expect("read");
+            let n = timeout(
+                Duration::from_secs(20),
+                self.stream.read_buf(&mut self.inbuf),
+            )
+            .await
+            .expect("the gateway answers within 20 s")
+            .expect("read");
             assert!(n > 0, "the gateway closed the connection");
         }
     }
@@ -144,9 +148,16 @@ impl Raw {
 
     /// Publishes `count` messages of `size` bytes on `topic(i)`, then one at
     /// QoS 1 whose PUBACK says the gateway routed all of them.
-    async fn flood(&mut self, count: usize, size: usize, retain: bool, topic: impl Fn(usize) -> String) {
+    async fn flood(
+        &mut self,
+        count: usize,
+        size: usize,
+        retain: bool,
+        topic: impl Fn(usize) -> String,
+    ) {
         for i in 0..count {
-            let mut p = Publish::from_bytes(topic(i), QoS::AtMostOnce, Bytes::from(vec![b'x'; size]));
+            let mut p =
+                Publish::from_bytes(topic(i), QoS::AtMostOnce, Bytes::from(vec![b'x'; size]));
             p.retain = retain;
             self.send(Packet::Publish(p)).await;
         }
@@ -194,20 +205,21 @@ async fn a_subscriber_that_never_reads_holds_a_bounded_amount_and_slows_no_one()
             Bytes::from(vec![b'x'; 1_000_000]),
         );
         publisher.send(Packet::Publish(p)).await;
-        timeout(
-            Duration::from_secs(10),
-            got_rx.wait_for(|&got| got > i),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("message {i} did not reach the reading subscriber"))
-        .expect("reader alive");
+        timeout(Duration::from_secs(10), got_rx.wait_for(|&got| got > i))
+            .await
+            .unwrap_or_else(|_| panic!("message {i} did not reach the reading subscriber"))
+            .expect("reader alive");
     }
     timeout(Duration::from_secs(10), reader)
         .await
         .expect("reader ends")
         .expect("reader");
     let grown = gw.rss().saturating_sub(before);
-    eprintln!("slow reader: RSS {} MB, grew {} MB", gw.rss() / MB, grown / MB);
+    eprintln!(
+        "slow reader: RSS {} MB, grew {} MB",
+        gw.rss() / MB,
+        grown / MB
+    );
     let dropped = gw
         .metric("sngate_broker_dropped_total", "reason=\"slow_client\"")
         .await;
@@ -246,7 +258,11 @@ async fn a_retained_flood_is_bounded_in_bytes() {
         .await;
     assert_eq!(hits, 92.0);
     let grown = gw.rss().saturating_sub(before);
-    eprintln!("retained flood: RSS {} MB, grew {} MB", gw.rss() / MB, grown / MB);
+    eprintln!(
+        "retained flood: RSS {} MB, grew {} MB",
+        gw.rss() / MB,
+        grown / MB
+    );
     assert!(
         grown < 48 * MB,
         "RSS grew by {} MB for a retained flood",
@@ -260,7 +276,11 @@ async fn a_retained_flood_is_bounded_in_bytes() {
     }
     // And nothing more: the next is a live message published now.
     publisher
-        .send(Packet::Publish(Publish::new("r/live", QoS::AtMostOnce, "now")))
+        .send(Packet::Publish(Publish::new(
+            "r/live",
+            QoS::AtMostOnce,
+            "now",
+        )))
         .await;
     assert!(matches!(sub.next().await, Packet::Publish(p) if !p.retain && p.topic == "r/live"));
 }

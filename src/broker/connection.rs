@@ -635,7 +635,12 @@ where
         // the event (`Broker::note`); meanwhile nothing more is read.
         let size = super::inbound_size(&input);
         if size > 0 {
-            match self.inbound.clone().acquire_many_owned(saturating_u32(size)).await {
+            match self
+                .inbound
+                .clone()
+                .acquire_many_owned(saturating_u32(size))
+                .await
+            {
                 Ok(permit) => permit.forget(),
                 Err(_) => return Some(End::Abrupt("gateway shutting down")),
             }

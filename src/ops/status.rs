@@ -298,7 +298,10 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&snap.to_json()).expect("valid JSON");
         let d = &v["devices"][0];
-        assert_eq!(d["subscriptions"].as_array().map(Vec::len), Some(MAX_LISTED_SUBSCRIPTIONS));
+        assert_eq!(
+            d["subscriptions"].as_array().map(Vec::len),
+            Some(MAX_LISTED_SUBSCRIPTIONS)
+        );
         assert_eq!(d["subscriptions_total"], 100);
     }
 }

@@ -266,18 +266,19 @@ impl Store {
             records: ops.len() + settled.len(),
             bytes: 0,
         };
-        let mut put = |batch: &mut fjall::OwnedWriteBatch,
-                       ks: &Keyspace,
-                       key: Vec<u8>,
-                       bytes: Vec<u8>| {
-            stats.bytes += bytes.len();
-            batch.insert(ks, key, bytes);
-        };
+        let mut put =
+            |batch: &mut fjall::OwnedWriteBatch, ks: &Keyspace, key: Vec<u8>, bytes: Vec<u8>| {
+                stats.bytes += bytes.len();
+                batch.insert(ks, key, bytes);
+            };
         for op in ops {
             match op {
-                StoreOp::PutSession(key, record) => {
-                    put(&mut batch, &self.sessions, encode_client_key(key), record.encode())
-                }
+                StoreOp::PutSession(key, record) => put(
+                    &mut batch,
+                    &self.sessions,
+                    encode_client_key(key),
+                    record.encode(),
+                ),
                 StoreOp::DelSession(key) => batch.remove(&self.sessions, encode_client_key(key)),
                 StoreOp::PutTopic(key, id, name) => put(
                     &mut batch,
@@ -295,19 +296,28 @@ impl Store {
                 StoreOp::DelSubscription(key, filter) => {
                     batch.remove(&self.items, subscription_item_key(key, filter))
                 }
-                StoreOp::PutQueued(id, record) => {
-                    put(&mut batch, &self.queued, id.to_be_bytes().to_vec(), record.encode())
-                }
+                StoreOp::PutQueued(id, record) => put(
+                    &mut batch,
+                    &self.queued,
+                    id.to_be_bytes().to_vec(),
+                    record.encode(),
+                ),
                 StoreOp::DelQueued(id) => batch.remove(&self.queued, id.to_be_bytes().to_vec()),
-                StoreOp::PutRetained(topic, msg) => {
-                    put(&mut batch, &self.retained, topic.as_bytes().to_vec(), msg.encode())
-                }
+                StoreOp::PutRetained(topic, msg) => put(
+                    &mut batch,
+                    &self.retained,
+                    topic.as_bytes().to_vec(),
+                    msg.encode(),
+                ),
                 StoreOp::DelRetained(topic) => {
                     batch.remove(&self.retained, topic.as_bytes().to_vec())
                 }
-                StoreOp::PutOutbox(id, msg) => {
-                    put(&mut batch, &self.outbox, id.to_be_bytes().to_vec(), msg.encode())
-                }
+                StoreOp::PutOutbox(id, msg) => put(
+                    &mut batch,
+                    &self.outbox,
+                    id.to_be_bytes().to_vec(),
+                    msg.encode(),
+                ),
             }
         }
         for id in settled {
@@ -397,10 +407,7 @@ fn decode_item(key: &[u8], value: &[u8]) -> Option<(ClientKey, Item)> {
             u16::from_be_bytes(*rest.first_chunk::<2>()?),
             String::from_utf8(value.to_vec()).ok()?,
         ),
-        b's' => Item::Subscription(
-            String::from_utf8(rest.to_vec()).ok()?,
-            *value.first()?,
-        ),
+        b's' => Item::Subscription(String::from_utf8(rest.to_vec()).ok()?, *value.first()?),
         _ => return None,
     };
     Some((owner, item))

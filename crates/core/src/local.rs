@@ -34,10 +34,10 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use super::acl::Access;
+use super::engine_config::OverflowPolicy;
 use super::gateway::{Gateway, Origin, Subscriber};
 use super::output::{LocalAction, Output};
 use super::session::{SessionId, Will};
-use super::engine_config::OverflowPolicy;
 use super::stats::DropReason;
 
 /// A broker connection, numbered by the broker; never reused.
@@ -637,7 +637,10 @@ impl Gateway {
                 None
             } else if s.subscriptions.len() >= self.cfg.max_subscriptions_per_client {
                 Some(super::stats::LimitHit::MaxSubscriptionsPerClient)
-            } else if self.subscriptions.filter_bytes().saturating_add(filter.len())
+            } else if self
+                .subscriptions
+                .filter_bytes()
+                .saturating_add(filter.len())
                 > self.cfg.max_subscription_bytes_total
             {
                 Some(super::stats::LimitHit::MaxSubscriptionBytesTotal)

@@ -480,7 +480,8 @@ impl Gateway {
         // them is in the same batch.
         let (head, topics, subscriptions) = match record {
             Some(mut r) => {
-                let topics: BTreeMap<u16, String> = std::mem::take(&mut r.topics).into_iter().collect();
+                let topics: BTreeMap<u16, String> =
+                    std::mem::take(&mut r.topics).into_iter().collect();
                 let subscriptions: BTreeMap<String, u8> =
                     std::mem::take(&mut r.subscriptions).into_iter().collect();
                 (Some(r), topics, subscriptions)
@@ -563,7 +564,9 @@ impl Gateway {
             if kept.is_err() {
                 // Over a bound lowered since it was written: forgotten on
                 // disk too, so the store and the memory agree.
-                self.persist.ops.push(StoreOp::DelRetained(topic.to_string()));
+                self.persist
+                    .ops
+                    .push(StoreOp::DelRetained(topic.to_string()));
             }
         }
         // Each session's items, joined to its head.
@@ -583,7 +586,9 @@ impl Gateway {
                 std::mem::take(&mut record.topics).into_iter().collect();
             all_topics.extend(topics.iter().map(|(id, n)| (*id, n.clone())));
             let mut all_subscriptions: BTreeMap<String, u8> =
-                std::mem::take(&mut record.subscriptions).into_iter().collect();
+                std::mem::take(&mut record.subscriptions)
+                    .into_iter()
+                    .collect();
             all_subscriptions.extend(subscriptions.iter().map(|(f, q)| (f.clone(), *q)));
             record.topics = all_topics.into_iter().collect();
             record.subscriptions = all_subscriptions.into_iter().collect();

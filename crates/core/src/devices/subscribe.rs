@@ -46,7 +46,10 @@ impl Gateway {
         if !s.subscriptions.contains_key(filter.as_ref()) {
             let limit = if s.subscriptions.len() >= self.cfg.max_subscriptions_per_client {
                 Some(crate::stats::LimitHit::MaxSubscriptionsPerClient)
-            } else if self.subscriptions.filter_bytes().saturating_add(filter.len())
+            } else if self
+                .subscriptions
+                .filter_bytes()
+                .saturating_add(filter.len())
                 > self.cfg.max_subscription_bytes_total
             {
                 Some(crate::stats::LimitHit::MaxSubscriptionBytesTotal)

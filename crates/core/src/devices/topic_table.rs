@@ -320,10 +320,7 @@ mod tests {
             a.assign_within("ccc", true, Some(&shared), 10),
             Err(TableFull::Bytes(10))
         );
-        assert_eq!(
-            TableFull::Bytes(10).limit(),
-            LimitHit::MaxTopicBytesTotal
-        );
+        assert_eq!(TableFull::Bytes(10).limit(), LimitHit::MaxTopicBytesTotal);
         a.remove(1);
         assert_eq!(shared.get(), 4);
         assert_eq!(a.assign_within("ccc", true, Some(&shared), 10), Ok(2));

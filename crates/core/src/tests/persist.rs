@@ -267,7 +267,9 @@ fn a_clean_session_that_ends_leaves_nothing_behind() {
 fn written_size(ops: &[StoreOp]) -> usize {
     ops.iter()
         .map(|op| match op {
-            StoreOp::PutSession(k, r) => k.client_id.len() + r.will.as_ref().map_or(0, |w| w.payload.len()) + 32,
+            StoreOp::PutSession(k, r) => {
+                k.client_id.len() + r.will.as_ref().map_or(0, |w| w.payload.len()) + 32
+            }
             StoreOp::PutTopic(k, _, name) => k.client_id.len() + name.len() + 4,
             StoreOp::PutSubscription(k, filter, _) => k.client_id.len() + filter.len() + 2,
             _ => 0,
@@ -346,7 +348,10 @@ fn sessions_written_as_items_are_restored_identically_and_not_rewritten() {
     assert_eq!(subs(&before), subs(&after));
     assert!(subs(&after).is_some_and(|s| s.len() == 2));
     // The topic id is the one it had (a restored id is told again first).
-    assert_eq!(store.topics.get(&(key, id)).map(String::as_str), Some("up/temp"));
+    assert_eq!(
+        store.topics.get(&(key, id)).map(String::as_str),
+        Some("up/temp")
+    );
     assert_eq!(h2.gw.check_invariants(), Ok(()));
 }
 
@@ -383,7 +388,11 @@ fn a_whole_record_from_an_older_store_is_read_and_migrated_when_it_changes() {
     assert!(head.is_some_and(|r| r.topics.is_empty() && r.subscriptions.is_empty()));
     let names: Vec<&str> = store.topics.values().map(String::as_str).collect();
     assert_eq!(names, ["up/a", "up/b"]);
-    let filters: Vec<&str> = store.subscriptions.keys().map(|(_, f)| f.as_str()).collect();
+    let filters: Vec<&str> = store
+        .subscriptions
+        .keys()
+        .map(|(_, f)| f.as_str())
+        .collect();
     assert_eq!(filters, ["cfg/#", "cmd/#"]);
     // And a gateway restored from the migrated store has it all.
     let mut h2 = durable_harness();
