@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use common::http;
-use common::{KillOnDrop, spawn_logged, wait_for_line};
+use common::{KillOnDrop, logged_addr, spawn_logged};
 
 const MB: usize = 1 << 20;
 
@@ -30,14 +30,6 @@ struct Gateway {
     _lines: Receiver<String>,
     http: SocketAddr,
     broker: SocketAddr,
-}
-
-fn logged_addr(lines: &Receiver<String>, needle: &str) -> SocketAddr {
-    let line = wait_for_line(lines, needle);
-    line.rsplit("addr=")
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
 
 /// `sngate run` with the default limits, the broker and HTTP on ephemeral

@@ -632,21 +632,13 @@ impl Gateway {
             let Some(s) = self.locals.sessions.get_mut(&sid) else {
                 return;
             };
-            let held = s.subscriptions.contains_key(&filter);
-            let limit = if held {
-                None
-            } else if s.subscriptions.len() >= self.cfg.max_subscriptions_per_client {
-                Some(super::stats::LimitHit::MaxSubscriptionsPerClient)
-            } else if self
-                .subscriptions
-                .filter_bytes()
-                .saturating_add(filter.len())
-                > self.cfg.max_subscription_bytes_total
-            {
-                Some(super::stats::LimitHit::MaxSubscriptionBytesTotal)
-            } else {
-                None
-            };
+            let limit = super::devices::subscription_limit(
+                &self.cfg,
+                self.subscriptions.filter_bytes(),
+                s.subscriptions.contains_key(&filter),
+                s.subscriptions.len(),
+                &filter,
+            );
             let valid = super::topic::validate_filter(&filter).is_ok();
             if let (true, Some(limit)) = (valid, limit) {
                 self.stats.limit_hit(limit);

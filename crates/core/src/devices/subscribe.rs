@@ -8,10 +8,34 @@ use std::time::Instant;
 
 use tracing::debug;
 
+use crate::engine_config::EngineConfig;
 use crate::gateway::{Gateway, Subscriber};
 use crate::output::UpstreamCommand;
 use crate::session::{Delivery, SessionId};
+use crate::stats::LimitHit;
 use sngate_wire::v1::{Packet, QoS, ReturnCode, SubscribeTopic};
+
+/// The limit a subscription to `filter` would pass, if any, for a client
+/// that holds `count` subscriptions (`held`: this filter among them, which
+/// a repeated SUBSCRIBE only updates) while every client's filters hold
+/// `filter_bytes`.
+pub(crate) fn subscription_limit(
+    cfg: &EngineConfig,
+    filter_bytes: usize,
+    held: bool,
+    count: usize,
+    filter: &str,
+) -> Option<LimitHit> {
+    if held {
+        None
+    } else if count >= cfg.max_subscriptions_per_client {
+        Some(LimitHit::MaxSubscriptionsPerClient)
+    } else if filter_bytes.saturating_add(filter.len()) > cfg.max_subscription_bytes_total {
+        Some(LimitHit::MaxSubscriptionBytesTotal)
+    } else {
+        None
+    }
+}
 
 impl Gateway {
     pub(crate) fn on_subscribe(
@@ -43,24 +67,16 @@ impl Gateway {
             return;
         };
         // The limits first, so a refused SUBSCRIBE takes no topic id.
-        if !s.subscriptions.contains_key(filter.as_ref()) {
-            let limit = if s.subscriptions.len() >= self.cfg.max_subscriptions_per_client {
-                Some(crate::stats::LimitHit::MaxSubscriptionsPerClient)
-            } else if self
-                .subscriptions
-                .filter_bytes()
-                .saturating_add(filter.len())
-                > self.cfg.max_subscription_bytes_total
-            {
-                Some(crate::stats::LimitHit::MaxSubscriptionBytesTotal)
-            } else {
-                None
-            };
-            if let Some(limit) = limit {
-                debug!(client = %s.client_id, limit = limit.key(), "subscription limit reached");
-                self.stats.limit_hit(limit);
-                return self.send_to(sid, refuse(ReturnCode::Congestion));
-            }
+        if let Some(limit) = subscription_limit(
+            &self.cfg,
+            self.subscriptions.filter_bytes(),
+            s.subscriptions.contains_key(filter.as_ref()),
+            s.subscriptions.len(),
+            &filter,
+        ) {
+            debug!(client = %s.client_id, limit = limit.key(), "subscription limit reached");
+            self.stats.limit_hit(limit);
+            return self.send_to(sid, refuse(ReturnCode::Congestion));
         }
         let topic_id = match &topic {
             SubscribeTopic::Predefined(id) => *id,
