@@ -168,6 +168,15 @@ impl EngineConfig {
         }
     }
 
+    /// Whether a client's queue holding `messages` and `bytes` (payload),
+    /// while every queue holds `total` bytes, has room for one more
+    /// message of `len` bytes.
+    pub fn queue_has_room(&self, messages: usize, bytes: usize, total: usize, len: usize) -> bool {
+        messages < self.max_queued_messages_per_client
+            && bytes + len <= self.max_queued_bytes_per_client
+            && total + len <= self.max_queued_bytes_total
+    }
+
     /// The keep-alive the engine applies for a CONNECT's Duration field.
     pub fn effective_keep_alive(&self, requested_secs: u16) -> Duration {
         if requested_secs == 0 {

@@ -716,9 +716,7 @@ impl Gateway {
         let cfg = &self.cfg;
         let len = delivery.payload.len();
         let full = |s: &LocalSession, total: usize| {
-            s.queue.len() + s.sent.len() >= cfg.max_queued_messages_per_client
-                || s.queued_bytes + len > cfg.max_queued_bytes_per_client
-                || total + len > cfg.max_queued_bytes_total
+            !cfg.queue_has_room(s.queue.len() + s.sent.len(), s.queued_bytes, total, len)
         };
         match s.conn {
             Some(conn) => {
@@ -744,13 +742,15 @@ impl Gateway {
             }
             None if delivery.qos > 0 || self.cfg.queue_qos0 => {
                 if cfg.queue_overflow == OverflowPolicy::DropOldest {
-                    while full(s, self.queued_bytes_total) {
-                        let Some(oldest) = s.queue.pop_front() else {
-                            break;
-                        };
-                        s.queued_bytes = s.queued_bytes.saturating_sub(oldest.payload.len());
-                        self.queued_bytes_total =
-                            self.queued_bytes_total.saturating_sub(oldest.payload.len());
+                    let sent = s.sent.len();
+                    let dropped = super::devices::drop_oldest_while(
+                        &mut s.queue,
+                        &mut s.queued_bytes,
+                        &mut self.queued_bytes_total,
+                        |d| d.payload.len(),
+                        |n, held, total| !cfg.queue_has_room(n + sent, held, total, len),
+                    );
+                    for _ in 0..dropped {
                         debug!(client = %s.client_id, "local session queue full; oldest message dropped");
                         self.stats.drop(DropReason::QueueFull);
                     }
