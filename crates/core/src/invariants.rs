@@ -126,6 +126,30 @@ impl Gateway {
                 self.queued_bytes_total, cfg.max_queued_bytes_total
             ));
         }
+        if self.retained.bytes() > cfg.max_retained_bytes {
+            return Err(format!(
+                "{} retained bytes over max_retained_bytes",
+                self.retained.bytes()
+            ));
+        }
+        let topic_bytes: usize = self.sessions.values().map(|s| s.topics.bytes()).sum();
+        if topic_bytes != self.topic_bytes.get() {
+            return Err(format!(
+                "topic tables hold {topic_bytes} bytes of names, counted {}",
+                self.topic_bytes.get()
+            ));
+        }
+        if topic_bytes > cfg.max_topic_bytes_total {
+            return Err(format!(
+                "{topic_bytes} bytes of topic names over max_topic_bytes_total"
+            ));
+        }
+        if self.subscriptions.filter_bytes() > cfg.max_subscription_bytes_total {
+            return Err(format!(
+                "{} bytes of filters over max_subscription_bytes_total",
+                self.subscriptions.filter_bytes()
+            ));
+        }
         if self.retained.len() > cfg.max_retained_messages {
             return Err(format!(
                 "{} retained over max_retained_messages",
