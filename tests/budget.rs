@@ -229,7 +229,22 @@ async fn a_subscriber_that_never_reads_holds_a_bounded_amount_and_slows_no_one()
         "RSS grew by {} MB for a client that never reads",
         grown / MB
     );
+    let held = gw.metric("sngate_broker_queued_bytes", "").await;
+    assert!(
+        held > 0.0 && held <= (8 * MB) as f64 + 1_000_010.0,
+        "the slow reader holds {held} bytes"
+    );
+    // Once it is gone, what it held is given back: the count balances.
     drop(slow);
+    let mut held = held;
+    for _ in 0..100 {
+        held = gw.metric("sngate_broker_queued_bytes", "").await;
+        if held == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held, 0.0, "bytes left counted after every client went");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,6 +200,8 @@ pub struct BrokerCounts {
     pub refused_max_connections: u64,
     /// Connections closed for a packet over `max_packet_bytes`.
     pub packets_too_large: u64,
+    /// Bytes waiting for every connection together, now.
+    pub queued_bytes: usize,
 }
 
 impl BrokerStats {
@@ -213,6 +215,7 @@ impl BrokerStats {
             protocol_errors: get(&self.protocol_errors),
             timeouts: get(&self.timeouts),
             dropped_slow_client: get(&self.dropped_slow_client),
+            queued_bytes: self.queued_bytes.get(),
             publishes_received: get(&self.publishes_received),
             publishes_sent: get(&self.publishes_sent),
             refused_max_connections: get(&self.refused_max_connections),
