@@ -17,12 +17,15 @@
 //!   evidently alive).
 //! - A persistent session's QoS 1/2 messages are queued while the client is
 //!   away (QoS 0 only with `queue_qos0`), and expire with `session_expiry`
-//!   like a device's. The queue, and the durable messages handed to a
-//!   connection and not yet acknowledged, are bounded as a device's queue
-//!   is: `max_queued_messages_per_client`, `max_queued_bytes_per_client` and
-//!   the gateway-wide `max_queued_bytes_total` (payload bytes, shared with
-//!   the devices), with `queue_overflow` deciding what goes; every message
-//!   left out is counted as `queue_full`.
+//!   like a device's. The queue is bounded as a device's queue is:
+//!   `max_queued_messages_per_client`, `max_queued_bytes_per_client` and the
+//!   gateway-wide `max_queued_bytes_total` (payload bytes, shared with the
+//!   devices), with `queue_overflow` deciding what goes. The durable
+//!   messages handed to a connected client and not yet acknowledged count
+//!   in the same message count and total (not in the per-client bytes, so
+//!   a reading client's burst in flight is not cut); beyond them a client
+//!   that does not acknowledge gets no more. Every message left out is
+//!   counted as `queue_full`.
 //! - A QoS 1/2 PUBLISH bound upstream is acknowledged only when the bridge
 //!   has room, exactly as for devices (backpressure, not loss).
 
@@ -721,10 +724,15 @@ impl Gateway {
         match s.conn {
             Some(conn) => {
                 if self.persist.enabled && !s.clean && delivery.qos > 0 {
-                    // Kept on disk until the client acknowledges it — within
-                    // the same bounds as its queue: a client that does not
+                    // Kept on disk until the client acknowledges it, within
+                    // the message count and the gateway-wide bytes (not the
+                    // per-client bytes, which a client that reads but has a
+                    // burst in flight would pass): a client that does not
                     // acknowledge gets no more durable messages.
-                    if full(s, self.queued_bytes_total) {
+                    let total = self.queued_bytes_total;
+                    if s.queue.len() + s.sent.len() >= cfg.max_queued_messages_per_client
+                        || total + len > cfg.max_queued_bytes_total
+                    {
                         debug!(client = %s.client_id, "local client not acknowledging; message dropped");
                         self.stats.drop(DropReason::QueueFull);
                         return;

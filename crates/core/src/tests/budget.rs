@@ -143,7 +143,8 @@ fn drop_oldest_makes_room_in_an_away_local_session() {
 fn a_persistent_local_client_that_never_acknowledges_holds_a_bounded_amount() {
     let mut h = Harness::with(EngineConfig {
         persist: true,
-        max_queued_bytes_per_client: 1000,
+        max_queued_bytes_per_client: 300,
+        max_queued_bytes_total: 1000,
         ..EngineConfig::default()
     });
     lconnect(&mut h, 1, "slow", false);
@@ -160,9 +161,28 @@ fn a_persistent_local_client_that_never_acknowledges_holds_a_bounded_amount() {
             .count();
         h.gw.take_store_ops();
     }
+    // The per-client 300 bytes do not cut a burst in flight; the
+    // gateway-wide 1,000 bytes do.
     assert_eq!(handed, 3, "1,000 bytes hold three unacknowledged messages");
     assert_eq!(h.gw.stats().drops(DropReason::QueueFull), 7);
     assert_eq!(h.gw.check_invariants(), Ok(()));
+}
+
+#[test]
+fn a_persistent_local_client_that_never_acknowledges_holds_at_most_the_message_count() {
+    let mut h = Harness::with(EngineConfig {
+        persist: true,
+        max_queued_messages_per_client: 4,
+        ..EngineConfig::default()
+    });
+    lconnect(&mut h, 1, "slow", false);
+    lsubscribe(&mut h, 1, "s/#");
+    lconnect(&mut h, 3, "pub", true);
+    for _ in 0..10 {
+        lpublish(&mut h, 3, "s/x", vec![0; 10], false);
+        h.gw.take_store_ops();
+    }
+    assert_eq!(h.gw.stats().drops(DropReason::QueueFull), 6);
 }
 
 #[test]
