@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use common::mqtt_tools::publish;
 use common::pty::{Pty, SerialPath};
 use common::xbee::{take_xbee, xbee_frame, xbee_transmit_request, zigbee_rx};
-use common::{KillOnDrop, WAIT, options, spawn_logged, wait_for_line};
+use common::{KillOnDrop, WAIT, logged_addr, options, spawn_logged, wait_for_line};
 use sngate::client::{Client, ClientError};
 use sngate::proto::{self, PROTOCOL_ID_V1_2, Packet, QoS, ReturnCode, SubscribeTopic};
 use tokio::time::Instant;
@@ -37,15 +37,6 @@ struct Gateway {
     udp: SocketAddr,
     http: SocketAddr,
     broker: Option<SocketAddr>,
-}
-
-/// The address logged on the next line containing `needle` (`… addr=A`).
-fn logged_addr(lines: &Receiver<String>, needle: &str) -> SocketAddr {
-    let line = wait_for_line(lines, needle);
-    line.rsplit("addr=")
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
 
 /// `sngate run` on ephemeral loopback ports (UDP and HTTP), no state

@@ -11,9 +11,13 @@
 //! before it is buffered; at most [`MAX_UNACKED_INBOUND`] of the client's
 //! QoS 1/2 publishes wait for the engine before the socket stops being read
 //! (TCP pushes back on the client; its keep-alive is paused meanwhile);
-//! messages towards the client are bounded by the driver
-//! (`max_queued_messages`), and a write that makes no progress for
-//! 1.5 × keep-alive closes the connection.
+//! messages towards the client are bounded by the driver in count and bytes
+//! (`max_queued_messages`, `max_queued_bytes`, and every connection's bytes
+//! together `max_queued_bytes_total`) — a message's bytes are given back
+//! when it is written (QoS 0) or acknowledged (QoS 1/2), and encoded bytes
+//! wait in the output buffer only up to [`OUT_HIGH_WATER`], so what a client
+//! that does not read can hold is those bounds; and a write that makes no
+//! progress for 1.5 × keep-alive closes the connection.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -39,6 +43,11 @@ use crate::core::{LocalAction, LocalConnId, LocalConnect, LocalDelivery, LocalIn
 /// The client's QoS 1/2 publishes that may wait for the engine's answer
 /// before the connection stops reading.
 const MAX_UNACKED_INBOUND: usize = 64;
+
+/// Encoded bytes the output buffer may hold before no more pending messages
+/// are encoded into it (one message more may pass it): the rest waits,
+/// counted, until the client reads.
+const OUT_HIGH_WATER: usize = 64 * 1024;
 
 /// A connection before and after CONNECT, over any byte stream: a TCP
 /// socket's halves, or a TLS stream's.
@@ -80,6 +89,11 @@ struct Session<R, W> {
     events: mpsc::Sender<BrokerEvent>,
     stats: Arc<BrokerStats>,
     queued: Arc<AtomicUsize>,
+    /// This connection's queued bytes (the driver adds, this task gives
+    /// back), and every connection's together.
+    queued_bytes: Arc<AtomicUsize>,
+    queued_total: super::QueuedBytes,
+    inbound: Arc<tokio::sync::Semaphore>,
     max_packet_bytes: usize,
     max_inflight: usize,
     keep_alive: Option<Duration>,
@@ -194,9 +208,11 @@ where
         };
         let (tx, actions) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let link = ConnLink {
             actions: tx,
             queued: queued.clone(),
+            queued_bytes: queued_bytes.clone(),
         };
         let client_id = accepted.client_id.clone();
         if events
@@ -224,6 +240,9 @@ where
             events: events.clone(),
             stats: stats.clone(),
             queued,
+            queued_bytes,
+            queued_total: settings.queued_total.clone(),
+            inbound: settings.inbound.clone(),
             max_packet_bytes: settings.max_packet_bytes,
             max_inflight: usize::from(settings.max_inflight),
             keep_alive,
@@ -550,7 +569,11 @@ where
                 LocalInput::Publish {
                     pkid: p.pkid,
                     topic: p.topic,
-                    payload: p.payload,
+                    // Its own allocation: the codec's payload is a slice of
+                    // the read buffer, which a message kept for long (a
+                    // retained one, a queued one) would pin whole, along
+                    // with whatever else it held.
+                    payload: bytes::Bytes::copy_from_slice(&p.payload),
                     qos,
                     retain: p.retain,
                 }
@@ -608,6 +631,20 @@ where
                 return Some(End::Abrupt("protocol violation"));
             }
         };
+        // Room on the way to the driver, which gives it back as it takes
+        // the event (`Broker::note`); meanwhile nothing more is read.
+        let size = super::inbound_size(&input);
+        if size > 0 {
+            match self
+                .inbound
+                .clone()
+                .acquire_many_owned(saturating_u32(size))
+                .await
+            {
+                Ok(permit) => permit.forget(),
+                Err(_) => return Some(End::Abrupt("gateway shutting down")),
+            }
+        }
         let event = BrokerEvent::Input {
             conn: self.conn,
             input,
@@ -627,13 +664,30 @@ where
             .position(|(id, _, s)| *id == pkid && *s == stage)?;
         let (_, d, _) = self.inflight.remove(i)?;
         self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.release(&d);
         d.store_id
+    }
+
+    /// Gives back the bytes `d` counted while it waited.
+    fn release(&self, d: &LocalDelivery) {
+        let size = super::queued_size(d);
+        // Never below zero: the driver added `size` before handing it over.
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(size))
+            });
+        self.queued_total.sub(size);
     }
 
     /// Sends pending messages while the in-flight window has room.
     fn fill_window(&mut self) {
         while let Some(d) = self.pending.front() {
             if d.qos > 0 && self.inflight.len() >= self.max_inflight {
+                return;
+            }
+            if self.out.len() >= OUT_HIGH_WATER {
+                // The client is behind: the rest stays pending, counted.
                 return;
             }
             let Some(d) = self.pending.pop_front() else {
@@ -645,6 +699,7 @@ where
             self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
             if d.qos == 0 {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.release(&d);
                 self.write(Packet::Publish(publish));
                 continue;
             }
@@ -691,6 +746,11 @@ where
         }
         unacked
     }
+}
+
+/// `n` as a semaphore's permit count (bounded by [`super::INBOUND_BYTES`]).
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -10,7 +10,10 @@
 //!
 //! Shape: one accept task per listener and one task per connection. Tasks
 //! send [`BrokerEvent`]s to the driver over one bounded channel (a slow
-//! engine slows the sockets down, it does not grow memory); the driver
+//! engine slows the sockets down, it does not grow memory): at most 1,024
+//! events, and the PUBLISHes among them at most [`INBOUND_BYTES`] of topic
+//! and payload together, so a client flooding 1 MiB messages at a busy
+//! engine holds 16 MiB, not 1 GiB; the driver
 //! answers through each connection's [`ConnLink`]. A TLS listener
 //! (`tls_listen`) runs the same connection code over the TLS stream.
 //! Who may connect is [`auth`]'s.
@@ -93,6 +96,56 @@ pub struct ConnLink {
     /// Messages handed to the connection and not yet written (or, at QoS
     /// 1/2, not yet acknowledged), bounding what a slow reader can hold.
     queued: Arc<AtomicUsize>,
+    /// The same messages' bytes ([`queued_size`]), counted in the broker's
+    /// total too.
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// Bytes of PUBLISHes (topic and payload) sent by every connection to the
+/// driver and not yet taken by it: a connection waits (and stops reading
+/// its socket) for room. A larger message takes the whole budget.
+pub const INBOUND_BYTES: usize = 16 << 20;
+
+/// What an input counts against [`INBOUND_BYTES`] (0 but for a PUBLISH).
+pub(crate) fn inbound_size(input: &LocalInput) -> usize {
+    match input {
+        LocalInput::Publish { topic, payload, .. } => {
+            (topic.len() + payload.len()).min(INBOUND_BYTES)
+        }
+        _ => 0,
+    }
+}
+
+/// What a message waiting for a client counts against
+/// `max_queued_bytes`: its payload and topic name.
+pub(crate) fn queued_size(d: &LocalDelivery) -> usize {
+    d.payload.len() + d.topic.len()
+}
+
+/// Bytes waiting for every connection together (`max_queued_bytes_total`):
+/// added by the driver when it hands a message over, given back by the
+/// connection as the message leaves, and what a closed connection still
+/// held given back when its `Closed` event passes the driver.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueuedBytes(Arc<AtomicUsize>);
+
+impl QueuedBytes {
+    /// Bytes queued now.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(&self, n: usize) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
 }
 
 /// The broker's counters, shared by its tasks (metrics read them).
@@ -120,6 +173,8 @@ pub struct BrokerStats {
     /// Connections closed for a packet over `max_packet_bytes` (counted in
     /// `protocol_errors` too).
     pub packets_too_large: AtomicU64,
+    /// Bytes waiting for every connection together (`max_queued_bytes_total`).
+    pub(crate) queued_bytes: QueuedBytes,
 }
 
 /// A copy of [`BrokerStats`] at one moment, for metrics.
@@ -145,6 +200,8 @@ pub struct BrokerCounts {
     pub refused_max_connections: u64,
     /// Connections closed for a packet over `max_packet_bytes`.
     pub packets_too_large: u64,
+    /// Bytes waiting for every connection together, now.
+    pub queued_bytes: usize,
 }
 
 impl BrokerStats {
@@ -158,6 +215,7 @@ impl BrokerStats {
             protocol_errors: get(&self.protocol_errors),
             timeouts: get(&self.timeouts),
             dropped_slow_client: get(&self.dropped_slow_client),
+            queued_bytes: self.queued_bytes.get(),
             publishes_received: get(&self.publishes_received),
             publishes_sent: get(&self.publishes_sent),
             refused_max_connections: get(&self.refused_max_connections),
@@ -177,6 +235,10 @@ pub struct Broker {
     local_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     max_queued: usize,
+    max_queued_bytes: usize,
+    max_queued_bytes_total: usize,
+    /// Given back as the driver takes each PUBLISH ([`INBOUND_BYTES`]).
+    inbound: Arc<tokio::sync::Semaphore>,
     stats: Arc<BrokerStats>,
 }
 
@@ -187,6 +249,10 @@ struct ConnSettings {
     max_inflight: u16,
     connect_timeout: Duration,
     auth: Arc<Authenticator>,
+    /// Every connection's queued bytes together.
+    queued_total: QueuedBytes,
+    /// Room for PUBLISH bytes on their way to the driver ([`INBOUND_BYTES`]).
+    inbound: Arc<tokio::sync::Semaphore>,
 }
 
 impl Broker {
@@ -202,6 +268,8 @@ impl Broker {
             max_inflight: cfg.max_inflight_messages,
             connect_timeout: Duration::from_secs(u64::from(cfg.connect_timeout_secs)),
             auth: Arc::new(auth),
+            queued_total: stats.queued_bytes.clone(),
+            inbound: Arc::new(tokio::sync::Semaphore::new(INBOUND_BYTES)),
         });
         let tls = if cfg.tls_listen.is_empty() {
             None
@@ -254,6 +322,9 @@ impl Broker {
             local_addrs,
             tls_addrs,
             max_queued: cfg.max_queued_messages,
+            max_queued_bytes: cfg.max_queued_bytes,
+            max_queued_bytes_total: cfg.max_queued_bytes_total,
+            inbound: settings.inbound.clone(),
             stats,
         })
     }
@@ -300,26 +371,41 @@ impl Broker {
                 conn,
                 input: LocalInput::Closed { unacked, .. },
             } => {
-                self.links.remove(conn);
+                if let Some(link) = self.links.remove(conn) {
+                    // The connection is gone: what it still held counts no
+                    // more (it goes back to the engine in `unacked`).
+                    let held = link.queued_bytes.swap(0, Ordering::Relaxed);
+                    self.stats.queued_bytes.sub(held);
+                }
                 if let Some(orphans) = self.orphans.remove(conn) {
                     unacked.extend(orphans);
                 }
             }
-            BrokerEvent::Input { .. } => {}
+            BrokerEvent::Input { input, .. } => {
+                // Taken by the driver: its bytes are room again.
+                self.inbound.add_permits(inbound_size(input));
+            }
         }
         event
     }
 
     /// Hands the engine's `action` to connection `conn`. Never blocks: a
-    /// message for a client that has `max_queued_messages` waiting is dropped
-    /// and counted.
+    /// message for a client that has `max_queued_messages` waiting, or whose
+    /// queued bytes would pass `max_queued_bytes` (or every connection's
+    /// together `max_queued_bytes_total`), is dropped and counted; a message
+    /// for a client with nothing queued is always taken.
     pub fn dispatch(&mut self, conn: LocalConnId, action: LocalAction) {
         let Some(link) = self.links.get(&conn) else {
             debug!(%conn, "no such broker connection; action dropped");
             return;
         };
         if let LocalAction::Deliver(d) = &action {
-            if link.queued.load(Ordering::Relaxed) >= self.max_queued {
+            let size = queued_size(d);
+            let held = link.queued_bytes.load(Ordering::Relaxed);
+            let over_bytes = held > 0
+                && (held + size > self.max_queued_bytes
+                    || self.stats.queued_bytes.get() + size > self.max_queued_bytes_total);
+            if link.queued.load(Ordering::Relaxed) >= self.max_queued || over_bytes {
                 self.stats
                     .dropped_slow_client
                     .fetch_add(1, Ordering::Relaxed);
@@ -327,6 +413,8 @@ impl Broker {
                 return;
             }
             link.queued.fetch_add(1, Ordering::Relaxed);
+            link.queued_bytes.fetch_add(size, Ordering::Relaxed);
+            self.stats.queued_bytes.add(size);
         }
         // A connection that stopped reading: its Closed event is on its way
         // and takes the message back to the engine.

@@ -57,6 +57,17 @@ pub struct BrokerConfig {
     /// PEM file with the private key of `tls_cert_file` (PKCS#8, PKCS#1 or
     /// SEC1). Required with `tls_listen`.
     pub tls_key_file: Option<String>,
+    /// Payload and topic bytes waiting to be written to one connected
+    /// client (or, at QoS 1/2, to be acknowledged by it), as mosquitto's
+    /// `max_queued_bytes`; beyond it new messages for that client are
+    /// dropped and counted (`slow_client`), so a client that does not read
+    /// holds at most this much and never slows the others. A message is
+    /// always taken when nothing is queued. Default: 8 MiB.
+    pub max_queued_bytes: usize,
+    /// The same bytes summed over every connection: beyond it a message for
+    /// any client that already has something queued is dropped and counted
+    /// (`slow_client`). Default: 32 MiB.
+    pub max_queued_bytes_total: usize,
 }
 
 impl Default for BrokerConfig {
@@ -74,6 +85,8 @@ impl Default for BrokerConfig {
             tls_listen: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
+            max_queued_bytes: 8 * MIB,
+            max_queued_bytes_total: 32 * MIB,
         }
     }
 }

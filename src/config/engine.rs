@@ -76,6 +76,9 @@ impl Config {
             // Read from its file by `start` and `reload` (`with_acl`).
             acl: None,
             admission: config.security.admission(&config.serial),
+            max_retained_bytes: config.limits.max_retained_bytes,
+            max_topic_bytes_total: config.limits.max_topic_bytes_total,
+            max_subscription_bytes_total: config.limits.max_subscription_bytes_total,
         }
     }
 
@@ -95,6 +98,11 @@ impl Config {
                     u64::from(b.max_inflight_messages),
                 ),
                 ("broker.max_queued_messages", count(b.max_queued_messages)),
+                ("broker.max_queued_bytes", count(b.max_queued_bytes)),
+                (
+                    "broker.max_queued_bytes_total",
+                    count(b.max_queued_bytes_total),
+                ),
             ]);
         }
         if let Some(u) = &config.upstream {

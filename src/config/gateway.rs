@@ -163,6 +163,21 @@ pub struct LimitsConfig {
     /// Datagrams one source may send at once after being idle (≥ 1 when the
     /// limit is on). Default: 200.
     pub per_source_burst: u32,
+    /// Most bytes the retained messages hold together (each counts its
+    /// payload and topic name). A retained message beyond it is delivered
+    /// but not kept, and the topic's older retained message is cleared.
+    /// Keep it at most `broker.max_queued_bytes`, so a local client that
+    /// subscribes to `#` can be handed every retained message at once.
+    /// Default: 8 MiB.
+    pub max_retained_bytes: usize,
+    /// Most bytes of topic names held in every device's topic-id table
+    /// together; a new name beyond it is refused (REGACK or SUBACK 0x01
+    /// "congestion") as at `max_topics_per_client`. Default: 8 MiB.
+    pub max_topic_bytes_total: usize,
+    /// Most bytes of subscription filters held by every client (devices and
+    /// local MQTT clients) together; a new subscription beyond it is refused
+    /// (SUBACK 0x01, local clients 0x80). Default: 4 MiB.
+    pub max_subscription_bytes_total: usize,
 }
 
 impl Default for LimitsConfig {
@@ -182,6 +197,9 @@ impl Default for LimitsConfig {
             max_retained_messages: 10_000,
             per_source_packets_per_sec: 100,
             per_source_burst: 200,
+            max_retained_bytes: 8 * MIB,
+            max_topic_bytes_total: 8 * MIB,
+            max_subscription_bytes_total: 4 * MIB,
         }
     }
 }

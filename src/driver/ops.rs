@@ -248,6 +248,15 @@ fn engine_limits(cfg: &EngineConfig) -> Vec<(&'static str, u64)> {
             u64::from(cfg.per_source_packets_per_sec),
         ),
         ("limits.per_source_burst", u64::from(cfg.per_source_burst)),
+        ("limits.max_retained_bytes", count(cfg.max_retained_bytes)),
+        (
+            "limits.max_topic_bytes_total",
+            count(cfg.max_topic_bytes_total),
+        ),
+        (
+            "limits.max_subscription_bytes_total",
+            count(cfg.max_subscription_bytes_total),
+        ),
     ]
 }
 
@@ -257,17 +266,18 @@ fn local_clients_json(clients: &[LocalClientInfo]) -> serde_json::Value {
     clients
         .iter()
         .map(|c| {
-            serde_json::json!({
+            let (listed, total) = crate::ops::status::listed_subscriptions(&c.subscriptions);
+            let mut client = serde_json::json!({
                 "client_id": c.client_id,
                 "connected": c.connected,
                 "clean_session": c.clean_session,
-                "subscriptions": c
-                    .subscriptions
-                    .iter()
-                    .map(|(filter, qos)| serde_json::json!({ "filter": filter, "qos": qos }))
-                    .collect::<Vec<_>>(),
+                "subscriptions": listed,
                 "queued": c.queued,
-            })
+            });
+            if let (Some(total), Some(fields)) = (total, client.as_object_mut()) {
+                fields.insert("subscriptions_total".into(), total.into());
+            }
+            client
         })
         .collect()
 }

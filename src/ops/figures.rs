@@ -484,6 +484,11 @@ impl Collect for BrokerFigures {
             "TCP connections open, those still before CONNECT included ([broker] max_connections bounds them).",
         )
         .value(c.connections_open);
+        out.gauge(
+            "sngate_broker_queued_bytes",
+            "Bytes (payload and topic) waiting to be written to local clients or acknowledged by them, every connection together ([broker] max_queued_bytes_total bounds them).",
+        )
+        .value(c.queued_bytes);
         out.counter(
             "sngate_broker_connections_accepted_total",
             "TCP connections accepted by the broker's listeners.",
@@ -506,7 +511,7 @@ impl Collect for BrokerFigures {
         .value(c.timeouts);
         out.counter(
             "sngate_broker_dropped_total",
-            "Messages for local clients dropped by the broker, by reason (slow_client: max_queued_messages waiting).",
+            "Messages for local clients dropped by the broker, by reason (slow_client: max_queued_messages or max_queued_bytes waiting, or max_queued_bytes_total for all).",
         )
         .sample(&[("reason", "slow_client")], c.dropped_slow_client);
         out.counter(

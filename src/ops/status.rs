@@ -4,6 +4,12 @@
 //! times (RFC 3339, UTC) are computed here, in the shell; the engine only
 //! knows durations.
 //!
+//! Its size is bounded: at most [`MAX_LISTED_SUBSCRIPTIONS`] subscriptions
+//! are listed per client (the first by filter, with `subscriptions_total`
+//! saying how many it holds when there are more), and every listed filter
+//! counts against `limits.max_subscription_bytes_total`; the number of
+//! clients against `limits.max_clients`.
+//!
 //! Another component adds its own part with one line in the driver's
 //! `status()` (`src/driver/ops.rs`): `status.extra.insert("broker".into(),
 //! serde_json::json!({ … }))`; it appears as a top-level key.
@@ -15,6 +21,24 @@ use serde::Serialize;
 
 use super::figures::UpstreamState;
 use crate::core::{DeviceView, LinkAddr, Peer};
+
+/// Most subscriptions `/status` lists per client; the rest is counted
+/// (`subscriptions_total`), not listed.
+pub const MAX_LISTED_SUBSCRIPTIONS: usize = 32;
+
+/// The first [`MAX_LISTED_SUBSCRIPTIONS`] of `subscriptions` as JSON, and
+/// their total when some were left out.
+pub fn listed_subscriptions(
+    subscriptions: &[(String, u8)],
+) -> (Vec<serde_json::Value>, Option<usize>) {
+    let listed = subscriptions
+        .iter()
+        .take(MAX_LISTED_SUBSCRIPTIONS)
+        .map(|(filter, qos)| serde_json::json!({ "filter": filter, "qos": qos }))
+        .collect();
+    let total = (subscriptions.len() > MAX_LISTED_SUBSCRIPTIONS).then_some(subscriptions.len());
+    (listed, total)
+}
 
 /// Everything `/status` shows, as copied from the driver task.
 #[derive(Debug, Clone)]
@@ -73,6 +97,9 @@ struct Device<'a> {
     keep_alive_secs: u64,
     clean_session: bool,
     subscriptions: Vec<Subscription<'a>>,
+    /// How many it holds, when more than are listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriptions_total: Option<usize>,
     buffered_messages: usize,
     buffered_bytes: usize,
     in_flight: bool,
@@ -116,8 +143,11 @@ impl StatusSnapshot {
                 subscriptions: d
                     .subscriptions
                     .iter()
+                    .take(MAX_LISTED_SUBSCRIPTIONS)
                     .map(|(filter, qos)| Subscription { filter, qos: *qos })
                     .collect(),
+                subscriptions_total: (d.subscriptions.len() > MAX_LISTED_SUBSCRIPTIONS)
+                    .then_some(d.subscriptions.len()),
                 buffered_messages: d.buffered_messages,
                 buffered_bytes: d.buffered_bytes,
                 in_flight: d.in_flight,
@@ -229,5 +259,49 @@ mod tests {
         assert_eq!(d["last_seen_secs_ago"], 90);
         assert_eq!(d["subscriptions"][0]["filter"], "a/#");
         assert_eq!(d["subscriptions"][0]["qos"], 1);
+        assert!(d.get("subscriptions_total").is_none(), "all are listed");
+    }
+
+    #[test]
+    fn a_client_with_many_subscriptions_lists_a_bounded_number() {
+        let many: Vec<(String, u8)> = (0..100).map(|i| (format!("f/{i:03}"), 1)).collect();
+        let (listed, total) = listed_subscriptions(&many);
+        assert_eq!(listed.len(), MAX_LISTED_SUBSCRIPTIONS);
+        assert_eq!(listed[0]["filter"], "f/000");
+        assert_eq!(total, Some(100));
+        let (listed, total) = listed_subscriptions(&many[..3]);
+        assert_eq!((listed.len(), total), (3, None));
+        let device = DeviceView {
+            client_id: "d".into(),
+            state: "active",
+            transport: Transport::Udp,
+            peer: None,
+            last_seen_ago: Duration::ZERO,
+            keep_alive: Duration::from_secs(60),
+            clean_session: true,
+            subscriptions: many,
+            buffered_messages: 0,
+            buffered_bytes: 0,
+            in_flight: false,
+        };
+        let snap = StatusSnapshot {
+            gateway_id: 1,
+            uptime: Duration::ZERO,
+            taken_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000),
+            shutting_down: false,
+            upstream: UpstreamState::None,
+            upstream_reconnects: 0,
+            upstream_outbox_messages: 0,
+            devices: vec![device],
+            serial_ports: Vec::new(),
+            extra: BTreeMap::new(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&snap.to_json()).expect("valid JSON");
+        let d = &v["devices"][0];
+        assert_eq!(
+            d["subscriptions"].as_array().map(Vec::len),
+            Some(MAX_LISTED_SUBSCRIPTIONS)
+        );
+        assert_eq!(d["subscriptions_total"], 100);
     }
 }

@@ -9,7 +9,15 @@
 //! `fdatasync`, so a batch is on disk entirely or not at all.
 //!
 //! Layout, one keyspace per kind of record, values in postcard:
-//! - `sessions`: kind byte + client id → [`SessionRecord`];
+//! - `sessions`: kind byte + client id → [`SessionRecord`], a session's
+//!   head (written before items existed: the whole record, topics and
+//!   subscriptions inside; still read, and rewritten as head + items the
+//!   first time the session changes);
+//! - `session_items`: kind byte + client id length (u16, big-endian) +
+//!   client id + `t` + topic id (u16, big-endian) → the topic name's bytes,
+//!   or … + `s` + filter → the granted QoS (one byte): one key per topic id
+//!   and per subscription, so a REGISTER or SUBSCRIBE writes its own item
+//!   and not the session;
 //! - `queued`: id (u64, big-endian) → [`QueuedRecord`];
 //! - `retained`: topic → [`StoredMessage`];
 //! - `outbox`: id (u64, big-endian) → [`OutboxRecord`] (a bare
@@ -88,6 +96,7 @@ pub struct Store {
     dir: PathBuf,
     db: Database,
     sessions: Keyspace,
+    items: Keyspace,
     queued: Keyspace,
     retained: Keyspace,
     outbox: Keyspace,
@@ -149,6 +158,7 @@ impl Store {
         };
         Ok(Store {
             sessions: ks("sessions")?,
+            items: ks("session_items")?,
             queued: ks("queued")?,
             retained: ks("retained")?,
             outbox: ks("outbox")?,
@@ -173,6 +183,17 @@ impl Store {
                 .restored
                 .sessions
                 .push((key, self.decode(&value, "session")?));
+        }
+        for (key, value) in self.scan(&self.items)? {
+            match decode_item(&key, &value) {
+                Some((owner, Item::Topic(id, name))) => {
+                    loaded.restored.topics.push((owner, id, name));
+                }
+                Some((owner, Item::Subscription(filter, qos))) => {
+                    loaded.restored.subscriptions.push((owner, filter, qos));
+                }
+                None => warn!("skipping an unreadable session item"),
+            }
         }
         for (key, value) in self.scan(&self.queued)? {
             let id = decode_id(&key);
@@ -202,6 +223,7 @@ impl Store {
         info!(
             dir = %self.dir.display(),
             sessions = loaded.restored.sessions.len(),
+            session_items = loaded.restored.topics.len() + loaded.restored.subscriptions.len(),
             queued = loaded.restored.queued.len(),
             retained = loaded.restored.retained.len(),
             outbox = loaded.outbox.len(),
@@ -244,33 +266,58 @@ impl Store {
             records: ops.len() + settled.len(),
             bytes: 0,
         };
-        let mut put = |batch: &mut fjall::OwnedWriteBatch,
-                       ks: &Keyspace,
-                       key: Vec<u8>,
-                       value: &dyn ErasedRecord| {
-            let bytes = value.encode();
-            stats.bytes += bytes.len();
-            batch.insert(ks, key, bytes);
-        };
+        let mut put =
+            |batch: &mut fjall::OwnedWriteBatch, ks: &Keyspace, key: Vec<u8>, bytes: Vec<u8>| {
+                stats.bytes += bytes.len();
+                batch.insert(ks, key, bytes);
+            };
         for op in ops {
             match op {
-                StoreOp::PutSession(key, record) => {
-                    put(&mut batch, &self.sessions, encode_client_key(key), record)
-                }
+                StoreOp::PutSession(key, record) => put(
+                    &mut batch,
+                    &self.sessions,
+                    encode_client_key(key),
+                    record.encode(),
+                ),
                 StoreOp::DelSession(key) => batch.remove(&self.sessions, encode_client_key(key)),
-                StoreOp::PutQueued(id, record) => {
-                    put(&mut batch, &self.queued, id.to_be_bytes().to_vec(), record)
+                StoreOp::PutTopic(key, id, name) => put(
+                    &mut batch,
+                    &self.items,
+                    topic_item_key(key, *id),
+                    name.as_bytes().to_vec(),
+                ),
+                StoreOp::DelTopic(key, id) => batch.remove(&self.items, topic_item_key(key, *id)),
+                StoreOp::PutSubscription(key, filter, qos) => put(
+                    &mut batch,
+                    &self.items,
+                    subscription_item_key(key, filter),
+                    vec![*qos],
+                ),
+                StoreOp::DelSubscription(key, filter) => {
+                    batch.remove(&self.items, subscription_item_key(key, filter))
                 }
+                StoreOp::PutQueued(id, record) => put(
+                    &mut batch,
+                    &self.queued,
+                    id.to_be_bytes().to_vec(),
+                    record.encode(),
+                ),
                 StoreOp::DelQueued(id) => batch.remove(&self.queued, id.to_be_bytes().to_vec()),
-                StoreOp::PutRetained(topic, msg) => {
-                    put(&mut batch, &self.retained, topic.as_bytes().to_vec(), msg)
-                }
+                StoreOp::PutRetained(topic, msg) => put(
+                    &mut batch,
+                    &self.retained,
+                    topic.as_bytes().to_vec(),
+                    msg.encode(),
+                ),
                 StoreOp::DelRetained(topic) => {
                     batch.remove(&self.retained, topic.as_bytes().to_vec())
                 }
-                StoreOp::PutOutbox(id, msg) => {
-                    put(&mut batch, &self.outbox, id.to_be_bytes().to_vec(), msg)
-                }
+                StoreOp::PutOutbox(id, msg) => put(
+                    &mut batch,
+                    &self.outbox,
+                    id.to_be_bytes().to_vec(),
+                    msg.encode(),
+                ),
             }
         }
         for id in settled {
@@ -298,25 +345,87 @@ impl<T: Serialize> ErasedRecord for T {
 
 fn encode_client_key(key: &ClientKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + key.client_id.len());
-    out.push(match key.kind {
-        ClientKind::Device => b'd',
-        ClientKind::Local => b'l',
-    });
+    out.push(kind_byte(key.kind));
     out.extend_from_slice(key.client_id.as_bytes());
     out
 }
 
 fn decode_client_key(bytes: &[u8]) -> Option<ClientKey> {
     let (&kind, id) = bytes.split_first()?;
-    let kind = match kind {
-        b'd' => ClientKind::Device,
-        b'l' => ClientKind::Local,
-        _ => return None,
-    };
+    let kind = kind_of(kind)?;
     Some(ClientKey {
         kind,
         client_id: String::from_utf8(id.to_vec()).ok()?,
     })
+}
+
+/// A session item as read back.
+#[derive(Debug, PartialEq, Eq)]
+enum Item {
+    /// A topic id and its name.
+    Topic(u16, String),
+    /// A filter and its granted QoS.
+    Subscription(String, u8),
+}
+
+/// An item's key: its owner (length-prefixed, so one client id is never a
+/// prefix of another's items), a tag, and the item's own key.
+fn item_key(owner: &ClientKey, tag: u8, rest: &[u8]) -> Vec<u8> {
+    let id = owner.client_id.as_bytes();
+    let mut out = Vec::with_capacity(4 + id.len() + rest.len());
+    out.push(kind_byte(owner.kind));
+    // Client ids are short (`max_client_id_len`); a longer one is cut in
+    // the length only, which no real id reaches.
+    out.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(id);
+    out.push(tag);
+    out.extend_from_slice(rest);
+    out
+}
+
+fn topic_item_key(owner: &ClientKey, id: u16) -> Vec<u8> {
+    item_key(owner, b't', &id.to_be_bytes())
+}
+
+fn subscription_item_key(owner: &ClientKey, filter: &str) -> Vec<u8> {
+    item_key(owner, b's', filter.as_bytes())
+}
+
+fn decode_item(key: &[u8], value: &[u8]) -> Option<(ClientKey, Item)> {
+    let (&kind, rest) = key.split_first()?;
+    let kind = kind_of(kind)?;
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let (id, rest) = rest.split_at_checked(len)?;
+    let owner = ClientKey {
+        kind,
+        client_id: String::from_utf8(id.to_vec()).ok()?,
+    };
+    let (&tag, rest) = rest.split_first()?;
+    let item = match tag {
+        b't' => Item::Topic(
+            u16::from_be_bytes(*rest.first_chunk::<2>()?),
+            String::from_utf8(value.to_vec()).ok()?,
+        ),
+        b's' => Item::Subscription(String::from_utf8(rest.to_vec()).ok()?, *value.first()?),
+        _ => return None,
+    };
+    Some((owner, item))
+}
+
+fn kind_byte(kind: ClientKind) -> u8 {
+    match kind {
+        ClientKind::Device => b'd',
+        ClientKind::Local => b'l',
+    }
+}
+
+fn kind_of(byte: u8) -> Option<ClientKind> {
+    match byte {
+        b'd' => Some(ClientKind::Device),
+        b'l' => Some(ClientKind::Local),
+        _ => None,
+    }
 }
 
 /// An outbox value: an [`OutboxRecord`], or a bare [`StoredMessage`] as

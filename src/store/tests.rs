@@ -1,6 +1,7 @@
 //! The store on a real directory: what is committed comes back after a
-//! reopen, in order; a corrupt store is moved aside; a second opener is
-//! refused.
+//! reopen, in order; session items by owner; a whole record from an older
+//! store read and migrated by the engine; a corrupt store is moved aside; a
+//! second opener is refused.
 
 use super::*;
 use crate::core::{QueuedRecord, SessionRecord};
@@ -111,6 +112,65 @@ fn committed_state_comes_back_after_a_reopen() -> Result<(), StoreError> {
 }
 
 #[test]
+fn session_items_come_back_by_owner_and_deleted_ones_stay_gone() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
+        dir: "tmp".into(),
+        source,
+    })?;
+    let local = ClientKey {
+        kind: ClientKind::Local,
+        client_id: "d".into(),
+    };
+    {
+        let (store, _) = Store::open(dir.path())?;
+        // "d" is a prefix of "d1": the length in the key keeps them apart.
+        let ops = vec![
+            StoreOp::PutTopic(device("d1"), 1, "a/b".into()),
+            StoreOp::PutTopic(device("d1"), 2, "a/c".into()),
+            StoreOp::PutTopic(device("d"), 1, "z".into()),
+            StoreOp::PutSubscription(device("d1"), "cmd/#".into(), 2),
+            StoreOp::PutSubscription(local.clone(), "cmd/#".into(), 1),
+        ];
+        let stats = store.commit(&ops, &[])?;
+        assert_eq!(stats.bytes, 3 + 3 + 1 + 1 + 1, "only the values count");
+        store.commit(
+            &[
+                StoreOp::DelTopic(device("d1"), 1),
+                StoreOp::DelSubscription(local.clone(), "cmd/#".into()),
+            ],
+            &[],
+        )?;
+    }
+    let (_store, loaded) = Store::open(dir.path())?;
+    let mut topics = loaded.restored.topics.clone();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec![
+            (device("d"), 1, "z".to_string()),
+            (device("d1"), 2, "a/c".to_string())
+        ]
+    );
+    assert_eq!(
+        loaded.restored.subscriptions,
+        vec![(device("d1"), "cmd/#".to_string(), 2)]
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_item_key_is_refused_not_misread() {
+    assert_eq!(super::decode_item(b"", b""), None);
+    assert_eq!(super::decode_item(b"d\x00\x05ab", b"x"), None);
+    assert_eq!(super::decode_item(b"x\x00\x01at\x00\x01", b"n"), None);
+    let key = super::topic_item_key(&device("ab"), 7);
+    assert_eq!(
+        super::decode_item(&key, b"n/m"),
+        Some((device("ab"), super::Item::Topic(7, "n/m".into())))
+    );
+}
+
+#[test]
 fn a_second_opener_is_refused_with_a_clear_error() -> Result<(), StoreError> {
     let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
         dir: "tmp".into(),
@@ -149,5 +209,82 @@ fn an_unreadable_record_moves_the_store_aside_and_starts_fresh() -> Result<(), S
         dir.path().join("store.corrupt-1").is_dir(),
         "the bad store is kept aside"
     );
+    Ok(())
+}
+
+#[test]
+fn a_whole_record_from_an_older_store_is_migrated_to_items_by_the_engine() -> Result<(), StoreError>
+{
+    use crate::core::{EngineConfig, Gateway, Peer};
+    use crate::proto::{Packet, QoS, SubscribeTopic};
+    let dir = tempfile::tempdir().map_err(|source| StoreError::Dir {
+        dir: "tmp".into(),
+        source,
+    })?;
+    // What a store written before session items holds: one whole record.
+    let legacy = SessionRecord {
+        asleep: false,
+        ..record()
+    };
+    {
+        let (store, _) = Store::open(dir.path())?;
+        store.commit(&[StoreOp::PutSession(device("d1"), legacy)], &[])?;
+    }
+    let now = std::time::Instant::now();
+    let engine = || {
+        Gateway::new(
+            EngineConfig {
+                persist: true,
+                ..EngineConfig::default()
+            },
+            now,
+        )
+    };
+    {
+        let (store, loaded) = Store::open(dir.path())?;
+        let mut gw = engine();
+        gw.restore(now, loaded.restored);
+        assert!(gw.take_store_ops().is_empty(), "read as it is");
+        // The device comes back and subscribes once more: the session
+        // changes, and is written as a head and items.
+        let peer = Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 5000)));
+        for packet in [
+            Packet::Connect {
+                will: false,
+                clean_session: false,
+                protocol_id: 1,
+                duration: 60,
+                client_id: "d1".into(),
+            },
+            Packet::Subscribe {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                msg_id: 1,
+                topic: SubscribeTopic::Name("cfg/#".into()),
+            },
+        ] {
+            let mut buf = bytes::BytesMut::new();
+            assert!(crate::proto::encode(&packet, &mut buf).is_ok());
+            gw.handle_datagram(now, peer.clone(), &buf);
+            while gw.poll_output().is_some() {}
+        }
+        store.commit(&gw.take_store_ops(), &[])?;
+    }
+    let (_store, loaded) = Store::open(dir.path())?;
+    let heads = &loaded.restored.sessions;
+    assert_eq!(heads.len(), 1);
+    assert!(heads[0].1.topics.is_empty() && heads[0].1.subscriptions.is_empty());
+    assert_eq!(
+        loaded.restored.topics,
+        vec![(device("d1"), 1, "a/b".to_string())]
+    );
+    let mut filters: Vec<String> = loaded
+        .restored
+        .subscriptions
+        .iter()
+        .map(|(_, f, _)| f.clone())
+        .collect();
+    filters.sort();
+    assert_eq!(filters, ["cfg/#", "cmd/#"]);
     Ok(())
 }

@@ -283,3 +283,13 @@ pub fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) ->
         }
     }
 }
+
+/// The address in the next log line containing `needle` (its `addr=` field,
+/// last on the line), within 10 s.
+pub fn logged_addr(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> SocketAddr {
+    let line = wait_for_line(lines, needle);
+    line.rsplit("addr=")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}

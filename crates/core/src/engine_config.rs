@@ -102,6 +102,16 @@ pub struct EngineConfig {
     /// Which MQTT-SN devices may connect (`core::admission`); the default
     /// admits all.
     pub admission: Admission,
+    /// Most bytes (payloads and topic names) the retained messages hold
+    /// together; a retained message that would exceed it is delivered but
+    /// not kept.
+    pub max_retained_bytes: usize,
+    /// Most bytes of topic names every device's topic table holds together;
+    /// a new name beyond it is refused as at `max_topics_per_client`.
+    pub max_topic_bytes_total: usize,
+    /// Most bytes of subscription filters every client (device or local)
+    /// holds together; a new subscription beyond it is refused.
+    pub max_subscription_bytes_total: usize,
 }
 
 impl Default for EngineConfig {
@@ -140,6 +150,9 @@ impl Default for EngineConfig {
             persist: false,
             acl: None,
             admission: Admission::default(),
+            max_retained_bytes: 8 << 20,
+            max_topic_bytes_total: 8 << 20,
+            max_subscription_bytes_total: 4 << 20,
         }
     }
 }
@@ -153,6 +166,15 @@ impl EngineConfig {
         } else {
             period + period / 10
         }
+    }
+
+    /// Whether a client's queue holding `messages` and `bytes` (payload),
+    /// while every queue holds `total` bytes, has room for one more
+    /// message of `len` bytes.
+    pub fn queue_has_room(&self, messages: usize, bytes: usize, total: usize, len: usize) -> bool {
+        messages < self.max_queued_messages_per_client
+            && bytes + len <= self.max_queued_bytes_per_client
+            && total + len <= self.max_queued_bytes_total
     }
 
     /// The keep-alive the engine applies for a CONNECT's Duration field.

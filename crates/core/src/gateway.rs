@@ -160,6 +160,8 @@ pub struct Gateway {
     pub(super) draining: bool,
     /// Per-source token buckets, checked before decoding.
     limiter: SourceLimiter,
+    /// Bytes of topic names in every device's topic table.
+    pub(super) topic_bytes: super::topic_table::TopicBytes,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
@@ -195,6 +197,7 @@ impl Gateway {
             stats: Stats::default(),
             draining: false,
             limiter: SourceLimiter::new(RATE_LIMIT_SOURCES),
+            topic_bytes: Default::default(),
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
@@ -585,16 +588,17 @@ impl Gateway {
             }
             if payload.is_empty() {
                 self.retained.remove(topic);
-            } else if let Err(full) = self.retained.set(
+            } else if let Err(full) = self.retained.set_weighed(
                 topic,
                 RetainedMessage {
                     payload: payload.clone(),
                     qos,
                 },
+                payload.len(),
+                self.cfg.max_retained_bytes,
             ) {
                 debug!(%topic, error = %full, "retained message not stored");
-                self.stats
-                    .limit_hit(super::stats::LimitHit::MaxRetainedMessages);
+                self.stats.limit_hit(full.limit());
             }
         }
         if already_delivered {

@@ -99,6 +99,21 @@ impl Gateway {
             }
             queued_bytes += s.queued_bytes;
         }
+        for s in self.locals.sessions.values() {
+            let bytes: usize = s
+                .queue
+                .iter()
+                .chain(s.sent.iter())
+                .map(|d| d.payload.len())
+                .sum();
+            if bytes != s.queued_bytes {
+                return Err(format!(
+                    "local {}: holds {bytes} bytes, counted {}",
+                    s.client_id, s.queued_bytes
+                ));
+            }
+            queued_bytes += s.queued_bytes;
+        }
         if queued_bytes > self.queued_bytes_total {
             return Err(format!(
                 "sessions queue {queued_bytes} bytes, total counted {}",
@@ -109,6 +124,30 @@ impl Gateway {
             return Err(format!(
                 "{} bytes queued over max_queued_bytes_total {}",
                 self.queued_bytes_total, cfg.max_queued_bytes_total
+            ));
+        }
+        if self.retained.bytes() > cfg.max_retained_bytes {
+            return Err(format!(
+                "{} retained bytes over max_retained_bytes",
+                self.retained.bytes()
+            ));
+        }
+        let topic_bytes: usize = self.sessions.values().map(|s| s.topics.bytes()).sum();
+        if topic_bytes != self.topic_bytes.get() {
+            return Err(format!(
+                "topic tables hold {topic_bytes} bytes of names, counted {}",
+                self.topic_bytes.get()
+            ));
+        }
+        if topic_bytes > cfg.max_topic_bytes_total {
+            return Err(format!(
+                "{topic_bytes} bytes of topic names over max_topic_bytes_total"
+            ));
+        }
+        if self.subscriptions.filter_bytes() > cfg.max_subscription_bytes_total {
+            return Err(format!(
+                "{} bytes of filters over max_subscription_bytes_total",
+                self.subscriptions.filter_bytes()
             ));
         }
         if self.retained.len() > cfg.max_retained_messages {

@@ -16,8 +16,16 @@
 //!   the old connection is closed without publishing its will (its client is
 //!   evidently alive).
 //! - A persistent session's QoS 1/2 messages are queued while the client is
-//!   away (QoS 0 only with `queue_qos0`), bounded by the per-client queue
-//!   limit, and expire with `session_expiry` like a device's.
+//!   away (QoS 0 only with `queue_qos0`), and expire with `session_expiry`
+//!   like a device's. The queue is bounded as a device's queue is:
+//!   `max_queued_messages_per_client`, `max_queued_bytes_per_client` and the
+//!   gateway-wide `max_queued_bytes_total` (payload bytes, shared with the
+//!   devices), with `queue_overflow` deciding what goes. The durable
+//!   messages handed to a connected client and not yet acknowledged count
+//!   in the same message count and total (not in the per-client bytes, so
+//!   a reading client's burst in flight is not cut); beyond them a client
+//!   that does not acknowledge gets no more. Every message left out is
+//!   counted as `queue_full`.
 //! - A QoS 1/2 PUBLISH bound upstream is acknowledged only when the bridge
 //!   has room, exactly as for devices (backpressure, not loss).
 
@@ -29,6 +37,7 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use super::acl::Access;
+use super::engine_config::OverflowPolicy;
 use super::gateway::{Gateway, Origin, Subscriber};
 use super::output::{LocalAction, Output};
 use super::session::{SessionId, Will};
@@ -144,6 +153,37 @@ pub(super) struct LocalSession {
     pub(super) parked: VecDeque<ParkedLocal>,
     /// When a disconnected persistent session is forgotten.
     pub(super) expires: Option<Instant>,
+    /// Payload bytes in `queue` and `sent`, counted in the gateway's
+    /// `queued_bytes_total` too.
+    pub(super) queued_bytes: usize,
+}
+
+impl LocalSession {
+    /// A session with nothing queued, subscribed or parked.
+    pub(super) fn new(client_id: Arc<str>, clean: bool) -> Self {
+        LocalSession {
+            client_id,
+            username: None,
+            conn: None,
+            clean,
+            subscriptions: BTreeMap::new(),
+            queue: VecDeque::new(),
+            sent: VecDeque::new(),
+            will: None,
+            parked: VecDeque::new(),
+            expires: None,
+            queued_bytes: 0,
+        }
+    }
+
+    /// Payload bytes in its queue and its unacknowledged durable messages.
+    fn held_bytes(&self) -> usize {
+        self.queue
+            .iter()
+            .chain(self.sent.iter())
+            .map(|d| d.payload.len())
+            .sum()
+    }
 }
 
 /// A local QoS 1/2 PUBLISH held until the bridge has room.
@@ -215,6 +255,7 @@ impl Gateway {
                         if let Some(s) = self.locals.sessions.get_mut(&sid) {
                             s.sent.retain(|d| d.store_id != Some(store_id));
                         }
+                        self.resync_local_bytes(sid);
                     }
                     LocalInput::Unsubscribe { pkid, filters } => {
                         for filter in &filters {
@@ -307,18 +348,7 @@ impl Gateway {
                 let sid = self.new_session_id();
                 self.locals.sessions.insert(
                     sid,
-                    LocalSession {
-                        client_id: client_id.clone(),
-                        username: None,
-                        conn: None,
-                        clean: connect.clean_session,
-                        subscriptions: BTreeMap::new(),
-                        queue: VecDeque::new(),
-                        sent: VecDeque::new(),
-                        will: None,
-                        parked: VecDeque::new(),
-                        expires: None,
-                    },
+                    LocalSession::new(client_id.clone(), connect.clean_session),
                 );
                 self.locals.by_client.insert(client_id.clone(), sid);
                 sid
@@ -341,9 +371,31 @@ impl Gateway {
         };
         debug!(client = %client_id, %conn, session_present, "local client connected");
         self.local(conn, LocalAction::ConnAck { session_present });
+        let keep_sent = self.persist.enabled && !connect.clean_session;
         for delivery in queued {
             self.stats.local_out += 1;
+            if keep_sent && delivery.store_id.is_some() {
+                // On disk until the client acknowledges it, as any durable
+                // message handed to a connection.
+                if let Some(s) = self.locals.sessions.get_mut(&sid) {
+                    s.sent.push_back(delivery.clone());
+                }
+            }
             self.local(conn, LocalAction::Deliver(delivery));
+        }
+        self.resync_local_bytes(sid);
+    }
+
+    /// Recounts a local session's held bytes after its queue or its sent
+    /// list changed in bulk, keeping the gateway-wide total in step.
+    fn resync_local_bytes(&mut self, sid: SessionId) {
+        if let Some(s) = self.locals.sessions.get_mut(&sid) {
+            let now_held = s.held_bytes();
+            self.queued_bytes_total = self
+                .queued_bytes_total
+                .saturating_sub(s.queued_bytes)
+                .saturating_add(now_held);
+            s.queued_bytes = now_held;
         }
     }
 
@@ -370,6 +422,7 @@ impl Gateway {
                         .iter()
                         .any(|u| u.store_id.is_some() && u.store_id == d.store_id)
                 });
+                self.resync_local_bytes(sid);
                 for d in unacked.into_iter().filter(|d| d.qos > 0) {
                     self.deliver_local(sid, d);
                 }
@@ -380,6 +433,7 @@ impl Gateway {
         // What the connection had not had acknowledged comes back in
         // `unacked` (with its durable ids) and is queued again below.
         s.sent.clear();
+        self.resync_local_bytes(sid);
         self.touch(sid);
         let Some(s) = self.locals.sessions.get_mut(&sid) else {
             return;
@@ -398,10 +452,22 @@ impl Gateway {
                     s.queue.push_front(d);
                 }
             }
-            while s.queue.len() > self.cfg.max_queued_messages_per_client {
-                s.queue.pop_back();
+            // Back within the bounds, keeping the oldest (they were
+            // handed over first).
+            let mut held = s.held_bytes();
+            let others = self.queued_bytes_total.saturating_sub(s.queued_bytes);
+            while s.queue.len() > self.cfg.max_queued_messages_per_client
+                || held > self.cfg.max_queued_bytes_per_client
+                || others + held > self.cfg.max_queued_bytes_total
+            {
+                let Some(d) = s.queue.pop_back() else {
+                    break;
+                };
+                held = held.saturating_sub(d.payload.len());
                 self.stats.drop(DropReason::QueueFull);
             }
+            self.queued_bytes_total = others + held;
+            s.queued_bytes = held;
             if let Some(expiry) = self.cfg.session_expiry {
                 let at = now + expiry;
                 s.expires = Some(at);
@@ -422,6 +488,7 @@ impl Gateway {
         let Some(s) = self.locals.sessions.remove(&sid) else {
             return;
         };
+        self.queued_bytes_total = self.queued_bytes_total.saturating_sub(s.queued_bytes);
         self.forget_session(
             sid,
             super::persist::ClientKey {
@@ -568,14 +635,18 @@ impl Gateway {
             let Some(s) = self.locals.sessions.get_mut(&sid) else {
                 return;
             };
-            let room = s.subscriptions.contains_key(&filter)
-                || s.subscriptions.len() < self.cfg.max_subscriptions_per_client;
+            let limit = super::devices::subscription_limit(
+                &self.cfg,
+                self.subscriptions.filter_bytes(),
+                s.subscriptions.contains_key(&filter),
+                s.subscriptions.len(),
+                &filter,
+            );
             let valid = super::topic::validate_filter(&filter).is_ok();
-            if valid && !room {
-                self.stats
-                    .limit_hit(super::stats::LimitHit::MaxSubscriptionsPerClient);
+            if let (true, Some(limit)) = (valid, limit) {
+                self.stats.limit_hit(limit);
             }
-            if !(valid && room) {
+            if !valid || limit.is_some() {
                 debug!(client = %s.client_id, %filter, "refusing a local SUBSCRIBE filter");
                 granted.push(None);
                 continue;
@@ -645,27 +716,59 @@ impl Gateway {
             self.stats.drop(DropReason::SessionGone);
             return;
         };
+        let cfg = &self.cfg;
+        let len = delivery.payload.len();
+        let full = |s: &LocalSession, total: usize| {
+            !cfg.queue_has_room(s.queue.len() + s.sent.len(), s.queued_bytes, total, len)
+        };
         match s.conn {
             Some(conn) => {
-                self.stats.local_out += 1;
                 if self.persist.enabled && !s.clean && delivery.qos > 0 {
-                    // Kept on disk until the client acknowledges it.
-                    let mut delivery = delivery;
+                    // Kept on disk until the client acknowledges it, within
+                    // the message count and the gateway-wide bytes (not the
+                    // per-client bytes, which a client that reads but has a
+                    // burst in flight would pass): a client that does not
+                    // acknowledge gets no more durable messages.
+                    let total = self.queued_bytes_total;
+                    if s.queue.len() + s.sent.len() >= cfg.max_queued_messages_per_client
+                        || total + len > cfg.max_queued_bytes_total
+                    {
+                        debug!(client = %s.client_id, "local client not acknowledging; message dropped");
+                        self.stats.drop(DropReason::QueueFull);
+                        return;
+                    }
                     if delivery.store_id.is_none() {
                         self.persist.next_id_into(&mut delivery.store_id);
                     }
+                    s.queued_bytes += len;
+                    self.queued_bytes_total += len;
                     s.sent.push_back(delivery.clone());
                     self.persist.mark(sid);
-                    self.local(conn, LocalAction::Deliver(delivery));
-                } else {
-                    self.local(conn, LocalAction::Deliver(delivery));
                 }
+                self.stats.local_out += 1;
+                self.local(conn, LocalAction::Deliver(delivery));
             }
             None if delivery.qos > 0 || self.cfg.queue_qos0 => {
-                if s.queue.len() >= self.cfg.max_queued_messages_per_client {
+                if cfg.queue_overflow == OverflowPolicy::DropOldest {
+                    let sent = s.sent.len();
+                    let dropped = super::devices::drop_oldest_while(
+                        &mut s.queue,
+                        &mut s.queued_bytes,
+                        &mut self.queued_bytes_total,
+                        |d| d.payload.len(),
+                        |n, held, total| !cfg.queue_has_room(n + sent, held, total, len),
+                    );
+                    for _ in 0..dropped {
+                        debug!(client = %s.client_id, "local session queue full; oldest message dropped");
+                        self.stats.drop(DropReason::QueueFull);
+                    }
+                }
+                if full(s, self.queued_bytes_total) {
                     debug!(client = %s.client_id, "local session queue full; message dropped");
                     self.stats.drop(DropReason::QueueFull);
                 } else {
+                    s.queued_bytes += len;
+                    self.queued_bytes_total += len;
                     s.queue.push_back(delivery);
                 }
             }

@@ -17,12 +17,23 @@
 //!
 //! How changes are found: every input marks the sessions it touched dirty;
 //! [`Gateway::take_store_ops`] compares each dirty session with what was
-//! last written for it (its record, and the set of queued message ids) and
-//! emits only the difference. So no code path that moves a message has to
-//! remember to delete it from disk, and a busy session costs one small
-//! write per batch, not one per change.
+//! last written for it (its record, each topic id and subscription, and the
+//! set of queued message ids) and emits only the difference. So no code
+//! path that moves a message has to remember to delete it from disk, and a
+//! busy session costs one small write per batch, not one per change.
+//!
+//! Deltas, not records: a session is written as a small head
+//! ([`SessionRecord`] with its `topics` and `subscriptions` empty: flags,
+//! will, sleep state, the last message id) and one item per topic id
+//! ([`StoreOp::PutTopic`]) and per subscription
+//! ([`StoreOp::PutSubscription`]). A REGISTER or SUBSCRIBE writes its one
+//! item; a delivery that moves the last message id rewrites only the head.
+//! A store written before items existed holds whole records (topics and
+//! subscriptions inside the head): [`Restored`] keeps them as they are, and
+//! such a session is migrated the first time it changes (its head is written
+//! without them, and each of them as an item).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,10 +137,19 @@ pub struct SessionRecord {
 /// One change for the store; the driver commits a batch of them at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {
-    /// Create or replace a session record.
+    /// Create or replace a session's head: its record with `topics` and
+    /// `subscriptions` empty (they are items of their own).
     PutSession(ClientKey, SessionRecord),
-    /// Forget a session record.
+    /// Forget a session's head (its items are deleted by their own ops).
     DelSession(ClientKey),
+    /// A session's topic id and its name.
+    PutTopic(ClientKey, u16, String),
+    /// A session's topic id forgotten.
+    DelTopic(ClientKey, u16),
+    /// A session's subscription: filter and granted QoS.
+    PutSubscription(ClientKey, String, u8),
+    /// A session's subscription forgotten.
+    DelSubscription(ClientKey, String),
     /// A queued message.
     PutQueued(u64, QueuedRecord),
     /// A queued message left its queue (delivered, dropped, session gone).
@@ -145,8 +165,13 @@ pub enum StoreOp {
 /// What the store held at start-up, for [`Gateway::restore`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Restored {
-    /// Session records.
+    /// Session heads as stored (a store written before items existed holds
+    /// whole records, topics and subscriptions inside).
     pub sessions: Vec<(ClientKey, SessionRecord)>,
+    /// Topic-id items: (owner, id, name).
+    pub topics: Vec<(ClientKey, u16, String)>,
+    /// Subscription items: (owner, filter, granted QoS).
+    pub subscriptions: Vec<(ClientKey, String, u8)>,
     /// Queued messages, by id (oldest first).
     pub queued: Vec<(u64, QueuedRecord)>,
     /// Retained messages.
@@ -158,7 +183,12 @@ pub struct Restored {
 /// What was last written for one session.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Persisted {
+    /// Its head as on disk (a whole record, for a store not yet migrated).
     record: Option<SessionRecord>,
+    /// Its topic-id items on disk.
+    topics: BTreeMap<u16, String>,
+    /// Its subscription items on disk.
+    subscriptions: BTreeMap<String, u8>,
     ids: BTreeSet<u64>,
 }
 
@@ -247,6 +277,28 @@ fn device_record(s: &Session) -> SessionRecord {
         predefined_subscriptions: predefined,
         will: s.will.as_ref().map(stored_will),
         last_msg_id: s.last_msg_id,
+    }
+}
+
+/// A session's topic ids and subscriptions as restored items.
+type ItemMaps = (BTreeMap<u16, String>, BTreeMap<String, u8>);
+
+/// Emits a deletion for every item of `old` not in `new`, and a write for
+/// every item of `new` that is not in `old` as it is.
+fn diff_items<K: Ord, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    del: impl Fn(&K) -> StoreOp,
+    put: impl Fn(&K, &V) -> StoreOp,
+    ops: &mut Vec<StoreOp>,
+) {
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        ops.push(del(k));
+    }
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            ops.push(put(k, v));
+        }
     }
 }
 
@@ -424,7 +476,35 @@ impl Gateway {
             }
         }
         written.ids = current_ids;
-        match (record, &written.record) {
+        // The items first: a head is written only once what it lost to
+        // them is in the same batch.
+        let (head, topics, subscriptions) = match record {
+            Some(mut r) => {
+                let topics: BTreeMap<u16, String> =
+                    std::mem::take(&mut r.topics).into_iter().collect();
+                let subscriptions: BTreeMap<String, u8> =
+                    std::mem::take(&mut r.subscriptions).into_iter().collect();
+                (Some(r), topics, subscriptions)
+            }
+            None => (None, BTreeMap::new(), BTreeMap::new()),
+        };
+        diff_items(
+            &written.topics,
+            &topics,
+            |id| StoreOp::DelTopic(key.clone(), *id),
+            |id, name| StoreOp::PutTopic(key.clone(), *id, name.clone()),
+            ops,
+        );
+        written.topics = topics;
+        diff_items(
+            &written.subscriptions,
+            &subscriptions,
+            |filter| StoreOp::DelSubscription(key.clone(), filter.clone()),
+            |filter, qos| StoreOp::PutSubscription(key.clone(), filter.clone(), *qos),
+            ops,
+        );
+        written.subscriptions = subscriptions;
+        match (head, &written.record) {
             (Some(new), Some(old)) if new == *old => {}
             (Some(new), _) => {
                 ops.push(StoreOp::PutSession(key, new.clone()));
@@ -448,6 +528,14 @@ impl Gateway {
             for id in written.ids {
                 self.persist.ops.push(StoreOp::DelQueued(id));
             }
+            for id in written.topics.into_keys() {
+                self.persist.ops.push(StoreOp::DelTopic(key.clone(), id));
+            }
+            for filter in written.subscriptions.into_keys() {
+                self.persist
+                    .ops
+                    .push(StoreOp::DelSubscription(key.clone(), filter));
+            }
             if written.record.is_some() {
                 self.persist.ops.push(StoreOp::DelSession(key));
             }
@@ -463,16 +551,47 @@ impl Gateway {
         self.persist.next_id = self.persist.next_id.max(restored.max_id);
         for (topic, msg) in restored.retained {
             let topic: Arc<str> = Arc::from(topic.as_str());
-            let _ = self.retained.set(
+            let weight = msg.payload.len();
+            let kept = self.retained.set_weighed(
                 &topic,
                 RetainedMessage {
                     payload: Bytes::from(msg.payload),
                     qos: msg.qos,
                 },
+                weight,
+                self.cfg.max_retained_bytes,
             );
+            if kept.is_err() {
+                // Over a bound lowered since it was written: forgotten on
+                // disk too, so the store and the memory agree.
+                self.persist
+                    .ops
+                    .push(StoreOp::DelRetained(topic.to_string()));
+            }
+        }
+        // Each session's items, joined to its head.
+        let mut items: HashMap<ClientKey, ItemMaps> = HashMap::new();
+        for (key, id, name) in restored.topics {
+            items.entry(key).or_default().0.insert(id, name);
+        }
+        for (key, filter, qos) in restored.subscriptions {
+            items.entry(key).or_default().1.insert(filter, qos);
         }
         let mut by_key: HashMap<ClientKey, SessionId> = HashMap::new();
-        for (key, record) in restored.sessions {
+        for (key, head) in restored.sessions {
+            let (topics, subscriptions) = items.remove(&key).unwrap_or_default();
+            // A whole record (a store not yet migrated) carries its own.
+            let mut record = head.clone();
+            let mut all_topics: BTreeMap<u16, String> =
+                std::mem::take(&mut record.topics).into_iter().collect();
+            all_topics.extend(topics.iter().map(|(id, n)| (*id, n.clone())));
+            let mut all_subscriptions: BTreeMap<String, u8> =
+                std::mem::take(&mut record.subscriptions)
+                    .into_iter()
+                    .collect();
+            all_subscriptions.extend(subscriptions.iter().map(|(f, q)| (f.clone(), *q)));
+            record.topics = all_topics.into_iter().collect();
+            record.subscriptions = all_subscriptions.into_iter().collect();
             let sid = match key.kind {
                 ClientKind::Device => self.restore_device(now, &key, &record),
                 ClientKind::Local => self.restore_local(now, &key, &record),
@@ -480,11 +599,24 @@ impl Gateway {
             self.persist.written.insert(
                 sid,
                 Persisted {
-                    record: Some(record),
+                    record: Some(head),
+                    topics,
+                    subscriptions,
                     ids: BTreeSet::new(),
                 },
             );
             by_key.insert(key, sid);
+        }
+        // Items whose head is gone: deleted.
+        for (key, (topics, subscriptions)) in items {
+            for id in topics.into_keys() {
+                self.persist.ops.push(StoreOp::DelTopic(key.clone(), id));
+            }
+            for filter in subscriptions.into_keys() {
+                self.persist
+                    .ops
+                    .push(StoreOp::DelSubscription(key.clone(), filter));
+            }
         }
         for (id, rec) in restored.queued {
             let Some(&sid) = by_key.get(&rec.owner) else {
@@ -512,6 +644,8 @@ impl Gateway {
                 }
                 ClientKind::Local => {
                     if let Some(s) = self.locals.sessions.get_mut(&sid) {
+                        s.queued_bytes += payload.len();
+                        self.queued_bytes_total += payload.len();
                         s.queue.push_back(LocalDelivery {
                             topic,
                             payload,
@@ -541,6 +675,7 @@ impl Gateway {
         s.sleep_duration = Duration::from_secs(r.sleep_secs);
         s.keep_alive = Duration::from_secs(r.keep_alive_secs);
         s.topics = TopicTable::restore(self.cfg.max_topics_per_client, &r.topics);
+        s.topics.attach(&self.topic_bytes);
         s.predefined_subscriptions = r.predefined_subscriptions.iter().copied().collect();
         s.will = r.will.clone().map(will_of);
         s.last_msg_id = r.last_msg_id;
@@ -570,16 +705,9 @@ impl Gateway {
         self.locals.sessions.insert(
             sid,
             LocalSession {
-                client_id: client_id.clone(),
-                username: None,
-                conn: None,
-                clean: r.clean,
                 subscriptions: r.subscriptions.iter().cloned().collect(),
-                queue: Default::default(),
-                sent: Default::default(),
-                will: None,
-                parked: Default::default(),
                 expires,
+                ..LocalSession::new(client_id.clone(), r.clean)
             },
         );
         if let Some(at) = expires {

@@ -123,16 +123,31 @@ pub enum LimitHit {
     /// A retained message not stored because `max_retained_messages` topics
     /// hold one (the message itself is still delivered).
     MaxRetainedMessages,
+    /// A retained message not stored because the retained messages would
+    /// hold more than `max_retained_bytes` (the message itself is still
+    /// delivered; a topic's older retained message is cleared, not kept
+    /// stale).
+    MaxRetainedBytes,
+    /// A topic id refused because the topic names of every client together
+    /// hold `max_topic_bytes_total` (REGACK or SUBACK "congestion", or a
+    /// delivery with no id to give).
+    MaxTopicBytesTotal,
+    /// A subscription refused because the filters of every client together
+    /// hold `max_subscription_bytes_total`.
+    MaxSubscriptionBytesTotal,
 }
 
 impl LimitHit {
     /// Every limit, for exporting all counters (zeros included).
-    pub const ALL: [LimitHit; 5] = [
+    pub const ALL: [LimitHit; 8] = [
         LimitHit::MaxClientIdLen,
         LimitHit::MaxClients,
         LimitHit::MaxTopicsPerClient,
         LimitHit::MaxSubscriptionsPerClient,
         LimitHit::MaxRetainedMessages,
+        LimitHit::MaxRetainedBytes,
+        LimitHit::MaxTopicBytesTotal,
+        LimitHit::MaxSubscriptionBytesTotal,
     ];
 
     /// The limit's configuration key, as metrics label it.
@@ -143,6 +158,9 @@ impl LimitHit {
             LimitHit::MaxTopicsPerClient => "limits.max_topics_per_client",
             LimitHit::MaxSubscriptionsPerClient => "limits.max_subscriptions_per_client",
             LimitHit::MaxRetainedMessages => "limits.max_retained_messages",
+            LimitHit::MaxRetainedBytes => "limits.max_retained_bytes",
+            LimitHit::MaxTopicBytesTotal => "limits.max_topic_bytes_total",
+            LimitHit::MaxSubscriptionBytesTotal => "limits.max_subscription_bytes_total",
         }
     }
 }

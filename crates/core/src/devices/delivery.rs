@@ -15,6 +15,28 @@ use crate::session::{ClientState, Delivery, Inflight, InflightKind, SessionId};
 use crate::stats::DropReason;
 use sngate_wire::v1::{self as proto, Packet, QoS, ReturnCode, TopicRef};
 
+/// Drops the oldest of `queue` while `full(messages, held, total)` says
+/// it has no room (`queue_overflow = "drop-oldest"`), keeping the queue's
+/// `held` bytes and every queue's `total` in step; returns how many went.
+pub(crate) fn drop_oldest_while<T>(
+    queue: &mut std::collections::VecDeque<T>,
+    held: &mut usize,
+    total: &mut usize,
+    size: impl Fn(&T) -> usize,
+    full: impl Fn(usize, usize, usize) -> bool,
+) -> usize {
+    let mut dropped = 0;
+    while full(queue.len(), *held, *total) {
+        let Some(oldest) = queue.pop_front() else {
+            break;
+        };
+        *held = held.saturating_sub(size(&oldest));
+        *total = total.saturating_sub(size(&oldest));
+        dropped += 1;
+    }
+    dropped
+}
+
 impl Gateway {
     /// Queues a message for a session, then delivers if the client can receive.
     pub(crate) fn enqueue(&mut self, now: Instant, sid: SessionId, mut delivery: Delivery) {
@@ -38,19 +60,18 @@ impl Gateway {
         }
         let len = delivery.payload.len();
         let full = |s: &crate::session::Session, total: usize| {
-            s.queue.len() >= cfg.max_queued_messages_per_client
-                || s.queued_bytes + len > cfg.max_queued_bytes_per_client
-                || total + len > cfg.max_queued_bytes_total
+            !cfg.queue_has_room(s.queue.len(), s.queued_bytes, total, len)
         };
         if cfg.queue_overflow == OverflowPolicy::DropOldest {
-            while full(s, self.queued_bytes_total) {
-                let Some(oldest) = s.queue.pop_front() else {
-                    break;
-                };
-                s.queued_bytes = s.queued_bytes.saturating_sub(oldest.payload.len());
-                self.queued_bytes_total =
-                    self.queued_bytes_total.saturating_sub(oldest.payload.len());
-                debug!(client = %s.client_id, topic = %oldest.topic, "queue full, dropping the oldest message");
+            let dropped = drop_oldest_while(
+                &mut s.queue,
+                &mut s.queued_bytes,
+                &mut self.queued_bytes_total,
+                |d| d.payload.len(),
+                |n, held, total| !cfg.queue_has_room(n, held, total, len),
+            );
+            for _ in 0..dropped {
+                debug!(client = %s.client_id, "queue full, dropping the oldest message");
                 self.stats.drop(DropReason::QueueFull);
             }
         }
@@ -104,7 +125,15 @@ impl Gateway {
             } else {
                 let lookup = match s.topics.lookup(&head_topic) {
                     Some(found) => Ok(found),
-                    None => s.topics.assign(&head_topic, false).map(|id| (id, false)),
+                    None => s
+                        .topics
+                        .assign_within(
+                            &head_topic,
+                            false,
+                            Some(&self.topic_bytes),
+                            self.cfg.max_topic_bytes_total,
+                        )
+                        .map(|id| (id, false)),
                 };
                 match lookup {
                     Ok((id, true)) => TopicRef::Id(id),
@@ -129,8 +158,7 @@ impl Gateway {
                         debug!(client = %s.client_id, error = %full, "no topic id for delivery");
                         self.pop_head(sid);
                         self.stats.drop(DropReason::RefusedByDevice);
-                        self.stats
-                            .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
+                        self.stats.limit_hit(full.limit());
                         continue;
                     }
                 }

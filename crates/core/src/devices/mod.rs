@@ -19,5 +19,7 @@ mod lifecycle;
 pub mod peer;
 pub mod session;
 mod subscribe;
+pub(crate) use delivery::drop_oldest_while;
+pub(crate) use subscribe::subscription_limit;
 pub mod topic_table;
 mod uplink;

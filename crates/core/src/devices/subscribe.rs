@@ -8,10 +8,34 @@ use std::time::Instant;
 
 use tracing::debug;
 
+use crate::engine_config::EngineConfig;
 use crate::gateway::{Gateway, Subscriber};
 use crate::output::UpstreamCommand;
 use crate::session::{Delivery, SessionId};
+use crate::stats::LimitHit;
 use sngate_wire::v1::{Packet, QoS, ReturnCode, SubscribeTopic};
+
+/// The limit a subscription to `filter` would pass, if any, for a client
+/// that holds `count` subscriptions (`held`: this filter among them, which
+/// a repeated SUBSCRIBE only updates) while every client's filters hold
+/// `filter_bytes`.
+pub(crate) fn subscription_limit(
+    cfg: &EngineConfig,
+    filter_bytes: usize,
+    held: bool,
+    count: usize,
+    filter: &str,
+) -> Option<LimitHit> {
+    if held {
+        None
+    } else if count >= cfg.max_subscriptions_per_client {
+        Some(LimitHit::MaxSubscriptionsPerClient)
+    } else if filter_bytes.saturating_add(filter.len()) > cfg.max_subscription_bytes_total {
+        Some(LimitHit::MaxSubscriptionBytesTotal)
+    } else {
+        None
+    }
+}
 
 impl Gateway {
     pub(crate) fn on_subscribe(
@@ -42,13 +66,16 @@ impl Gateway {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        // The limit first, so a refused SUBSCRIBE takes no topic id.
-        if !s.subscriptions.contains_key(filter.as_ref())
-            && s.subscriptions.len() >= self.cfg.max_subscriptions_per_client
-        {
-            debug!(client = %s.client_id, "subscription limit reached");
-            self.stats
-                .limit_hit(crate::stats::LimitHit::MaxSubscriptionsPerClient);
+        // The limits first, so a refused SUBSCRIBE takes no topic id.
+        if let Some(limit) = subscription_limit(
+            &self.cfg,
+            self.subscriptions.filter_bytes(),
+            s.subscriptions.contains_key(filter.as_ref()),
+            s.subscriptions.len(),
+            &filter,
+        ) {
+            debug!(client = %s.client_id, limit = limit.key(), "subscription limit reached");
+            self.stats.limit_hit(limit);
             return self.send_to(sid, refuse(ReturnCode::Congestion));
         }
         let topic_id = match &topic {
@@ -56,12 +83,16 @@ impl Gateway {
             // Short names and wildcard filters carry id 0 (traps T-2, T-15).
             SubscribeTopic::Short(_) => 0,
             SubscribeTopic::Name(name) if crate::topic::has_wildcards(name) => 0,
-            SubscribeTopic::Name(name) => match s.topics.assign(name, true) {
+            SubscribeTopic::Name(name) => match s.topics.assign_within(
+                name,
+                true,
+                Some(&self.topic_bytes),
+                self.cfg.max_topic_bytes_total,
+            ) {
                 Ok(id) => id,
                 Err(full) => {
                     debug!(client = %s.client_id, error = %full, "refusing SUBSCRIBE");
-                    self.stats
-                        .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
+                    self.stats.limit_hit(full.limit());
                     return self.send_to(sid, refuse(ReturnCode::Congestion));
                 }
             },

@@ -30,12 +30,16 @@ impl Gateway {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let packet = match s.topics.assign(&topic_name, true) {
+        let packet = match s.topics.assign_within(
+            &topic_name,
+            true,
+            Some(&self.topic_bytes),
+            self.cfg.max_topic_bytes_total,
+        ) {
             Ok(id) => answer(id, ReturnCode::Accepted),
             Err(full) => {
                 debug!(client = %s.client_id, error = %full, "refusing REGISTER");
-                self.stats
-                    .limit_hit(crate::stats::LimitHit::MaxTopicsPerClient);
+                self.stats.limit_hit(full.limit());
                 answer(0, ReturnCode::Congestion)
             }
         };

@@ -1,5 +1,6 @@
 //! The retained-message store: the last retained message per topic name,
-//! bounded in count, delivered to new subscribers whose filter matches.
+//! bounded in count and in bytes, delivered to new subscribers whose filter
+//! matches.
 //!
 //! It is a `BTreeMap` from topic name to an opaque value `T` (the engine
 //! stores payload and QoS). The sorted map gives a deterministic delivery
@@ -10,23 +11,49 @@
 //! is therefore a linear scan of the whole store: SUBSCRIBE is rare compared
 //! with PUBLISH, and the store is bounded.
 //!
-//! The bound is a message count, fixed at construction: storing a new topic
-//! when full is refused with [`RetainedFull`] (replacing an existing topic's
-//! message is always allowed), so untrusted publishers cannot grow it
-//! without limit.
+//! Two bounds, so untrusted publishers cannot grow it without limit: a
+//! message count fixed at construction, and a byte total given with each
+//! message ([`RetainedStore::set_weighed`]: the topic's length plus the
+//! weight the caller gives, the payload's length for the engine). Storing a
+//! new topic when at the count is refused with [`RetainedFull::Messages`]
+//! (replacing an existing topic's message is always allowed by count); a
+//! message that would take the bytes over their bound is refused with
+//! [`RetainedFull::Bytes`], and the topic's previous message is removed
+//! rather than left in place as if it were still the latest.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use crate::stats::LimitHit;
 use crate::topic;
 
-/// Refusal to store a retained message for a new topic: the store already
-/// holds its maximum number of messages.
+/// Refusal to store a retained message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("retained store is full ({max_messages} messages)")]
-pub struct RetainedFull {
-    /// The store's bound, for the log line and the metric.
-    pub max_messages: usize,
+pub enum RetainedFull {
+    /// The store already holds its maximum number of messages (a new topic).
+    #[error("retained store is full ({0} messages)")]
+    Messages(usize),
+    /// The message would take the store over its byte bound.
+    #[error("retained store would hold over {0} bytes")]
+    Bytes(usize),
+}
+
+impl RetainedFull {
+    /// The limit refused at, for the metric.
+    pub fn limit(self) -> LimitHit {
+        match self {
+            RetainedFull::Messages(_) => LimitHit::MaxRetainedMessages,
+            RetainedFull::Bytes(_) => LimitHit::MaxRetainedBytes,
+        }
+    }
+}
+
+/// A stored value and what it counts for in the byte total.
+#[derive(Debug, Clone)]
+struct Slot<T> {
+    value: T,
+    /// The topic's length plus the caller's weight.
+    bytes: usize,
 }
 
 /// Retained messages by topic name, at most `max_messages` of them.
@@ -42,8 +69,10 @@ pub struct RetainedFull {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RetainedStore<T> {
-    messages: BTreeMap<Box<str>, T>,
+    messages: BTreeMap<Box<str>, Slot<T>>,
     max_messages: usize,
+    /// Sum of the slots' `bytes`.
+    bytes: usize,
 }
 
 impl<T> RetainedStore<T> {
@@ -53,6 +82,7 @@ impl<T> RetainedStore<T> {
         RetainedStore {
             messages: BTreeMap::new(),
             max_messages,
+            bytes: 0,
         }
     }
 
@@ -71,6 +101,11 @@ impl<T> RetainedStore<T> {
         self.messages.is_empty()
     }
 
+    /// Bytes held: every topic's length plus the weight it was stored with.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Stores `value` as the retained message of topic name `topic`,
     /// replacing and returning any previous one. A new topic is refused with
     /// [`RetainedFull`] when the store is at its bound (and `value` is
@@ -80,27 +115,52 @@ impl<T> RetainedStore<T> {
     /// empty retained payload means "delete": the caller uses
     /// [`RetainedStore::remove`] for that, not `set`.
     pub fn set(&mut self, topic: &str, value: T) -> Result<Option<T>, RetainedFull> {
-        if let Some(slot) = self.messages.get_mut(topic) {
-            return Ok(Some(std::mem::replace(slot, value)));
+        self.set_weighed(topic, value, 0, usize::MAX)
+    }
+
+    /// As [`set`](Self::set), counting `topic.len() + weight` bytes for the
+    /// message; refused with [`RetainedFull::Bytes`] when the store would
+    /// then hold more than `max_bytes` — and then the topic's previous
+    /// message, if any, is removed (returned in neither case: it is gone).
+    pub fn set_weighed(
+        &mut self,
+        topic: &str,
+        value: T,
+        weight: usize,
+        max_bytes: usize,
+    ) -> Result<Option<T>, RetainedFull> {
+        let bytes = topic.len().saturating_add(weight);
+        let previous = self.messages.get(topic).map(|slot| slot.bytes);
+        if previous.is_none() && self.messages.len() >= self.max_messages {
+            return Err(RetainedFull::Messages(self.max_messages));
         }
-        if self.messages.len() >= self.max_messages {
-            return Err(RetainedFull {
-                max_messages: self.max_messages,
-            });
+        let others = self.bytes.saturating_sub(previous.unwrap_or(0));
+        if others.saturating_add(bytes) > max_bytes {
+            self.remove(topic);
+            return Err(RetainedFull::Bytes(max_bytes));
         }
-        self.messages.insert(topic.into(), value);
-        Ok(None)
+        self.bytes = others + bytes;
+        let slot = Slot { value, bytes };
+        match self.messages.get_mut(topic) {
+            Some(old) => Ok(Some(std::mem::replace(old, slot).value)),
+            None => {
+                self.messages.insert(topic.into(), slot);
+                Ok(None)
+            }
+        }
     }
 
     /// Removes and returns the retained message of `topic`, if any (the
     /// engine calls this for a retained PUBLISH with an empty payload).
     pub fn remove(&mut self, topic: &str) -> Option<T> {
-        self.messages.remove(topic)
+        let slot = self.messages.remove(topic)?;
+        self.bytes = self.bytes.saturating_sub(slot.bytes);
+        Some(slot.value)
     }
 
     /// The retained message of topic name `topic`, if any.
     pub fn get(&self, topic: &str) -> Option<&T> {
-        self.messages.get(topic)
+        self.messages.get(topic).map(|slot| &slot.value)
     }
 
     /// Every retained message whose topic matches topic filter `filter`
@@ -116,7 +176,7 @@ impl<T> RetainedStore<T> {
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(name, _)| name.starts_with(prefix))
             .filter(move |(name, _)| topic::matches(filter, name))
-            .map(|(name, value)| (&**name, value))
+            .map(|(name, slot)| (&**name, &slot.value))
     }
 }
 
@@ -165,22 +225,41 @@ mod tests {
         assert_eq!(s.max_messages(), 2);
         assert_eq!(s.set("a", 1), Ok(None));
         assert_eq!(s.set("b", 2), Ok(None));
-        assert_eq!(s.set("c", 3), Err(RetainedFull { max_messages: 2 }));
+        assert_eq!(s.set("c", 3), Err(RetainedFull::Messages(2)));
         assert_eq!(s.get("c"), None);
         assert_eq!(s.set("a", 10), Ok(Some(1)));
         assert_eq!(s.len(), 2);
         assert_eq!(s.remove("b"), Some(2));
         assert_eq!(s.set("c", 3), Ok(None));
         assert_eq!(
-            RetainedFull { max_messages: 2 }.to_string(),
+            RetainedFull::Messages(2).to_string(),
             "retained store is full (2 messages)"
         );
     }
 
     #[test]
+    fn byte_bound_refuses_what_would_exceed_it_and_clears_the_stale_message() {
+        let mut s = RetainedStore::new(10);
+        // "a" + 4 = 5 bytes, "b" + 4 = 5 bytes: exactly the bound.
+        assert_eq!(s.set_weighed("a", 1, 4, 10), Ok(None));
+        assert_eq!(s.set_weighed("b", 2, 4, 10), Ok(None));
+        assert_eq!(s.bytes(), 10);
+        assert_eq!(s.set_weighed("c", 3, 0, 10), Err(RetainedFull::Bytes(10)));
+        assert_eq!(RetainedFull::Bytes(10).limit(), LimitHit::MaxRetainedBytes);
+        // Replacing with a message of the same size fits; a larger one does
+        // not, and the older one is not left as if it were the latest.
+        assert_eq!(s.set_weighed("a", 10, 4, 10), Ok(Some(1)));
+        assert_eq!(s.set_weighed("a", 11, 5, 10), Err(RetainedFull::Bytes(10)));
+        assert_eq!(s.get("a"), None);
+        assert_eq!(s.bytes(), 5);
+        assert_eq!(s.remove("b"), Some(2));
+        assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
     fn zero_bound_refuses_everything() {
         let mut s = RetainedStore::new(0);
-        assert_eq!(s.set("a", ()), Err(RetainedFull { max_messages: 0 }));
+        assert_eq!(s.set("a", ()), Err(RetainedFull::Messages(0)));
         assert!(s.is_empty());
     }
 
@@ -287,6 +366,23 @@ mod tests {
                     s.remove(&t);
                 }
                 prop_assert!(s.len() <= 3);
+            }
+        }
+
+        #[test]
+        fn byte_bound_is_never_exceeded_and_always_counted(
+            ops in prop::collection::vec(("[a-e]", 0usize..8, any::<bool>()), 0..60)
+        ) {
+            let mut s = RetainedStore::new(4);
+            for (t, weight, insert) in ops {
+                if insert {
+                    let _ = s.set_weighed(&t, weight, weight, 12);
+                } else {
+                    s.remove(&t);
+                }
+                let counted: usize = s.matching("#").map(|(name, w)| name.len() + w).sum();
+                prop_assert_eq!(counted, s.bytes());
+                prop_assert!(s.bytes() <= 12);
             }
         }
     }

@@ -120,6 +120,8 @@ pub struct SubscriptionTrie<S> {
     free: Vec<NodeId>,
     /// Number of `(filter, subscriber)` pairs.
     len: usize,
+    /// Bytes of the filters of every `(filter, subscriber)` pair.
+    filter_bytes: usize,
 }
 
 impl<S: Copy + Eq + Hash + Ord> Default for SubscriptionTrie<S> {
@@ -139,7 +141,14 @@ impl<S: Copy + Eq + Hash + Ord> SubscriptionTrie<S> {
             nodes: vec![Node::new(NONE)],
             free: Vec::new(),
             len: 0,
+            filter_bytes: 0,
         }
+    }
+
+    /// Bytes of the filters of every `(filter, subscriber)` pair, the bound
+    /// `max_subscription_bytes_total` is checked against.
+    pub fn filter_bytes(&self) -> usize {
+        self.filter_bytes
     }
 
     /// Number of `(filter, subscriber)` pairs.
@@ -181,6 +190,7 @@ impl<S: Copy + Eq + Hash + Ord> SubscriptionTrie<S> {
             Err(i) => {
                 list.insert(i, (sub, qos));
                 self.len += 1;
+                self.filter_bytes += filter.len();
                 None
             }
         }
@@ -212,6 +222,7 @@ impl<S: Copy + Eq + Hash + Ord> SubscriptionTrie<S> {
                     *list = Vec::new();
                 }
                 self.len -= 1;
+                self.filter_bytes = self.filter_bytes.saturating_sub(filter.len());
             }
             Err(_) => return false,
         }

@@ -839,7 +839,6 @@ fn inputs_for_unknown_connections_are_ignored() {
 }
 
 #[test]
-#[ignore = "bug: an away local session's queue is bounded in messages only, not in max_queued_bytes_per_client / _total"]
 fn the_queue_of_an_away_session_is_bounded_in_bytes_too() {
     let mut h = Harness::with(EngineConfig {
         max_queued_bytes_per_client: 10,

@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 
+mod budget;
 mod engine;
 mod local;
 mod ops;

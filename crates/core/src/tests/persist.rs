@@ -20,6 +20,8 @@ fn durable_harness() -> Harness {
 #[derive(Default)]
 struct FakeStore {
     sessions: BTreeMap<ClientKey, SessionRecord>,
+    topics: BTreeMap<(ClientKey, u16), String>,
+    subscriptions: BTreeMap<(ClientKey, String), u8>,
     queued: BTreeMap<u64, QueuedRecord>,
     retained: BTreeMap<String, StoredMessage>,
 }
@@ -46,6 +48,18 @@ impl FakeStore {
                 StoreOp::DelRetained(t) => {
                     self.retained.remove(&t);
                 }
+                StoreOp::PutTopic(k, id, name) => {
+                    self.topics.insert((k, id), name);
+                }
+                StoreOp::DelTopic(k, id) => {
+                    self.topics.remove(&(k, id));
+                }
+                StoreOp::PutSubscription(k, filter, qos) => {
+                    self.subscriptions.insert((k, filter), qos);
+                }
+                StoreOp::DelSubscription(k, filter) => {
+                    self.subscriptions.remove(&(k, filter));
+                }
                 StoreOp::PutOutbox(..) => {}
             }
         }
@@ -57,6 +71,16 @@ impl FakeStore {
                 .sessions
                 .iter()
                 .map(|(k, r)| (k.clone(), r.clone()))
+                .collect(),
+            topics: self
+                .topics
+                .iter()
+                .map(|((k, id), name)| (k.clone(), *id, name.clone()))
+                .collect(),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|((k, filter), qos)| (k.clone(), filter.clone(), *qos))
                 .collect(),
             queued: self.queued.iter().map(|(id, r)| (*id, r.clone())).collect(),
             retained: self
@@ -109,7 +133,12 @@ fn a_sleepers_buffer_is_written_once_and_deleted_when_delivered() {
         .get(&key)
         .expect("the sleeper's session is written");
     assert!(record.asleep && !record.clean);
-    assert_eq!(record.subscriptions, vec![("cmd/#".to_owned(), 1)]);
+    // Its subscription is an item of its own, not inside the head.
+    assert!(record.subscriptions.is_empty());
+    assert_eq!(
+        store.subscriptions.get(&(key.clone(), "cmd/#".to_owned())),
+        Some(&1)
+    );
     assert!(
         !store.sessions.keys().any(|k| k.client_id == "a"),
         "a clean, active device is not written"
@@ -231,6 +260,151 @@ fn a_clean_session_that_ends_leaves_nothing_behind() {
         "{:?}",
         store.sessions.keys().collect::<Vec<_>>()
     );
+    assert!(store.subscriptions.is_empty() && store.topics.is_empty());
+}
+
+/// The size of what `ops` write, as postcard would encode the records.
+fn written_size(ops: &[StoreOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            StoreOp::PutSession(k, r) => {
+                k.client_id.len() + r.will.as_ref().map_or(0, |w| w.payload.len()) + 32
+            }
+            StoreOp::PutTopic(k, _, name) => k.client_id.len() + name.len() + 4,
+            StoreOp::PutSubscription(k, filter, _) => k.client_id.len() + filter.len() + 2,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn a_register_or_subscribe_on_a_persistent_session_writes_only_what_changed() {
+    let mut h = durable_harness();
+    let d = peer(3);
+    h.connect(&d, "keeper", false);
+    h.gw.take_store_ops();
+    let name = |i: usize| format!("{i:04}/{}", "n".repeat(1900));
+    for i in 0..50 {
+        h.register(&d, 10 + i as u16, &name(i));
+        let ops = h.gw.take_store_ops();
+        assert!(
+            matches!(ops.as_slice(), [StoreOp::PutTopic(_, _, n)] if *n == name(i)),
+            "REGISTER {i} writes its one topic: {ops:?}"
+        );
+        assert!(written_size(&ops) < 2000);
+    }
+    h.subscribe(&d, 99, "cmd/+/set", QoS::AtLeastOnce);
+    let ops = h.gw.take_store_ops();
+    assert!(
+        ops.iter()
+            .all(|o| matches!(o, StoreOp::PutSubscription(..) | StoreOp::PutTopic(..))),
+        "{ops:?}"
+    );
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    // UNSUBSCRIBE deletes its item only.
+    h.send(
+        &d,
+        Packet::Unsubscribe {
+            msg_id: 100,
+            topic: SubscribeTopic::Name("cmd/+/set".into()),
+        },
+    );
+    let ops = h.gw.take_store_ops();
+    assert!(
+        matches!(ops.as_slice(), [StoreOp::DelSubscription(_, f)] if f == "cmd/+/set"),
+        "{ops:?}"
+    );
+}
+
+#[test]
+fn sessions_written_as_items_are_restored_identically_and_not_rewritten() {
+    let mut h = durable_harness();
+    let d = peer(3);
+    h.connect(&d, "keeper", false);
+    let id = h.register(&d, 1, "up/temp");
+    h.subscribe(&d, 2, "cmd/#", QoS::ExactlyOnce);
+    h.subscribe(&d, 3, "cfg/x", QoS::AtLeastOnce);
+    h.send(&d, Packet::Disconnect { duration: None });
+    let mut store = FakeStore::default();
+    store.apply(h.gw.take_store_ops());
+    let key = ClientKey {
+        kind: ClientKind::Device,
+        client_id: "keeper".into(),
+    };
+    let before = h.gw.devices(h.now);
+
+    let mut h2 = durable_harness();
+    h2.gw.restore(h2.now, store.restored());
+    assert!(
+        h2.gw.take_store_ops().is_empty(),
+        "a restore rewrites nothing"
+    );
+    let after = h2.gw.devices(h2.now);
+    let subs = |ds: &[crate::DeviceView]| {
+        ds.iter()
+            .find(|d| &*d.client_id == "keeper")
+            .map(|d| d.subscriptions.clone())
+    };
+    assert_eq!(subs(&before), subs(&after));
+    assert!(subs(&after).is_some_and(|s| s.len() == 2));
+    // The topic id is the one it had (a restored id is told again first).
+    assert_eq!(
+        store.topics.get(&(key, id)).map(String::as_str),
+        Some("up/temp")
+    );
+    assert_eq!(h2.gw.check_invariants(), Ok(()));
+}
+
+#[test]
+fn a_whole_record_from_an_older_store_is_read_and_migrated_when_it_changes() {
+    let key = ClientKey {
+        kind: ClientKind::Device,
+        client_id: "old".into(),
+    };
+    // As stores before items wrote it: everything in one record.
+    let legacy = SessionRecord {
+        clean: false,
+        asleep: false,
+        sleep_secs: 0,
+        keep_alive_secs: 60,
+        topics: vec![(1, "up/a".into()), (2, "up/b".into())],
+        subscriptions: vec![("cmd/#".into(), 1)],
+        predefined_subscriptions: Vec::new(),
+        will: None,
+        last_msg_id: 7,
+    };
+    let mut store = FakeStore::default();
+    store.sessions.insert(key.clone(), legacy);
+    let mut h = durable_harness();
+    h.gw.restore(h.now, store.restored());
+    assert!(h.gw.take_store_ops().is_empty(), "read as it is");
+    // The device comes back and subscribes to one more filter: the session
+    // is written as a head and items.
+    let d = peer(4);
+    h.connect(&d, "old", false);
+    h.subscribe(&d, 1, "cfg/#", QoS::AtLeastOnce);
+    store.apply(h.gw.take_store_ops());
+    let head = store.sessions.get(&key).cloned();
+    assert!(head.is_some_and(|r| r.topics.is_empty() && r.subscriptions.is_empty()));
+    let names: Vec<&str> = store.topics.values().map(String::as_str).collect();
+    assert_eq!(names, ["up/a", "up/b"]);
+    let filters: Vec<&str> = store
+        .subscriptions
+        .keys()
+        .map(|(_, f)| f.as_str())
+        .collect();
+    assert_eq!(filters, ["cfg/#", "cmd/#"]);
+    // And a gateway restored from the migrated store has it all.
+    let mut h2 = durable_harness();
+    h2.gw.restore(h2.now, store.restored());
+    assert!(h2.gw.take_store_ops().is_empty());
+    let subs = h2
+        .gw
+        .devices(h2.now)
+        .into_iter()
+        .find(|d| &*d.client_id == "old")
+        .map(|d| d.subscriptions.len());
+    assert_eq!(subs, Some(2));
 }
 
 #[test]
