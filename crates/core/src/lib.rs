@@ -36,15 +36,6 @@
 //!   and the chaos test share, which panics by design on a violated
 //!   invariant and so never ships in a default build.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 #[cfg(feature = "fuzzing")]
 pub mod chaos;
