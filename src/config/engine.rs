@@ -76,6 +76,8 @@ impl Config {
             // Read from its file by `start` and `reload` (`with_acl`).
             acl: None,
             admission: config.security.admission(&config.serial),
+            per_session_packets_per_sec: config.limits.per_session_packets_per_sec,
+            per_session_burst: config.limits.per_session_burst,
         }
     }
 

@@ -12,6 +12,7 @@ use super::*;
 
 mod engine;
 mod local;
+mod lockout;
 mod ops;
 mod per_device;
 mod persist;
