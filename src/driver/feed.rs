@@ -26,7 +26,8 @@ use crate::transport::Batch;
 /// last three are the loops' own business ([`Driver::feed`] ignores them).
 pub(super) enum Input {
     /// New engine settings from a reload.
-    Reconfigure(EngineConfig),
+    /// (Boxed: the settings outweigh every other input.)
+    Reconfigure(Box<EngineConfig>),
     /// An operations query (`/metrics`, `/status`, `/healthz`).
     Query(Query),
     /// Datagrams from the UDP listeners and serial links.
@@ -76,7 +77,7 @@ impl Driver {
     fn feed(&mut self, input: Input, listen: &Listen) {
         let now = tokio::time::Instant::now().into_std();
         match input {
-            Input::Reconfigure(cfg) => self.gateway.reconfigure(cfg),
+            Input::Reconfigure(cfg) => self.gateway.reconfigure(*cfg),
             Input::Query(query) => self.answer(query),
             Input::Datagrams(batch) => {
                 for datagram in batch {
@@ -163,7 +164,7 @@ impl Driver {
             while listen.reloads
                 && let Ok(cfg) = self.reconfigured.try_recv()
             {
-                self.feed(Input::Reconfigure(cfg), listen);
+                self.feed(Input::Reconfigure(Box::new(cfg)), listen);
             }
             let mut took = false;
             if listen.datagrams

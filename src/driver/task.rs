@@ -193,7 +193,7 @@ impl Driver {
             // A dropped RunningGateway (no one waits) stops at once.
             grace = stopped(&mut listen.stop), if listen.stop.is_some() => Input::Stop(grace),
             () = sleep_until(listen.deadline), if listen.deadline.is_some() => Input::GraceOver,
-            Some(cfg) = self.reconfigured.recv(), if listen.reloads => Input::Reconfigure(cfg),
+            Some(cfg) = self.reconfigured.recv(), if listen.reloads => Input::Reconfigure(Box::new(cfg)),
             Some(query) = self.queries.recv() => Input::Query(query),
             batch = self.inbound.recv(), if listen.datagrams => match batch {
                 Some(batch) => Input::Datagrams(batch),
