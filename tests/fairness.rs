@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::http::sample;
-use common::{KillOnDrop, RawDevice, spawn_logged, start_gateway_with};
+use common::{KillOnDrop, RawDevice, metrics_page, run_binary_gateway, start_gateway_with};
 use sngate::config::{Config, LimitsConfig};
 use sngate::proto::{self, PROTOCOL_ID_V1_2, Packet, ReturnCode};
 
@@ -101,13 +101,7 @@ async fn a_flooding_socket_beside_a_device_does_not_starve_it() {
     for f in floods {
         f.join().expect("flood thread");
     }
-    let page = gw
-        .running()
-        .queries()
-        .metrics(Duration::from_secs(2))
-        .await
-        .expect("metrics")
-        .render();
+    let page = metrics_page(&gw.running().queries()).await;
     let limited = sample(&page, "sngate_drops_total", "reason=\"rate_limited\"").unwrap_or(0.0);
     assert!(limited > 1000.0, "the floods were limited: {limited}");
     gw.stop().await;
@@ -122,28 +116,27 @@ async fn a_new_device_connects_while_silent_connects_from_many_addresses_fill_ma
     })
     .await;
     // Silent CONNECTs (keep-alive 65,535 s) from 127.0.1.1, 127.0.1.2, …:
-    // four per address, never a word after.
-    let flood_connects = |from: usize, to: usize, target: SocketAddr| {
+    // four per address, never a word after; `pause` between CONNECTs.
+    let flood_connects = |from: usize, to: usize, target: SocketAddr, pause: Duration| {
         for i in from..to {
             let [_, _, c, d] = u32::try_from(i / 4 + 256 + 1).expect("small").to_be_bytes();
             let Ok(socket) = UdpSocket::bind(SocketAddr::from(([127, 0, c, d], 0))) else {
                 continue;
             };
             let _ = socket.send_to(&connect_packet(&format!("silent-{i}"), u16::MAX), target);
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
         }
     };
     let target = gw.addr;
-    tokio::task::spawn_blocking(move || flood_connects(0, 2 * max_clients, target))
+    tokio::task::spawn_blocking(move || flood_connects(0, 2 * max_clients, target, Duration::ZERO))
         .await
         .expect("flood");
     let queries = gw.running().queries();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let page = queries
-            .metrics(Duration::from_secs(2))
-            .await
-            .expect("metrics")
-            .render();
+        let page = metrics_page(&queries).await;
         let active = sample(&page, "sngate_devices", "state=\"active\"").unwrap_or(0.0);
         if active >= max_clients as f64 {
             break;
@@ -154,83 +147,56 @@ async fn a_new_device_connects_while_silent_connects_from_many_addresses_fill_ma
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The flood goes on while a new device connects.
+    // The flood goes on, about 400 CONNECTs a second from new addresses,
+    // while a new device connects, retrying every 250 ms as devices do.
     let flooding = tokio::task::spawn_blocking(move || {
-        flood_connects(2 * max_clients, 4 * max_clients, target)
+        flood_connects(
+            2 * max_clients,
+            4 * max_clients,
+            target,
+            Duration::from_micros(2500),
+        )
     });
     let device = RawDevice::new(gw.addr).await;
     let started = Instant::now();
-    device
-        .send(&Packet::Connect {
-            will: false,
-            clean_session: true,
-            protocol_id: PROTOCOL_ID_V1_2,
-            duration: 60,
-            client_id: "newcomer".into(),
-        })
-        .await;
-    assert_eq!(
-        device.recv().await,
-        Packet::ConnAck {
-            return_code: ReturnCode::Accepted
+    let connect = Packet::Connect {
+        will: false,
+        clean_session: true,
+        protocol_id: PROTOCOL_ID_V1_2,
+        duration: 60,
+        client_id: "newcomer".into(),
+    };
+    loop {
+        device.send(&connect).await;
+        match device.recv().await {
+            Packet::ConnAck {
+                return_code: ReturnCode::Accepted,
+            } => break,
+            Packet::ConnAck {
+                return_code: ReturnCode::Congestion,
+            } => {}
+            other => panic!("a CONNACK expected, got {other:?}"),
         }
-    );
-    assert!(started.elapsed() < Duration::from_secs(2));
-    flooding.await.expect("flood");
-    // Its first word after the CONNACK may come after the flood has
-    // evicted it (oldest first: here 2,000 CONNECTs later, faster than it
-    // answered); then it is told DISCONNECT and, as devices do, connects
-    // again. Either way it is served.
-    device.send(&Packet::PingReq { client_id: None }).await;
-    match device.recv().await {
-        Packet::PingResp => {}
-        Packet::Disconnect { duration: None } => {
-            device.connect("newcomer", true, 60).await;
-            ping(&device).await;
-        }
-        other => panic!("PINGRESP or DISCONNECT expected, got {other:?}"),
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no place for a new device within 5 s of the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let page = queries
-        .metrics(Duration::from_secs(2))
-        .await
-        .expect("metrics")
-        .render();
+    // Having spoken, it keeps its place while the flood evicts its own.
+    ping(&device).await;
+    assert!(!flooding.is_finished(), "the flood was still running");
+    flooding.await.expect("flood");
+    ping(&device).await;
+    let page = metrics_page(&queries).await;
     let evicted = sample(&page, "sngate_sessions_evicted_unproven_total", "").unwrap_or(0.0);
     assert!(evicted >= max_clients as f64, "{evicted}");
     gw.stop().await;
 }
 
-/// `sngate run` with the default configuration (but for an ephemeral UDP
-/// port, no embedded broker, no store): where it listens.
-fn run_gateway() -> (KillOnDrop, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
-    cmd.args([
-        "run",
-        "--udp",
-        "127.0.0.1:0",
-        "--broker",
-        "off",
-        "--state-dir",
-        "off",
-        "--log-format",
-        "text",
-    ])
-    .env_remove("RUST_LOG")
-    .env_remove("SNGATE_CONFIG")
-    .stdout(Stdio::null());
-    let (child, lines) = spawn_logged(cmd);
-    let line = common::wait_for_line(&lines, "listening on UDP");
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .map(|a| a.trim().to_owned())
-        .expect("the bound address in the log");
-    (child, addr)
-}
-
 #[test]
 fn the_simulated_fleet_behind_one_address_loses_nothing_with_the_defaults() {
-    let (_gateway, addr) = run_gateway();
+    let (_gateway, addr) = run_binary_gateway();
     let mut sim = Command::new(env!("CARGO_BIN_EXE_sngate"));
     sim.args([
         "sim",

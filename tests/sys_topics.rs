@@ -81,13 +81,7 @@ async fn sys_is_the_brokers_own_and_is_not_bridged() {
     let up_seen = lines_for(&upstream_sys, Duration::from_millis(500));
     assert!(up_seen.iter().all(|l| !l.contains("forged")), "{up_seen:?}");
     // Counted.
-    let page = gw
-        .running()
-        .queries()
-        .metrics(Duration::from_secs(2))
-        .await
-        .expect("metrics")
-        .render();
+    let page = common::metrics_page(&gw.running().queries()).await;
     assert_eq!(
         sample(&page, "sngate_drops_total", "reason=\"sys_reserved\""),
         Some(1.0),

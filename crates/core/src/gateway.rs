@@ -176,6 +176,14 @@ pub struct Gateway {
 /// see `core::rate_limit` for what forgetting one means.
 pub const RATE_LIMIT_SOURCES: usize = 16_384;
 
+/// How long a new session keeps its place at `max_clients` while its client
+/// has said nothing after its CONNECT; after that it is the first to make
+/// room for a newcomer (see `devices/lifecycle.rs`). Short, so a flood of
+/// silent CONNECTs gives way within a second; long enough that more honest
+/// devices than places, arriving together, do not evict each other before
+/// their first word.
+pub const UNPROVEN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Gateway {
     /// A gateway with no sessions, started at `now`.
     pub fn new(cfg: EngineConfig, now: Instant) -> Self {

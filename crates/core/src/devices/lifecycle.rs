@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use crate::acl::Access;
-use crate::gateway::{Gateway, Origin, Subscriber};
+use crate::gateway::{Gateway, Origin, Subscriber, UNPROVEN_GRACE};
 use crate::session::{ClientState, Handshake, Session, SessionId, Will};
 use crate::stats::DropReason;
 use sngate_wire::v1::{PROTOCOL_ID_V1_2, Packet, ReturnCode, WillTopic};
@@ -327,13 +327,22 @@ impl Gateway {
     }
 
     /// Makes room for a new client at `max_clients` by removing the oldest
-    /// session created by a CONNECT whose client has sent nothing since (a
-    /// silent or spoofed CONNECT holds no lasting place). False if there is
-    /// none. Nothing is sent to its address: it may be a spoofed one.
+    /// session created by a CONNECT whose client has sent nothing since, at
+    /// least [`UNPROVEN_GRACE`] ago (a silent or spoofed CONNECT holds no
+    /// lasting place). False if there is none. Nothing is sent to its
+    /// address: it may be a spoofed one.
     fn evict_unproven(&mut self, now: Instant) -> bool {
-        let Some((_, victim)) = self.unproven.pop_first() else {
+        // The oldest first; none younger than the grace period (an honest
+        // device may take a moment to say its first word, and more honest
+        // devices than `max_clients` must not keep evicting each other).
+        let Some(&(seq, victim)) = self.unproven.first() else {
             return false;
         };
+        let connected_at = self.sessions.get(&victim).map(|s| s.last_seen);
+        if connected_at.is_some_and(|at| now.saturating_duration_since(at) < UNPROVEN_GRACE) {
+            return false;
+        }
+        self.unproven.remove(&(seq, victim));
         if let Some(suppressed) = self.log_gates.unproven_evicted.allow(now) {
             info!(
                 client = %self.client_label(victim),

@@ -1,10 +1,13 @@
 //! No lockout: a CONNECT that is never followed by anything holds no lasting
-//! place. At `max_clients` such sessions are evicted first, oldest first;
-//! keep-alive is capped (`keep_alive_max`) and supervised with the cap.
+//! place. At `max_clients` such sessions are evicted first, oldest first,
+//! once they are [`UNPROVEN_GRACE`] old; keep-alive is capped
+//! (`keep_alive_max`) and supervised with the cap.
 
 use super::*;
+use crate::gateway::UNPROVEN_GRACE;
 
-fn connect_packet(client_id: &str, duration: u16) -> Packet {
+/// A CONNECT (CleanSession = false, no will) for `client_id`.
+pub(super) fn connect_packet(client_id: &str, duration: u16) -> Packet {
     Packet::Connect {
         will: false,
         clean_session: false,
@@ -49,14 +52,38 @@ fn ten_thousand_silent_connects_do_not_lock_a_new_device_out() {
     assert_eq!(h.gw.stats().unproven_evicted, 1);
     assert_eq!(h.gw.stats().sessions_evicted, 1);
     // The flood goes on: the new device, once it has spoken, keeps its
-    // place while the flood evicts its own.
+    // place while the flood evicts its own; the flood's newest, younger
+    // than the grace period, are not evicted for more of it.
     h.send(&device, Packet::PingReq { client_id: None });
     for i in 0..max {
         let from = spoofed(max + i);
         h.send(&from, connect_packet(&format!("more-{i}"), u16::MAX));
     }
     assert_eq!(h.gw.client_state("real"), Some(&ClientState::Active));
-    assert_eq!(h.gw.stats().unproven_evicted, u64::from(max) + 1);
+    assert_eq!(h.gw.stats().unproven_evicted, u64::from(max));
+    assert_eq!(h.gw.stats().limit_hits(LimitHit::MaxClients), 1);
+}
+
+#[test]
+fn a_silent_session_younger_than_the_grace_period_is_not_evicted() {
+    let mut h = Harness::with(EngineConfig {
+        max_clients: 1,
+        ..EngineConfig::default()
+    });
+    let (a, b) = (peer(1), peer(2));
+    h.send(&a, connect_packet("a", 60));
+    // More devices than places arriving together do not evict each other
+    // before they had a moment to speak: the newcomer is refused.
+    let out = h.send(&b, connect_packet("b", 60));
+    assert_eq!(connack(&out, &b), Some(ReturnCode::Congestion));
+    h.advance(UNPROVEN_GRACE - Duration::from_millis(1));
+    let out = h.send(&b, connect_packet("b", 60));
+    assert_eq!(connack(&out, &b), Some(ReturnCode::Congestion));
+    // Silent for the whole grace period: it gives way.
+    h.advance(Duration::from_millis(1));
+    let out = h.send(&b, connect_packet("b", 60));
+    assert_eq!(connack(&out, &b), Some(ReturnCode::Accepted));
+    assert_eq!(h.gw.client_state("a"), None);
 }
 
 #[test]
@@ -69,7 +96,9 @@ fn sessions_that_spoke_stay_and_only_silent_ones_give_way() {
     h.connect(&a, "a", true);
     h.send(&a, Packet::PingReq { client_id: None });
     h.connect(&b, "b", true);
-    // b said nothing after its CONNACK: c takes its place, not a's.
+    // b said nothing after its CONNACK for a second: c takes its place,
+    // not a's.
+    h.advance(UNPROVEN_GRACE);
     let out = h.send(&c, connect_packet("c", 60));
     assert_eq!(connack(&out, &c), Some(ReturnCode::Accepted));
     assert_eq!(h.gw.client_state("b"), None);
@@ -102,6 +131,7 @@ fn a_reconnecting_known_client_is_not_made_evictable() {
     // no new state, so the session keeps its place.
     h.send(&a, connect_packet("a", 60));
     h.connect(&b, "b", true);
+    h.advance(UNPROVEN_GRACE);
     let out = h.send(&c, connect_packet("c", 60));
     assert_eq!(connack(&out, &c), Some(ReturnCode::Accepted));
     assert_eq!(h.gw.client_state("b"), None, "the silent newcomer went");

@@ -1,6 +1,7 @@
 //! The per-source rate limit as the engine applies it: before decoding, per
 //! source address, excess dropped and counted, other sources unaffected.
 
+use super::lockout::connect_packet;
 use super::*;
 
 fn limited(pps: u32, burst: u32) -> Harness {
@@ -199,16 +200,7 @@ fn state_creating_datagrams_from_one_address_are_limited() {
     let mut accepted = 0;
     for port in 0..1000u16 {
         let from = at(addr, 2000 + port);
-        let out = h.send(
-            &from,
-            Packet::Connect {
-                will: false,
-                clean_session: true,
-                protocol_id: 1,
-                duration: 60,
-                client_id: format!("c{port}"),
-            },
-        );
+        let out = h.send(&from, connect_packet(&format!("c{port}"), 60));
         accepted += packets_to(&out, &from).len();
     }
     assert_eq!(accepted, 199);
@@ -226,16 +218,7 @@ fn state_creating_datagrams_from_one_address_are_limited() {
     let accepted = (0..200u16)
         .filter(|i| {
             let from = at(addr, 5000 + i);
-            let out = h.send(
-                &from,
-                Packet::Connect {
-                    will: false,
-                    clean_session: true,
-                    protocol_id: 1,
-                    duration: 60,
-                    client_id: format!("later{i}"),
-                },
-            );
+            let out = h.send(&from, connect_packet(&format!("later{i}"), 60));
             !packets_to(&out, &from).is_empty()
         })
         .count();
