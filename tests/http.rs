@@ -715,6 +715,8 @@ async fn limits_and_the_refusals_at_them_are_on_the_page() {
         ("limits.max_retained_messages", 1.0),
         ("limits.per_source_packets_per_sec", 0.0),
         ("limits.per_source_burst", 200.0),
+        ("limits.per_session_packets_per_sec", 100.0),
+        ("limits.per_session_burst", 200.0),
         ("broker.max_connections", 1.0),
         ("broker.max_packet_bytes", 128.0),
         ("broker.max_inflight_messages", 20.0),

@@ -248,6 +248,11 @@ fn engine_limits(cfg: &EngineConfig) -> Vec<(&'static str, u64)> {
             u64::from(cfg.per_source_packets_per_sec),
         ),
         ("limits.per_source_burst", u64::from(cfg.per_source_burst)),
+        (
+            "limits.per_session_packets_per_sec",
+            u64::from(cfg.per_session_packets_per_sec),
+        ),
+        ("limits.per_session_burst", u64::from(cfg.per_session_burst)),
     ]
 }
 
