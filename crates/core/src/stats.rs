@@ -39,8 +39,9 @@ pub enum DropReason {
     NotAdmitted,
     /// A publish, subscription, will or delivery the ACL refused.
     AclDenied,
-    /// A datagram over its source's rate limit (`per_source_packets_per_sec`),
-    /// dropped before decoding.
+    /// A datagram over its bucket's rate: its session's
+    /// (`per_session_packets_per_sec`), or for what creates state or comes
+    /// from no session its source address's (`per_source_packets_per_sec`).
     RateLimited,
     /// Per-device mode: a device's QoS 1/2 message the upstream broker
     /// refused (the device got a rejecting PUBACK).

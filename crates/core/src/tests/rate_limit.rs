@@ -1,5 +1,7 @@
-//! The per-source rate limit as the engine applies it: before decoding, per
-//! source address, excess dropped and counted, other sources unaffected.
+//! The rate limits as the engine applies them: per source address for what
+//! creates state or comes from no session, per session for the rest; excess
+//! dropped and counted, other sources and sessions unaffected — with the
+//! defaults, a fleet behind one address loses nothing.
 
 use super::lockout::connect_packet;
 use super::*;
