@@ -424,7 +424,7 @@ async fn slow_and_excess_connections_are_bounded() {
     // Wait until the server holds all of them: one more is turned away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
-        let answer = http::get(addr, "/healthz").await;
+        let answer = http::get(addr, "/metrics").await;
         if answer.status == 503 {
             assert_eq!(answer.body, "too many connections\n");
             break;
@@ -435,6 +435,19 @@ async fn slow_and_excess_connections_are_bounded() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Busy is not dead: /healthz still answers its own question, while
+    // everything else is turned away.
+    for _ in 0..5 {
+        let health = http::get(addr, "/healthz").await;
+        assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    }
+    let head = http::raw(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n").await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    let status = http::get(addr, "/status").await;
+    assert_eq!(
+        (status.status, status.body.as_str()),
+        (503, "too many connections\n")
+    );
     // Each slow client is answered 408 and closed once the read timeout
     // has passed.
     let started = tokio::time::Instant::now();
@@ -620,7 +633,11 @@ async fn limits_and_the_refusals_at_them_are_on_the_page() {
         other => panic!("a long id: expected 0x03, got {:?}", other.map(drop)),
     }
     let mut a = connect(gw.addr, "a").await;
-    let _b = connect(gw.addr, "b").await;
+    let mut b = connect(gw.addr, "b").await;
+    // Both speak after their CONNACK (a session that never did would be
+    // evicted to make room).
+    a.ping().await.expect("a's ping");
+    b.ping().await.expect("b's ping");
     congestion(
         sngate::client::Client::connect(gw.addr, common::options("c"))
             .await
@@ -698,6 +715,8 @@ async fn limits_and_the_refusals_at_them_are_on_the_page() {
         ("limits.max_retained_messages", 1.0),
         ("limits.per_source_packets_per_sec", 0.0),
         ("limits.per_source_burst", 200.0),
+        ("limits.per_session_packets_per_sec", 100.0),
+        ("limits.per_session_burst", 200.0),
         ("broker.max_connections", 1.0),
         ("broker.max_packet_bytes", 128.0),
         ("broker.max_inflight_messages", 20.0),

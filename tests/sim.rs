@@ -6,14 +6,12 @@
 
 mod common;
 
-use common::spawn_logged;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{KillOnDrop, connect, start_gateway, start_gateway_with};
+use common::{KillOnDrop, connect, run_binary_gateway, start_gateway, start_gateway_with};
 use sngate::client::ClientError;
 use sngate::proto::{QoS, ReturnCode};
 use sngate::sim::{self, QosReport, SimConfig, SimError, SimLength, SimReport, SleepCycle};
@@ -181,37 +179,6 @@ fn sngate() -> Command {
     c
 }
 
-/// `sngate run --udp 127.0.0.1:0`, and the address it bound (from its log).
-fn run_gateway() -> (KillOnDrop, String) {
-    let mut cmd = sngate();
-    cmd.args([
-        "run",
-        "--udp",
-        "127.0.0.1:0",
-        "--broker",
-        "off",
-        "--state-dir",
-        "off",
-        "--log-format",
-        "text",
-    ])
-    .stdout(Stdio::null());
-    let (child, lines) = spawn_logged(cmd);
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("sngate run says where it listens within 10 s");
-        if line.contains("listening on UDP") {
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .map(|a| a.trim().to_owned())
-                .expect("the bound address in the log");
-            return (child, addr);
-        }
-    }
-}
-
 /// Runs `sngate ARGS` to completion within `within`: (exit code, stdout,
 /// stderr). The child is killed if the deadline passes.
 fn run_bounded(args: &[&str], within: Duration) -> (i32, String, String) {
@@ -262,7 +229,7 @@ fn run_bounded(args: &[&str], within: Duration) -> (i32, String, String) {
 
 #[test]
 fn the_binary_prints_a_json_summary_against_a_running_gateway() {
-    let (_gateway, addr) = run_gateway();
+    let (_gateway, addr) = run_binary_gateway();
     let (code, stdout, stderr) = run_bounded(
         &[
             "sim",
@@ -325,7 +292,7 @@ fn the_binary_prints_a_json_summary_against_a_running_gateway() {
 
 #[test]
 fn the_binary_shows_progress_and_a_text_summary_when_asked() {
-    let (_gateway, addr) = run_gateway();
+    let (_gateway, addr) = run_binary_gateway();
     let (code, stdout, stderr) = run_bounded(
         &[
             "sim",

@@ -79,6 +79,8 @@ impl Config {
             max_retained_bytes: config.limits.max_retained_bytes,
             max_topic_bytes_total: config.limits.max_topic_bytes_total,
             max_subscription_bytes_total: config.limits.max_subscription_bytes_total,
+            per_session_packets_per_sec: config.limits.per_session_packets_per_sec,
+            per_session_burst: config.limits.per_session_burst,
         }
     }
 

@@ -32,8 +32,12 @@ pub struct GatewayConfig {
     /// Keep-alive applied when a client's CONNECT carries 0, in seconds (≥ 1).
     /// 0 would leave such a client never supervised. Default: 3600.
     pub keep_alive_default_secs: u16,
-    /// Largest keep-alive honoured, in seconds; longer requests are clamped.
-    /// Default: 65535.
+    /// Largest keep-alive honoured, in seconds; longer requests are clamped
+    /// and the device is supervised with the clamped value (MQTT-SN v1.2's
+    /// CONNACK cannot tell it: a device asking for more is declared lost
+    /// after 1.1 × this much silence, and its next packet is answered with
+    /// DISCONNECT, so it connects again). Bounds how long a CONNECT that is
+    /// never followed by anything holds a session. Default: 3600.
     pub keep_alive_max_secs: u16,
     /// Longest graceful shutdown on SIGTERM/SIGINT, in seconds: new input is
     /// refused at once, then deliveries in flight to connected devices and
@@ -52,7 +56,7 @@ impl Default for GatewayConfig {
             accept_qos_minus_one: true,
             accept_qos_minus_one_named: true,
             keep_alive_default_secs: 3600,
-            keep_alive_max_secs: 65535,
+            keep_alive_max_secs: 3600,
             shutdown_grace_secs: 5,
         }
     }
@@ -153,15 +157,19 @@ pub struct LimitsConfig {
     pub max_messages_per_wake: usize,
     /// Most retained messages kept. Default: 10000.
     pub max_retained_messages: usize,
-    /// Datagrams per second one source may send, sustained: a UDP source IP
-    /// address (any port), a radio address on a serial dongle, a raw or SLIP
-    /// serial port. Excess datagrams are dropped before decoding and counted
-    /// (`sngate_drops_total{reason="rate_limited"}`), so one flooding address
-    /// cannot starve the others. Devices behind one NAT or one forwarder
-    /// share their address's budget. 0 = no limit. Default: 100.
+    /// Datagrams per second one source address may send, sustained, of
+    /// those that create state or come from no session: CONNECT and SEARCHGW
+    /// from anyone, and anything (a QoS −1 publish, a wake-up from a new
+    /// address, garbage) from a peer with no session. The source is a UDP
+    /// IP address (any port), a radio address on a serial dongle, a raw or
+    /// SLIP serial port. Excess is dropped and counted
+    /// (`sngate_drops_total{reason="rate_limited"}`). Established sessions
+    /// are limited by `per_session_packets_per_sec` instead, so devices
+    /// behind one NAT or forwarder do not share a budget once connected.
+    /// 0 = no limit. Default: 100.
     pub per_source_packets_per_sec: u32,
-    /// Datagrams one source may send at once after being idle (≥ 1 when the
-    /// limit is on). Default: 200.
+    /// Such datagrams one source address may send at once after being idle
+    /// (≥ 1 when the limit is on). Default: 200.
     pub per_source_burst: u32,
     /// Most bytes the retained messages hold together (each counts its
     /// payload and topic name). A retained message beyond it is delivered
@@ -178,6 +186,15 @@ pub struct LimitsConfig {
     /// local MQTT clients) together; a new subscription beyond it is refused
     /// (SUBACK 0x01, local clients 0x80). Default: 4 MiB.
     pub max_subscription_bytes_total: usize,
+    /// Datagrams per second one established session may send, sustained
+    /// (its acknowledgements of the gateway's own messages not counted: they
+    /// are bounded by what the gateway sends). Excess is dropped and counted
+    /// (`sngate_drops_total{reason="rate_limited"}`); other sessions, behind
+    /// the same address or not, are unaffected. 0 = no limit. Default: 100.
+    pub per_session_packets_per_sec: u32,
+    /// Datagrams one session may send at once after being idle (≥ 1 when
+    /// the limit is on). Default: 200.
+    pub per_session_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -200,6 +217,8 @@ impl Default for LimitsConfig {
             max_retained_bytes: 8 * MIB,
             max_topic_bytes_total: 8 * MIB,
             max_subscription_bytes_total: 4 * MIB,
+            per_session_packets_per_sec: 100,
+            per_session_burst: 200,
         }
     }
 }
@@ -306,6 +325,12 @@ impl LimitsConfig {
             return Err(ConfigError::invalid(
                 "limits.per_source_burst",
                 "must be at least 1 while per_source_packets_per_sec is set",
+            ));
+        }
+        if self.per_session_packets_per_sec > 0 && self.per_session_burst == 0 {
+            return Err(ConfigError::invalid(
+                "limits.per_session_burst",
+                "must be at least 1 while per_session_packets_per_sec is set",
             ));
         }
         if self.max_clients == 0 {

@@ -257,6 +257,11 @@ fn engine_limits(cfg: &EngineConfig) -> Vec<(&'static str, u64)> {
             "limits.max_subscription_bytes_total",
             count(cfg.max_subscription_bytes_total),
         ),
+        (
+            "limits.per_session_packets_per_sec",
+            u64::from(cfg.per_session_packets_per_sec),
+        ),
+        ("limits.per_session_burst", u64::from(cfg.per_session_burst)),
     ]
 }
 

@@ -182,6 +182,11 @@ impl Collect for EngineFigures {
             "Offline sessions removed to make room at max_clients.",
         )
         .value(s.sessions_evicted);
+        out.counter(
+            "sngate_sessions_evicted_unproven_total",
+            "Of those, sessions whose client sent nothing after its CONNECT (evicted first).",
+        )
+        .value(s.unproven_evicted);
         out.gauge("sngate_subscriptions", "Device subscriptions.")
             .value(g.subscriptions);
         out.gauge("sngate_retained_messages", "Retained messages stored.")

@@ -4,8 +4,11 @@
 //! everything around it is here, with strict limits so that no client can
 //! make it hold memory or a task for long:
 //!
-//! - at most [`Limits::max_connections`] connections at once; one more is
-//!   answered `503` and closed at once;
+//! - at most [`Limits::max_connections`] connections at once; beyond that,
+//!   as many again are read for [`BUSY_READ`]: a `/healthz` among them is
+//!   still answered (a liveness probe must not read "busy" as "dead"),
+//!   anything else gets `503` "too many connections"; beyond those, closed
+//!   at once;
 //! - the whole request head within [`Limits::read_timeout`] (a slow-loris
 //!   client gets `408` and is closed), at most [`Limits::max_request_bytes`]
 //!   and [`Limits::max_headers`] headers (else `431`);
@@ -127,10 +130,11 @@ async fn accept_loop(listener: TcpListener, queries: QueryHandle, limits: Limits
                 });
             }
             Err(_) => {
-                debug!(%peer, "HTTP: too many connections; refused");
+                debug!(%peer, "HTTP: too many connections; only /healthz is answered");
                 if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                    let queries = queries.clone();
                     tokio::spawn(async move {
-                        refuse(stream).await;
+                        refuse(stream, &queries, &limits).await;
                         drop(permit);
                     });
                 }
@@ -139,14 +143,31 @@ async fn accept_loop(listener: TcpListener, queries: QueryHandle, limits: Limits
     }
 }
 
-/// Answers 503 to a connection beyond the limit, within [`BUSY_READ`] and
-/// a write that never waits (a fresh socket's buffer takes it).
-async fn refuse(mut stream: TcpStream) {
-    let mut buf = [0u8; 1024];
-    let _ = tokio::time::timeout(BUSY_READ, stream.read(&mut buf)).await;
+/// A connection beyond the limit: its request is read within
+/// [`BUSY_READ`] (at most [`BUSY_REQUEST_BYTES`]); `/healthz` is answered
+/// as always (the engine's answer, bounded by `engine_timeout`), anything
+/// else gets 503 "too many connections", written without waiting (a fresh
+/// socket's buffer takes it).
+async fn refuse(mut stream: TcpStream, queries: &QueryHandle, limits: &Limits) {
+    let head = read_head_within(
+        &mut stream,
+        BUSY_REQUEST_BYTES,
+        limits.max_headers,
+        BUSY_READ,
+    )
+    .await;
+    if let Head::Get { path, head_only } = head
+        && path == "/healthz"
+    {
+        let response = route(&path, queries, limits).await;
+        return answer(stream, response, head_only, limits).await;
+    }
     let _ = stream.try_write(BUSY);
     let _ = tokio::time::timeout(BUSY_READ, stream.shutdown()).await;
 }
+
+/// The largest request head read from a connection beyond the limit.
+const BUSY_REQUEST_BYTES: usize = 1024;
 
 /// A response: status, content type, body.
 struct Response {
@@ -206,6 +227,12 @@ async fn serve(mut stream: TcpStream, queries: &QueryHandle, limits: &Limits) {
         Head::Refused(status) => (Response::text(status, "bad request\n"), false),
         Head::Get { path, head_only } => (route(&path, queries, limits).await, head_only),
     };
+    answer(stream, response, head_only, limits).await;
+}
+
+/// Writes `response` (its head only for HEAD) within `write_timeout`, then
+/// closes.
+async fn answer(mut stream: TcpStream, response: Response, head_only: bool, limits: &Limits) {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
         response.status,
@@ -233,12 +260,29 @@ async fn serve(mut stream: TcpStream, queries: &QueryHandle, limits: &Limits) {
 }
 
 async fn read_head(stream: &mut TcpStream, limits: &Limits) -> Head {
-    let deadline = Instant::now() + limits.read_timeout;
-    let mut buf = vec![0u8; limits.max_request_bytes];
+    read_head_within(
+        stream,
+        limits.max_request_bytes,
+        limits.max_headers,
+        limits.read_timeout,
+    )
+    .await
+}
+
+/// Reads a request head of at most `max_bytes` and `max_headers` within
+/// `timeout`.
+async fn read_head_within(
+    stream: &mut TcpStream,
+    max_bytes: usize,
+    max_headers: usize,
+    timeout: Duration,
+) -> Head {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; max_bytes];
     let mut filled = 0;
     loop {
         if filled > 0 {
-            match parse(buf.get(..filled).unwrap_or_default(), limits.max_headers) {
+            match parse(buf.get(..filled).unwrap_or_default(), max_headers) {
                 Some(head) => return head,
                 None if filled == buf.len() => return Head::Refused(431),
                 None => {}

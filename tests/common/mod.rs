@@ -293,3 +293,36 @@ pub fn logged_addr(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> S
         .and_then(|a| a.trim().parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
+
+/// The real `sngate run` with the default configuration but for an
+/// ephemeral 127.0.0.1 UDP port, no embedded broker and no store, and the
+/// address it bound (from its log).
+pub fn run_binary_gateway() -> (KillOnDrop, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sngate"));
+    cmd.args([
+        "run",
+        "--udp",
+        "127.0.0.1:0",
+        "--broker",
+        "off",
+        "--state-dir",
+        "off",
+        "--log-format",
+        "text",
+    ])
+    .env_remove("RUST_LOG")
+    .env_remove("SNGATE_CONFIG")
+    .stdout(std::process::Stdio::null());
+    let (child, lines) = spawn_logged(cmd);
+    let addr = logged_addr(&lines, "listening on UDP").to_string();
+    (child, addr)
+}
+
+/// The gateway's `/metrics` page, straight from its engine task.
+pub async fn metrics_page(queries: &QueryHandle) -> String {
+    queries
+        .metrics(Duration::from_secs(2))
+        .await
+        .expect("metrics")
+        .render()
+}

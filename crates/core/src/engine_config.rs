@@ -35,7 +35,9 @@ pub struct EngineConfig {
     pub accept_qos_minus_one_named: bool,
     /// Keep-alive applied when a client asks for 0 (trap T-21).
     pub keep_alive_default: Duration,
-    /// Longest keep-alive honoured; longer requests are capped.
+    /// Longest keep-alive honoured; longer requests are capped, and the
+    /// device is supervised with the capped value (v1.2 has no way to tell
+    /// it: its CONNACK carries none).
     pub keep_alive_max: Duration,
     /// T_RETRY: wait for an acknowledgement before retransmitting.
     pub retry_interval: Duration,
@@ -75,11 +77,13 @@ pub struct EngineConfig {
     pub max_messages_per_wake: usize,
     /// Most retained messages.
     pub max_retained_messages: usize,
-    /// Datagrams per second each source (UDP IP address, radio address,
-    /// serial port) may send, sustained; excess is dropped before decoding
-    /// and counted as `rate_limited`. 0 = no limit.
+    /// Datagrams per second each source address (UDP IP address, radio
+    /// address, serial port) may send, sustained, of those that create
+    /// state or come from no session (CONNECT, SEARCHGW, anything from a
+    /// peer with no session); excess is dropped and counted as
+    /// `rate_limited`. 0 = no limit. See `core::rate_limit`.
     pub per_source_packets_per_sec: u32,
-    /// Datagrams a source may send at once after being idle.
+    /// Such datagrams a source address may send at once after being idle.
     pub per_source_burst: u32,
     /// Pre-defined topics: (id, name).
     pub predefined_topics: Vec<(u16, String)>,
@@ -112,6 +116,13 @@ pub struct EngineConfig {
     /// Most bytes of subscription filters every client (device or local)
     /// holds together; a new subscription beyond it is refused.
     pub max_subscription_bytes_total: usize,
+    /// Datagrams per second each established session may send, sustained
+    /// (acknowledgements of the gateway's own messages not counted); excess
+    /// is dropped and counted as `rate_limited`, other sessions behind the
+    /// same address unaffected. 0 = no limit.
+    pub per_session_packets_per_sec: u32,
+    /// Datagrams a session may send at once after being idle.
+    pub per_session_burst: u32,
 }
 
 impl Default for EngineConfig {
@@ -123,7 +134,7 @@ impl Default for EngineConfig {
             accept_qos_minus_one: true,
             accept_qos_minus_one_named: true,
             keep_alive_default: Duration::from_secs(3600),
-            keep_alive_max: Duration::from_secs(u64::from(u16::MAX)),
+            keep_alive_max: Duration::from_secs(3600),
             retry_interval: Duration::from_secs(10),
             max_retries: 3,
             will_handshake_timeout: Duration::from_secs(10),
@@ -153,6 +164,8 @@ impl Default for EngineConfig {
             max_retained_bytes: 8 << 20,
             max_topic_bytes_total: 8 << 20,
             max_subscription_bytes_total: 4 << 20,
+            per_session_packets_per_sec: 100,
+            per_session_burst: 200,
         }
     }
 }

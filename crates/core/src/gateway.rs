@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::engine_config::EngineConfig;
 use super::local::{LocalDelivery, LocalSessions};
 use super::output::{Output, UpstreamCommand};
 use super::peer::Peer;
 use super::persist::Persistence;
-use super::rate_limit::{RateLimit, SourceLimiter};
+use super::policy::log_gate::LogGates;
+use super::rate_limit::{Budget, RateLimit, SourceLimiter, budget_for};
 use super::retained::RetainedStore;
 use super::router::SubscriptionTrie;
 use super::session::{ClientState, Delivery, Session, SessionId};
@@ -158,15 +159,32 @@ pub struct Gateway {
     pub(super) stats: Stats,
     /// Shutting down: only acknowledgements are taken (see `drain.rs`).
     pub(super) draining: bool,
-    /// Per-source token buckets, checked before decoding.
+    /// Per-address token buckets for what creates state or comes from no
+    /// session (sessions hold their own).
     limiter: SourceLimiter,
     /// Bytes of topic names in every device's topic table.
     pub(super) topic_bytes: super::topic_table::TopicBytes,
+    /// Newly created sessions whose client has sent nothing since their
+    /// CONNECT, by (connect sequence, id): evicted first, oldest first, at
+    /// `max_clients` (see `on_connect`).
+    pub(super) unproven: BTreeSet<(u64, SessionId)>,
+    /// Numbers the entries of `unproven` in CONNECT order.
+    pub(super) connect_seq: u64,
+    /// At most one log line per period for the refusals input can repeat.
+    pub(super) log_gates: LogGates,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
 /// see `core::rate_limit` for what forgetting one means.
 pub const RATE_LIMIT_SOURCES: usize = 16_384;
+
+/// How long a new session keeps its place at `max_clients` while its client
+/// has said nothing after its CONNECT; after that it is the first to make
+/// room for a newcomer (see `devices/lifecycle.rs`). Short, so a flood of
+/// silent CONNECTs gives way within a second; long enough that more honest
+/// devices than places, arriving together, do not evict each other before
+/// their first word.
+pub const UNPROVEN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Gateway {
     /// A gateway with no sessions, started at `now`.
@@ -198,6 +216,9 @@ impl Gateway {
             draining: false,
             limiter: SourceLimiter::new(RATE_LIMIT_SOURCES),
             topic_bytes: Default::default(),
+            unproven: BTreeSet::new(),
+            connect_seq: 0,
+            log_gates: LogGates::default(),
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
@@ -270,15 +291,12 @@ impl Gateway {
     // ----- inputs -----
 
     /// A datagram (or serial frame) arrived from `peer`.
+    ///
+    /// Decoded first (bounded by its size, which is checked before), then
+    /// charged to its session's bucket or its source address's (see
+    /// `core::rate_limit`), then handled.
     pub fn handle_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
         self.stats.datagrams_in += 1;
-        let limit = RateLimit {
-            packets_per_sec: self.cfg.per_source_packets_per_sec,
-            burst: self.cfg.per_source_burst,
-        };
-        if !self.limiter.admit(now, &peer.link, limit) {
-            return self.stats.drop(DropReason::RateLimited);
-        }
         // `max_packet_bytes` bounds the MQTT-SN message (inside a forwarder's
         // wrapper, if any): every name and payload a device can make the
         // gateway hold, and every message the bridge's room is counted in.
@@ -289,20 +307,54 @@ impl Gateway {
         if bytes.len() > self.cfg.max_packet_bytes + proto::MAX_ENCAPSULATION_OVERHEAD {
             return too_large(self, &peer, bytes.len());
         }
-        match proto::decode(bytes) {
+        // Who it is from (a forwarded node is a peer of its own), what it
+        // is, and how long the MQTT-SN message is.
+        let (from, decoded) = match proto::decode(bytes) {
             Ok(Packet::Encapsulated { node_id, inner, .. }) => {
                 let wrapper = proto::header::total_len_for(2 + node_id.len());
                 let inner_len = bytes.len().saturating_sub(wrapper);
-                if inner_len > self.cfg.max_packet_bytes {
-                    return too_large(self, &peer, inner_len);
-                }
-                let forwarded = peer.forwarded(node_id);
-                self.handle_packet(now, forwarded, *inner);
+                (peer.forwarded(node_id), Ok((*inner, inner_len)))
             }
-            Ok(_) if bytes.len() > self.cfg.max_packet_bytes => too_large(self, &peer, bytes.len()),
-            Ok(packet) => self.handle_packet(now, peer, packet),
-            Err(err) => self.on_decode_error(peer, err),
+            Ok(packet) => (peer, Ok((packet, bytes.len()))),
+            Err(err) => (peer, Err(err)),
+        };
+        if !self.admit(now, &from, decoded.as_ref().ok().map(|(p, _)| p)) {
+            return self.stats.drop(DropReason::RateLimited);
         }
+        match decoded {
+            Ok((_, len)) if len > self.cfg.max_packet_bytes => too_large(self, &from, len),
+            Ok((packet, _)) => self.handle_packet(now, from, packet),
+            Err(err) => self.on_decode_error(from, err),
+        }
+    }
+
+    /// Charges a datagram from `from` to its bucket: its session's, or its
+    /// source address's for what creates state or comes from no session
+    /// (`core::rate_limit`). False: over the limit, to be dropped.
+    fn admit(&mut self, now: Instant, from: &Peer, packet: Option<&Packet>) -> bool {
+        let sid = self.by_peer.get(from).copied();
+        let admitted = match budget_for(packet, sid.is_some()) {
+            Budget::Free => true,
+            Budget::Session => {
+                let limit = RateLimit {
+                    packets_per_sec: self.cfg.per_session_packets_per_sec,
+                    burst: self.cfg.per_session_burst,
+                };
+                sid.and_then(|sid| self.sessions.get_mut(&sid))
+                    .is_none_or(|s| s.rate.take(now, limit))
+            }
+            Budget::Address => {
+                let limit = RateLimit {
+                    packets_per_sec: self.cfg.per_source_packets_per_sec,
+                    burst: self.cfg.per_source_burst,
+                };
+                self.limiter.admit(now, &from.link, limit)
+            }
+        };
+        if !admitted && let Some(suppressed) = self.log_gates.rate_limited.allow(now) {
+            info!(peer = %from, session = sid.is_some(), suppressed, "rate limit: dropping datagrams (counted as rate_limited)");
+        }
+        admitted
     }
 
     /// A decoded packet arrived from `peer`.

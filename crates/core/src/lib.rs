@@ -36,7 +36,6 @@
 //!   and the chaos test share, which panics by design on a violated
 //!   invariant and so never ships in a default build.
 
-
 #[cfg(feature = "fuzzing")]
 pub mod chaos;
 mod devices;

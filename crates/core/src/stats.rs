@@ -39,8 +39,9 @@ pub enum DropReason {
     NotAdmitted,
     /// A publish, subscription, will or delivery the ACL refused.
     AclDenied,
-    /// A datagram over its source's rate limit (`per_source_packets_per_sec`),
-    /// dropped before decoding.
+    /// A datagram over its bucket's rate: its session's
+    /// (`per_session_packets_per_sec`), or for what creates state or comes
+    /// from no session its source address's (`per_source_packets_per_sec`).
     RateLimited,
     /// Per-device mode: a device's QoS 1/2 message the upstream broker
     /// refused (the device got a rejecting PUBACK).
@@ -48,11 +49,14 @@ pub enum DropReason {
     /// Per-device mode: a message on a device's upstream session that
     /// matches none of its subscriptions.
     NoSubscription,
+    /// A publish or will to `$SYS/…` from a device or a local client: the
+    /// broker's own topics.
+    SysReserved,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -70,6 +74,7 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::UpstreamRefused,
         DropReason::NoSubscription,
+        DropReason::SysReserved,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -92,6 +97,7 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::UpstreamRefused => "upstream_refused",
             DropReason::NoSubscription => "no_subscription",
+            DropReason::SysReserved => "sys_reserved",
         }
     }
 
@@ -197,6 +203,9 @@ pub struct Stats {
     /// Disconnected or lost sessions removed to make room for a new client
     /// at `max_clients`.
     pub sessions_evicted: u64,
+    /// Of `sessions_evicted`, sessions whose client never sent anything
+    /// after its CONNECT (evicted first, oldest first).
+    pub unproven_evicted: u64,
     /// PUBLISH messages accepted from devices by QoS, indexed by
     /// [`qos_index`] (−1, 0, 1, 2); they add up to `publishes_in`.
     pub publishes_in_by_qos: [u64; 4],

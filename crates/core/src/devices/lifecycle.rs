@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use crate::acl::Access;
-use crate::gateway::{Gateway, Origin, Subscriber};
+use crate::gateway::{Gateway, Origin, Subscriber, UNPROVEN_GRACE};
 use crate::session::{ClientState, Handshake, Session, SessionId, Will};
 use crate::stats::DropReason;
 use sngate_wire::v1::{PROTOCOL_ID_V1_2, Packet, ReturnCode, WillTopic};
@@ -20,6 +20,7 @@ impl Gateway {
     /// Every packet from a peer that has a session.
     pub(crate) fn handle_session_packet(&mut self, now: Instant, sid: SessionId, packet: Packet) {
         self.touch(sid);
+        self.prove(sid);
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -213,7 +214,11 @@ impl Gateway {
             return self.refuse_not_admitted(peer, &client_id);
         }
         let existing = self.by_client.get(client_id.as_str()).copied();
-        if existing.is_none() && self.sessions.len() >= self.cfg.max_clients && !self.evict_one() {
+        if existing.is_none()
+            && self.sessions.len() >= self.cfg.max_clients
+            && !self.evict_unproven(now)
+            && !self.evict_one()
+        {
             self.stats.limit_hit(crate::stats::LimitHit::MaxClients);
             return refuse(self, peer, "max_clients reached", ReturnCode::Congestion);
         }
@@ -243,6 +248,7 @@ impl Gateway {
                 );
                 self.sessions.insert(sid, session);
                 self.by_client.insert(client_id, sid);
+                self.mark_unproven(sid);
                 sid
             }
         };
@@ -299,6 +305,58 @@ impl Gateway {
         } else {
             self.complete_connect(now, sid);
         }
+    }
+
+    /// A new session holds its place at `max_clients` only once its client
+    /// has shown it hears the gateway: until then it is first to go.
+    fn mark_unproven(&mut self, sid: SessionId) {
+        self.connect_seq += 1;
+        let seq = self.connect_seq;
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.unproven = Some(seq);
+            self.unproven.insert((seq, sid));
+        }
+    }
+
+    /// The session's client sent something after its CONNECT: it is no
+    /// longer first to be evicted.
+    pub(crate) fn prove(&mut self, sid: SessionId) {
+        if let Some(seq) = self.sessions.get_mut(&sid).and_then(|s| s.unproven.take()) {
+            self.unproven.remove(&(seq, sid));
+        }
+    }
+
+    /// Makes room for a new client at `max_clients` by removing the oldest
+    /// session created by a CONNECT whose client has sent nothing since, at
+    /// least [`UNPROVEN_GRACE`] ago (a silent or spoofed CONNECT holds no
+    /// lasting place). False if there is none. Nothing is sent to its
+    /// address: it may be a spoofed one.
+    fn evict_unproven(&mut self, now: Instant) -> bool {
+        // The oldest first; none younger than the grace period (an honest
+        // device may take a moment to say its first word, and more honest
+        // devices than `max_clients` must not keep evicting each other).
+        let Some(&(seq, victim)) = self.unproven.first() else {
+            return false;
+        };
+        let connected_at = self.sessions.get(&victim).map(|s| s.last_seen);
+        if connected_at.is_some_and(|at| now.saturating_duration_since(at) < UNPROVEN_GRACE) {
+            return false;
+        }
+        self.unproven.remove(&(seq, victim));
+        if let Some(suppressed) = self.log_gates.unproven_evicted.allow(now) {
+            info!(
+                client = %self.client_label(victim),
+                suppressed,
+                "max_clients reached: evicting the oldest session that never answered its CONNACK"
+            );
+        }
+        self.stats.sessions_evicted += 1;
+        self.stats.unproven_evicted += 1;
+        if let Some(s) = self.sessions.get_mut(&victim) {
+            s.unproven = None;
+        }
+        self.remove_session(victim);
+        true
     }
 
     /// Makes room for a new client at `max_clients` by removing the least
@@ -684,6 +742,7 @@ impl Gateway {
 
     /// Removes a session and everything that refers to it.
     pub(crate) fn remove_session(&mut self, sid: SessionId) {
+        self.prove(sid); // out of the eviction order
         self.close_upstream_session(sid, false);
         if let Some(s) = self.sessions.get(&sid) {
             let key = crate::persist::ClientKey {

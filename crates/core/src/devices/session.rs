@@ -216,6 +216,11 @@ pub struct Session {
     /// How long the session outlives its client once disconnected or lost
     /// (`None`: forever); set at CONNECT, `Some(0)` for a clean session.
     pub expiry: Option<Duration>,
+    /// The session's own rate-limit bucket (`core::rate_limit`).
+    pub rate: crate::rate_limit::TokenBucket,
+    /// Created by a CONNECT whose client has sent nothing since: its place
+    /// in the engine's eviction order (first to go at `max_clients`).
+    pub unproven: Option<u64>,
 }
 
 /// How many unreleased inbound QoS 2 ids a session remembers. v1.2 allows one
@@ -251,6 +256,8 @@ impl Session {
             awaiting_upstream_ack: None,
             connection: 0,
             expiry: Some(Duration::ZERO),
+            rate: crate::rate_limit::TokenBucket::default(),
+            unproven: None,
         }
     }
 

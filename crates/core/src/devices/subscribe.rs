@@ -187,7 +187,9 @@ impl Gateway {
         if is_new {
             let refs = self.filter_refs.entry(filter.to_owned()).or_insert(0);
             *refs += 1;
-            if *refs == 1 && self.cfg.upstream {
+            // `$SYS` is the gateway's own (its broker's status), never the
+            // upstream broker's: not bridged.
+            if *refs == 1 && self.cfg.upstream && !crate::policy::is_sys(filter) {
                 self.upstream(UpstreamCommand::Subscribe {
                     filter: filter.to_owned(),
                     qos: 2,
@@ -222,7 +224,7 @@ impl Gateway {
         };
         if last {
             self.filter_refs.remove(filter);
-            if self.cfg.upstream {
+            if self.cfg.upstream && !crate::policy::is_sys(filter) {
                 self.upstream(UpstreamCommand::Unsubscribe {
                     filter: filter.to_owned(),
                 });

@@ -3,6 +3,12 @@
 //! subscribe, will and delivery, each denial counted as
 //! [`DropReason::AclDenied`] and logged. With no ACL configured every check
 //! passes without looking anything up.
+//!
+//! Before any ACL, one rule no configuration changes: `$SYS/…` belongs to
+//! the broker. A publish or will there from a device or a local MQTT
+//! client is refused, counted as [`DropReason::SysReserved`] and logged
+//! (at the 1st, 2nd, 4th… refusal), so no client can pass its message off
+//! as the gateway's own status.
 
 use tracing::{debug, info};
 
@@ -20,6 +26,9 @@ impl Gateway {
         access: Access,
         what: &str,
     ) -> bool {
+        if access == Access::Write && self.sys_refused(topic, what) {
+            return false;
+        }
         let Some(acl) = self.cfg.acl.clone() else {
             return true;
         };
@@ -46,6 +55,9 @@ impl Gateway {
     /// May a QoS −1 publish (no session, so anonymous and with no client
     /// id: only the anonymous `topic` rules can allow it) go to `topic`?
     pub(crate) fn acl_check_anonymous_write(&mut self, topic: &str) -> bool {
+        if self.sys_refused(topic, "QoS -1 publish") {
+            return false;
+        }
         let Some(acl) = self.cfg.acl.clone() else {
             return true;
         };
@@ -73,6 +85,19 @@ impl Gateway {
             self.stats.drop(DropReason::AclDenied);
         }
         allowed
+    }
+
+    /// Is `topic` the broker's (`$SYS` or under it)? Then a client's write
+    /// there is refused: counted and logged.
+    fn sys_refused(&mut self, topic: &str, what: &str) -> bool {
+        if !is_sys(topic) {
+            return false;
+        }
+        self.stats.drop(DropReason::SysReserved);
+        if let Some(total) = self.log_gates.sys_refused.allow() {
+            info!(%topic, what, total, "refused: $SYS/ belongs to the broker");
+        }
+        true
     }
 
     fn acl_denied(&mut self, who: Subscriber, topic: &str, what: &str) {
@@ -104,4 +129,9 @@ impl Gateway {
             }
         }
     }
+}
+
+/// `$SYS` and every topic under it (a filter too: `$SYS/#`, `$SYS/+/x`).
+pub(crate) fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
 }

@@ -1,27 +1,47 @@
-//! Per-source packet rate limiting: a token bucket per link source, checked
-//! before a datagram is decoded, so one flooding address cannot starve the
-//! others of the engine's time. Owned here because the engine reads no clock:
-//! buckets refill from the `now` the caller passes, so the limiter is as
-//! deterministic (and as testable with a virtual clock) as the rest of `core/`.
+//! Fair admission: two kinds of token bucket, refilled from the `now` the
+//! caller passes (the engine reads no clock, so the limiter is as
+//! deterministic, and as testable with a virtual clock, as the rest of
+//! `core/`).
 //!
-//! A source is the link address without its port: the IP address for UDP
-//! (a flooder cannot dodge the limit by changing its source port), the radio
-//! address on a serial dongle, the port itself on a raw or SLIP link. Devices
-//! behind a forwarder share their forwarder's bucket (the node id is inside
-//! the datagram, and the check comes before decoding).
+//! - **A bucket per established session** ([`TokenBucket`], held by the
+//!   session itself): every datagram from a peer that has a session is
+//!   charged to that session alone, so a device flooding from one port of an
+//!   address cannot starve another device behind the same address (a NAT, a
+//!   forwarder, a test host). Acknowledgements of what the gateway sent
+//!   (PUBACK, PUBREC, PUBCOMP, REGACK, PINGRESP) are not charged: the
+//!   gateway has at most one message in flight per session, so an honest
+//!   device's acknowledgements are bounded by what the gateway sends, and
+//!   one the gateway did not ask for is dropped as unmatched at about the
+//!   cost of the check.
+//! - **A bucket per source address** ([`SourceLimiter`]) for the datagrams
+//!   that create state or come from no session: CONNECT and SEARCHGW from
+//!   anyone, and everything (a wake-up PINGREQ from a new address, a QoS −1
+//!   publish, garbage) from a peer with no session. These are what a flood
+//!   of spoofed or silent clients is made of, so they are what an address
+//!   is limited in; its established devices are not affected.
 //!
-//! Memory is bounded whatever the number of (spoofed) sources: the table is
-//! two generations of at most `capacity / 2` entries each. A source seen in
-//! the older generation moves to the newer one; when the newer one is full,
-//! the older one is forgotten. A forgotten source starts again with a full
-//! bucket, which is what an idle source would have anyway; a busy source is
-//! touched on every datagram and so stays in the newer generation.
+//! [`budget_for`] says which bucket a decoded datagram is charged to.
+//!
+//! A source address is the link address without its port: the IP address
+//! for UDP (a flooder cannot dodge the limit by changing its source port),
+//! the radio address on a serial dongle, the port itself on a raw or SLIP
+//! link. Devices behind a forwarder share their forwarder's address bucket
+//! until they have a session, then each has its own.
+//!
+//! Memory is bounded whatever the number of (spoofed) sources: the address
+//! table is two generations of at most `capacity / 2` entries each. A source
+//! seen in the older generation moves to the newer one; when the newer one
+//! is full, the older one is forgotten. A forgotten source starts again with
+//! a full bucket, which is what an idle source would have anyway; a busy
+//! source is touched on every datagram and so stays in the newer generation.
+//! Session buckets live and die with their sessions (at most `max_clients`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::peer::LinkAddr;
+use sngate_wire::v1::Packet;
 
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,11 +64,39 @@ impl SourceKey {
     }
 }
 
-/// One source's bucket: tokens in millionths, and when it was last refilled.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
+/// One token bucket: tokens in millionths, and when it was last refilled
+/// (`None`: never used, so full).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenBucket {
     micros: u64,
-    at: Instant,
+    at: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// Takes a token at `now` under `limit` if there is one. Always true
+    /// when the limit is off.
+    pub fn take(&mut self, now: Instant, limit: RateLimit) -> bool {
+        if limit.packets_per_sec == 0 {
+            return true;
+        }
+        let full = u64::from(limit.burst.max(1)) * TOKEN;
+        let (micros, at) = match self.at {
+            None => (full, now),
+            Some(at) => (self.micros, at),
+        };
+        // Refill for the time passed (a clock that went back refills nothing).
+        let elapsed = now.saturating_duration_since(at);
+        self.at = Some(at.max(now));
+        self.micros = micros
+            .saturating_add(refill(elapsed, limit.packets_per_sec))
+            .min(full);
+        if self.micros >= TOKEN {
+            self.micros -= TOKEN;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The limiter's settings.
@@ -60,11 +108,11 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// The per-source token buckets. See the module documentation.
+/// The per-address token buckets. See the module documentation.
 #[derive(Debug)]
 pub struct SourceLimiter {
-    current: HashMap<SourceKey, Bucket>,
-    previous: HashMap<SourceKey, Bucket>,
+    current: HashMap<SourceKey, TokenBucket>,
+    previous: HashMap<SourceKey, TokenBucket>,
     generation_cap: usize,
 }
 
@@ -93,33 +141,47 @@ impl SourceLimiter {
             return true;
         }
         let key = SourceKey::of(link);
-        let full = u64::from(limit.burst.max(1)) * TOKEN;
         let bucket = match self.current.get_mut(&key) {
             Some(b) => b,
             None => {
-                let moved = self.previous.remove(&key).unwrap_or(Bucket {
-                    micros: full,
-                    at: now,
-                });
+                let moved = self.previous.remove(&key).unwrap_or_default();
                 if self.current.len() >= self.generation_cap {
                     self.previous = std::mem::take(&mut self.current);
                 }
                 self.current.entry(key).or_insert(moved)
             }
         };
-        // Refill for the time passed (a clock that went back refills nothing).
-        let elapsed = now.saturating_duration_since(bucket.at);
-        bucket.at = bucket.at.max(now);
-        bucket.micros = bucket
-            .micros
-            .saturating_add(refill(elapsed, limit.packets_per_sec))
-            .min(full);
-        if bucket.micros >= TOKEN {
-            bucket.micros -= TOKEN;
-            true
-        } else {
-            false
-        }
+        bucket.take(now, limit)
+    }
+}
+
+/// Which bucket a datagram is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// The sender's session's own bucket.
+    Session,
+    /// The sender's source address's bucket (state-creating datagrams, and
+    /// everything from a peer with no session).
+    Address,
+    /// None: an acknowledgement from a session (bounded by what the gateway
+    /// sent it).
+    Free,
+}
+
+/// The bucket for a datagram that decoded to `packet` (`None`: it did not
+/// decode) from a peer that has a session (`established`) or not.
+pub fn budget_for(packet: Option<&Packet>, established: bool) -> Budget {
+    match packet {
+        Some(Packet::Connect { .. } | Packet::SearchGw { .. }) => Budget::Address,
+        _ if !established => Budget::Address,
+        Some(
+            Packet::PubAck { .. }
+            | Packet::PubRec { .. }
+            | Packet::PubComp { .. }
+            | Packet::RegAck { .. }
+            | Packet::PingResp,
+        ) => Budget::Free,
+        _ => Budget::Session,
     }
 }
 

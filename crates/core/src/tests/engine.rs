@@ -56,6 +56,9 @@ fn connect_beyond_max_clients_gets_congestion() {
         ..EngineConfig::default()
     });
     h.connect(&peer(1), "one", true);
+    // "one" shows it hears the gateway (a session that never did would be
+    // evicted to make room: see the lockout tests).
+    h.send(&peer(1), Packet::PingReq { client_id: None });
     let out = h.send(
         &peer(2),
         Packet::Connect {

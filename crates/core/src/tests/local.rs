@@ -757,6 +757,131 @@ fn sys_messages_reach_local_sys_subscribers_only() {
     );
 }
 
+#[test]
+fn a_local_publish_to_sys_is_refused_counted_and_never_retained() {
+    let mut h = bridged();
+    let (p, sys) = (conn(1), conn(2));
+    h.local_connect(sys, "sys", true, None);
+    h.local_subscribe(sys, 1, "$SYS/#", 0);
+    h.local_connect(p, "forger", true, None);
+    for (pkid, topic) in [(1, "$SYS/broker/version"), (2, "$SYS")] {
+        let out = h.local(
+            p,
+            LocalInput::Publish {
+                pkid,
+                topic: topic.to_owned(),
+                payload: b("forged"),
+                qos: 1,
+                retain: true,
+            },
+        );
+        // MQTT 3.1.1 has no refusing PUBACK: acknowledged, and dropped.
+        assert_eq!(
+            actions_to(&out, p),
+            vec![LocalAction::Ack { pkid, qos: 1 }],
+            "{out:?}"
+        );
+        assert!(delivered_to(&out, sys).is_empty(), "{out:?}");
+        assert!(upstream(&out).is_empty(), "{out:?}");
+    }
+    assert_eq!(h.gw.stats().drops(DropReason::SysReserved), 2);
+    assert_eq!(h.gw.stats().local_in, 0);
+    // Not retained: a later `$SYS` subscriber gets nothing.
+    let later = conn(3);
+    h.local_connect(later, "later", true, None);
+    let out = h.local_subscribe(later, 1, "$SYS/#", 0);
+    assert!(delivered_to(&out, later).is_empty(), "{out:?}");
+    // `$SYSTEM` is an ordinary topic.
+    let out = h.local(p, lpublish(3, "$SYSTEM/x", "ok", 0));
+    assert_eq!(upstream_publishes(&out), vec![("$SYSTEM/x".to_owned(), 0)]);
+}
+
+#[test]
+fn a_device_publish_or_will_to_sys_is_refused() {
+    let mut h = bridged();
+    let sys = conn(1);
+    h.local_connect(sys, "sys", true, None);
+    h.local_subscribe(sys, 1, "$SYS/#", 0);
+    let d = peer(10);
+    h.connect(&d, "dev", true);
+    let id = h.register(&d, 1, "$SYS/broker/version");
+    let out = h.send(&d, publish(QoS::AtLeastOnce, TopicRef::Id(id), 2, "forged"));
+    assert_eq!(
+        packets_to(&out, &d),
+        vec![Packet::PubAck {
+            topic_id: id,
+            msg_id: 2,
+            return_code: ReturnCode::NotSupported
+        }]
+    );
+    assert!(delivered_to(&out, sys).is_empty(), "{out:?}");
+    assert!(upstream(&out).is_empty(), "{out:?}");
+    // QoS -1 with the topic name inline (Paho's form).
+    let out = h.send(
+        &peer(11),
+        Packet::PublishNamedMinusOne {
+            dup: false,
+            msg_id: 0,
+            retain: true,
+            topic_name: "$SYS/broker/uptime".into(),
+            payload: b("forged"),
+        },
+    );
+    assert!(delivered_to(&out, sys).is_empty(), "{out:?}");
+    assert!(upstream(&out).is_empty(), "{out:?}");
+    // A will there is not published when the device is lost.
+    let w = peer(12);
+    h.will_handshake(
+        &w,
+        Packet::Connect {
+            will: true,
+            clean_session: true,
+            protocol_id: 1,
+            duration: 10,
+            client_id: "w".into(),
+        },
+        "$SYS/broker/clients",
+        QoS::AtMostOnce,
+        true,
+        "forged",
+    );
+    let out = h.advance(Duration::from_secs(20));
+    assert!(delivered_to(&out, sys).is_empty(), "{out:?}");
+    assert_eq!(h.gw.stats().wills_published, 0);
+    assert_eq!(h.gw.stats().drops(DropReason::SysReserved), 3);
+}
+
+#[test]
+fn sys_subscriptions_are_not_bridged_upstream() {
+    let mut h = bridged();
+    let c = conn(1);
+    h.local_connect(c, "c", true, None);
+    let out = h.local_subscribe(c, 1, "$SYS/#", 0);
+    assert!(upstream(&out).is_empty(), "{out:?}");
+    let d = peer(10);
+    h.connect(&d, "dev", true);
+    let out = h.send(&d, subscribe(QoS::AtMostOnce, 1, "$SYS/broker/+"));
+    assert!(upstream(&out).is_empty(), "{out:?}");
+    // Unsubscribing them says nothing upstream either.
+    let out = h.local(
+        c,
+        LocalInput::Unsubscribe {
+            pkid: 2,
+            filters: vec!["$SYS/#".into()],
+        },
+    );
+    assert!(upstream(&out).is_empty(), "{out:?}");
+    // An ordinary filter still is bridged.
+    let out = h.local_subscribe(c, 3, "a/#", 0);
+    assert_eq!(
+        upstream(&out),
+        vec![UpstreamCommand::Subscribe {
+            filter: "a/#".into(),
+            qos: 2
+        }]
+    );
+}
+
 // ---------------------------------------------------------------- bad input
 
 #[test]
