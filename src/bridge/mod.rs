@@ -48,6 +48,7 @@
 
 pub mod backoff;
 mod counters;
+mod dead_letters;
 pub mod echo;
 mod identities;
 pub mod link;
@@ -71,6 +72,7 @@ use tracing::{info, warn};
 use crate::config::{BridgeMode, UpstreamConfig};
 use crate::core::{SessionStatus, UpstreamAck, UpstreamCommand, UpstreamMessage};
 pub use counters::BridgeStats;
+pub use dead_letters::DeadLetter;
 use counters::{Counters, Room, bump, shift};
 use echo::EchoLog;
 use outbox::OutMessage;

@@ -29,6 +29,7 @@ use crate::proto::{self, Packet, QoS, TopicRef};
 
 mod device;
 mod outbox;
+mod refusals;
 mod subscriptions;
 mod timing;
 
@@ -161,7 +162,10 @@ impl Harness {
     }
 
     fn connack(&mut self, session_present: bool) {
-        self.event(LinkEvent::ConnAck { session_present });
+        self.event(LinkEvent::ConnAck {
+            session_present,
+            limits: Default::default(),
+        });
     }
 
     /// The connection fails; returns the replays for rumqttc.

@@ -1,0 +1,102 @@
+//! The bridge's dead-letter record: the messages the broker refused — by
+//! an error reason code, by a limit it announced in CONNACK, or by closing
+//! the connection on them twice — each kept as topic, size, reason and
+//! time, the last [`DEAD_LETTERS_KEPT`] of them, for `/status`; counted
+//! on `/metrics` (`sngate_upstream_dropped_total{reason="quarantined"}`)
+//! and logged at warn, at most one line per [`WARN_EVERY`] (the count of
+//! the lines held back rides on the next one).
+//!
+//! The sessions record with their input's `now` (they read no clock); the
+//! reader turns that into wall time when it takes a snapshot.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::warn;
+
+/// How many dead letters are kept (the oldest leave first).
+pub const DEAD_LETTERS_KEPT: usize = 32;
+/// Longest topic kept in a record, in bytes (the rest is cut).
+const TOPIC_KEPT: usize = 256;
+/// At most one warn line per this long.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// One message the bridge gave up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Remote topic (cut to 256 bytes).
+    pub topic: String,
+    /// Topic and payload bytes.
+    pub size: usize,
+    /// QoS it was to go with.
+    pub qos: u8,
+    /// Why: the broker's reason code, the limit it exceeds, or "closed the
+    /// connection".
+    pub reason: String,
+    /// The device whose own session it was on (per-device mode).
+    pub device: Option<String>,
+    /// When, in seconds since the Unix epoch.
+    pub at_unix_secs: u64,
+}
+
+/// The last dead letters and the warn line's pacing.
+#[derive(Debug, Default)]
+pub(super) struct DeadLetters {
+    kept: VecDeque<(Instant, DeadLetter)>,
+    last_warn: Option<Instant>,
+    held_back: u64,
+}
+
+impl DeadLetters {
+    /// Records one, with the session's `now`, and logs it (rate-limited).
+    pub(super) fn record(&mut self, now: Instant, mut letter: DeadLetter) {
+        if letter.topic.len() > TOPIC_KEPT {
+            let mut end = TOPIC_KEPT;
+            while !letter.topic.is_char_boundary(end) {
+                end -= 1;
+            }
+            letter.topic.truncate(end);
+        }
+        if self
+            .last_warn
+            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY)
+        {
+            warn!(
+                topic = %letter.topic,
+                size = letter.size,
+                qos = letter.qos,
+                reason = %letter.reason,
+                device = letter.device.as_deref().unwrap_or("-"),
+                more_since_last_line = self.held_back,
+                "upstream: message quarantined (dead letter); the outbox goes on"
+            );
+            self.last_warn = Some(now);
+            self.held_back = 0;
+        } else {
+            self.held_back += 1;
+        }
+        if self.kept.len() >= DEAD_LETTERS_KEPT {
+            self.kept.pop_front();
+        }
+        self.kept.push_back((now, letter));
+    }
+
+    /// The ones kept, oldest first, stamped with wall time.
+    pub(super) fn snapshot(&self) -> Vec<DeadLetter> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.kept
+            .iter()
+            .map(|(at, l)| {
+                let when = wall
+                    .checked_sub(now.saturating_duration_since(*at))
+                    .unwrap_or(wall);
+                DeadLetter {
+                    at_unix_secs: when
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    ..l.clone()
+                }
+            })
+            .collect()
+    }
+}
