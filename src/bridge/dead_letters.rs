@@ -2,7 +2,7 @@
 //! an error reason code, by a limit it announced in CONNACK, or by closing
 //! the connection on them twice — each kept as topic, size, reason and
 //! time, the last [`DEAD_LETTERS_KEPT`] of them, for `/status`; counted
-//! on `/metrics` (`sngate_upstream_dropped_total{reason="quarantined"}`)
+//! on `/metrics` (`sngate_upstream_quarantined_total`)
 //! and logged at warn, at most one line per [`WARN_EVERY`] (the count of
 //! the lines held back rides on the next one).
 //!
@@ -99,4 +99,25 @@ impl DeadLetters {
             })
             .collect()
     }
+}
+
+/// The `/status` part: `{"quarantined": n, "last": [{topic, size, qos,
+/// reason, device, at}]}`, newest first.
+pub fn status_json(quarantined: u64, letters: &[DeadLetter]) -> serde_json::Value {
+    let last: Vec<serde_json::Value> = letters
+        .iter()
+        .rev()
+        .map(|l| {
+            let at = UNIX_EPOCH + Duration::from_secs(l.at_unix_secs);
+            serde_json::json!({
+                "topic": l.topic,
+                "size": l.size,
+                "qos": l.qos,
+                "reason": l.reason,
+                "device": l.device,
+                "at": crate::ops::status::rfc3339(at),
+            })
+        })
+        .collect();
+    serde_json::json!({ "quarantined": quarantined, "last": last })
 }

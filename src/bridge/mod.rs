@@ -72,7 +72,7 @@ use tracing::{info, warn};
 use crate::config::{BridgeMode, UpstreamConfig};
 use crate::core::{SessionStatus, UpstreamAck, UpstreamCommand, UpstreamMessage};
 pub use counters::BridgeStats;
-pub use dead_letters::DeadLetter;
+pub use dead_letters::{DeadLetter, status_json as dead_letters_json};
 use counters::{Counters, Room, bump, shift};
 use echo::EchoLog;
 use outbox::OutMessage;

@@ -1,0 +1,183 @@
+//! What the upstream broker refuses is isolated (issue 17), end to end: a
+//! real mosquitto started on a free port, the gateway in this process with
+//! its durable store, real MQTT-SN devices on UDP and real MQTT clients.
+//!
+//! Each refused item is followed by normal traffic that must all arrive,
+//! and the gateway may reconnect at most twice for it; the poison topic is
+//! also left in the durable outbox across a restart.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::mosquitto::{Mosquitto, MosquittoOptions};
+use common::mqtt_tools::{Tool, host_port, is_debug};
+use common::{TestGateway, WAIT, connect, start_gateway_with, upstream_to};
+use sngate::config::Config;
+use sngate::proto::QoS;
+
+/// How long the traffic behind a refused item may take to arrive (the
+/// reconnections it costs are a second each).
+const ARRIVE: Duration = Duration::from_secs(15);
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// A broker that keeps its persistent subscriber's session across a
+/// restart, with `extra` configuration lines.
+fn broker_options(extra: &[&str]) -> MosquittoOptions {
+    MosquittoOptions {
+        persistence: true,
+        max_queued_messages: Some(0),
+        extra: extra.iter().map(|l| (*l).to_owned()).collect(),
+        ..MosquittoOptions::default()
+    }
+}
+
+/// `mosquitto_sub` with a persistent session, printing payloads.
+fn subscriber(upstream: &Mosquitto, filter: &str, id: &str) -> Tool {
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    let (host, port) = host_port(up);
+    let tool = Tool::spawn(
+        "mosquitto_sub",
+        &[
+            "-h", &host, "-p", &port, "-t", filter, "-q", "1", "-c", "-i", id, "-d", "-F", "%p",
+        ],
+    );
+    tool.expect_line("received SUBACK");
+    tool
+}
+
+/// The distinct payloads starting with `prefix` until `want` of them came
+/// or `within` passed.
+fn collect(sub: &Tool, prefix: &str, want: usize, within: Duration) -> BTreeSet<String> {
+    let deadline = Instant::now() + within;
+    let mut got = BTreeSet::new();
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.lines.recv_timeout(left) {
+            Ok(line) if is_debug(&line) || !line.starts_with(prefix) => {}
+            Ok(line) => {
+                got.insert(line);
+            }
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// One figure of the gateway's `/metrics` page (the first sample).
+async fn metric(gw: &TestGateway, name: &str) -> u64 {
+    let page = gw
+        .running()
+        .queries()
+        .metrics(WAIT)
+        .await
+        .expect("metrics")
+        .render();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// The `/status` part listing the dead letters.
+async fn dead_letters(gw: &TestGateway) -> serde_json::Value {
+    let status = gw.running().queries().status(WAIT).await.expect("status");
+    let doc: serde_json::Value = serde_json::from_str(&status.to_json()).expect("json");
+    doc["upstream_dead_letters"].clone()
+}
+
+fn durable(c: &mut Config, dir: &std::path::Path, port: u16, upstream: u16, id: &str) {
+    c.store.enabled = true;
+    c.store.state_dir = dir.display().to_string();
+    c.udp.listen = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+    c.upstream = Some(upstream_to(upstream, id));
+}
+
+/// A device publishes `n` QoS 1 messages `{prefix}{i}` on `ok/x`, each
+/// acknowledged.
+async fn send_ok(device: &mut sngate::client::Client, prefix: &str, n: usize) {
+    for i in 0..n {
+        device
+            .publish_named(
+                "ok/x",
+                Bytes::from(format!("{prefix}{i:03}")),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{prefix}{i} not acknowledged: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_topic_is_quarantined_and_everything_behind_it_arrives_even_across_a_restart() {
+    let mut upstream = Mosquitto::start_with(broker_options(&[])).await;
+    let sub = subscriber(&upstream, "ok/#", "refusals-sub-topic");
+    let dir = tempfile::tempdir().expect("state dir");
+    let port = free_udp_port();
+    let up = upstream.port;
+    let cfg = |c: &mut Config| durable(c, dir.path(), port, up, "gw-poison-topic");
+    let gw = start_gateway_with(cfg).await;
+    let mut device = connect(gw.addr, "dev").await;
+    send_ok(&mut device, "ready", 1).await;
+    assert_eq!(collect(&sub, "ready", 1, WAIT).len(), 1, "bridge up");
+    let before = metric(&gw, "sngate_upstream_reconnects_total").await;
+
+    // 250 levels: mosquitto (200 at most) closes the connection on it.
+    let poison = format!("{}x", "p/".repeat(250));
+    device
+        .publish_named(&poison, Bytes::from("poison"), QoS::AtLeastOnce, false)
+        .await
+        .expect("the gateway acknowledges it: it cannot know");
+    send_ok(&mut device, "a", 50).await;
+    let got = collect(&sub, "a", 50, ARRIVE);
+    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await - before;
+    println!("poison topic, live: {} of 50 delivered, {reconnects} reconnections", got.len());
+    assert_eq!(got.len(), 50, "everything behind the poison arrives");
+    assert!(reconnects <= 2, "{reconnects} reconnections for one message");
+    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    let dead = dead_letters(&gw).await;
+    assert_eq!(dead["quarantined"], 1);
+    let last = &dead["last"][0];
+    assert!(last["topic"].as_str().is_some_and(|t| t.starts_with("p/p/")), "{dead}");
+    assert!(last["reason"].as_str().is_some_and(|r| r.contains("closed the connection")));
+    assert!(last["size"].as_u64().is_some_and(|s| s > 500));
+
+    // The same with the poison in the durable outbox at a restart: the
+    // broker is away while the device publishes.
+    upstream.stop().await;
+    device
+        .publish_named(&poison, Bytes::from("poison"), QoS::AtLeastOnce, false)
+        .await
+        .expect("acknowledged while upstream is down");
+    send_ok(&mut device, "b", 50).await;
+    drop(device);
+    gw.stop().await;
+    let gw = start_gateway_with(cfg).await;
+    upstream.restart().await;
+    let got = collect(&sub, "b", 50, ARRIVE);
+    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
+    println!(
+        "poison topic, after a restart: {} of 50 delivered, {reconnects} reconnections",
+        got.len()
+    );
+    assert_eq!(got.len(), 50, "everything behind the restored poison arrives");
+    assert!(reconnects <= 2, "{reconnects} reconnections for one message");
+    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    gw.stop().await;
+    // And it is gone from the disk: a third start finds an empty outbox.
+    let gw = start_gateway_with(cfg).await;
+    send_ok(&mut connect(gw.addr, "dev2").await, "c", 5).await;
+    assert_eq!(collect(&sub, "c", 5, WAIT).len(), 5);
+    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 0);
+    assert_eq!(metric(&gw, "sngate_upstream_reconnects_total").await, 0);
+    gw.stop().await;
+}
