@@ -181,3 +181,99 @@ async fn a_poison_topic_is_quarantined_and_everything_behind_it_arrives_even_acr
     assert_eq!(metric(&gw, "sngate_upstream_reconnects_total").await, 0);
     gw.stop().await;
 }
+
+/// A local MQTT client publishes `size` bytes at QoS 1 on `big/x`, then
+/// `n` small messages on `ok/x`.
+fn local_publish(gw: &TestGateway, size: usize, n: usize, prefix: &str) {
+    let broker = gw.broker.expect("the embedded broker");
+    let file = tempfile::NamedTempFile::new().expect("payload file");
+    std::fs::write(file.path(), vec![b'z'; size]).expect("write payload");
+    let path = file.path().display().to_string();
+    let (ok, out) = common::mqtt_tools::publish(broker, &["-q", "1", "-t", "big/x", "-f", &path]);
+    assert!(ok, "the local broker takes it: {out}");
+    for i in 0..n {
+        let payload = format!("{prefix}{i:03}");
+        let (ok, out) =
+            common::mqtt_tools::publish(broker, &["-q", "1", "-t", "ok/x", "-m", &payload]);
+        assert!(ok, "{out}");
+    }
+}
+
+/// A 200,000-byte message against a broker with `max_packet_size 100000`,
+/// the bridge speaking `protocol_version`; returns the reconnections.
+async fn poison_size(protocol_version: u8) -> u64 {
+    let upstream = Mosquitto::start_with(broker_options(&["max_packet_size 100000"])).await;
+    let sub = subscriber(&upstream, "ok/#", &format!("refusals-sub-size-{protocol_version}"));
+    let up = upstream.port;
+    let gw = start_gateway_with(|c| {
+        c.upstream = Some(sngate::config::UpstreamConfig {
+            protocol_version,
+            ..upstream_to(up, &format!("gw-poison-size-{protocol_version}"))
+        });
+    })
+    .await;
+    local_publish(&gw, 0, 1, "ready");
+    assert_eq!(collect(&sub, "ready", 1, WAIT).len(), 1, "bridge up");
+    local_publish(&gw, 200_000, 50, "s");
+    let got = collect(&sub, "s", 50, ARRIVE);
+    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
+    println!(
+        "poison size, MQTT {protocol_version}: {} of 50 delivered, {reconnects} reconnections",
+        got.len()
+    );
+    assert_eq!(got.len(), 50, "everything behind the big one arrives");
+    assert!(reconnects <= 2, "{reconnects} reconnections for one message");
+    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    let dead = dead_letters(&gw).await;
+    assert_eq!(dead["last"][0]["topic"], "big/x", "{dead}");
+    gw.stop().await;
+    reconnects
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_a_message_over_the_connack_maximum_packet_size_is_quarantined_unsent() {
+    assert_eq!(poison_size(5).await, 0, "known from CONNACK: never sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt311_a_message_the_broker_closes_the_connection_on_is_quarantined() {
+    poison_size(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_a_message_the_acl_refuses_is_a_dead_letter_with_its_reason_code() {
+    let upstream = Mosquitto::start_with(MosquittoOptions {
+        acl: Some("topic readwrite ok/#\ntopic readwrite ready/#\n".into()),
+        ..broker_options(&[])
+    })
+    .await;
+    let sub = subscriber(&upstream, "ok/#", "refusals-sub-acl");
+    let up = upstream.port;
+    let gw = start_gateway_with(|c| c.upstream = Some(upstream_to(up, "gw-acl"))).await;
+    let mut device = connect(gw.addr, "dev").await;
+    send_ok(&mut device, "ready", 1).await;
+    assert_eq!(collect(&sub, "ready", 1, WAIT).len(), 1, "bridge up");
+    device
+        .publish_named("denied/x", Bytes::from("no"), QoS::AtLeastOnce, false)
+        .await
+        .expect("acknowledged by the gateway");
+    send_ok(&mut device, "a", 50).await;
+    let got = collect(&sub, "a", 50, ARRIVE);
+    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
+    println!("ACL refusal: {} of 50 delivered, {reconnects} reconnections", got.len());
+    assert_eq!(got.len(), 50);
+    // mosquitto 2.0.11 answers PUBACK 0x87, then closes the connection
+    // ("Bad socket read/write"); the message is settled by its reason code
+    // already, so the closing costs one reconnection and nothing else.
+    assert!(reconnects <= 1, "{reconnects} reconnections for one refusal");
+    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    let dead = dead_letters(&gw).await;
+    assert_eq!(dead["last"][0]["topic"], "denied/x", "{dead}");
+    assert!(
+        dead["last"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("0x87")),
+        "{dead}"
+    );
+    gw.stop().await;
+}
