@@ -140,15 +140,30 @@ async fn a_poison_topic_is_quarantined_and_everything_behind_it_arrives_even_acr
     send_ok(&mut device, "a", 50).await;
     let got = collect(&sub, "a", 50, ARRIVE);
     let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await - before;
-    println!("poison topic, live: {} of 50 delivered, {reconnects} reconnections", got.len());
+    println!(
+        "poison topic, live: {} of 50 delivered, {reconnects} reconnections",
+        got.len()
+    );
     assert_eq!(got.len(), 50, "everything behind the poison arrives");
-    assert!(reconnects <= 2, "{reconnects} reconnections for one message");
+    assert!(
+        reconnects <= 2,
+        "{reconnects} reconnections for one message"
+    );
     assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
     let dead = dead_letters(&gw).await;
     assert_eq!(dead["quarantined"], 1);
     let last = &dead["last"][0];
-    assert!(last["topic"].as_str().is_some_and(|t| t.starts_with("p/p/")), "{dead}");
-    assert!(last["reason"].as_str().is_some_and(|r| r.contains("closed the connection")));
+    assert!(
+        last["topic"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("p/p/")),
+        "{dead}"
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("closed the connection"))
+    );
     assert!(last["size"].as_u64().is_some_and(|s| s > 500));
 
     // The same with the poison in the durable outbox at a restart: the
@@ -169,8 +184,15 @@ async fn a_poison_topic_is_quarantined_and_everything_behind_it_arrives_even_acr
         "poison topic, after a restart: {} of 50 delivered, {reconnects} reconnections",
         got.len()
     );
-    assert_eq!(got.len(), 50, "everything behind the restored poison arrives");
-    assert!(reconnects <= 2, "{reconnects} reconnections for one message");
+    assert_eq!(
+        got.len(),
+        50,
+        "everything behind the restored poison arrives"
+    );
+    assert!(
+        reconnects <= 2,
+        "{reconnects} reconnections for one message"
+    );
     assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
     gw.stop().await;
     // And it is gone from the disk: a third start finds an empty outbox.
@@ -203,7 +225,11 @@ fn local_publish(gw: &TestGateway, size: usize, n: usize, prefix: &str) {
 /// the bridge speaking `protocol_version`; returns the reconnections.
 async fn poison_size(protocol_version: u8) -> u64 {
     let upstream = Mosquitto::start_with(broker_options(&["max_packet_size 100000"])).await;
-    let sub = subscriber(&upstream, "ok/#", &format!("refusals-sub-size-{protocol_version}"));
+    let sub = subscriber(
+        &upstream,
+        "ok/#",
+        &format!("refusals-sub-size-{protocol_version}"),
+    );
     let up = upstream.port;
     let gw = start_gateway_with(|c| {
         c.upstream = Some(sngate::config::UpstreamConfig {
@@ -222,7 +248,10 @@ async fn poison_size(protocol_version: u8) -> u64 {
         got.len()
     );
     assert_eq!(got.len(), 50, "everything behind the big one arrives");
-    assert!(reconnects <= 2, "{reconnects} reconnections for one message");
+    assert!(
+        reconnects <= 2,
+        "{reconnects} reconnections for one message"
+    );
     assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
     let dead = dead_letters(&gw).await;
     assert_eq!(dead["last"][0]["topic"], "big/x", "{dead}");
@@ -260,12 +289,18 @@ async fn mqtt5_a_message_the_acl_refuses_is_a_dead_letter_with_its_reason_code()
     send_ok(&mut device, "a", 50).await;
     let got = collect(&sub, "a", 50, ARRIVE);
     let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
-    println!("ACL refusal: {} of 50 delivered, {reconnects} reconnections", got.len());
+    println!(
+        "ACL refusal: {} of 50 delivered, {reconnects} reconnections",
+        got.len()
+    );
     assert_eq!(got.len(), 50);
     // mosquitto 2.0.11 answers PUBACK 0x87, then closes the connection
     // ("Bad socket read/write"); the message is settled by its reason code
     // already, so the closing costs one reconnection and nothing else.
-    assert!(reconnects <= 1, "{reconnects} reconnections for one refusal");
+    assert!(
+        reconnects <= 1,
+        "{reconnects} reconnections for one refusal"
+    );
     assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
     let dead = dead_letters(&gw).await;
     assert_eq!(dead["last"][0]["topic"], "denied/x", "{dead}");
@@ -275,5 +310,31 @@ async fn mqtt5_a_message_the_acl_refuses_is_a_dead_letter_with_its_reason_code()
             .is_some_and(|r| r.contains("0x87")),
         "{dead}"
     );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_a_device_is_told_rejected_when_the_broker_announced_it_would_refuse() {
+    let upstream = Mosquitto::start_with(broker_options(&["max_packet_size 1000"])).await;
+    let sub = subscriber(&upstream, "ok/#", "refusals-sub-device");
+    let up = upstream.port;
+    let gw = start_gateway_with(|c| c.upstream = Some(upstream_to(up, "gw-device-size"))).await;
+    let mut device = connect(gw.addr, "dev").await;
+    send_ok(&mut device, "ready", 1).await;
+    assert_eq!(collect(&sub, "ready", 1, WAIT).len(), 1, "bridge up");
+    let refused = device
+        .publish_named(
+            "ok/x",
+            Bytes::from(vec![b'z'; 1500]),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    assert!(refused.is_err(), "the device is told: {refused:?}");
+    send_ok(&mut device, "a", 20).await;
+    assert_eq!(collect(&sub, "a", 20, ARRIVE).len(), 20);
+    assert_eq!(metric(&gw, "sngate_upstream_reconnects_total").await, 0);
+    // Refused before it was acknowledged: no dead letter, nothing lost.
+    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 0);
     gw.stop().await;
 }

@@ -91,9 +91,7 @@ impl DeadLetters {
                     .checked_sub(now.saturating_duration_since(*at))
                     .unwrap_or(wall);
                 DeadLetter {
-                    at_unix_secs: when
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
+                    at_unix_secs: when.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                     ..l.clone()
                 }
             })

@@ -72,8 +72,8 @@ use tracing::{info, warn};
 use crate::config::{BridgeMode, UpstreamConfig};
 use crate::core::{SessionStatus, UpstreamAck, UpstreamCommand, UpstreamMessage};
 pub use counters::BridgeStats;
-pub use dead_letters::{DeadLetter, status_json as dead_letters_json};
 use counters::{Counters, Room, bump, shift};
+pub use dead_letters::{DeadLetter, status_json as dead_letters_json};
 use echo::EchoLog;
 use outbox::OutMessage;
 use pool::Pool;
@@ -160,6 +160,11 @@ pub enum BridgeEvent {
         /// Whether the message is safe.
         accepted: bool,
     },
+    /// The shared session's broker announced its limits in CONNACK (after
+    /// every connection), for the engine to refuse what it would refuse
+    /// before a device is acknowledged; `None` with bridge rules (the
+    /// bridge alone decides then).
+    Limits(Option<crate::core::UpstreamLimits>),
     /// Per-device mode: a message that came down a device's own session,
     /// already mapped to its local topic.
     SessionMessage {

@@ -144,6 +144,7 @@ impl Driver {
                     .handle_session_message(now, &client_id, message);
             }
             BridgeEvent::Connected => info!("upstream broker connected"),
+            BridgeEvent::Limits(limits) => self.gateway.handle_upstream_limits(now, limits),
             BridgeEvent::Settled(ids) => self.settled.extend(ids),
             BridgeEvent::Disconnected { reason } => {
                 warn!(%reason, "upstream broker disconnected; reconnecting");

@@ -160,6 +160,8 @@ pub struct Gateway {
     pub(super) draining: bool,
     /// Per-source token buckets, checked before decoding.
     limiter: SourceLimiter,
+    /// What the upstream broker takes (see `upstream_limits.rs`).
+    pub(super) upstream_limits: Option<crate::upstream_limits::UpstreamLimits>,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
@@ -195,6 +197,7 @@ impl Gateway {
             stats: Stats::default(),
             draining: false,
             limiter: SourceLimiter::new(RATE_LIMIT_SOURCES),
+            upstream_limits: None,
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);

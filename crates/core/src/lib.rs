@@ -61,6 +61,7 @@ mod policy;
 mod routing;
 pub mod snapshot;
 pub mod stats;
+pub mod upstream_limits;
 
 // The groups are folders; their modules keep flat public paths
 // (`sngate_core::session`, `sngate_core::topic`, …) for the shell.
@@ -86,3 +87,4 @@ pub use persist::{
 pub use session::{ClientState, SessionId};
 pub use snapshot::{DeviceView, EngineGauges, Transport};
 pub use stats::{DropReason, LimitHit, Stats};
+pub use upstream_limits::UpstreamLimits;

@@ -42,8 +42,9 @@ pub enum DropReason {
     /// A datagram over its source's rate limit (`per_source_packets_per_sec`),
     /// dropped before decoding.
     RateLimited,
-    /// Per-device mode: a device's QoS 1/2 message the upstream broker
-    /// refused (the device got a rejecting PUBACK).
+    /// A device's QoS 1/2 message the upstream broker refused (per-device
+    /// mode), or is known to refuse by the limits it announced (the device
+    /// got a rejecting PUBACK either way).
     UpstreamRefused,
     /// Per-device mode: a message on a device's upstream session that
     /// matches none of its subscriptions.

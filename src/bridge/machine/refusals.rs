@@ -42,18 +42,55 @@ pub(in crate::bridge) fn publish_size(msg: &OutMessage, v5: bool, origin: Option
 }
 
 impl Machine {
+    /// The broker's limits for the engine (`None` with bridge rules: a
+    /// message's remote topic, and whether it goes up at all, are the
+    /// bridge's business then).
+    pub(super) fn engine_limits(&self) -> Option<crate::core::UpstreamLimits> {
+        if !self.common.rules.is_transparent() {
+            return None;
+        }
+        let probe = OutMessage {
+            topic: String::new(),
+            payload: bytes::Bytes::new(),
+            qos: 1,
+            retain: false,
+            store_id: None,
+            ticket: None,
+        };
+        let v5 = self.common.cfg.protocol_version == 5;
+        let origin = self
+            .common
+            .origin
+            .as_deref()
+            .filter(|_| self.common.per_device);
+        // The empty message's size less its fixed header (two bytes).
+        let packet_overhead = publish_size(&probe, v5, origin).saturating_sub(2);
+        Some(crate::core::UpstreamLimits {
+            max_packet_size: self.max_packet_size(),
+            packet_overhead,
+            max_qos: self.limits.max_qos,
+            retain_available: self.limits.retain_available,
+        })
+    }
+
+    fn max_packet_size(&self) -> usize {
+        let own = crate::bridge::link::MAX_PACKET_BYTES;
+        self.limits
+            .max_packet_size
+            .map_or(own, |m| usize::try_from(m).unwrap_or(own).min(own))
+    }
+
     /// Why the broker would refuse `msg`, by what its CONNACK announced
     /// (or what MQTT itself forbids), before it is sent; `None`: send it.
     pub(super) fn refusal_before_sending(&self, msg: &OutMessage) -> Option<String> {
         let v5 = self.common.cfg.protocol_version == 5;
-        let origin = self.common.origin.as_deref().filter(|_| self.common.per_device);
+        let origin = self
+            .common
+            .origin
+            .as_deref()
+            .filter(|_| self.common.per_device);
         let size = publish_size(msg, v5, origin);
-        let max = self
-            .limits
-            .max_packet_size
-            .map_or(crate::bridge::link::MAX_PACKET_BYTES, |m| {
-                (m as usize).min(crate::bridge::link::MAX_PACKET_BYTES)
-            });
+        let max = self.max_packet_size();
         if size > max {
             return Some(format!(
                 "packet of {size} bytes exceeds the broker's maximum packet size ({max})"
@@ -100,7 +137,10 @@ impl Machine {
     /// Records what the broker refused by reason code since the last call.
     pub(super) fn record_refused(&mut self) {
         for (msg, code) in self.outbox.take_refused() {
-            self.quarantine(&msg, format!("refused by the broker (reason code {code:#04x})"));
+            self.quarantine(
+                &msg,
+                format!("refused by the broker (reason code {code:#04x})"),
+            );
         }
     }
 

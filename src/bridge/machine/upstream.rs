@@ -131,6 +131,9 @@ impl Machine {
                 "upstream connected"
             );
             self.events.push(TaskEvent::Public(BridgeEvent::Connected));
+            let limits = self.engine_limits();
+            self.events
+                .push(TaskEvent::Public(BridgeEvent::Limits(limits)));
         } else {
             debug!(session = %self.name(), session_present, resending = resent, "device session connected");
         }

@@ -335,7 +335,19 @@ fn nothing_is_sent_before_the_connack() {
     assert!(h.take_sent().is_empty());
     h.connack(false);
     assert_eq!(h.published(), ["1"]);
-    assert_eq!(h.take_events(), [BridgeEvent::Connected]);
+    assert_eq!(
+        h.take_events(),
+        [
+            BridgeEvent::Connected,
+            BridgeEvent::Limits(Some(crate::core::UpstreamLimits {
+                max_packet_size: crate::bridge::link::MAX_PACKET_BYTES,
+                // Topic length, packet id, no properties (MQTT 5).
+                packet_overhead: 5,
+                max_qos: 2,
+                retain_available: true,
+            }))
+        ]
+    );
 }
 
 /// What a device's ticket events say: (accepted) per SessionAck, in order.

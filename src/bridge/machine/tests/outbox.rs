@@ -140,7 +140,10 @@ fn a_refused_message_answers_its_ticket_with_a_refusal() {
     let tokens = acks("d", 1);
     h.command(device_publish("d", "a", Some(tokens[0])));
     h.written(&[1]);
-    h.event(LinkEvent::PubAck { pkid: 1, code: 0x87 });
+    h.event(LinkEvent::PubAck {
+        pkid: 1,
+        code: 0x87,
+    });
     assert_eq!(session_acks(&h.take_events()), [(tokens[0], false)]);
     assert_eq!(h.gauge(&h.counters.rejected), 1);
 }

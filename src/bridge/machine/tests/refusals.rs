@@ -51,13 +51,21 @@ fn a_message_the_broker_closes_the_connection_on_is_quarantined_after_two_connec
     h.event(LinkEvent::PubAck { pkid: 2, code: 0 });
     h.command(publish("t", "ok4", 1));
     h.command(publish("t", "ok5", 1));
-    assert_eq!(h.published(), ["ok4", "ok5"], "no suspects left: the window again");
+    assert_eq!(
+        h.published(),
+        ["ok4", "ok5"],
+        "no suspects left: the window again"
+    );
     h.written(&[3, 4]);
     h.event(LinkEvent::PubAck { pkid: 3, code: 0 });
     h.event(LinkEvent::PubAck { pkid: 4, code: 0 });
     assert_eq!(h.m.pending(), 0);
     assert_eq!(h.gauge(&h.counters.published), 5, "all but the poison");
-    assert_eq!(h.gauge(&h.counters.connects), 3, "two reconnections for the poison");
+    assert_eq!(
+        h.gauge(&h.counters.connects),
+        3,
+        "two reconnections for the poison"
+    );
 }
 
 #[test]
@@ -120,7 +128,10 @@ fn a_message_over_the_brokers_maximum_packet_size_is_quarantined_unsent() {
     assert_eq!(h.published(), ["small"], "the big one is never sent");
     assert_eq!(h.gauge(&h.counters.quarantined), 1);
     let reasons = dead_reasons(&h);
-    assert!(reasons[0].contains("maximum packet size (100)"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("maximum packet size (100)"),
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -163,7 +174,10 @@ fn a_refusal_by_reason_code_is_a_dead_letter_and_settles_its_durable_id() {
     h.command(publish("t", "next", 1));
     assert_eq!(h.published(), ["p", "next"]);
     h.written(&[1, 2]);
-    h.event(LinkEvent::PubAck { pkid: 1, code: 0x87 });
+    h.event(LinkEvent::PubAck {
+        pkid: 1,
+        code: 0x87,
+    });
     h.event(LinkEvent::PubAck { pkid: 2, code: 0 });
     assert_eq!(h.gauge(&h.counters.quarantined), 1);
     assert_eq!(h.gauge(&h.counters.rejected), 1);
