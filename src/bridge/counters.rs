@@ -71,6 +71,9 @@ pub struct BridgeStats {
     pub quarantined: u64,
     /// The last dead letters, oldest first.
     pub dead_letters: Vec<super::DeadLetter>,
+    /// Subscription filters the broker refused (SUBACK, or the connection
+    /// closed on them twice), removed from the upstream set.
+    pub filters_refused: u64,
 }
 
 /// How much the bridge can still take, readable by the driver at any time, so
@@ -116,6 +119,7 @@ pub(super) struct Counters {
     pub(super) device_messages_to_shared: AtomicU64,
     pub(super) room: Room,
     pub(super) quarantined: AtomicU64,
+    pub(super) filters_refused: AtomicU64,
     pub(super) dead_letters: std::sync::Mutex<super::dead_letters::DeadLetters>,
 }
 
@@ -160,6 +164,7 @@ impl Counters {
             device_session_refusals: get(&self.device_session_refusals),
             device_messages_to_shared: get(&self.device_messages_to_shared),
             quarantined: get(&self.quarantined),
+            filters_refused: get(&self.filters_refused),
             dead_letters: self
                 .dead_letters
                 .lock()

@@ -81,6 +81,33 @@ impl DeadLetters {
         self.kept.push_back((now, letter));
     }
 
+    /// A filter the broker refused: logged (rate-limited with the dead
+    /// letters' line).
+    pub(super) fn filter_refused(
+        &mut self,
+        now: Instant,
+        filter: &str,
+        reason: &str,
+        device: Option<&str>,
+    ) {
+        if self
+            .last_warn
+            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY)
+        {
+            warn!(
+                filter,
+                reason,
+                device = device.unwrap_or("-"),
+                more_since_last_line = self.held_back,
+                "upstream: subscription filter refused; removed from the upstream set"
+            );
+            self.last_warn = Some(now);
+            self.held_back = 0;
+        } else {
+            self.held_back += 1;
+        }
+    }
+
     /// The ones kept, oldest first, stamped with wall time.
     pub(super) fn snapshot(&self) -> Vec<DeadLetter> {
         let (now, wall) = (Instant::now(), SystemTime::now());

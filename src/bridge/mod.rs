@@ -165,6 +165,18 @@ pub enum BridgeEvent {
     /// before a device is acknowledged; `None` with bridge rules (the
     /// bridge alone decides then).
     Limits(Option<crate::core::UpstreamLimits>),
+    /// What the broker answered to a SUBSCRIBE for a local filter: accepted,
+    /// or refused (then removed from the upstream set for good). `client_id`:
+    /// the device whose own session it was (per-device mode).
+    Subscribed {
+        /// The device's client id (per-device mode), `None` for the shared
+        /// session.
+        client_id: Option<Arc<str>>,
+        /// The local filter.
+        filter: String,
+        /// The broker accepted it.
+        accepted: bool,
+    },
     /// Per-device mode: a message that came down a device's own session,
     /// already mapped to its local topic.
     SessionMessage {

@@ -145,6 +145,7 @@ impl Driver {
             }
             BridgeEvent::Connected => info!("upstream broker connected"),
             BridgeEvent::Limits(limits) => self.gateway.handle_upstream_limits(now, limits),
+            BridgeEvent::Subscribed { .. } => {}
             BridgeEvent::Settled(ids) => self.settled.extend(ids),
             BridgeEvent::Disconnected { reason } => {
                 warn!(%reason, "upstream broker disconnected; reconnecting");

@@ -312,6 +312,11 @@ impl Collect for UpstreamFigures {
         )
         .value(s.quarantined);
         out.counter(
+            "sngate_upstream_filters_refused_total",
+            "Subscription filters the upstream broker refused (SUBACK, or the connection closed on them twice), removed from the upstream set.",
+        )
+        .value(s.filters_refused);
+        out.counter(
             "sngate_upstream_not_bridged_total",
             "Messages no bridge rule lets through, by direction.",
         )

@@ -90,7 +90,10 @@ impl Machine {
             }
             UpstreamCommand::SessionSubscribe { filter, qos, .. } if !self.is_shared() => {
                 match self.common.rules.remote_filter(&filter) {
-                    Some(remote) => self.subs.subscribe(remote, qos, connected),
+                    Some(remote) => {
+                        self.subs.set_local(&remote, &filter);
+                        self.subs.subscribe(remote, qos, connected);
+                    }
                     None => {
                         debug!(%filter, "no `in` rule covers a device's filter; not subscribed upstream")
                     }

@@ -398,8 +398,12 @@ impl Machine {
             return;
         };
         match offer {
-            Offer::Subscribe(_) | Offer::Unsubscribe if !taken => {
-                warn!("upstream: rumqttc refused a (un)subscribe request; skipped");
+            Offer::Subscribe(filter) if !taken => {
+                let outcome = self.subs.rumqttc_refused(&filter);
+                self.filter_outcome(outcome);
+            }
+            Offer::Unsubscribe if !taken => {
+                warn!("upstream: rumqttc refused an unsubscribe request; skipped");
             }
             Offer::Subscribe(filter) => {
                 self.subs.sent_subscribe(filter);

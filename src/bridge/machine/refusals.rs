@@ -134,6 +134,36 @@ impl Machine {
         self.dirty = true;
     }
 
+    /// What became of a filter the broker was asked to subscribe: the
+    /// engine is told (a device's SUBACK may wait for it); a refusal is
+    /// counted and logged (rate-limited).
+    pub(super) fn filter_outcome(&mut self, outcome: super::subscriptions::Outcome) {
+        let c = Arc::clone(&self.common.counters);
+        let client_id = match &self.role {
+            Role::Shared => None,
+            Role::Device(d) => Some(d.client_id_arc()),
+        };
+        if !outcome.accepted {
+            bump(&c.filters_refused, 1);
+            if let Ok(mut d) = c.dead_letters.lock() {
+                d.filter_refused(
+                    self.now,
+                    &outcome.filter,
+                    outcome.reason,
+                    client_id.as_deref(),
+                );
+            }
+        }
+        self.events.push(crate::bridge::TaskEvent::Public(
+            crate::bridge::BridgeEvent::Subscribed {
+                client_id,
+                filter: outcome.filter,
+                accepted: outcome.accepted,
+            },
+        ));
+        self.dirty = true;
+    }
+
     /// Records what the broker refused by reason code since the last call.
     pub(super) fn record_refused(&mut self) {
         for (msg, code) in self.outbox.take_refused() {

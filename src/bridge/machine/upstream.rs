@@ -74,8 +74,8 @@ impl Machine {
                 self.count_ack(ack);
             }
             LinkEvent::SubAck { refused } => {
-                if let Some((filter, false)) = self.subs.on_suback(refused) {
-                    warn!(session = %self.name(), %filter, "upstream broker refused a subscription filter");
+                if let Some(outcome) = self.subs.on_suback(refused) {
+                    self.filter_outcome(outcome);
                 }
             }
             LinkEvent::SentPublish(pkid) => {
@@ -236,6 +236,9 @@ impl Machine {
         let was_connected = self.connected;
         if was_connected {
             self.isolate_suspects();
+            for outcome in self.subs.isolate() {
+                self.filter_outcome(outcome);
+            }
         }
         let (replays, dropped) = self.mark_down();
         let c = Arc::clone(&self.common.counters);

@@ -44,6 +44,8 @@ struct Harness {
     room_freed: usize,
     /// Topics the fake channel refuses to publish on (rumqttc's verdict).
     refuse_topic: Option<String>,
+    /// A filter the fake channel refuses to subscribe (rumqttc's verdict).
+    refuse_filter: Option<String>,
 }
 
 /// `[upstream]` for the tests: a small outbox, backoff 1..8 s.
@@ -130,6 +132,7 @@ impl Harness {
             events: Vec::new(),
             room_freed: 0,
             refuse_topic: None,
+            refuse_filter: None,
         }
     }
 
@@ -139,7 +142,9 @@ impl Harness {
             match out {
                 Output::Submit(req) => {
                     let taken = !matches!((&req, &self.refuse_topic),
-                        (Request::Publish(m), Some(t)) if &m.topic == t);
+                        (Request::Publish(m), Some(t)) if &m.topic == t)
+                        && !matches!((&req, &self.refuse_filter),
+                        (Request::Subscribe(f, ..), Some(r)) if f == r);
                     if taken {
                         self.sent.push(req);
                     }
