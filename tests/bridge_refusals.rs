@@ -338,3 +338,131 @@ async fn mqtt5_a_device_is_told_rejected_when_the_broker_announced_it_would_refu
     assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 0);
     gw.stop().await;
 }
+
+/// Publishes `n` QoS 1 messages `{prefix}{i}` on `topic` upstream.
+fn upstream_publish(upstream: &Mosquitto, topic: &str, prefix: &str, n: usize) {
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    for i in 0..n {
+        let payload = format!("{prefix}{i:03}");
+        let (ok, out) = common::mqtt_tools::publish(up, &["-q", "1", "-t", topic, "-m", &payload]);
+        assert!(ok, "{out}");
+    }
+}
+
+/// The distinct payloads starting with `prefix` the device receives until
+/// `want` came or `within` passed.
+async fn device_collect(
+    device: &mut sngate::client::Client,
+    prefix: &str,
+    want: usize,
+    within: Duration,
+) -> BTreeSet<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = BTreeSet::new();
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match device.recv_message(left).await {
+            Ok(m) => {
+                let p = String::from_utf8_lossy(&m.payload).into_owned();
+                if p.starts_with(prefix) {
+                    got.insert(p);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Publishes probes on `topic` upstream until the device receives one: the
+/// bridge's subscription is in place.
+async fn until_subscribed(upstream: &Mosquitto, device: &mut sngate::client::Client, topic: &str) {
+    let deadline = Instant::now() + ARRIVE;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream subscription never came"
+        );
+        upstream_publish(upstream, topic, "probe", 1);
+        if !device_collect(device, "probe", 1, Duration::from_millis(300))
+            .await
+            .is_empty()
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_filter_is_refused_and_every_other_subscription_and_message_works_even_across_a_restart()
+ {
+    let upstream = Mosquitto::start_with(broker_options(&[])).await;
+    let sub = subscriber(&upstream, "ok/#", "refusals-sub-filter");
+    let dir = tempfile::tempdir().expect("state dir");
+    let port = free_udp_port();
+    let up = upstream.port;
+    let cfg = |c: &mut Config| durable(c, dir.path(), port, up, "gw-poison-filter");
+    let gw = start_gateway_with(cfg).await;
+    let opts = || common::options("subdev").clean_session(false);
+    let mut device = common::connect_with(gw.addr, opts()).await;
+    send_ok(&mut device, "ready", 1).await;
+    assert_eq!(collect(&sub, "ready", 1, WAIT).len(), 1, "bridge up");
+    // A filter mosquitto closes the connection on, and one that sorts
+    // after it.
+    let poison = format!("{}#", "p/".repeat(250));
+    let _ = device
+        .subscribe(
+            sngate::proto::SubscribeTopic::Name(poison.clone()),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    device
+        .subscribe(
+            sngate::proto::SubscribeTopic::Name("zz/#".into()),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .expect("subscribed");
+    until_subscribed(&upstream, &mut device, "zz/probe").await;
+    upstream_publish(&upstream, "zz/x", "d", 50);
+    let down = device_collect(&mut device, "d", 50, ARRIVE).await;
+    send_ok(&mut device, "u", 50).await;
+    let up_got = collect(&sub, "u", 50, ARRIVE);
+    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
+    println!(
+        "poison filter, live: downlink {} of 50, uplink {} of 50, {reconnects} reconnections",
+        down.len(),
+        up_got.len()
+    );
+    assert_eq!((down.len(), up_got.len()), (50, 50));
+    assert!(reconnects <= 2, "{reconnects} reconnections for one filter");
+    assert_eq!(
+        metric(&gw, "sngate_upstream_filters_refused_total").await,
+        1
+    );
+    drop(device);
+    gw.stop().await;
+
+    // The device's persistent subscriptions come back from the store: the
+    // poison filter too, refused again at no more cost.
+    let gw = start_gateway_with(cfg).await;
+    let mut device = common::connect_with(gw.addr, opts()).await;
+    until_subscribed(&upstream, &mut device, "zz/probe").await;
+    upstream_publish(&upstream, "zz/x", "e", 50);
+    let down = device_collect(&mut device, "e", 50, ARRIVE).await;
+    send_ok(&mut device, "v", 50).await;
+    let up_got = collect(&sub, "v", 50, ARRIVE);
+    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
+    println!(
+        "poison filter, after a restart: downlink {} of 50, uplink {} of 50, {reconnects} reconnections",
+        down.len(),
+        up_got.len()
+    );
+    assert_eq!((down.len(), up_got.len()), (50, 50));
+    assert!(reconnects <= 2, "{reconnects} reconnections for one filter");
+    assert_eq!(
+        metric(&gw, "sngate_upstream_filters_refused_total").await,
+        1
+    );
+    gw.stop().await;
+}
