@@ -143,11 +143,24 @@ impl Driver {
                 self.gateway
                     .handle_session_message(now, &client_id, message);
             }
-            BridgeEvent::Connected => info!("upstream broker connected"),
+            BridgeEvent::Connected => {
+                info!("upstream broker connected");
+                self.gateway.handle_upstream_connected(now, true);
+            }
             BridgeEvent::Limits(limits) => self.gateway.handle_upstream_limits(now, limits),
-            BridgeEvent::Subscribed { .. } => {}
+            BridgeEvent::Subscribed {
+                client_id,
+                filter,
+                accepted,
+            } => self.gateway.handle_upstream_subscribed(
+                now,
+                client_id.as_deref(),
+                &filter,
+                accepted,
+            ),
             BridgeEvent::Settled(ids) => self.settled.extend(ids),
             BridgeEvent::Disconnected { reason } => {
+                self.gateway.handle_upstream_connected(now, false);
                 warn!(%reason, "upstream broker disconnected; reconnecting");
             }
         }

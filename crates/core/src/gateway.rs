@@ -162,6 +162,8 @@ pub struct Gateway {
     limiter: SourceLimiter,
     /// What the upstream broker takes (see `upstream_limits.rs`).
     pub(super) upstream_limits: Option<crate::upstream_limits::UpstreamLimits>,
+    /// Device SUBACKs waiting for the broker's (see `suback_wait.rs`).
+    pub(super) suback_wait: crate::suback_wait::SubackWait,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
@@ -198,6 +200,7 @@ impl Gateway {
             draining: false,
             limiter: SourceLimiter::new(RATE_LIMIT_SOURCES),
             upstream_limits: None,
+            suback_wait: Default::default(),
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
@@ -449,6 +452,7 @@ impl Gateway {
             self.arm(sid);
         }
         self.expire_local_sessions(now);
+        self.expire_subacks(now);
     }
 
     // ----- outputs -----
@@ -464,6 +468,7 @@ impl Gateway {
             self.timers.first().map(|(at, _)| *at),
             self.next_advertise,
             self.next_local_expiry(),
+            self.next_suback_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -61,6 +61,7 @@ mod policy;
 mod routing;
 pub mod snapshot;
 pub mod stats;
+mod suback_wait;
 pub mod upstream_limits;
 
 // The groups are folders; their modules keep flat public paths
@@ -87,4 +88,5 @@ pub use persist::{
 pub use session::{ClientState, SessionId};
 pub use snapshot::{DeviceView, EngineGauges, Transport};
 pub use stats::{DropReason, LimitHit, Stats};
+pub use suback_wait::SUBACK_WAIT;
 pub use upstream_limits::UpstreamLimits;

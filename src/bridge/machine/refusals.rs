@@ -164,6 +164,19 @@ impl Machine {
         self.dirty = true;
     }
 
+    /// A subscription that sends no SUBSCRIBE now (not connected: offline
+    /// operation; or already held): the engine need not wait for it.
+    pub(super) fn answer_at_once(&mut self, filter: String) {
+        if !self.connected {
+            tracing::debug!(session = %self.name(), %filter, "upstream not connected: subscription answered at once, sent at the next connection");
+        }
+        self.filter_outcome(super::subscriptions::Outcome {
+            filter,
+            accepted: true,
+            reason: "",
+        });
+    }
+
     /// Records what the broker refused by reason code since the last call.
     pub(super) fn record_refused(&mut self) {
         for (msg, code) in self.outbox.take_refused() {

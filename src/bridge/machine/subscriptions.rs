@@ -108,13 +108,16 @@ impl Subscriptions {
     }
 
     /// Subscribes `filter` (or changes its QoS); the request goes out now
-    /// when `connected`, at the next CONNACK otherwise.
-    pub(super) fn subscribe(&mut self, filter: String, qos: u8, connected: bool) {
+    /// when `connected`, at the next CONNACK otherwise. Returns whether a
+    /// SUBSCRIBE was queued (its SUBACK will say what became of it).
+    pub(super) fn subscribe(&mut self, filter: String, qos: u8, connected: bool) -> bool {
         let qos = qos.min(2);
         if self.filters.insert(filter.clone(), qos) != Some(qos) && connected {
             let id = self.ids.id(&filter);
             self.requests.push_back(Request::Subscribe(filter, qos, id));
+            return true;
         }
+        false
     }
 
     /// Unsubscribes `filter`, if subscribed.

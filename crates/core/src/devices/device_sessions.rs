@@ -134,6 +134,7 @@ impl Gateway {
                 filter: filter.to_owned(),
                 qos,
             });
+            self.suback_wait.asked = self.sessions.get(&sid).is_some_and(|s| s.upstream_open);
         }
     }
 
