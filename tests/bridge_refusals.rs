@@ -466,3 +466,97 @@ async fn a_poison_filter_is_refused_and_every_other_subscription_and_message_wor
     );
     gw.stop().await;
 }
+
+/// A TCP proxy to 127.0.0.1:`target` that holds what the client sends for
+/// `delay` before passing it on (the broker is that far away, one way);
+/// returns its port.
+async fn delaying_proxy(target: u16, delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let port = listener.local_addr().expect("proxy address").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let (tx, mut rx) =
+                tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0
+                        || tx
+                            .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some((due, bytes)) = rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    if sw.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_right_after_the_suback_reaches_the_device_100_times_in_100() {
+    let upstream = Mosquitto::start_with(broker_options(&[])).await;
+    // The bridge's broker is 20 ms away (one way); the publisher is next
+    // to it. Without the SUBACK wait, 0 of 100 arrive.
+    let proxy = delaying_proxy(upstream.port, Duration::from_millis(20)).await;
+    let gw = start_gateway_with(|c| c.upstream = Some(upstream_to(proxy, "gw-race"))).await;
+    let mut device = connect(gw.addr, "racer").await;
+    let mut opts = rumqttc::MqttOptions::new("race-publisher", "127.0.0.1", upstream.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (publisher, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    // The bridge is connected (its SUBACKs wait only then).
+    let deadline = Instant::now() + ARRIVE;
+    while metric(&gw, "sngate_upstream_connected").await != 1 {
+        assert!(Instant::now() < deadline, "the bridge never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut delivered = 0;
+    for i in 0..100 {
+        let topic = format!("race/{i}");
+        device
+            .subscribe(
+                sngate::proto::SubscribeTopic::Name(topic.clone()),
+                QoS::AtLeastOnce,
+            )
+            .await
+            .expect("subscribed");
+        publisher
+            .publish(&topic, rumqttc::QoS::AtLeastOnce, false, format!("m{i}"))
+            .await
+            .expect("publish");
+        if let Ok(m) = device.recv_message(Duration::from_secs(1)).await
+            && m.payload.as_ref() == format!("m{i}").as_bytes()
+        {
+            delivered += 1;
+        }
+    }
+    println!("subscribe then publish at once: {delivered} of 100 delivered");
+    assert_eq!(
+        delivered, 100,
+        "every message published after the SUBACK arrives"
+    );
+    gw.stop().await;
+}
