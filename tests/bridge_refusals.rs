@@ -560,3 +560,63 @@ async fn a_message_published_right_after_the_suback_reaches_the_device_100_times
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_device_a_devices_poison_message_and_filter_are_its_own_and_its_session_goes_on() {
+    let upstream = Mosquitto::start_with(broker_options(&[])).await;
+    let sub = subscriber(&upstream, "ok/#", "refusals-sub-per-device");
+    let up = upstream.port;
+    let gw = start_gateway_with(|c| {
+        let mut u = upstream_to(up, "gw-per-device-refusals");
+        u.bridge_mode = sngate::config::BridgeMode::PerDevice;
+        c.upstream = Some(u);
+    })
+    .await;
+    let mut device = connect(gw.addr, "pd").await;
+    let mut other = connect(gw.addr, "pd-other").await;
+    send_ok(&mut device, "ready", 1).await;
+    assert_eq!(collect(&sub, "ready", 1, WAIT).len(), 1, "session up");
+    // A filter mosquitto closes the device's connection on: refused to the
+    // device (its SUBACK waited for the broker's verdict).
+    let poison_filter = format!("{}#", "p/".repeat(250));
+    let refused = device
+        .subscribe(
+            sngate::proto::SubscribeTopic::Name(poison_filter),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    // A poison message: taken by the device's session, quarantined there.
+    let poison = format!("{}x", "p/".repeat(250));
+    let _ = device
+        .publish_named(&poison, Bytes::from("poison"), QoS::AtLeastOnce, false)
+        .await;
+    device
+        .subscribe(
+            sngate::proto::SubscribeTopic::Name("zz/#".into()),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .expect("its other subscriptions work");
+    send_ok(&mut device, "a", 20).await;
+    send_ok(&mut other, "o", 20).await;
+    let all = collect(&sub, "", 40, ARRIVE);
+    let got: Vec<_> = all.iter().filter(|p| p.starts_with('a')).collect();
+    let got_other: Vec<_> = all.iter().filter(|p| p.starts_with('o')).collect();
+    until_subscribed(&upstream, &mut device, "zz/probe").await;
+    println!(
+        "per-device: {} of 20 behind the poison, the other device {} of 20, filter refused to the device: {}",
+        got.len(),
+        got_other.len(),
+        refused.is_err()
+    );
+    assert_eq!(got.len(), 20, "everything behind the poison arrives");
+    assert_eq!(got_other.len(), 20, "another device is untouched");
+    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    assert_eq!(
+        metric(&gw, "sngate_upstream_filters_refused_total").await,
+        1
+    );
+    let dead = dead_letters(&gw).await;
+    assert_eq!(dead["last"][0]["device"], "pd", "{dead}");
+    gw.stop().await;
+}
