@@ -94,6 +94,24 @@ async fn dead_letters(gw: &TestGateway) -> serde_json::Value {
     doc["upstream_dead_letters"].clone()
 }
 
+/// Everything behind one refused message arrived (`got` of 50), at most
+/// two reconnections since `before`, one message quarantined; returns the
+/// reconnections.
+async fn assert_isolated(gw: &TestGateway, what: &str, got: usize, before: u64) -> u64 {
+    let reconnects = metric(gw, "sngate_upstream_reconnects_total").await - before;
+    println!("{what}: {got} of 50 delivered, {reconnects} reconnections");
+    assert_eq!(
+        got, 50,
+        "{what}: everything behind the refused message arrives"
+    );
+    assert!(
+        reconnects <= 2,
+        "{what}: {reconnects} reconnections for one message"
+    );
+    assert_eq!(metric(gw, "sngate_upstream_quarantined_total").await, 1);
+    reconnects
+}
+
 fn durable(c: &mut Config, dir: &std::path::Path, port: u16, upstream: u16, id: &str) {
     c.store.enabled = true;
     c.store.state_dir = dir.display().to_string();
@@ -139,17 +157,7 @@ async fn a_poison_topic_is_quarantined_and_everything_behind_it_arrives_even_acr
         .expect("the gateway acknowledges it: it cannot know");
     send_ok(&mut device, "a", 50).await;
     let got = collect(&sub, "a", 50, ARRIVE);
-    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await - before;
-    println!(
-        "poison topic, live: {} of 50 delivered, {reconnects} reconnections",
-        got.len()
-    );
-    assert_eq!(got.len(), 50, "everything behind the poison arrives");
-    assert!(
-        reconnects <= 2,
-        "{reconnects} reconnections for one message"
-    );
-    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    assert_isolated(&gw, "poison topic, live", got.len(), before).await;
     let dead = dead_letters(&gw).await;
     assert_eq!(dead["quarantined"], 1);
     let last = &dead["last"][0];
@@ -179,21 +187,7 @@ async fn a_poison_topic_is_quarantined_and_everything_behind_it_arrives_even_acr
     let gw = start_gateway_with(cfg).await;
     upstream.restart().await;
     let got = collect(&sub, "b", 50, ARRIVE);
-    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
-    println!(
-        "poison topic, after a restart: {} of 50 delivered, {reconnects} reconnections",
-        got.len()
-    );
-    assert_eq!(
-        got.len(),
-        50,
-        "everything behind the restored poison arrives"
-    );
-    assert!(
-        reconnects <= 2,
-        "{reconnects} reconnections for one message"
-    );
-    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    assert_isolated(&gw, "poison topic, after a restart", got.len(), 0).await;
     gw.stop().await;
     // And it is gone from the disk: a third start finds an empty outbox.
     let gw = start_gateway_with(cfg).await;
@@ -242,17 +236,8 @@ async fn poison_size(protocol_version: u8) -> u64 {
     assert_eq!(collect(&sub, "ready", 1, WAIT).len(), 1, "bridge up");
     local_publish(&gw, 200_000, 50, "s");
     let got = collect(&sub, "s", 50, ARRIVE);
-    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
-    println!(
-        "poison size, MQTT {protocol_version}: {} of 50 delivered, {reconnects} reconnections",
-        got.len()
-    );
-    assert_eq!(got.len(), 50, "everything behind the big one arrives");
-    assert!(
-        reconnects <= 2,
-        "{reconnects} reconnections for one message"
-    );
-    assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 1);
+    let what = format!("poison size, MQTT {protocol_version}");
+    let reconnects = assert_isolated(&gw, &what, got.len(), 0).await;
     let dead = dead_letters(&gw).await;
     assert_eq!(dead["last"][0]["topic"], "big/x", "{dead}");
     gw.stop().await;
@@ -339,6 +324,19 @@ async fn mqtt5_a_device_is_told_rejected_when_the_broker_announced_it_would_refu
     gw.stop().await;
 }
 
+/// The device subscribes `filter` at QoS 1.
+async fn subscribe(
+    device: &mut sngate::client::Client,
+    filter: impl Into<String>,
+) -> Result<sngate::client::Subscribed, sngate::client::ClientError> {
+    device
+        .subscribe(
+            sngate::proto::SubscribeTopic::Name(filter.into()),
+            QoS::AtLeastOnce,
+        )
+        .await
+}
+
 /// Publishes `n` QoS 1 messages `{prefix}{i}` on `topic` upstream.
 fn upstream_publish(upstream: &Mosquitto, topic: &str, prefix: &str, n: usize) {
     let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
@@ -393,6 +391,33 @@ async fn until_subscribed(upstream: &Mosquitto, device: &mut sngate::client::Cli
     }
 }
 
+/// With a poison filter refused: 50 messages down on `zz/x` (payloads
+/// `{down}…`) and 50 up on `ok/x` (`{up}…`) all arrive, at most two
+/// reconnections, one filter refused.
+async fn traffic_behind_a_poison_filter(
+    gw: &TestGateway,
+    upstream: &Mosquitto,
+    sub: &Tool,
+    device: &mut sngate::client::Client,
+    [down_prefix, up_prefix]: [&str; 2],
+    when: &str,
+) {
+    until_subscribed(upstream, device, "zz/probe").await;
+    upstream_publish(upstream, "zz/x", down_prefix, 50);
+    let down = device_collect(device, down_prefix, 50, ARRIVE).await;
+    send_ok(device, up_prefix, 50).await;
+    let up_got = collect(sub, up_prefix, 50, ARRIVE);
+    let reconnects = metric(gw, "sngate_upstream_reconnects_total").await;
+    println!(
+        "poison filter, {when}: downlink {} of 50, uplink {} of 50, {reconnects} reconnections",
+        down.len(),
+        up_got.len()
+    );
+    assert_eq!((down.len(), up_got.len()), (50, 50));
+    assert!(reconnects <= 2, "{reconnects} reconnections for one filter");
+    assert_eq!(metric(gw, "sngate_upstream_filters_refused_total").await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_filter_is_refused_and_every_other_subscription_and_message_works_even_across_a_restart()
  {
@@ -410,36 +435,9 @@ async fn a_poison_filter_is_refused_and_every_other_subscription_and_message_wor
     // A filter mosquitto closes the connection on, and one that sorts
     // after it.
     let poison = format!("{}#", "p/".repeat(250));
-    let _ = device
-        .subscribe(
-            sngate::proto::SubscribeTopic::Name(poison.clone()),
-            QoS::AtLeastOnce,
-        )
-        .await;
-    device
-        .subscribe(
-            sngate::proto::SubscribeTopic::Name("zz/#".into()),
-            QoS::AtLeastOnce,
-        )
-        .await
-        .expect("subscribed");
-    until_subscribed(&upstream, &mut device, "zz/probe").await;
-    upstream_publish(&upstream, "zz/x", "d", 50);
-    let down = device_collect(&mut device, "d", 50, ARRIVE).await;
-    send_ok(&mut device, "u", 50).await;
-    let up_got = collect(&sub, "u", 50, ARRIVE);
-    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
-    println!(
-        "poison filter, live: downlink {} of 50, uplink {} of 50, {reconnects} reconnections",
-        down.len(),
-        up_got.len()
-    );
-    assert_eq!((down.len(), up_got.len()), (50, 50));
-    assert!(reconnects <= 2, "{reconnects} reconnections for one filter");
-    assert_eq!(
-        metric(&gw, "sngate_upstream_filters_refused_total").await,
-        1
-    );
+    let _ = subscribe(&mut device, poison.clone()).await;
+    subscribe(&mut device, "zz/#").await.expect("subscribed");
+    traffic_behind_a_poison_filter(&gw, &upstream, &sub, &mut device, ["d", "u"], "live").await;
     drop(device);
     gw.stop().await;
 
@@ -447,23 +445,15 @@ async fn a_poison_filter_is_refused_and_every_other_subscription_and_message_wor
     // poison filter too, refused again at no more cost.
     let gw = start_gateway_with(cfg).await;
     let mut device = common::connect_with(gw.addr, opts()).await;
-    until_subscribed(&upstream, &mut device, "zz/probe").await;
-    upstream_publish(&upstream, "zz/x", "e", 50);
-    let down = device_collect(&mut device, "e", 50, ARRIVE).await;
-    send_ok(&mut device, "v", 50).await;
-    let up_got = collect(&sub, "v", 50, ARRIVE);
-    let reconnects = metric(&gw, "sngate_upstream_reconnects_total").await;
-    println!(
-        "poison filter, after a restart: downlink {} of 50, uplink {} of 50, {reconnects} reconnections",
-        down.len(),
-        up_got.len()
-    );
-    assert_eq!((down.len(), up_got.len()), (50, 50));
-    assert!(reconnects <= 2, "{reconnects} reconnections for one filter");
-    assert_eq!(
-        metric(&gw, "sngate_upstream_filters_refused_total").await,
-        1
-    );
+    traffic_behind_a_poison_filter(
+        &gw,
+        &upstream,
+        &sub,
+        &mut device,
+        ["e", "v"],
+        "after a restart",
+    )
+    .await;
     gw.stop().await;
 }
 
@@ -579,22 +569,13 @@ async fn per_device_a_devices_poison_message_and_filter_are_its_own_and_its_sess
     // A filter mosquitto closes the device's connection on: refused to the
     // device (its SUBACK waited for the broker's verdict).
     let poison_filter = format!("{}#", "p/".repeat(250));
-    let refused = device
-        .subscribe(
-            sngate::proto::SubscribeTopic::Name(poison_filter),
-            QoS::AtLeastOnce,
-        )
-        .await;
+    let refused = subscribe(&mut device, poison_filter).await;
     // A poison message: taken by the device's session, quarantined there.
     let poison = format!("{}x", "p/".repeat(250));
     let _ = device
         .publish_named(&poison, Bytes::from("poison"), QoS::AtLeastOnce, false)
         .await;
-    device
-        .subscribe(
-            sngate::proto::SubscribeTopic::Name("zz/#".into()),
-            QoS::AtLeastOnce,
-        )
+    subscribe(&mut device, "zz/#")
         .await
         .expect("its other subscriptions work");
     send_ok(&mut device, "a", 20).await;

@@ -57,23 +57,16 @@ impl DeadLetters {
             }
             letter.topic.truncate(end);
         }
-        if self
-            .last_warn
-            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY)
-        {
+        if let Some(held_back) = self.may_warn(now) {
             warn!(
                 topic = %letter.topic,
                 size = letter.size,
                 qos = letter.qos,
                 reason = %letter.reason,
                 device = letter.device.as_deref().unwrap_or("-"),
-                more_since_last_line = self.held_back,
+                more_since_last_line = held_back,
                 "upstream: message quarantined (dead letter); the outbox goes on"
             );
-            self.last_warn = Some(now);
-            self.held_back = 0;
-        } else {
-            self.held_back += 1;
         }
         if self.kept.len() >= DEAD_LETTERS_KEPT {
             self.kept.pop_front();
@@ -90,22 +83,29 @@ impl DeadLetters {
         reason: &str,
         device: Option<&str>,
     ) {
-        if self
-            .last_warn
-            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY)
-        {
+        if let Some(held_back) = self.may_warn(now) {
             warn!(
                 filter,
                 reason,
                 device = device.unwrap_or("-"),
-                more_since_last_line = self.held_back,
+                more_since_last_line = held_back,
                 "upstream: subscription filter refused; removed from the upstream set"
             );
-            self.last_warn = Some(now);
-            self.held_back = 0;
-        } else {
-            self.held_back += 1;
         }
+    }
+
+    /// Whether a warn line may be written now: `Some(lines held back since
+    /// the last one)`, or `None` (this one is held back and counted).
+    fn may_warn(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last_warn
+            .is_some_and(|at| now.saturating_duration_since(at) < WARN_EVERY)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.last_warn = Some(now);
+        Some(std::mem::take(&mut self.held_back))
     }
 
     /// The ones kept, oldest first, stamped with wall time.

@@ -119,32 +119,24 @@ fn limits_v5(p: Option<&m5::ConnAckProperties>) -> BrokerLimits {
     l
 }
 
-fn puback_code(r: m5::PubAckReason) -> u8 {
-    use m5::PubAckReason as R;
-    match r {
-        R::Success => 0x00,
-        R::NoMatchingSubscribers => 0x10,
-        R::UnspecifiedError => 0x80,
-        R::ImplementationSpecificError => 0x83,
-        R::NotAuthorized => 0x87,
-        R::TopicNameInvalid => 0x90,
-        R::PacketIdentifierInUse => 0x91,
-        R::QuotaExceeded => 0x97,
-        R::PayloadFormatInvalid => 0x99,
-    }
+/// The reason code of a PUBACK or PUBREC (their reason sets are the same).
+macro_rules! reason_code {
+    ($name:ident, $ty:ty) => {
+        fn $name(r: $ty) -> u8 {
+            use $ty as R;
+            match r {
+                R::Success => 0x00,
+                R::NoMatchingSubscribers => 0x10,
+                R::UnspecifiedError => 0x80,
+                R::ImplementationSpecificError => 0x83,
+                R::NotAuthorized => 0x87,
+                R::TopicNameInvalid => 0x90,
+                R::PacketIdentifierInUse => 0x91,
+                R::QuotaExceeded => 0x97,
+                R::PayloadFormatInvalid => 0x99,
+            }
+        }
+    };
 }
-
-fn pubrec_code(r: m5::PubRecReason) -> u8 {
-    use m5::PubRecReason as R;
-    match r {
-        R::Success => 0x00,
-        R::NoMatchingSubscribers => 0x10,
-        R::UnspecifiedError => 0x80,
-        R::ImplementationSpecificError => 0x83,
-        R::NotAuthorized => 0x87,
-        R::TopicNameInvalid => 0x90,
-        R::PacketIdentifierInUse => 0x91,
-        R::QuotaExceeded => 0x97,
-        R::PayloadFormatInvalid => 0x99,
-    }
-}
+reason_code!(puback_code, m5::PubAckReason);
+reason_code!(pubrec_code, m5::PubRecReason);

@@ -57,20 +57,25 @@ impl Machine {
             store_id: None,
             ticket: None,
         };
-        let v5 = self.common.cfg.protocol_version == 5;
-        let origin = self
-            .common
-            .origin
-            .as_deref()
-            .filter(|_| self.common.per_device);
         // The empty message's size less its fixed header (two bytes).
-        let packet_overhead = publish_size(&probe, v5, origin).saturating_sub(2);
+        let packet_overhead = self.publish_size(&probe).saturating_sub(2);
         Some(crate::core::UpstreamLimits {
             max_packet_size: self.max_packet_size(),
             packet_overhead,
             max_qos: self.limits.max_qos,
             retain_available: self.limits.retain_available,
         })
+    }
+
+    /// The size of `msg`'s PUBLISH packet on this session.
+    fn publish_size(&self, msg: &OutMessage) -> usize {
+        let v5 = self.common.cfg.protocol_version == 5;
+        let origin = self
+            .common
+            .origin
+            .as_deref()
+            .filter(|_| self.common.per_device);
+        publish_size(msg, v5, origin)
     }
 
     fn max_packet_size(&self) -> usize {
@@ -83,13 +88,7 @@ impl Machine {
     /// Why the broker would refuse `msg`, by what its CONNACK announced
     /// (or what MQTT itself forbids), before it is sent; `None`: send it.
     pub(super) fn refusal_before_sending(&self, msg: &OutMessage) -> Option<String> {
-        let v5 = self.common.cfg.protocol_version == 5;
-        let origin = self
-            .common
-            .origin
-            .as_deref()
-            .filter(|_| self.common.per_device);
-        let size = publish_size(msg, v5, origin);
+        let size = self.publish_size(msg);
         let max = self.max_packet_size();
         if size > max {
             return Some(format!(
