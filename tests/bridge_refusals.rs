@@ -195,6 +195,19 @@ async fn a_poison_topic_is_quarantined_and_everything_behind_it_arrives_even_acr
     assert_eq!(collect(&sub, "c", 5, WAIT).len(), 5);
     assert_eq!(metric(&gw, "sngate_upstream_quarantined_total").await, 0);
     assert_eq!(metric(&gw, "sngate_upstream_reconnects_total").await, 0);
+    // The dead-letter record is durable: both quarantined messages are
+    // still listed, with their time.
+    let dead = dead_letters(&gw).await;
+    let last = dead["last"].as_array().expect("a list");
+    assert_eq!(last.len(), 2, "{dead}");
+    assert!(
+        last.iter()
+            .all(|l| l["topic"].as_str().is_some_and(|t| t.starts_with("p/p/")))
+    );
+    assert!(
+        last.iter()
+            .all(|l| l["at"].as_str().is_some_and(|t| t.starts_with("20")))
+    );
     gw.stop().await;
 }
 

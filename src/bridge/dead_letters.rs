@@ -21,8 +21,8 @@ const TOPIC_KEPT: usize = 256;
 /// At most one warn line per this long.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// One message the bridge gave up on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One message the bridge gave up on (also its durable record).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     /// Remote topic (cut to 256 bytes).
     pub topic: String,
@@ -35,7 +35,8 @@ pub struct DeadLetter {
     pub reason: String,
     /// The device whose own session it was on (per-device mode).
     pub device: Option<String>,
-    /// When, in seconds since the Unix epoch.
+    /// When, in seconds since the Unix epoch (0 until the reader stamps
+    /// it).
     pub at_unix_secs: u64,
 }
 
@@ -108,12 +109,25 @@ impl DeadLetters {
         Some(std::mem::take(&mut self.held_back))
     }
 
+    /// Dead letters read back from the store at start-up (already stamped).
+    pub(super) fn restore(&mut self, now: Instant, letters: Vec<DeadLetter>) {
+        for l in letters {
+            if self.kept.len() >= DEAD_LETTERS_KEPT {
+                self.kept.pop_front();
+            }
+            self.kept.push_back((now, l));
+        }
+    }
+
     /// The ones kept, oldest first, stamped with wall time.
     pub(super) fn snapshot(&self) -> Vec<DeadLetter> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         self.kept
             .iter()
             .map(|(at, l)| {
+                if l.at_unix_secs != 0 {
+                    return l.clone();
+                }
                 let when = wall
                     .checked_sub(now.saturating_duration_since(*at))
                     .unwrap_or(wall);

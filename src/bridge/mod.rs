@@ -165,6 +165,8 @@ pub enum BridgeEvent {
     /// before a device is acknowledged; `None` with bridge rules (the
     /// bridge alone decides then).
     Limits(Option<crate::core::UpstreamLimits>),
+    /// A message was quarantined (a dead letter), for the durable record.
+    Quarantined(DeadLetter),
     /// What the broker answered to a SUBSCRIBE for a local filter: accepted,
     /// or refused (then removed from the upstream set for good). `client_id`:
     /// the device whose own session it was (per-device mode).
@@ -419,6 +421,14 @@ impl BridgeHandle {
     /// The bridge's counters right now.
     pub fn stats(&self) -> BridgeStats {
         self.counters.snapshot()
+    }
+
+    /// The dead letters the store kept from before the restart, listed on
+    /// `/status` with the new ones.
+    pub fn restore_dead_letters(&self, letters: Vec<DeadLetter>) {
+        if let Ok(mut d) = self.counters.dead_letters.lock() {
+            d.restore(std::time::Instant::now(), letters);
+        }
     }
 
     /// Stops every session: for up to `grace` each keeps delivering what is

@@ -128,8 +128,12 @@ impl Machine {
             at_unix_secs: 0,
         };
         if let Ok(mut d) = c.dead_letters.lock() {
-            d.record(self.now, letter);
+            d.record(self.now, letter.clone());
         }
+        // For the durable record (the driver stamps the time).
+        self.events.push(crate::bridge::TaskEvent::Public(
+            crate::bridge::BridgeEvent::Quarantined(letter),
+        ));
         self.dirty = true;
     }
 
