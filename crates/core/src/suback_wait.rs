@@ -12,7 +12,9 @@
 //! removed. Retained messages follow the SUBACK, as always.
 //!
 //! Whoever subscribes the same filter while its answer is awaited waits
-//! for the same answer.
+//! for the same answer. A local MQTT client's SUBSCRIBE (several filters,
+//! one SUBACK) waits until every filter that asked the bridge is answered;
+//! a refused one is 0x80 in its SUBACK.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::gateway::{Gateway, Subscriber};
+use crate::local::{LocalConnId, LocalDelivery};
+use crate::output::{LocalAction, Output};
 use crate::session::{Delivery, SessionId};
 use sngate_wire::v1::{Packet, QoS, ReturnCode};
 
@@ -37,11 +41,27 @@ struct Held {
     deadline: Instant,
 }
 
+/// One local client's SUBACK held back.
+#[derive(Debug, Clone)]
+struct LocalHeld {
+    sid: SessionId,
+    conn: LocalConnId,
+    pkid: u16,
+    /// Per filter, in order.
+    granted: Vec<Option<u8>>,
+    /// The filters granted so far, for the retained messages.
+    accepted: Vec<(String, u8)>,
+    /// Indexes (in `granted`) of the filters still awaiting the bridge.
+    waiting: Vec<usize>,
+    deadline: Instant,
+}
+
 /// The SUBACKs held back, and whether the subscription being made asked
 /// the bridge for a new upstream SUBSCRIBE.
 #[derive(Debug, Default)]
 pub(crate) struct SubackWait {
     held: Vec<Held>,
+    local: Vec<LocalHeld>,
     /// Set when an upstream Subscribe/SessionSubscribe was emitted.
     pub(crate) asked: bool,
     /// The bridge is connected to the broker.
@@ -51,6 +71,26 @@ pub(crate) struct SubackWait {
 impl SubackWait {
     fn waiting_on(&self, filter: &str) -> bool {
         self.held.iter().any(|h| &*h.filter == filter)
+            || self.local.iter().any(|l| {
+                l.waiting
+                    .iter()
+                    .any(|&i| l.accepted_filter(i).is_some_and(|f| f == filter))
+            })
+    }
+}
+
+impl LocalHeld {
+    /// The filter at index `i` of the SUBSCRIBE, if it was granted.
+    fn accepted_filter(&self, i: usize) -> Option<&str> {
+        // `accepted` holds the granted filters in order: count the granted
+        // ones before `i`.
+        let nth = self
+            .granted
+            .get(..i)?
+            .iter()
+            .filter(|g| g.is_some())
+            .count();
+        self.accepted.get(nth).map(|(f, _)| f.as_str())
     }
 }
 
@@ -76,6 +116,7 @@ impl Gateway {
             for h in std::mem::take(&mut self.suback_wait.held) {
                 self.answer_held(now, h, true);
             }
+            self.release_local(|_| true);
         }
     }
 
@@ -128,11 +169,127 @@ impl Gateway {
         for h in answered {
             self.answer_held(now, h, accepted);
         }
+        if client_id.is_none() {
+            self.local_answered(filter, accepted);
+        }
+    }
+
+    /// A local client's SUBACK: now, or held while filters at `waiting`
+    /// await the bridge.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn local_suback(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        conn: LocalConnId,
+        pkid: u16,
+        granted: Vec<Option<u8>>,
+        accepted: Vec<(String, u8)>,
+        waiting: Vec<usize>,
+    ) {
+        let held = LocalHeld {
+            sid,
+            conn,
+            pkid,
+            granted,
+            accepted,
+            waiting,
+            deadline: now + SUBACK_WAIT,
+        };
+        if held.waiting.is_empty() {
+            self.send_local_suback(held);
+        } else {
+            self.suback_wait.local.push(held);
+        }
+    }
+
+    /// The bridge answered for `filter`: local SUBACKs waiting on it are
+    /// updated, and sent once nothing else is awaited.
+    fn local_answered(&mut self, filter: &str, accepted: bool) {
+        let mut done = Vec::new();
+        let mut refused = Vec::new();
+        for (n, l) in self.suback_wait.local.iter_mut().enumerate() {
+            let hit: Vec<usize> = l
+                .waiting
+                .iter()
+                .copied()
+                .filter(|&i| l.accepted_filter(i) == Some(filter))
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            l.waiting.retain(|i| !hit.contains(i));
+            if !accepted {
+                for &i in &hit {
+                    if let Some(g) = l.granted.get_mut(i) {
+                        *g = None;
+                    }
+                }
+                l.accepted.retain(|(f, _)| f != filter);
+                refused.push(l.sid);
+            }
+            if l.waiting.is_empty() {
+                done.push(n);
+            }
+        }
+        for sid in refused {
+            self.stats.drop(crate::stats::DropReason::UpstreamRefused);
+            let removed = self
+                .locals
+                .sessions
+                .get_mut(&sid)
+                .is_some_and(|s| s.subscriptions.remove(filter).is_some());
+            if removed {
+                self.unsubscribe_filter(Subscriber::Local(sid), filter);
+            }
+        }
+        for n in done.into_iter().rev() {
+            if n < self.suback_wait.local.len() {
+                let l = self.suback_wait.local.remove(n);
+                self.send_local_suback(l);
+            }
+        }
+    }
+
+    /// Sends a local SUBACK, then the retained messages of what it granted.
+    fn send_local_suback(&mut self, l: LocalHeld) {
+        self.push_output(Output::Local {
+            conn: l.conn,
+            action: LocalAction::SubAck {
+                pkid: l.pkid,
+                granted: l.granted,
+            },
+        });
+        for (filter, qos) in l.accepted {
+            let retained: Vec<LocalDelivery> = self
+                .retained
+                .matching(&filter)
+                .map(|(topic, msg)| LocalDelivery {
+                    topic: Arc::from(topic),
+                    payload: msg.payload.clone(),
+                    qos: msg.qos.min(qos),
+                    retain: true,
+                    store_id: None,
+                })
+                .collect();
+            for delivery in retained {
+                if !self.acl_may_read(Subscriber::Local(l.sid), &delivery.topic) {
+                    continue;
+                }
+                self.deliver_local(l.sid, delivery);
+            }
+        }
     }
 
     /// The next instant a held SUBACK times out.
     pub(crate) fn next_suback_deadline(&self) -> Option<Instant> {
-        self.suback_wait.held.iter().map(|h| h.deadline).min()
+        let local = self.suback_wait.local.iter().map(|l| l.deadline);
+        self.suback_wait
+            .held
+            .iter()
+            .map(|h| h.deadline)
+            .chain(local)
+            .min()
     }
 
     /// Answers the held SUBACKs whose wait is over (granted).
@@ -144,6 +301,20 @@ impl Gateway {
         for h in due {
             debug!(client = %self.client_label(h.sid), filter = %h.filter, "no answer from the upstream broker in time; SUBACK granted");
             self.answer_held(now, h, true);
+        }
+        self.release_local(|l| l.deadline <= now);
+    }
+
+    /// Sends the local SUBACKs `which` selects as they stand (what is
+    /// still awaited is granted).
+    fn release_local(&mut self, which: impl Fn(&LocalHeld) -> bool) {
+        let (due, kept): (Vec<LocalHeld>, Vec<LocalHeld>) =
+            std::mem::take(&mut self.suback_wait.local)
+                .into_iter()
+                .partition(|l| which(l));
+        self.suback_wait.local = kept;
+        for l in due {
+            self.send_local_suback(l);
         }
     }
 

@@ -137,3 +137,91 @@ fn offline_the_suback_goes_at_once_and_a_lost_connection_answers_those_held() {
     let out = h.send(&dev, subscribe(QoS::AtLeastOnce, 2, "offline"));
     assert_eq!(subacks(&out, &dev), [ReturnCode::Accepted]);
 }
+
+// ------------------------------------------------------------ local clients
+
+fn local_subacks(out: &[Output]) -> Vec<(u16, Vec<Option<u8>>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Local {
+                action: crate::LocalAction::SubAck { pkid, granted },
+                ..
+            } => Some((*pkid, granted.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn local_client(h: &mut Harness) -> crate::LocalConnId {
+    let c = crate::LocalConnId(1);
+    let now = h.now;
+    h.gw.handle_local(
+        now,
+        c,
+        crate::LocalInput::Connect(crate::LocalConnect {
+            client_id: "local".into(),
+            clean_session: true,
+            will: None,
+            username: None,
+        }),
+    );
+    h.drain();
+    c
+}
+
+#[test]
+fn a_local_clients_suback_waits_for_every_filter_that_asked_the_bridge() {
+    let mut h = bridged_connected();
+    let now = h.now;
+    let c = local_client(&mut h);
+    h.gw.handle_local(
+        now,
+        c,
+        crate::LocalInput::Subscribe {
+            pkid: 4,
+            filters: vec![("good/#".into(), 1), ("bad/#".into(), 1)],
+        },
+    );
+    let out = h.drain();
+    assert!(local_subacks(&out).is_empty(), "held: {out:?}");
+    assert_eq!(upstream(&out).len(), 2, "two upstream SUBSCRIBEs");
+    h.gw.handle_upstream_subscribed(now, None, "good/#", true);
+    assert!(local_subacks(&h.drain()).is_empty(), "one still awaited");
+    h.gw.handle_upstream_subscribed(now, None, "bad/#", false);
+    let out = h.drain();
+    assert_eq!(local_subacks(&out), [(4, vec![Some(1), None])]);
+    assert_eq!(
+        upstream(&out),
+        [UpstreamCommand::Unsubscribe {
+            filter: "bad/#".into()
+        }]
+    );
+}
+
+#[test]
+fn a_local_clients_suback_goes_at_once_offline_and_after_the_wait() {
+    let mut h = bridged_connected();
+    let now = h.now;
+    let c = local_client(&mut h);
+    h.gw.handle_local(
+        now,
+        c,
+        crate::LocalInput::Subscribe {
+            pkid: 1,
+            filters: vec![("slow".into(), 1)],
+        },
+    );
+    assert!(local_subacks(&h.drain()).is_empty());
+    let out = h.advance(SUBACK_WAIT);
+    assert_eq!(local_subacks(&out), [(1, vec![Some(1)])]);
+    h.gw.handle_upstream_connected(now, false);
+    h.gw.handle_local(
+        now,
+        c,
+        crate::LocalInput::Subscribe {
+            pkid: 2,
+            filters: vec![("offline".into(), 0)],
+        },
+    );
+    assert_eq!(local_subacks(&h.drain()), [(2, vec![Some(0)])]);
+}
