@@ -356,7 +356,14 @@ impl Machine {
         if self.in_channel + 1 >= self.window.request_channel {
             return None;
         }
-        if let Some(req) = self.subs.next_request() {
+        while let Some(req) = self.subs.next_request() {
+            if let Request::Subscribe(filter, ..) = &req
+                && let Some(reason) = self.filter_unsupported(filter)
+            {
+                let outcome = self.subs.refuse_unsent(filter, reason);
+                self.filter_outcome(outcome);
+                continue;
+            }
             self.offered = Some(match &req {
                 Request::Subscribe(filter, ..) => Offer::Subscribe(filter.clone()),
                 _ => Offer::Unsubscribe,

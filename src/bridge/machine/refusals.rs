@@ -85,6 +85,18 @@ impl Machine {
             .map_or(own, |m| usize::try_from(m).unwrap_or(own).min(own))
     }
 
+    /// Why the broker would refuse `filter` by what its CONNACK announced
+    /// (Wildcard / Shared Subscription Available), if it would.
+    pub(super) fn filter_unsupported(&self, filter: &str) -> Option<&'static str> {
+        if !self.limits.shared_available && filter.starts_with("$share/") {
+            Some("the broker does not support shared subscriptions")
+        } else if !self.limits.wildcards_available && filter.contains(['+', '#']) {
+            Some("the broker does not support wildcard subscriptions")
+        } else {
+            None
+        }
+    }
+
     /// Why the broker would refuse `msg`, by what its CONNACK announced
     /// (or what MQTT itself forbids), before it is sent; `None`: send it.
     pub(super) fn refusal_before_sending(&self, msg: &OutMessage) -> Option<String> {

@@ -190,6 +190,12 @@ impl Subscriptions {
         }
     }
 
+    /// The broker announced it does not support `filter` (wildcards or
+    /// shared subscriptions): refused unsent.
+    pub(super) fn refuse_unsent(&mut self, filter: &str, reason: &'static str) -> Outcome {
+        self.refuse(filter, reason)
+    }
+
     /// rumqttc would not take a SUBSCRIBE for `filter` (an invalid filter):
     /// refused.
     pub(super) fn rumqttc_refused(&mut self, filter: &str) -> Outcome {

@@ -308,3 +308,26 @@ fn a_filter_rumqttc_will_not_take_is_refused_at_once() {
     h.connack(false);
     assert!(filters(h.take_sent()).is_empty(), "never sent again");
 }
+
+#[test]
+fn wildcard_and_shared_filters_a_broker_does_not_support_are_refused_unsent() {
+    let mut h = Harness::shared(config());
+    h.event(LinkEvent::ConnAck {
+        session_present: false,
+        limits: crate::bridge::machine::BrokerLimits {
+            wildcards_available: false,
+            shared_available: false,
+            ..Default::default()
+        },
+    });
+    h.take_events();
+    for f in ["a/#", "$share/g/b", "plain"] {
+        h.command(subscribe(f, 1));
+    }
+    assert_eq!(filters(h.take_sent()), ["plain"]);
+    assert_eq!(
+        outcomes(&h.take_events()),
+        [("a/#".to_owned(), false), ("$share/g/b".to_owned(), false)]
+    );
+    assert_eq!(h.gauge(&h.counters.filters_refused), 2);
+}
