@@ -600,7 +600,15 @@ impl Gateway {
         }
         // SUBACK means subscribed (suback_wait.rs); then the retained
         // messages (MQTT 3.1.1 §3.3.1.3).
-        self.local_suback(now, sid, conn, pkid, granted, accepted, waiting);
+        let suback = crate::suback_wait::LocalSuback {
+            sid,
+            conn,
+            pkid,
+            granted,
+            accepted,
+            waiting,
+        };
+        self.local_suback(now, suback);
     }
 
     fn remove_local_subscription(&mut self, sid: SessionId, filter: &str) {

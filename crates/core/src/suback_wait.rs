@@ -41,18 +41,24 @@ struct Held {
     deadline: Instant,
 }
 
+/// A local client's SUBACK, as its SUBSCRIBE left it.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalSuback {
+    pub(crate) sid: SessionId,
+    pub(crate) conn: LocalConnId,
+    pub(crate) pkid: u16,
+    /// Per filter, in order.
+    pub(crate) granted: Vec<Option<u8>>,
+    /// The filters granted, for the retained messages.
+    pub(crate) accepted: Vec<(String, u8)>,
+    /// Indexes (in `granted`) of the filters awaiting the bridge.
+    pub(crate) waiting: Vec<usize>,
+}
+
 /// One local client's SUBACK held back.
 #[derive(Debug, Clone)]
 struct LocalHeld {
-    sid: SessionId,
-    conn: LocalConnId,
-    pkid: u16,
-    /// Per filter, in order.
-    granted: Vec<Option<u8>>,
-    /// The filters granted so far, for the retained messages.
-    accepted: Vec<(String, u8)>,
-    /// Indexes (in `granted`) of the filters still awaiting the bridge.
-    waiting: Vec<usize>,
+    s: LocalSuback,
     deadline: Instant,
 }
 
@@ -71,7 +77,7 @@ pub(crate) struct SubackWait {
 impl SubackWait {
     fn waiting_on(&self, filter: &str) -> bool {
         self.held.iter().any(|h| &*h.filter == filter)
-            || self.local.iter().any(|l| {
+            || self.local.iter().map(|l| &l.s).any(|l| {
                 l.waiting
                     .iter()
                     .any(|&i| l.accepted_filter(i).is_some_and(|f| f == filter))
@@ -79,7 +85,7 @@ impl SubackWait {
     }
 }
 
-impl LocalHeld {
+impl LocalSuback {
     /// The filter at index `i` of the SUBSCRIBE, if it was granted.
     fn accepted_filter(&self, i: usize) -> Option<&str> {
         // `accepted` holds the granted filters in order: count the granted
@@ -174,32 +180,16 @@ impl Gateway {
         }
     }
 
-    /// A local client's SUBACK: now, or held while filters at `waiting`
-    /// await the bridge.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn local_suback(
-        &mut self,
-        now: Instant,
-        sid: SessionId,
-        conn: LocalConnId,
-        pkid: u16,
-        granted: Vec<Option<u8>>,
-        accepted: Vec<(String, u8)>,
-        waiting: Vec<usize>,
-    ) {
-        let held = LocalHeld {
-            sid,
-            conn,
-            pkid,
-            granted,
-            accepted,
-            waiting,
-            deadline: now + SUBACK_WAIT,
-        };
-        if held.waiting.is_empty() {
-            self.send_local_suback(held);
+    /// A local client's SUBACK: now, or held while filters await the
+    /// bridge.
+    pub(crate) fn local_suback(&mut self, now: Instant, s: LocalSuback) {
+        if s.waiting.is_empty() {
+            self.send_local_suback(s);
         } else {
-            self.suback_wait.local.push(held);
+            self.suback_wait.local.push(LocalHeld {
+                s,
+                deadline: now + SUBACK_WAIT,
+            });
         }
     }
 
@@ -208,7 +198,8 @@ impl Gateway {
     fn local_answered(&mut self, filter: &str, accepted: bool) {
         let mut done = Vec::new();
         let mut refused = Vec::new();
-        for (n, l) in self.suback_wait.local.iter_mut().enumerate() {
+        for (n, held) in self.suback_wait.local.iter_mut().enumerate() {
+            let l = &mut held.s;
             let hit: Vec<usize> = l
                 .waiting
                 .iter()
@@ -246,13 +237,13 @@ impl Gateway {
         for n in done.into_iter().rev() {
             if n < self.suback_wait.local.len() {
                 let l = self.suback_wait.local.remove(n);
-                self.send_local_suback(l);
+                self.send_local_suback(l.s);
             }
         }
     }
 
     /// Sends a local SUBACK, then the retained messages of what it granted.
-    fn send_local_suback(&mut self, l: LocalHeld) {
+    fn send_local_suback(&mut self, l: LocalSuback) {
         self.push_output(Output::Local {
             conn: l.conn,
             action: LocalAction::SubAck {
@@ -314,7 +305,7 @@ impl Gateway {
                 .partition(|l| which(l));
         self.suback_wait.local = kept;
         for l in due {
-            self.send_local_suback(l);
+            self.send_local_suback(l.s);
         }
     }
 

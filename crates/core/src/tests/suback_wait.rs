@@ -169,18 +169,21 @@ fn local_client(h: &mut Harness) -> crate::LocalConnId {
     c
 }
 
+fn local_subscribe(h: &mut Harness, c: crate::LocalConnId, pkid: u16, filters: Vec<(String, u8)>) {
+    let now = h.now;
+    h.gw.handle_local(now, c, crate::LocalInput::Subscribe { pkid, filters });
+}
+
 #[test]
 fn a_local_clients_suback_waits_for_every_filter_that_asked_the_bridge() {
     let mut h = bridged_connected();
     let now = h.now;
     let c = local_client(&mut h);
-    h.gw.handle_local(
-        now,
+    local_subscribe(
+        &mut h,
         c,
-        crate::LocalInput::Subscribe {
-            pkid: 4,
-            filters: vec![("good/#".into(), 1), ("bad/#".into(), 1)],
-        },
+        4,
+        vec![("good/#".into(), 1), ("bad/#".into(), 1)],
     );
     let out = h.drain();
     assert!(local_subacks(&out).is_empty(), "held: {out:?}");
@@ -203,25 +206,11 @@ fn a_local_clients_suback_goes_at_once_offline_and_after_the_wait() {
     let mut h = bridged_connected();
     let now = h.now;
     let c = local_client(&mut h);
-    h.gw.handle_local(
-        now,
-        c,
-        crate::LocalInput::Subscribe {
-            pkid: 1,
-            filters: vec![("slow".into(), 1)],
-        },
-    );
+    local_subscribe(&mut h, c, 1, vec![("slow".into(), 1)]);
     assert!(local_subacks(&h.drain()).is_empty());
     let out = h.advance(SUBACK_WAIT);
     assert_eq!(local_subacks(&out), [(1, vec![Some(1)])]);
     h.gw.handle_upstream_connected(now, false);
-    h.gw.handle_local(
-        now,
-        c,
-        crate::LocalInput::Subscribe {
-            pkid: 2,
-            filters: vec![("offline".into(), 0)],
-        },
-    );
+    local_subscribe(&mut h, c, 2, vec![("offline".into(), 0)]);
     assert_eq!(local_subacks(&h.drain()), [(2, vec![Some(0)])]);
 }
