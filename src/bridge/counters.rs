@@ -65,6 +65,15 @@ pub struct BridgeStats {
     /// acknowledged to its device, handed to the shared session as the last
     /// resort (they go up under the gateway's own identity).
     pub device_messages_to_shared: u64,
+    /// Messages quarantined: refused by the broker (error reason code, a
+    /// CONNACK limit, or the connection closed on them twice) and put in
+    /// the dead-letter record instead of being retried.
+    pub quarantined: u64,
+    /// The last dead letters, oldest first.
+    pub dead_letters: Vec<super::DeadLetter>,
+    /// Subscription filters the broker refused (SUBACK, or the connection
+    /// closed on them twice), removed from the upstream set.
+    pub filters_refused: u64,
 }
 
 /// How much the bridge can still take, readable by the driver at any time, so
@@ -109,6 +118,9 @@ pub(super) struct Counters {
     pub(super) device_session_refusals: AtomicU64,
     pub(super) device_messages_to_shared: AtomicU64,
     pub(super) room: Room,
+    pub(super) quarantined: AtomicU64,
+    pub(super) filters_refused: AtomicU64,
+    pub(super) dead_letters: std::sync::Mutex<super::dead_letters::DeadLetters>,
 }
 
 pub(super) fn bump(c: &AtomicU64, n: u64) {
@@ -151,6 +163,13 @@ impl Counters {
             device_session_connects: get(&self.device_session_connects),
             device_session_refusals: get(&self.device_session_refusals),
             device_messages_to_shared: get(&self.device_messages_to_shared),
+            quarantined: get(&self.quarantined),
+            filters_refused: get(&self.filters_refused),
+            dead_letters: self
+                .dead_letters
+                .lock()
+                .map(|d| d.snapshot())
+                .unwrap_or_default(),
         }
     }
 

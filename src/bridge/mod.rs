@@ -48,6 +48,7 @@
 
 pub mod backoff;
 mod counters;
+mod dead_letters;
 pub mod echo;
 mod identities;
 pub mod link;
@@ -72,6 +73,7 @@ use crate::config::{BridgeMode, UpstreamConfig};
 use crate::core::{SessionStatus, UpstreamAck, UpstreamCommand, UpstreamMessage};
 pub use counters::BridgeStats;
 use counters::{Counters, Room, bump, shift};
+pub use dead_letters::{DeadLetter, status_json as dead_letters_json};
 use echo::EchoLog;
 use outbox::OutMessage;
 use pool::Pool;
@@ -156,6 +158,25 @@ pub enum BridgeEvent {
         /// The acknowledgement the engine asked for, unchanged.
         ack: UpstreamAck,
         /// Whether the message is safe.
+        accepted: bool,
+    },
+    /// The shared session's broker announced its limits in CONNACK (after
+    /// every connection), for the engine to refuse what it would refuse
+    /// before a device is acknowledged; `None` with bridge rules (the
+    /// bridge alone decides then).
+    Limits(Option<crate::core::UpstreamLimits>),
+    /// A message was quarantined (a dead letter), for the durable record.
+    Quarantined(DeadLetter),
+    /// What the broker answered to a SUBSCRIBE for a local filter: accepted,
+    /// or refused (then removed from the upstream set for good). `client_id`:
+    /// the device whose own session it was (per-device mode).
+    Subscribed {
+        /// The device's client id (per-device mode), `None` for the shared
+        /// session.
+        client_id: Option<Arc<str>>,
+        /// The local filter.
+        filter: String,
+        /// The broker accepted it.
         accepted: bool,
     },
     /// Per-device mode: a message that came down a device's own session,
@@ -400,6 +421,14 @@ impl BridgeHandle {
     /// The bridge's counters right now.
     pub fn stats(&self) -> BridgeStats {
         self.counters.snapshot()
+    }
+
+    /// The dead letters the store kept from before the restart, listed on
+    /// `/status` with the new ones.
+    pub fn restore_dead_letters(&self, letters: Vec<DeadLetter>) {
+        if let Ok(mut d) = self.counters.dead_letters.lock() {
+            d.restore(std::time::Instant::now(), letters);
+        }
     }
 
     /// Stops every session: for up to `grace` each keeps delivering what is

@@ -196,6 +196,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
             info!(dir = %store.dir().display(), "durable state in");
             gateway.restore(now, loaded.restored);
             restore_outbox(bridge.as_mut(), loaded.outbox);
+            if let Some(b) = &bridge {
+                b.restore_dead_letters(loaded.dead_letters);
+            }
             Some(Arc::new(store))
         }
         None => None,
@@ -228,6 +231,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         broker,
         store,
         settled: Vec::new(),
+        dead_letters: Vec::new(),
         fatal: Some(fatal_tx),
         stopping: false,
         settle_now: false,

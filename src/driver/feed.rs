@@ -143,9 +143,32 @@ impl Driver {
                 self.gateway
                     .handle_session_message(now, &client_id, message);
             }
-            BridgeEvent::Connected => info!("upstream broker connected"),
+            BridgeEvent::Connected => {
+                info!("upstream broker connected");
+                self.gateway.handle_upstream_connected(now, true);
+            }
+            BridgeEvent::Quarantined(mut letter) => {
+                if self.store.is_some() && self.dead_letters.len() < DEAD_LETTERS_PENDING {
+                    letter.at_unix_secs = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    self.dead_letters.push(letter);
+                }
+            }
+            BridgeEvent::Limits(limits) => self.gateway.handle_upstream_limits(now, limits),
+            BridgeEvent::Subscribed {
+                client_id,
+                filter,
+                accepted,
+            } => self.gateway.handle_upstream_subscribed(
+                now,
+                client_id.as_deref(),
+                &filter,
+                accepted,
+            ),
             BridgeEvent::Settled(ids) => self.settled.extend(ids),
             BridgeEvent::Disconnected { reason } => {
+                self.gateway.handle_upstream_connected(now, false);
                 warn!(%reason, "upstream broker disconnected; reconnecting");
             }
         }
@@ -232,6 +255,7 @@ impl Driver {
     /// bridge settled) in one synced batch. Returns false if the store
     /// failed: then nothing of this batch may be carried out.
     async fn commit(&mut self) -> bool {
+        self.commit_dead_letters().await;
         let Some(store) = &self.store else {
             return true;
         };
@@ -266,6 +290,30 @@ impl Driver {
         false
     }
 }
+
+impl Driver {
+    /// Writes the dead letters the bridge recorded. A failure is logged,
+    /// not fatal: the record is a trace (the counter and the log have it
+    /// too), and no device was promised anything by it.
+    async fn commit_dead_letters(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let letters = std::mem::take(&mut self.dead_letters);
+        if letters.is_empty() {
+            return;
+        }
+        let store = Arc::clone(store);
+        match tokio::task::spawn_blocking(move || store.put_dead_letters(&letters)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "the dead-letter record was not written"),
+            Err(e) => warn!(error = %e, "the dead-letter record was not written"),
+        }
+    }
+}
+
+/// Most dead letters waiting for a commit (the record keeps 32 anyway).
+const DEAD_LETTERS_PENDING: usize = 32;
 
 /// Rounds of already-waiting inputs taken before one group commit.
 const READY_ROUNDS: usize = 256;

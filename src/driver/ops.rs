@@ -197,10 +197,16 @@ impl Driver {
             upstream_outbox_messages: bridge.pending_messages,
             devices: self.gateway.devices(now.into_std()),
             serial_ports: self.serial_links.iter().map(|l| l.device.clone()).collect(),
-            extra: BTreeMap::from([(
-                "local_clients".to_owned(),
-                local_clients_json(&self.gateway.local_clients()),
-            )]),
+            extra: BTreeMap::from([
+                (
+                    "local_clients".to_owned(),
+                    local_clients_json(&self.gateway.local_clients()),
+                ),
+                (
+                    "upstream_dead_letters".to_owned(),
+                    crate::bridge::dead_letters_json(bridge.quarantined, &bridge.dead_letters),
+                ),
+            ]),
         }
     }
 }

@@ -51,6 +51,8 @@ pub(super) struct Driver {
     pub(super) store: Option<Arc<Store>>,
     /// Outbox ids the bridge settled, deleted at the next commit.
     pub(super) settled: Vec<u64>,
+    /// Dead letters the bridge recorded, written at the next commit.
+    pub(super) dead_letters: Vec<crate::bridge::DeadLetter>,
     /// Where a fatal store error goes (taken when used).
     pub(super) fatal: Option<oneshot::Sender<StoreError>>,
     /// Set when the store failed: the loop ends.

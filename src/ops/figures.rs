@@ -312,6 +312,16 @@ impl Collect for UpstreamFigures {
         .sample(&[("reason", "outbox_full")], s.dropped_full)
         .sample(&[("reason", "rejected")], s.rejected);
         out.counter(
+            "sngate_upstream_quarantined_total",
+            "Messages the broker refused (reason code, a CONNACK limit, or the connection closed on them twice), put in the dead-letter record (see /status).",
+        )
+        .value(s.quarantined);
+        out.counter(
+            "sngate_upstream_filters_refused_total",
+            "Subscription filters the upstream broker refused (SUBACK, or the connection closed on them twice), removed from the upstream set.",
+        )
+        .value(s.filters_refused);
+        out.counter(
             "sngate_upstream_not_bridged_total",
             "Messages no bridge rule lets through, by direction.",
         )

@@ -20,6 +20,8 @@
 //!   and not the session;
 //! - `queued`: id (u64, big-endian) → [`QueuedRecord`];
 //! - `retained`: topic → [`StoredMessage`];
+//! - `dead_letters`: sequence (u64, big-endian) → the bridge's
+//!   [`DeadLetter`] (the last [`DEAD_LETTERS_KEPT`] are kept);
 //! - `outbox`: id (u64, big-endian) → [`OutboxRecord`] (a bare
 //!   [`StoredMessage`] in stores written before per-device sessions, still
 //!   read) — big-endian ids iterate in order, so the outbox replays oldest
@@ -37,6 +39,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
+use crate::bridge::DeadLetter;
 use crate::core::{ClientKey, ClientKind, OutboxRecord, Restored, StoreOp, StoredMessage};
 
 /// Why the store failed.
@@ -77,6 +80,8 @@ pub struct Loaded {
     pub restored: Restored,
     /// The upstream outbox, oldest first: (id, message).
     pub outbox: Vec<(u64, OutboxRecord)>,
+    /// The bridge's last dead letters, oldest first.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// Sizes of one committed batch, for metrics.
@@ -100,7 +105,13 @@ pub struct Store {
     queued: Keyspace,
     retained: Keyspace,
     outbox: Keyspace,
+    dead_letters: Keyspace,
+    /// The next dead letter's sequence number.
+    next_dead: std::sync::atomic::AtomicU64,
 }
+
+/// How many dead letters the store keeps (the oldest go first).
+pub const DEAD_LETTERS_KEPT: u64 = 32;
 
 /// The store's own directory inside the state directory.
 const STORE_SUBDIR: &str = "store";
@@ -162,6 +173,8 @@ impl Store {
             queued: ks("queued")?,
             retained: ks("retained")?,
             outbox: ks("outbox")?,
+            dead_letters: ks("dead_letters")?,
+            next_dead: std::sync::atomic::AtomicU64::new(0),
             db,
             dir: dir.to_owned(),
         })
@@ -219,6 +232,15 @@ impl Store {
                 source,
             })?;
             loaded.outbox.push((id, record));
+        }
+        for (key, value) in self.scan(&self.dead_letters)? {
+            let seq = decode_id(&key);
+            self.next_dead
+                .fetch_max(seq + 1, std::sync::atomic::Ordering::Relaxed);
+            // A record this version cannot read is skipped, not fatal.
+            if let Ok(letter) = postcard::from_bytes::<DeadLetter>(&value) {
+                loaded.dead_letters.push(letter);
+            }
         }
         info!(
             dir = %self.dir.display(),
@@ -328,6 +350,30 @@ impl Store {
             source,
         })?;
         Ok(stats)
+    }
+}
+
+impl Store {
+    /// Appends dead letters (synced), keeping the last
+    /// [`DEAD_LETTERS_KEPT`]. Blocking: call it off the async threads.
+    pub fn put_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for letter in letters {
+            let seq = self.next_dead.fetch_add(1, Ordering::Relaxed);
+            batch.insert(
+                &self.dead_letters,
+                seq.to_be_bytes().to_vec(),
+                letter.encode(),
+            );
+            if let Some(old) = seq.checked_sub(DEAD_LETTERS_KEPT) {
+                batch.remove(&self.dead_letters, old.to_be_bytes().to_vec());
+            }
+        }
+        batch.commit().map_err(|source| StoreError::Engine {
+            dir: self.dir.clone(),
+            source,
+        })
     }
 }
 

@@ -172,6 +172,10 @@ pub struct Gateway {
     pub(super) connect_seq: u64,
     /// At most one log line per period for the refusals input can repeat.
     pub(super) log_gates: LogGates,
+    /// What the upstream broker takes (see `upstream_limits.rs`).
+    pub(super) upstream_limits: Option<crate::upstream_limits::UpstreamLimits>,
+    /// Device SUBACKs waiting for the broker's (see `suback_wait.rs`).
+    pub(super) suback_wait: crate::suback_wait::SubackWait,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
@@ -219,6 +223,8 @@ impl Gateway {
             unproven: BTreeSet::new(),
             connect_seq: 0,
             log_gates: LogGates::default(),
+            upstream_limits: None,
+            suback_wait: Default::default(),
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
@@ -501,6 +507,7 @@ impl Gateway {
             self.arm(sid);
         }
         self.expire_local_sessions(now);
+        self.expire_subacks(now);
     }
 
     // ----- outputs -----
@@ -516,6 +523,7 @@ impl Gateway {
             self.timers.first().map(|(at, _)| *at),
             self.next_advertise,
             self.next_local_expiry(),
+            self.next_suback_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -51,6 +51,8 @@ mod policy;
 mod routing;
 pub mod snapshot;
 pub mod stats;
+mod suback_wait;
+pub mod upstream_limits;
 
 // The groups are folders; their modules keep flat public paths
 // (`sngate_core::session`, `sngate_core::topic`, …) for the shell.
@@ -76,3 +78,5 @@ pub use persist::{
 pub use session::{ClientState, SessionId};
 pub use snapshot::{DeviceView, EngineGauges, Transport};
 pub use stats::{DropReason, LimitHit, Stats};
+pub use suback_wait::SUBACK_WAIT;
+pub use upstream_limits::UpstreamLimits;

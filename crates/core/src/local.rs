@@ -249,7 +249,7 @@ impl Gateway {
                         retain,
                     } => self.on_local_publish(now, sid, conn, pkid, topic, payload, qos, retain),
                     LocalInput::Subscribe { pkid, filters } => {
-                        self.on_local_subscribe(sid, conn, pkid, filters)
+                        self.on_local_subscribe(now, sid, conn, pkid, filters)
                     }
                     LocalInput::Acked { store_id } => {
                         if let Some(s) = self.locals.sessions.get_mut(&sid) {
@@ -623,6 +623,7 @@ impl Gateway {
 
     fn on_local_subscribe(
         &mut self,
+        now: Instant,
         sid: SessionId,
         conn: LocalConnId,
         pkid: u16,
@@ -630,6 +631,7 @@ impl Gateway {
     ) {
         let mut granted = Vec::with_capacity(filters.len());
         let mut accepted = Vec::new();
+        let mut waiting = Vec::new();
         for (filter, qos) in filters {
             let qos = qos.min(2);
             let Some(s) = self.locals.sessions.get_mut(&sid) else {
@@ -659,31 +661,25 @@ impl Gateway {
                 return;
             };
             let is_new = s.subscriptions.insert(filter.clone(), qos).is_none();
+            self.suback_wait.asked = false;
             self.subscribe_filter(Subscriber::Local(sid), &filter, qos, is_new);
+            if self.suback_must_wait(&filter) {
+                waiting.push(granted.len());
+            }
             granted.push(Some(qos));
             accepted.push((filter, qos));
         }
-        self.local(conn, LocalAction::SubAck { pkid, granted });
-        // Retained messages follow the SUBACK (MQTT 3.1.1 §3.3.1.3).
-        for (filter, qos) in accepted {
-            let retained: Vec<LocalDelivery> = self
-                .retained
-                .matching(&filter)
-                .map(|(topic, msg)| LocalDelivery {
-                    topic: Arc::from(topic),
-                    payload: msg.payload.clone(),
-                    qos: msg.qos.min(qos),
-                    retain: true,
-                    store_id: None,
-                })
-                .collect();
-            for delivery in retained {
-                if !self.acl_may_read(Subscriber::Local(sid), &delivery.topic) {
-                    continue;
-                }
-                self.deliver_local(sid, delivery);
-            }
-        }
+        // SUBACK means subscribed (suback_wait.rs); then the retained
+        // messages (MQTT 3.1.1 §3.3.1.3).
+        let suback = crate::suback_wait::LocalSuback {
+            sid,
+            conn,
+            pkid,
+            granted,
+            accepted,
+            waiting,
+        };
+        self.local_suback(now, suback);
     }
 
     fn remove_local_subscription(&mut self, sid: SessionId, filter: &str) {

@@ -43,8 +43,9 @@ pub enum DropReason {
     /// (`per_session_packets_per_sec`), or for what creates state or comes
     /// from no session its source address's (`per_source_packets_per_sec`).
     RateLimited,
-    /// Per-device mode: a device's QoS 1/2 message the upstream broker
-    /// refused (the device got a rejecting PUBACK).
+    /// A device's QoS 1/2 message the upstream broker refused (per-device
+    /// mode), or is known to refuse by the limits it announced (the device
+    /// got a rejecting PUBACK either way).
     UpstreamRefused,
     /// Per-device mode: a message on a device's upstream session that
     /// matches none of its subscriptions.

@@ -79,9 +79,13 @@ impl Machine {
             UpstreamCommand::Subscribe { filter, qos } if self.is_shared() => {
                 if !self.common.rules.is_transparent() {
                     debug!(%filter, "upstream: subscriptions come from the rules; ignored");
+                    self.answer_at_once(filter);
                     return;
                 }
-                self.subs.subscribe(filter, qos, connected);
+                let local = filter.clone();
+                if !self.subs.subscribe(filter, qos, connected) {
+                    self.answer_at_once(local);
+                }
             }
             UpstreamCommand::Unsubscribe { filter } if self.is_shared() => {
                 if self.common.rules.is_transparent() {
@@ -90,9 +94,15 @@ impl Machine {
             }
             UpstreamCommand::SessionSubscribe { filter, qos, .. } if !self.is_shared() => {
                 match self.common.rules.remote_filter(&filter) {
-                    Some(remote) => self.subs.subscribe(remote, qos, connected),
+                    Some(remote) => {
+                        self.subs.set_local(&remote, &filter);
+                        if !self.subs.subscribe(remote, qos, connected) {
+                            self.answer_at_once(filter);
+                        }
+                    }
                     None => {
-                        debug!(%filter, "no `in` rule covers a device's filter; not subscribed upstream")
+                        debug!(%filter, "no `in` rule covers a device's filter; not subscribed upstream");
+                        self.answer_at_once(filter);
                     }
                 }
             }

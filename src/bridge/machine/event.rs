@@ -13,6 +13,9 @@ pub enum LinkEvent {
     ConnAck {
         /// The broker still had our session.
         session_present: bool,
+        /// What the broker announced it takes (MQTT 5 CONNACK properties;
+        /// everything allowed on MQTT 3.1.1).
+        limits: BrokerLimits,
     },
     /// A message from the broker.
     Publish {
@@ -30,19 +33,20 @@ pub enum LinkEvent {
         /// carries (MQTT 5), if any.
         origin: Option<String>,
     },
-    /// PUBACK; `ok` unless the reason code is an error.
+    /// PUBACK with its reason code (0 on MQTT 3.1.1; 0x80 and above is a
+    /// refusal).
     PubAck {
         /// Packet id.
         pkid: u16,
-        /// No error reason code.
-        ok: bool,
+        /// Reason code.
+        code: u8,
     },
-    /// PUBREC; `ok` unless the reason code is an error.
+    /// PUBREC with its reason code (as PUBACK).
     PubRec {
         /// Packet id.
         pkid: u16,
-        /// No error reason code.
-        ok: bool,
+        /// Reason code.
+        code: u8,
     },
     /// PUBCOMP.
     PubComp {
@@ -67,4 +71,38 @@ pub enum LinkEvent {
     SentDisconnect,
     /// Anything else (pings, acks we send).
     Other,
+}
+
+/// What a broker announced in its CONNACK that limits what may be sent to
+/// it (MQTT 5 properties; absent ones, and MQTT 3.1.1, allow everything).
+/// The machine checks every message against them before handing it to
+/// rumqttc: a message the broker would refuse is quarantined there, never
+/// sent (sending it would cost the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerLimits {
+    /// Maximum Packet Size, in bytes.
+    pub max_packet_size: Option<u32>,
+    /// Maximum QoS (0..=2).
+    pub max_qos: u8,
+    /// Retain Available.
+    pub retain_available: bool,
+    /// Wildcard Subscription Available.
+    pub wildcards_available: bool,
+    /// Shared Subscription Available.
+    pub shared_available: bool,
+    /// Receive Maximum: QoS 1/2 publishes unacknowledged at once.
+    pub receive_max: Option<u16>,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        BrokerLimits {
+            max_packet_size: None,
+            max_qos: 2,
+            retain_available: true,
+            wildcards_available: true,
+            shared_available: true,
+            receive_max: None,
+        }
+    }
 }

@@ -24,6 +24,7 @@
 mod commands;
 mod device;
 mod event;
+mod refusals;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
@@ -45,7 +46,7 @@ use super::{Common, ECHO_CAPACITY, ROOM_NOTIFY_BATCH, TaskEvent, bump, shift};
 use crate::core::UpstreamAck;
 pub(super) use device::Transition;
 use device::{Device, End};
-pub use event::LinkEvent;
+pub use event::{BrokerLimits, LinkEvent};
 use subscriptions::Subscriptions;
 pub(super) use upstream::Failure;
 
@@ -141,6 +142,8 @@ pub(super) struct Machine {
     given_back: bool,
     /// How the connection being ended by the task ends.
     ending: Option<End>,
+    /// What the broker's latest CONNACK allows.
+    limits: BrokerLimits,
 }
 
 /// A hash of a client id, to seed its session's backoff differently from
@@ -192,6 +195,7 @@ impl Machine {
             now,
             given_back: false,
             ending: None,
+            limits: BrokerLimits::default(),
         }
     }
 
@@ -352,19 +356,44 @@ impl Machine {
         if self.in_channel + 1 >= self.window.request_channel {
             return None;
         }
-        if let Some(req) = self.subs.next_request() {
+        while let Some(req) = self.subs.next_request() {
+            if let Request::Subscribe(filter, ..) = &req
+                && let Some(reason) = self.filter_unsupported(filter)
+            {
+                let outcome = self.subs.refuse_unsent(filter, reason);
+                self.filter_outcome(outcome);
+                continue;
+            }
             self.offered = Some(match &req {
                 Request::Subscribe(filter, ..) => Offer::Subscribe(filter.clone()),
                 _ => Offer::Unsubscribe,
             });
             return Some(req);
         }
-        if self.outbox.in_flight() >= usize::from(self.window.inflight) {
-            return None;
+        let window = self
+            .limits
+            .receive_max
+            .map_or(self.window.inflight, |r| r.min(self.window.inflight));
+        loop {
+            // A suspect goes alone: nothing else while it is out, and it
+            // waits until nothing else is.
+            if self.outbox.suspect_out() || self.outbox.in_flight() >= usize::from(window) {
+                return None;
+            }
+            let msg = self.outbox.peek_queued()?;
+            if let Some(reason) = self.refusal_before_sending(msg) {
+                if let Some(msg) = self.outbox.discard_queued() {
+                    self.quarantine(&msg, reason);
+                }
+                continue;
+            }
+            if self.outbox.head_is_suspect() && self.outbox.in_flight() > 0 {
+                return None;
+            }
+            let msg = msg.clone();
+            self.offered = Some(Offer::Publish);
+            return Some(Request::Publish(msg));
         }
-        let msg = self.outbox.peek_queued()?.clone();
-        self.offered = Some(Offer::Publish);
-        Some(Request::Publish(msg))
     }
 
     /// Whether rumqttc took the request last handed out by
@@ -376,8 +405,12 @@ impl Machine {
             return;
         };
         match offer {
-            Offer::Subscribe(_) | Offer::Unsubscribe if !taken => {
-                warn!("upstream: rumqttc refused a (un)subscribe request; skipped");
+            Offer::Subscribe(filter) if !taken => {
+                let outcome = self.subs.rumqttc_refused(&filter);
+                self.filter_outcome(outcome);
+            }
+            Offer::Unsubscribe if !taken => {
+                warn!("upstream: rumqttc refused an unsubscribe request; skipped");
             }
             Offer::Subscribe(filter) => {
                 self.subs.sent_subscribe(filter);
@@ -397,8 +430,8 @@ impl Machine {
             }
             Offer::Publish => {
                 if let Some(bad) = self.outbox.discard_queued() {
-                    warn!(topic = %bad.topic, "upstream: rumqttc refused to publish; dropped");
                     bump(&self.common.counters.rejected, 1);
+                    self.quarantine(&bad, "rumqttc would not send it".into());
                 }
                 self.dirty = true;
             }

@@ -8,6 +8,14 @@
 //! Everything is subscribed again on every CONNACK
 //! ([`Subscriptions::resubscribe_all`]), one SUBSCRIBE per filter so that
 //! each carries its own identifier.
+//!
+//! What the broker refuses is learned per filter: a filter refused in a
+//! SUBACK leaves the set for good (never sent again). A broker that refuses
+//! by closing the connection (mosquitto on some invalid filters) is met as
+//! the outbox meets it: the filters sent and unanswered when a connection
+//! dies are suspects, each sent alone after the next CONNACK (the others
+//! go first, unhindered); a suspect the connection dies on again is
+//! refused ([`Subscriptions::isolate`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -71,6 +79,23 @@ pub(super) struct Subscriptions {
     confirmed: HashSet<String>,
     /// Subscription requests not yet in rumqttc's channel.
     requests: VecDeque<Request>,
+    /// Filters the connection died on while their SUBACK was awaited.
+    suspects: HashSet<String>,
+    /// The suspect sent alone, until its SUBACK.
+    alone: Option<String>,
+    /// The local filter each remote one stands for, where they differ.
+    locals: HashMap<String, String>,
+}
+
+/// What became of a filter the broker was asked to subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Outcome {
+    /// The local filter (as the engine named it).
+    pub(super) filter: String,
+    /// The broker accepted it.
+    pub(super) accepted: bool,
+    /// Why not, for the log.
+    pub(super) reason: &'static str,
 }
 
 impl Subscriptions {
@@ -83,13 +108,16 @@ impl Subscriptions {
     }
 
     /// Subscribes `filter` (or changes its QoS); the request goes out now
-    /// when `connected`, at the next CONNACK otherwise.
-    pub(super) fn subscribe(&mut self, filter: String, qos: u8, connected: bool) {
+    /// when `connected`, at the next CONNACK otherwise. Returns whether a
+    /// SUBSCRIBE was queued (its SUBACK will say what became of it).
+    pub(super) fn subscribe(&mut self, filter: String, qos: u8, connected: bool) -> bool {
         let qos = qos.min(2);
         if self.filters.insert(filter.clone(), qos) != Some(qos) && connected {
             let id = self.ids.id(&filter);
             self.requests.push_back(Request::Subscribe(filter, qos, id));
+            return true;
         }
+        false
     }
 
     /// Unsubscribes `filter`, if subscribed.
@@ -97,6 +125,8 @@ impl Subscriptions {
         if self.filters.remove(filter).is_some() {
             self.ids.forget(filter);
             self.confirmed.remove(filter);
+            self.suspects.remove(filter);
+            self.locals.remove(filter);
             if connected {
                 self.requests
                     .push_back(Request::Unsubscribe(filter.to_owned()));
@@ -112,16 +142,81 @@ impl Subscriptions {
         }
     }
 
-    /// A CONNACK: every filter is subscribed again, nothing is confirmed yet.
+    /// A CONNACK: every filter is subscribed again, nothing is confirmed
+    /// yet; suspects last, each alone.
     pub(super) fn resubscribe_all(&mut self) {
         self.requests.clear();
         self.awaiting_suback.clear();
         self.confirmed.clear();
+        self.alone = None;
         let all: Vec<(String, u8)> = self.filters.iter().map(|(f, q)| (f.clone(), *q)).collect();
-        for (filter, qos) in all {
+        let (suspects, clear): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|(f, _)| self.suspects.contains(f));
+        for (filter, qos) in clear.into_iter().chain(suspects) {
             let id = self.ids.id(&filter);
             self.requests.push_back(Request::Subscribe(filter, qos, id));
         }
+    }
+
+    /// Records that remote `filter` stands for local `local`.
+    pub(super) fn set_local(&mut self, filter: &str, local: &str) {
+        if filter == local {
+            self.locals.remove(filter);
+        } else {
+            self.locals.insert(filter.to_owned(), local.to_owned());
+        }
+    }
+
+    fn local_of(&self, filter: &str) -> String {
+        self.locals
+            .get(filter)
+            .cloned()
+            .unwrap_or_else(|| filter.to_owned())
+    }
+
+    /// Drops `filter` from the set for good: the broker refused it.
+    fn refuse(&mut self, filter: &str, reason: &'static str) -> Outcome {
+        self.filters.remove(filter);
+        self.ids.forget(filter);
+        self.confirmed.remove(filter);
+        self.suspects.remove(filter);
+        let local = self.local_of(filter);
+        self.locals.remove(filter);
+        Outcome {
+            filter: local,
+            accepted: false,
+            reason,
+        }
+    }
+
+    /// The broker announced it does not support `filter` (wildcards or
+    /// shared subscriptions): refused unsent.
+    pub(super) fn refuse_unsent(&mut self, filter: &str, reason: &'static str) -> Outcome {
+        self.refuse(filter, reason)
+    }
+
+    /// rumqttc would not take a SUBSCRIBE for `filter` (an invalid filter):
+    /// refused.
+    pub(super) fn rumqttc_refused(&mut self, filter: &str) -> Outcome {
+        self.refuse(filter, "rumqttc would not send it")
+    }
+
+    /// The connection died after a CONNACK: the filters whose SUBACK was
+    /// awaited become suspects; a suspect that was alone is refused.
+    pub(super) fn isolate(&mut self) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        if let Some(f) = self.alone.take()
+            && self.awaiting_suback.contains(&f)
+        {
+            out.push(self.refuse(&f, "the broker closed the connection on it twice"));
+        }
+        for f in std::mem::take(&mut self.awaiting_suback) {
+            if self.filters.contains_key(&f) {
+                self.suspects.insert(f);
+            }
+        }
+        out
     }
 
     /// The connection is gone: requests not yet sent are dropped (the next
@@ -130,30 +225,53 @@ impl Subscriptions {
         self.requests.clear();
     }
 
-    /// The next request for rumqttc's channel.
+    /// The next request for rumqttc's channel: none while a suspect is
+    /// out alone, and a suspect only once nothing else awaits its SUBACK.
     pub(super) fn next_request(&mut self) -> Option<Request> {
+        if self.alone.is_some() {
+            return None;
+        }
+        if let Some(Request::Subscribe(f, ..)) = self.requests.front()
+            && self.suspects.contains(f)
+            && !self.awaiting_suback.is_empty()
+        {
+            return None;
+        }
         self.requests.pop_front()
     }
 
     /// rumqttc took a SUBSCRIBE for `filter`: its SUBACK is awaited.
     pub(super) fn sent_subscribe(&mut self, filter: String) {
+        if self.suspects.contains(&filter) {
+            self.alone = Some(filter.clone());
+        }
         self.awaiting_suback.push_back(filter);
     }
 
-    /// A SUBACK: the filter it answers, and whether the broker accepted it.
-    pub(super) fn on_suback(&mut self, refused: usize) -> Option<(String, bool)> {
+    /// A SUBACK (with how many of its filters were refused): what became
+    /// of the filter it answers.
+    pub(super) fn on_suback(&mut self, refused: usize) -> Option<Outcome> {
         let Some(filter) = self.awaiting_suback.pop_front() else {
             debug!("upstream: SUBACK for nothing awaited");
             return None;
         };
+        if self.alone.as_ref() == Some(&filter) {
+            self.alone = None;
+        }
+        self.suspects.remove(&filter);
+        if !self.filters.contains_key(&filter) {
+            // Unsubscribed meanwhile.
+            return None;
+        }
         if refused == 0 {
-            if self.filters.contains_key(&filter) {
-                self.confirmed.insert(filter.clone());
-            }
-            Some((filter, true))
+            self.confirmed.insert(filter.clone());
+            Some(Outcome {
+                filter: self.local_of(&filter),
+                accepted: true,
+                reason: "",
+            })
         } else {
-            self.confirmed.remove(&filter);
-            Some((filter, false))
+            Some(self.refuse(&filter, "refused in the broker's SUBACK"))
         }
     }
 

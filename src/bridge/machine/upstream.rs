@@ -44,7 +44,13 @@ impl Machine {
 
     fn event(&mut self, ev: LinkEvent) {
         match ev {
-            LinkEvent::ConnAck { session_present } => self.on_connack(session_present),
+            LinkEvent::ConnAck {
+                session_present,
+                limits,
+            } => {
+                self.limits = limits;
+                self.on_connack(session_present);
+            }
             LinkEvent::Publish {
                 topic,
                 payload,
@@ -53,21 +59,23 @@ impl Machine {
                 subscription_ids,
                 origin,
             } => self.on_publish(topic, payload, qos, retain, &subscription_ids, origin),
-            LinkEvent::PubAck { pkid, ok } => {
-                let ack = self.outbox.on_puback(pkid, ok);
+            LinkEvent::PubAck { pkid, code } => {
+                let ack = self.outbox.on_puback(pkid, code);
                 self.count_ack(ack);
+                self.record_refused();
             }
-            LinkEvent::PubRec { pkid, ok } => {
-                let ack = self.outbox.on_pubrec(pkid, ok);
+            LinkEvent::PubRec { pkid, code } => {
+                let ack = self.outbox.on_pubrec(pkid, code);
                 self.count_ack(ack);
+                self.record_refused();
             }
             LinkEvent::PubComp { pkid } => {
                 let ack = self.outbox.on_pubcomp(pkid);
                 self.count_ack(ack);
             }
             LinkEvent::SubAck { refused } => {
-                if let Some((filter, false)) = self.subs.on_suback(refused) {
-                    warn!(session = %self.name(), %filter, "upstream broker refused a subscription filter");
+                if let Some(outcome) = self.subs.on_suback(refused) {
+                    self.filter_outcome(outcome);
                 }
             }
             LinkEvent::SentPublish(pkid) => {
@@ -123,6 +131,9 @@ impl Machine {
                 "upstream connected"
             );
             self.events.push(TaskEvent::Public(BridgeEvent::Connected));
+            let limits = self.engine_limits();
+            self.events
+                .push(TaskEvent::Public(BridgeEvent::Limits(limits)));
         } else {
             debug!(session = %self.name(), session_present, resending = resent, "device session connected");
         }
@@ -196,10 +207,8 @@ impl Machine {
     fn count_ack(&self, ack: Ack) {
         match ack {
             Ack::Completed => bump(&self.common.counters.published, 1),
-            Ack::Rejected => {
-                bump(&self.common.counters.rejected, 1);
-                warn!(session = %self.name(), "upstream broker refused a message (error reason code)");
-            }
+            // Logged with its dead letter.
+            Ack::Rejected => bump(&self.common.counters.rejected, 1),
             Ack::Unmatched => debug!("upstream: acknowledgement matches nothing pending"),
             Ack::Progressed => {}
         }
@@ -225,6 +234,12 @@ impl Machine {
             other => other.to_string(),
         };
         let was_connected = self.connected;
+        if was_connected {
+            self.isolate_suspects();
+            for outcome in self.subs.isolate() {
+                self.filter_outcome(outcome);
+            }
+        }
         let (replays, dropped) = self.mark_down();
         let c = Arc::clone(&self.common.counters);
         match &mut self.role {

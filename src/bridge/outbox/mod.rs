@@ -91,6 +91,9 @@ enum State {
 struct Entry {
     msg: OutMessage,
     state: State,
+    /// On the wire, unanswered, when a connection died: a suspect, sent
+    /// alone from then on (see [`Outbox::isolate_suspects`]).
+    suspect: bool,
 }
 
 /// Why [`Outbox::push`] refused a message.
@@ -138,6 +141,14 @@ pub struct Outbox {
     /// Tickets of messages that left, with whether the broker took them,
     /// until taken.
     answered: Vec<(u64, bool)>,
+    /// The newest message the broker completed on this connection.
+    done_seq: Option<u64>,
+    /// Suspects handed to rumqttc and not finished (nothing else is sent
+    /// meanwhile).
+    suspects_out: usize,
+    /// Messages the broker refused by reason code, with the code, until
+    /// taken.
+    refused: Vec<(OutMessage, u8)>,
 }
 
 impl Outbox {
@@ -156,6 +167,9 @@ impl Outbox {
             replay_pubrel: HashSet::new(),
             settled: Vec::new(),
             answered: Vec::new(),
+            done_seq: None,
+            suspects_out: 0,
+            refused: Vec::new(),
         }
     }
 
@@ -268,6 +282,7 @@ impl Outbox {
             Entry {
                 msg,
                 state: State::Queued,
+                suspect: false,
             },
         );
         self.queue.push_back(seq);
@@ -285,6 +300,7 @@ impl Outbox {
         if let Some(seq) = self.queue.pop_front() {
             if let Some(e) = self.entries.get_mut(&seq) {
                 e.state = State::Submitted;
+                self.suspects_out += usize::from(e.suspect);
             }
             self.submitted.push_back(seq);
         }
@@ -328,30 +344,43 @@ impl Outbox {
         self.replay_pubrel.remove(&pkid);
     }
 
-    /// PUBACK for `pkid`, `ok` when its reason code is a success.
-    pub fn on_puback(&mut self, pkid: u16, ok: bool) -> Ack {
+    /// PUBACK for `pkid` with its reason code.
+    pub fn on_puback(&mut self, pkid: u16, code: u8) -> Ack {
+        let ok = code < 0x80;
         match self.find(pkid, |s| s == State::Sent(pkid)) {
             Some(seq) if self.entries.get(&seq).is_some_and(|e| e.msg.qos == 1) => {
-                self.remove(seq, ok);
-                if ok { Ack::Completed } else { Ack::Rejected }
+                if ok {
+                    self.done_seq = self.done_seq.max(Some(seq));
+                    self.remove(seq, true);
+                    Ack::Completed
+                } else {
+                    self.refuse(seq, code);
+                    Ack::Rejected
+                }
             }
             _ => Ack::Unmatched,
         }
     }
 
-    /// PUBREC for `pkid`, `ok` when its reason code is a success (rumqttc
-    /// then sends PUBREL; on an error code it sends nothing more).
-    pub fn on_pubrec(&mut self, pkid: u16, ok: bool) -> Ack {
+    /// PUBREC for `pkid` with its reason code (rumqttc then sends PUBREL;
+    /// on an error code, 0x80 and above, it sends nothing more).
+    pub fn on_pubrec(&mut self, pkid: u16, code: u8) -> Ack {
+        let ok = code < 0x80;
         let found = self.find(pkid, |s| s == State::Sent(pkid));
         match found {
             Some(seq) if self.entries.get(&seq).is_some_and(|e| e.msg.qos == 2) => {
                 if ok {
                     if let Some(e) = self.entries.get_mut(&seq) {
                         e.state = State::Released(pkid);
+                        // The broker has it: innocent.
+                        if std::mem::take(&mut e.suspect) {
+                            self.suspects_out = self.suspects_out.saturating_sub(1);
+                        }
                     }
+                    self.done_seq = self.done_seq.max(Some(seq));
                     Ack::Progressed
                 } else {
-                    self.remove(seq, false);
+                    self.refuse(seq, code);
                     Ack::Rejected
                 }
             }
@@ -363,6 +392,7 @@ impl Outbox {
     pub fn on_pubcomp(&mut self, pkid: u16) -> Ack {
         match self.find(pkid, |s| s == State::Released(pkid)) {
             Some(seq) => {
+                self.done_seq = self.done_seq.max(Some(seq));
                 self.remove(seq, true);
                 Ack::Completed
             }
@@ -377,6 +407,7 @@ impl Outbox {
         let mut dropped = 0;
         let mut replays = Vec::new();
         let mut doomed = Vec::new();
+        self.done_seq = None;
         self.submitted.clear();
         self.replay_publish.clear();
         self.replay_pubrel.clear();
@@ -445,6 +476,98 @@ impl Outbox {
             .filter(|(_, e)| e.state == State::Queued)
             .map(|(&s, _)| s)
             .collect();
+        self.suspects_out = self
+            .entries
+            .values()
+            .filter(|e| e.suspect && e.state != State::Queued)
+            .count();
+    }
+
+    /// The broker refused the message `seq` with an error reason `code`.
+    fn refuse(&mut self, seq: u64, code: u8) {
+        if let Some(e) = self.entries.get(&seq) {
+            self.refused.push((e.msg.clone(), code));
+        }
+        self.remove(seq, false);
+    }
+
+    /// Messages the broker refused by reason code since the last call, with
+    /// the code.
+    pub fn take_refused(&mut self) -> Vec<(OutMessage, u8)> {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// Whether the next queued message is a suspect.
+    pub fn head_is_suspect(&self) -> bool {
+        self.queue
+            .front()
+            .and_then(|s| self.entries.get(s))
+            .is_some_and(|e| e.suspect)
+    }
+
+    /// Whether a suspect is out (handed to rumqttc, unanswered): nothing
+    /// else may be sent until it is answered.
+    pub fn suspect_out(&self) -> bool {
+        self.suspects_out > 0
+    }
+
+    /// The connection died (call before [`connection_lost`](Self::connection_lost),
+    /// only when it had been accepted): a broker that refuses a message by
+    /// closing the connection (MQTT 3.1.1, or mosquitto on an invalid topic)
+    /// is told apart from a network fault here. Every QoS 1/2 message on
+    /// the wire and unanswered, sent after the newest one the broker
+    /// completed (a broker handles a connection's packets in order, so
+    /// the one it choked on is among these), becomes a suspect: queued
+    /// again (not replayed) to be sent alone. A suspect that was alone on
+    /// the wire when the connection died again is the culprit: it is
+    /// removed and returned, to be quarantined. So one refused message
+    /// costs at most two connections.
+    /// Returns the culprits and how many messages became suspects.
+    pub fn isolate_suspects(&mut self) -> (Vec<OutMessage>, usize) {
+        let done = self.done_seq.take();
+        let mut culprits = Vec::new();
+        let mut seqs = Vec::new();
+        for (&seq, e) in self.entries.iter_mut() {
+            if !matches!(e.state, State::Sent(_)) || done.is_some_and(|d| seq <= d) {
+                continue;
+            }
+            if e.suspect {
+                culprits.push(seq);
+            } else {
+                e.suspect = true;
+                seqs.push(seq);
+            }
+        }
+        let seqs_len = seqs.len();
+        for seq in seqs {
+            self.unassign(seq);
+        }
+        let mut out = Vec::with_capacity(culprits.len());
+        for seq in culprits {
+            if let Some(e) = self.entries.get(&seq) {
+                out.push(e.msg.clone());
+            }
+            self.remove(seq, false);
+        }
+        self.rebuild_queue();
+        (out, seqs_len)
+    }
+
+    /// Puts a message on the wire back in the queue, forgetting its packet
+    /// id.
+    fn unassign(&mut self, seq: u64) {
+        let Some(e) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        if let State::Collided(p) | State::Sent(p) | State::Released(p) = e.state
+            && let Some(seqs) = self.by_pkid.get_mut(&p)
+        {
+            seqs.retain(|&s| s != seq);
+            if seqs.is_empty() {
+                self.by_pkid.remove(&p);
+            }
+        }
+        e.state = State::Queued;
     }
 
     fn assign(&mut self, seq: u64, state: State) {
@@ -480,6 +603,9 @@ impl Outbox {
             self.answered.push((ticket, taken));
         }
         self.bytes -= e.msg.cost();
+        if e.suspect && e.state != State::Queued {
+            self.suspects_out = self.suspects_out.saturating_sub(1);
+        }
         if let State::Collided(p) | State::Sent(p) | State::Released(p) = e.state
             && let Some(seqs) = self.by_pkid.get_mut(&p)
         {

@@ -36,8 +36,8 @@ fn qos1_completes_on_puback() {
     assert_eq!(o.on_outgoing_publish(1), Some(1));
     assert_eq!(o.on_outgoing_publish(0), Some(0));
     assert_eq!(o.len(), 1, "QoS 0 done once written");
-    assert_eq!(o.on_puback(7, true), Ack::Unmatched);
-    assert_eq!(o.on_puback(1, true), Ack::Completed);
+    assert_eq!(o.on_puback(7, 0), Ack::Unmatched);
+    assert_eq!(o.on_puback(1, 0), Ack::Completed);
     assert!(o.is_empty());
     assert_eq!(o.bytes(), 0);
 }
@@ -48,9 +48,9 @@ fn qos2_needs_pubrec_then_pubcomp() {
     o.push(msg(1, 2)).unwrap();
     submit_all(&mut o);
     o.on_outgoing_publish(3);
-    assert_eq!(o.on_puback(3, true), Ack::Unmatched, "wrong ack kind");
+    assert_eq!(o.on_puback(3, 0), Ack::Unmatched, "wrong ack kind");
     assert_eq!(o.on_pubcomp(3), Ack::Unmatched, "too early");
-    assert_eq!(o.on_pubrec(3, true), Ack::Progressed);
+    assert_eq!(o.on_pubrec(3, 0), Ack::Progressed);
     assert_eq!(o.on_pubcomp(3), Ack::Completed);
     assert!(o.is_empty());
 }
@@ -63,8 +63,8 @@ fn rejections_remove_the_message() {
     submit_all(&mut o);
     o.on_outgoing_publish(1);
     o.on_outgoing_publish(2);
-    assert_eq!(o.on_puback(1, false), Ack::Rejected);
-    assert_eq!(o.on_pubrec(2, false), Ack::Rejected);
+    assert_eq!(o.on_puback(1, 0x87), Ack::Rejected);
+    assert_eq!(o.on_pubrec(2, 0x87), Ack::Rejected);
     assert!(o.is_empty());
 }
 
@@ -86,15 +86,15 @@ fn tickets_are_answered_when_their_messages_leave() {
     o.on_outgoing_publish(1);
     o.on_outgoing_publish(2);
     o.on_outgoing_publish(3);
-    assert_eq!(o.on_puback(1, true), Ack::Completed);
-    assert_eq!(o.on_pubrec(2, true), Ack::Progressed);
+    assert_eq!(o.on_puback(1, 0), Ack::Completed);
+    assert_eq!(o.on_pubrec(2, 0), Ack::Progressed);
     assert_eq!(
         o.take_answered(),
         vec![(10, true)],
         "QoS 2 waits for PUBCOMP"
     );
     assert_eq!(o.on_pubcomp(2), Ack::Completed);
-    assert_eq!(o.on_puback(3, false), Ack::Rejected);
+    assert_eq!(o.on_puback(3, 0x87), Ack::Rejected);
     assert_eq!(o.take_answered(), vec![(20, true), (30, false)]);
     assert_eq!(o.take_settled(), vec![1, 2, 3]);
     assert!(o.take_answered().is_empty());
@@ -111,7 +111,7 @@ fn released_tickets_are_not_answered_again() {
     assert_eq!(o.release_tickets(), vec![10, 20]);
     assert!(o.release_tickets().is_empty());
     o.connected(true);
-    assert_eq!(o.on_puback(1, true), Ack::Completed);
+    assert_eq!(o.on_puback(1, 0), Ack::Completed);
     assert!(o.take_answered().is_empty(), "answered when released");
     assert_eq!(o.take_settled(), vec![1], "still settled in the store");
 }
@@ -133,7 +133,7 @@ fn drain_all_hands_everything_over_in_order() {
         o.take_settled().is_empty(),
         "their store ids travel with them"
     );
-    assert_eq!(o.on_puback(1, true), Ack::Unmatched);
+    assert_eq!(o.on_puback(1, 0), Ack::Unmatched);
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn drain_all_settles_what_the_broker_has_pubreced() {
     submit_all(&mut o);
     o.on_outgoing_publish(1);
     o.on_outgoing_publish(2);
-    assert_eq!(o.on_pubrec(1, true), Ack::Progressed);
+    assert_eq!(o.on_pubrec(1, 0), Ack::Progressed);
     let rest = o.drain_all();
     assert_eq!(
         rest.iter().map(payload).collect::<Vec<_>>(),
@@ -186,7 +186,7 @@ fn loss_without_session_resends_everything_in_order() {
     assert_eq!(o.on_outgoing_publish(19), Some(1));
     assert_eq!(o.on_outgoing_publish(1), Some(1)); // packet ids wrapped
     assert_eq!(o.on_outgoing_publish(0), Some(0));
-    assert_eq!(o.on_puback(19, true), Ack::Completed);
+    assert_eq!(o.on_puback(19, 0), Ack::Completed);
     let (replays, dropped) = o.connection_lost(false);
     assert_eq!(dropped, 0);
     let ids: Vec<_> = replays
@@ -218,7 +218,7 @@ fn loss_with_session_replays_same_ids_then_new_ones() {
     o.on_outgoing_publish(5);
     o.on_outgoing_publish(6);
     o.on_outgoing_publish(7);
-    assert_eq!(o.on_pubrec(6, true), Ack::Progressed);
+    assert_eq!(o.on_pubrec(6, 0), Ack::Progressed);
     o.push(msg(3, 1)).unwrap();
     let (replays, _) = o.connection_lost(false);
     assert_eq!(replays.len(), 3);
@@ -235,11 +235,11 @@ fn loss_with_session_replays_same_ids_then_new_ones() {
     assert_eq!(submit_all(&mut o), 1);
     assert_eq!(o.on_outgoing_publish(8), Some(1));
     for (ack, want) in [
-        (o.on_puback(5, true), Ack::Completed),
+        (o.on_puback(5, 0), Ack::Completed),
         (o.on_pubcomp(6), Ack::Completed),
-        (o.on_pubrec(7, true), Ack::Progressed),
+        (o.on_pubrec(7, 0), Ack::Progressed),
         (o.on_pubcomp(7), Ack::Completed),
-        (o.on_puback(8, true), Ack::Completed),
+        (o.on_puback(8, 0), Ack::Completed),
     ] {
         assert_eq!(ack, want);
     }
@@ -268,9 +268,9 @@ fn collision_then_resolution() {
     submit_all(&mut o);
     assert_eq!(o.on_outgoing_publish(1), Some(1));
     o.on_await_ack(1); // second message got id 1 too, held back
-    assert_eq!(o.on_puback(1, true), Ack::Completed); // completes the first
+    assert_eq!(o.on_puback(1, 0), Ack::Completed); // completes the first
     assert_eq!(o.on_outgoing_publish(1), None); // the held one goes out
-    assert_eq!(o.on_puback(1, true), Ack::Completed);
+    assert_eq!(o.on_puback(1, 0), Ack::Completed);
     assert!(o.is_empty());
 }
 
@@ -281,7 +281,7 @@ fn replays_sharing_an_id_do_not_steal_new_submissions() {
     o.push(msg(1, 1)).unwrap();
     o.mark_submitted();
     o.on_outgoing_publish(4);
-    o.on_pubrec(4, true); // QoS 2 released, id 4 free in rumqttc's table
+    o.on_pubrec(4, 0); // QoS 2 released, id 4 free in rumqttc's table
     o.mark_submitted();
     o.on_outgoing_publish(4); // QoS 1 reuses id 4
     let (replays, _) = o.connection_lost(false);
@@ -297,8 +297,8 @@ fn replays_sharing_an_id_do_not_steal_new_submissions() {
     );
     assert_eq!(o.on_outgoing_publish(5), Some(1), "the new message");
     assert_eq!(o.on_pubcomp(4), Ack::Completed);
-    assert_eq!(o.on_puback(4, true), Ack::Completed);
-    assert_eq!(o.on_puback(5, true), Ack::Completed);
+    assert_eq!(o.on_puback(4, 0), Ack::Completed);
+    assert_eq!(o.on_puback(5, 0), Ack::Completed);
     assert!(o.is_empty());
 }
 
@@ -311,10 +311,10 @@ fn qos1_and_qos2_sharing_an_id() {
     o.push(msg(1, 1)).unwrap();
     o.mark_submitted();
     o.on_outgoing_publish(4);
-    o.on_pubrec(4, true);
+    o.on_pubrec(4, 0);
     o.mark_submitted();
     o.on_outgoing_publish(4);
-    assert_eq!(o.on_puback(4, true), Ack::Completed);
+    assert_eq!(o.on_puback(4, 0), Ack::Completed);
     assert_eq!(o.on_pubcomp(4), Ack::Completed);
     assert!(o.is_empty());
 }

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::gateway::{Gateway, Subscriber, UpstreamMessage};
 use crate::output::{DeviceOrigin, SessionParams, SessionStatus, UpstreamAck, UpstreamCommand};
+use crate::policy::is_sys;
 use crate::session::{ClientState, Delivery, Handshake, SessionId};
 use crate::stats::DropReason;
 use sngate_wire::v1::{Packet, ReturnCode};
@@ -87,7 +88,8 @@ impl Gateway {
         let subscriptions = s.sorted_subscriptions();
         let client_id = params.client_id.clone();
         self.upstream(UpstreamCommand::OpenSession(params));
-        for (filter, qos) in subscriptions {
+        // `$SYS` is the gateway's own broker's, never the upstream one's.
+        for (filter, qos) in subscriptions.into_iter().filter(|(f, _)| !is_sys(f)) {
             self.upstream(UpstreamCommand::SessionSubscribe {
                 client_id: client_id.clone(),
                 filter,
@@ -128,12 +130,16 @@ impl Gateway {
     pub(crate) fn subscribe_on_device_session(&mut self, sid: SessionId, filter: &str, qos: u8) {
         self.subscriptions
             .subscribe(filter, Subscriber::Device(sid), qos);
+        if is_sys(filter) {
+            return;
+        }
         if let Some(client_id) = self.sessions.get(&sid).map(|s| s.client_id.clone()) {
             self.upstream(UpstreamCommand::SessionSubscribe {
                 client_id,
                 filter: filter.to_owned(),
                 qos,
             });
+            self.suback_wait.asked = self.sessions.get(&sid).is_some_and(|s| s.upstream_open);
         }
     }
 
@@ -148,6 +154,7 @@ impl Gateway {
         }
         if let Some(s) = self.sessions.get(&sid)
             && s.upstream_open
+            && !is_sys(filter)
         {
             let client_id = s.client_id.clone();
             self.upstream(UpstreamCommand::SessionUnsubscribe {

@@ -11,7 +11,7 @@ use tracing::debug;
 use crate::engine_config::EngineConfig;
 use crate::gateway::{Gateway, Subscriber};
 use crate::output::UpstreamCommand;
-use crate::session::{Delivery, SessionId};
+use crate::session::SessionId;
 use crate::stats::LimitHit;
 use sngate_wire::v1::{Packet, QoS, ReturnCode, SubscribeTopic};
 
@@ -97,9 +97,15 @@ impl Gateway {
                 }
             },
         };
+        self.suback_wait.asked = false;
         self.add_subscription(sid, &filter, granted);
         if let (SubscribeTopic::Predefined(id), Some(s)) = (&topic, self.sessions.get_mut(&sid)) {
             s.predefined_subscriptions.insert(*id);
+        }
+        // SUBACK means subscribed: a new upstream subscription is answered
+        // when the broker has answered (suback_wait.rs).
+        if self.suback_must_wait(&filter) {
+            return self.hold_suback(now, sid, msg_id, filter, granted, topic_id);
         }
         self.send_to(
             sid,
@@ -111,25 +117,7 @@ impl Gateway {
             },
         );
         // Retained messages follow the SUBACK.
-        let retained: Vec<Delivery> = self
-            .retained
-            .matching(&filter)
-            .map(|(topic, msg)| Delivery {
-                topic: Arc::from(topic),
-                payload: msg.payload.clone(),
-                qos: msg.qos.min(granted),
-                retain: true,
-                reregistered: false,
-                sent_as: None,
-                store_id: None,
-            })
-            .collect();
-        for delivery in retained {
-            if !self.acl_may_read(Subscriber::Device(sid), &delivery.topic) {
-                continue;
-            }
-            self.enqueue(now, sid, delivery);
-        }
+        self.deliver_retained_for(now, sid, &filter, granted);
     }
 
     pub(crate) fn on_unsubscribe(&mut self, sid: SessionId, msg_id: u16, topic: SubscribeTopic) {
@@ -194,6 +182,7 @@ impl Gateway {
                     filter: filter.to_owned(),
                     qos: 2,
                 });
+                self.suback_wait.asked = true;
             }
         }
     }

@@ -90,6 +90,22 @@ impl Gateway {
             }
             return;
         }
+        // A QoS 1/2 message the upstream broker is known to refuse is
+        // refused here, before it is acknowledged (upstream_limits.rs).
+        if matches!(qos, QoS::AtLeastOnce | QoS::ExactlyOnce)
+            && let Some(why) = self.upstream_refusal(&name, payload.len(), qos.as_mqtt(), retain)
+        {
+            debug!(client = %self.client_label(sid), topic = %name, why, "PUBLISH the upstream broker would refuse");
+            self.stats.drop(DropReason::UpstreamRefused);
+            return self.send_to(
+                sid,
+                Packet::PubAck {
+                    topic_id: topic.raw(),
+                    msg_id,
+                    return_code: ReturnCode::NotSupported,
+                },
+            );
+        }
         match qos {
             QoS::AtMostOnce | QoS::MinusOne => {
                 self.stats.publish_in(qos);

@@ -20,6 +20,8 @@ mod persist;
 mod rate_limit;
 mod security;
 mod sleep;
+mod suback_wait;
+mod upstream_limits;
 use sngate_wire::v1::{
     self as proto, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic,
 };

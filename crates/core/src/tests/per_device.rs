@@ -593,3 +593,53 @@ fn a_failed_will_handshake_closes_the_upstream_session() {
         Some("disconnected")
     );
 }
+
+/// `$SYS` is the gateway's own broker's: a device's `$SYS` subscription is
+/// answered (and served locally) but never made on its upstream session,
+/// not when it subscribes, not when its session is opened again, not when
+/// it unsubscribes.
+#[test]
+fn a_devices_sys_subscription_never_goes_up_its_session() {
+    let mut h = per_device();
+    let a = peer(1);
+    connect_up(&mut h, &a, "a");
+    let out = h.send(&a, subscribe(QoS::AtMostOnce, 1, "$SYS/#"));
+    assert!(upstream(&out).is_empty(), "{out:?}");
+    assert!(
+        packets_to(&out, &a).iter().any(|p| matches!(
+            p,
+            Packet::SubAck {
+                return_code: ReturnCode::Accepted,
+                ..
+            }
+        )),
+        "the device is answered: {out:?}"
+    );
+    // A will update re-opens the session with every subscription but $SYS.
+    h.send(&a, subscribe(QoS::AtMostOnce, 2, "cmd/#"));
+    let out = h.send(
+        &a,
+        Packet::WillTopicUpd(Some(WillTopic {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "dev/a/status".into(),
+        })),
+    );
+    assert_eq!(opened(&out).len(), 1, "{out:?}");
+    let resubscribed: Vec<String> = upstream(&out)
+        .into_iter()
+        .filter_map(|c| match c {
+            UpstreamCommand::SessionSubscribe { filter, .. } => Some(filter),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resubscribed, ["cmd/#"]);
+    let out = h.send(
+        &a,
+        Packet::Unsubscribe {
+            msg_id: 3,
+            topic: SubscribeTopic::Name("$SYS/#".into()),
+        },
+    );
+    assert!(upstream(&out).is_empty(), "{out:?}");
+}

@@ -113,7 +113,7 @@ fn a_closed_session_delivers_what_it_holds_before_it_ends() {
     });
     assert!(transition(&mut h).is_none(), "the outbox is not empty yet");
     h.written(&[1]);
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
     assert!(matches!(
         transition(&mut h),
         Some(Transition::End {

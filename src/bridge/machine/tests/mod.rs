@@ -29,6 +29,7 @@ use crate::proto::{self, Packet, QoS, TopicRef};
 
 mod device;
 mod outbox;
+mod refusals;
 mod subscriptions;
 mod timing;
 
@@ -43,6 +44,8 @@ struct Harness {
     room_freed: usize,
     /// Topics the fake channel refuses to publish on (rumqttc's verdict).
     refuse_topic: Option<String>,
+    /// A filter the fake channel refuses to subscribe (rumqttc's verdict).
+    refuse_filter: Option<String>,
 }
 
 /// `[upstream]` for the tests: a small outbox, backoff 1..8 s.
@@ -129,6 +132,7 @@ impl Harness {
             events: Vec::new(),
             room_freed: 0,
             refuse_topic: None,
+            refuse_filter: None,
         }
     }
 
@@ -138,7 +142,9 @@ impl Harness {
             match out {
                 Output::Submit(req) => {
                     let taken = !matches!((&req, &self.refuse_topic),
-                        (Request::Publish(m), Some(t)) if &m.topic == t);
+                        (Request::Publish(m), Some(t)) if &m.topic == t)
+                        && !matches!((&req, &self.refuse_filter),
+                        (Request::Subscribe(f, ..), Some(r)) if f == r);
                     if taken {
                         self.sent.push(req);
                     }
@@ -161,7 +167,10 @@ impl Harness {
     }
 
     fn connack(&mut self, session_present: bool) {
-        self.event(LinkEvent::ConnAck { session_present });
+        self.event(LinkEvent::ConnAck {
+            session_present,
+            limits: Default::default(),
+        });
     }
 
     /// The connection fails; returns the replays for rumqttc.
@@ -331,7 +340,19 @@ fn nothing_is_sent_before_the_connack() {
     assert!(h.take_sent().is_empty());
     h.connack(false);
     assert_eq!(h.published(), ["1"]);
-    assert_eq!(h.take_events(), [BridgeEvent::Connected]);
+    assert_eq!(
+        h.take_events(),
+        [
+            BridgeEvent::Connected,
+            BridgeEvent::Limits(Some(crate::core::UpstreamLimits {
+                max_packet_size: crate::bridge::link::MAX_PACKET_BYTES,
+                // Topic length, packet id, no properties (MQTT 5).
+                packet_overhead: 5,
+                max_qos: 2,
+                retain_available: true,
+            }))
+        ]
+    );
 }
 
 /// What a device's ticket events say: (accepted) per SessionAck, in order.

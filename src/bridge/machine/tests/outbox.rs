@@ -12,23 +12,24 @@ fn order_is_kept_across_a_reconnection_without_the_brokers_session() {
     }
     assert_eq!(h.published(), ["1", "2", "3"]);
     h.written(&[1, 2, 3]);
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
-    let replays = h.lose();
-    let replayed: Vec<u16> = replays
-        .iter()
-        .filter_map(|r| match r {
-            Replay::Publish { pkid, .. } => Some(*pkid),
-            Replay::PubRel(_) => None,
-        })
-        .collect();
-    assert_eq!(replayed, [2, 3], "what was on the wire, in order");
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
+    // "2" and "3" were on the wire, unanswered, after the last message the
+    // broker completed: suspects, queued again (not replayed) to go alone.
+    assert!(h.lose().is_empty(), "suspects are not replayed");
+    assert_eq!(h.gauge(&h.counters.resent), 2);
     // Queued while down, sent after the older ones.
     h.command(publish("t", "4", 1));
     assert!(h.take_sent().is_empty(), "nothing goes out while down");
     h.connack(false);
-    assert_eq!(h.published(), ["2", "3", "4"], "resent afresh, in order");
-    assert_eq!(h.gauge(&h.counters.resent), 2);
-    assert_eq!(h.m.pending(), 3);
+    assert_eq!(h.published(), ["2"], "the first suspect, alone");
+    h.written(&[1]);
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
+    assert_eq!(h.published(), ["3"], "then the next one, alone");
+    h.written(&[2]);
+    h.event(LinkEvent::PubAck { pkid: 2, code: 0 });
+    assert_eq!(h.published(), ["4"], "then the rest, in order");
+    assert_eq!(h.m.pending(), 1);
+    assert_eq!(h.gauge(&h.counters.quarantined), 0);
 }
 
 #[test]
@@ -37,25 +38,28 @@ fn with_the_brokers_session_the_replays_go_first_and_only_new_messages_are_submi
     h.connack(false);
     h.command(publish("t", "1", 1));
     h.command(publish("t", "2", 1));
-    assert_eq!(h.published(), ["1", "2"]);
-    h.written(&[1]);
-    // "2" was in rumqttc's channel, never written: queued again.
+    h.command(publish("t", "3", 1));
+    assert_eq!(h.published(), ["1", "2", "3"]);
+    h.written(&[1, 2]);
+    // The broker completed "2": "1", older, is no suspect (it is replayed);
+    // "3" was in rumqttc's channel, never written: queued again.
+    h.event(LinkEvent::PubAck { pkid: 2, code: 0 });
     let replays = h.lose();
     assert_eq!(replays.len(), 1);
-    h.command(publish("t", "3", 1));
+    h.command(publish("t", "4", 1));
     h.connack(true);
     assert_eq!(
         h.published(),
-        ["2", "3"],
+        ["3", "4"],
         "the unwritten one first, then the new one"
     );
     // rumqttc resends the replay itself: it is no new message.
-    h.written(&[1, 2, 3]);
-    for pkid in [1, 2, 3] {
-        h.event(LinkEvent::PubAck { pkid, ok: true });
+    h.written(&[1, 3, 4]);
+    for pkid in [1, 3, 4] {
+        h.event(LinkEvent::PubAck { pkid, code: 0 });
     }
     assert_eq!(h.m.pending(), 0);
-    assert_eq!(h.gauge(&h.counters.published), 3);
+    assert_eq!(h.gauge(&h.counters.published), 4);
 }
 
 #[test]
@@ -86,7 +90,7 @@ fn the_in_flight_window_holds_back_what_does_not_fit() {
         h.take_sent().is_empty(),
         "written, not acknowledged: the window is full"
     );
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
     assert_eq!(
         h.published(),
         [window.to_string()],
@@ -110,20 +114,23 @@ fn a_ticket_is_answered_by_its_own_acknowledgement_only() {
     assert_eq!(session_acks(&h.take_events()), [(tokens[0], true)]);
     h.connack(false);
     h.command(device_publish("d", "b", Some(tokens[1])));
-    assert_eq!(h.published(), ["a", "b"]);
+    // "a" died on the wire: a suspect, sent alone.
+    assert_eq!(h.published(), ["a"]);
     // An acknowledgement from the old connection, arriving late, matches
     // nothing: neither message has a packet id on this connection yet.
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
     assert!(session_acks(&h.take_events()).is_empty());
     assert_eq!(h.m.pending(), 2);
-    h.written(&[1, 2]);
-    h.event(LinkEvent::PubAck { pkid: 2, ok: true });
-    assert_eq!(session_acks(&h.take_events()), [(tokens[1], true)]);
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    h.written(&[1]);
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
     assert!(
         session_acks(&h.take_events()).is_empty(),
         "a ticket answered at the loss is never answered again"
     );
+    assert_eq!(h.published(), ["b"]);
+    h.written(&[2]);
+    h.event(LinkEvent::PubAck { pkid: 2, code: 0 });
+    assert_eq!(session_acks(&h.take_events()), [(tokens[1], true)]);
     assert_eq!(h.m.pending(), 0);
 }
 
@@ -133,7 +140,10 @@ fn a_refused_message_answers_its_ticket_with_a_refusal() {
     let tokens = acks("d", 1);
     h.command(device_publish("d", "a", Some(tokens[0])));
     h.written(&[1]);
-    h.event(LinkEvent::PubAck { pkid: 1, ok: false });
+    h.event(LinkEvent::PubAck {
+        pkid: 1,
+        code: 0x87,
+    });
     assert_eq!(session_acks(&h.take_events()), [(tokens[0], false)]);
     assert_eq!(h.gauge(&h.counters.rejected), 1);
 }
@@ -160,11 +170,11 @@ fn room_gauges_follow_the_outbox_and_wake_the_driver_when_it_empties() {
     assert_eq!(h.room_freed, 0);
     h.connack(false);
     h.written(&[1, 2, 3]);
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
     assert_eq!(h.gauge(&c.pending_messages), 2);
     assert_eq!(h.room_freed, 0, "not woken for every acknowledgement");
-    h.event(LinkEvent::PubAck { pkid: 2, ok: true });
-    h.event(LinkEvent::PubAck { pkid: 3, ok: true });
+    h.event(LinkEvent::PubAck { pkid: 2, code: 0 });
+    h.event(LinkEvent::PubAck { pkid: 3, code: 0 });
     assert_eq!(
         (h.gauge(&c.pending_messages), h.gauge(&c.pending_bytes)),
         (0, 0)
@@ -233,6 +243,6 @@ fn durable_ids_are_settled_when_their_messages_leave() {
     });
     h.written(&[1]);
     assert!(h.take_events().is_empty());
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
     assert_eq!(h.take_events(), [BridgeEvent::Settled(vec![42])]);
 }

@@ -47,6 +47,8 @@ fn every_connack_subscribes_everything_again_with_the_same_identifiers() {
         "one SUBSCRIBE per filter"
     );
     assert_ne!(first[0].2, first[1].2, "each its own identifier");
+    h.event(LinkEvent::SubAck { refused: 0 });
+    h.event(LinkEvent::SubAck { refused: 0 });
     h.lose();
     h.connack(true);
     assert_eq!(
@@ -216,4 +218,116 @@ fn mqtt5_per_device_copies_tagged_with_our_origin_are_echoes() {
         h.take_events().as_slice(),
         [BridgeEvent::SessionMessage { .. }]
     ));
+}
+
+fn outcomes(events: &[BridgeEvent]) -> Vec<(String, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BridgeEvent::Subscribed {
+                filter, accepted, ..
+            } => Some((filter.clone(), *accepted)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn filters(sent: Vec<Request>) -> Vec<String> {
+    subscribes(sent).into_iter().map(|(f, ..)| f).collect()
+}
+
+#[test]
+fn a_filter_refused_in_a_suback_leaves_the_set_and_is_never_sent_again() {
+    let mut h = Harness::shared(config());
+    h.connack(false);
+    h.take_events();
+    h.command(subscribe("bad", 1));
+    h.command(subscribe("good", 1));
+    assert_eq!(filters(h.take_sent()), ["bad", "good"]);
+    h.event(LinkEvent::SubAck { refused: 1 });
+    h.event(LinkEvent::SubAck { refused: 0 });
+    assert_eq!(
+        outcomes(&h.take_events()),
+        [("bad".to_owned(), false), ("good".to_owned(), true)]
+    );
+    assert_eq!(h.gauge(&h.counters.filters_refused), 1);
+    h.event(LinkEvent::SubAck { refused: 0 });
+    h.lose();
+    h.connack(false);
+    assert_eq!(
+        filters(h.take_sent()),
+        ["good"],
+        "the refused one stays gone"
+    );
+}
+
+#[test]
+fn a_filter_the_broker_closes_the_connection_on_is_sent_alone_then_refused() {
+    let mut h = Harness::shared(config());
+    for f in ["a", "bad", "z"] {
+        h.command(subscribe(f, 1));
+    }
+    h.connack(false);
+    assert_eq!(filters(h.take_sent()), ["a", "bad", "z"], "one batch");
+    // The broker answers "a", then closes on "bad" ("z" never answered).
+    h.event(LinkEvent::SubAck { refused: 0 });
+    h.lose();
+    h.advance(Duration::from_secs(10));
+    h.connack(false);
+    assert_eq!(filters(h.take_sent()), ["a"], "the innocent first");
+    h.event(LinkEvent::SubAck { refused: 0 });
+    assert_eq!(filters(h.take_sent()), ["bad"], "then a suspect, alone");
+    h.lose();
+    assert_eq!(h.gauge(&h.counters.filters_refused), 1);
+    assert!(outcomes(&h.take_events()).contains(&("bad".to_owned(), false)));
+    h.advance(Duration::from_secs(10));
+    h.connack(false);
+    assert_eq!(filters(h.take_sent()), ["a"]);
+    h.event(LinkEvent::SubAck { refused: 0 });
+    assert_eq!(filters(h.take_sent()), ["z"], "the other suspect, alone");
+    h.event(LinkEvent::SubAck { refused: 0 });
+    assert!(outcomes(&h.take_events()).contains(&("z".to_owned(), true)));
+    // Proven: the next connection sends both at once.
+    h.lose();
+    h.advance(Duration::from_secs(10));
+    h.connack(false);
+    assert_eq!(filters(h.take_sent()), ["a", "z"]);
+    assert_eq!(h.gauge(&h.counters.connects), 4);
+}
+
+#[test]
+fn a_filter_rumqttc_will_not_take_is_refused_at_once() {
+    let mut h = Harness::shared(config());
+    h.connack(false);
+    h.take_events();
+    h.refuse_filter = Some("a/#/b".into());
+    h.command(subscribe("a/#/b", 1));
+    assert!(filters(h.take_sent()).is_empty());
+    assert_eq!(outcomes(&h.take_events()), [("a/#/b".to_owned(), false)]);
+    h.lose();
+    h.connack(false);
+    assert!(filters(h.take_sent()).is_empty(), "never sent again");
+}
+
+#[test]
+fn wildcard_and_shared_filters_a_broker_does_not_support_are_refused_unsent() {
+    let mut h = Harness::shared(config());
+    h.event(LinkEvent::ConnAck {
+        session_present: false,
+        limits: crate::bridge::machine::BrokerLimits {
+            wildcards_available: false,
+            shared_available: false,
+            ..Default::default()
+        },
+    });
+    h.take_events();
+    for f in ["a/#", "$share/g/b", "plain"] {
+        h.command(subscribe(f, 1));
+    }
+    assert_eq!(filters(h.take_sent()), ["plain"]);
+    assert_eq!(
+        outcomes(&h.take_events()),
+        [("a/#".to_owned(), false), ("$share/g/b".to_owned(), false)]
+    );
+    assert_eq!(h.gauge(&h.counters.filters_refused), 2);
 }

@@ -57,7 +57,7 @@ fn shutdown_stops_once_the_outbox_has_drained() {
     h.drain();
     assert!(!h.m.should_stop());
     h.written(&[1]);
-    h.event(LinkEvent::PubAck { pkid: 1, ok: true });
+    h.event(LinkEvent::PubAck { pkid: 1, code: 0 });
     assert!(h.m.should_stop());
 }
 
