@@ -26,6 +26,10 @@
 //! - `policy/`: [`acl`], [`admission`] (who may publish/receive on which
 //!   topic, which devices may connect; checked in `authorize.rs`),
 //!   [`rate_limit`] (per-source token buckets).
+//! - The upstream broker's answers: [`upstream_limits`] (what its CONNACK
+//!   said it takes, so a device's message it would refuse is refused
+//!   before the device is acknowledged) and `suback_wait.rs` (a SUBACK
+//!   waits for the broker's, so SUBACK means subscribed).
 //! - Persistence: [`persist`], what survives a restart, as store
 //!   operations the shell commits before the acknowledgements that depend
 //!   on them; [`drain`], the shutdown drain.
