@@ -517,9 +517,11 @@ async fn a_client_the_broker_stops_reading_for_backpressure_is_not_dropped_for_k
         });
     })
     .await;
-    upstream.freeze();
     let broker = gw.broker.expect("broker enabled");
+    // Subscribed before the upstream stalls: a SUBACK waits (up to 5 s)
+    // for the broker's while the bridge is connected (docs/bridge.md).
     let watcher = subscriber(broker, "ka/#", &[]);
+    upstream.freeze();
     let last = tokio::task::spawn_blocking(move || {
         let mut raw = RawMqtt::open(
             broker,
