@@ -106,6 +106,10 @@ pub struct EngineConfig {
     /// Which MQTT-SN devices may connect (`core::admission`); the default
     /// admits all.
     pub admission: Admission,
+    /// Which client ids a device authenticated at the transport (DTLS) may
+    /// use (`core::identity`); the default binds the client id to the
+    /// identity exactly.
+    pub identity_binding: crate::identity::IdentityBinding,
     /// Most bytes (payloads and topic names) the retained messages hold
     /// together; a retained message that would exceed it is delivered but
     /// not kept.
@@ -161,6 +165,7 @@ impl Default for EngineConfig {
             persist: false,
             acl: None,
             admission: Admission::default(),
+            identity_binding: crate::identity::IdentityBinding::default(),
             max_retained_bytes: 8 << 20,
             max_topic_bytes_total: 8 << 20,
             max_subscription_bytes_total: 4 << 20,

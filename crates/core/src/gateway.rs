@@ -131,6 +131,12 @@ pub struct Gateway {
     pub(super) sessions: HashMap<SessionId, Session>,
     pub(super) by_client: HashMap<Arc<str>, SessionId>,
     pub(super) by_peer: HashMap<Peer, SessionId>,
+    /// The transport identity of each link address authenticated now (DTLS
+    /// sessions: one entry per live session, added and removed by the
+    /// driver through [`Gateway::handle_peer_authenticated`] and
+    /// [`Gateway::handle_peer_closed`], so bounded by the DTLS listener's
+    /// session limit).
+    pub(super) identities: HashMap<crate::peer::LinkAddr, Arc<str>>,
     next_session: u64,
     pub(super) subscriptions: SubscriptionTrie<Subscriber>,
     /// How many sessions hold each filter, for upstream subscribe/unsubscribe.
@@ -201,6 +207,7 @@ impl Gateway {
             sessions: HashMap::new(),
             by_client: HashMap::new(),
             by_peer: HashMap::new(),
+            identities: HashMap::new(),
             next_session: 0,
             subscriptions: SubscriptionTrie::new(),
             filter_refs: HashMap::new(),
@@ -361,6 +368,58 @@ impl Gateway {
             info!(peer = %from, session = sid.is_some(), suppressed, "rate limit: dropping datagrams (counted as rate_limited)");
         }
         admitted
+    }
+
+    /// A transport session (DTLS) was established with `link`, which proved
+    /// `identity` (its PSK identity or certificate name): what it sends from
+    /// now on is checked against the identity binding (`core::identity`).
+    /// A session that was mapped to this address but is bound to another
+    /// identity loses the mapping, so a new device at a reused address never
+    /// speaks for the old one.
+    pub fn handle_peer_authenticated(&mut self, link: crate::peer::LinkAddr, identity: Arc<str>) {
+        self.detach_other_identities(&link, Some(&identity));
+        self.identities.insert(link, identity);
+    }
+
+    /// The transport session with `link` ended (closed, timed out or
+    /// evicted): the address no longer speaks for any identity, and a
+    /// session mapped to it that is bound to an identity loses the mapping.
+    pub fn handle_peer_closed(&mut self, link: &crate::peer::LinkAddr) {
+        self.identities.remove(link);
+        self.detach_other_identities(link, None);
+    }
+
+    /// Unmaps from `link` every session bound to an identity other than
+    /// `identity`.
+    fn detach_other_identities(
+        &mut self,
+        link: &crate::peer::LinkAddr,
+        identity: Option<&Arc<str>>,
+    ) {
+        let stale: Vec<(Peer, SessionId)> =
+            self.by_peer
+                .iter()
+                .filter(|(p, sid)| {
+                    &p.link == link
+                        && self.sessions.get(sid).is_some_and(|s| {
+                            s.identity.is_some() && s.identity.as_ref() != identity
+                        })
+                })
+                .map(|(p, sid)| (p.clone(), *sid))
+                .collect();
+        for (peer, sid) in stale {
+            self.by_peer.remove(&peer);
+            if let Some(s) = self.sessions.get_mut(&sid)
+                && s.peer.as_ref() == Some(&peer)
+            {
+                s.peer = None;
+            }
+        }
+    }
+
+    /// The transport identity `peer` authenticated with, if any.
+    pub(crate) fn identity_of(&self, peer: &Peer) -> Option<Arc<str>> {
+        self.identities.get(&peer.link).cloned()
     }
 
     /// A decoded packet arrived from `peer`.

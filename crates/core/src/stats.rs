@@ -53,11 +53,16 @@ pub enum DropReason {
     /// A publish or will to `$SYS/…` from a device or a local client: the
     /// broker's own topics.
     SysReserved,
+    /// From a device authenticated at the transport (DTLS): a CONNECT with a
+    /// client id its identity may not use (CONNACK 0x03); or a takeover or
+    /// wake-up PINGREQ of a session bound to another identity, from a peer
+    /// with another identity or none (ignored).
+    IdentityMismatch,
 }
 
 impl DropReason {
     /// Every reason, for exporting all counters (zeros included).
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::OutOfState,
         DropReason::UnknownPeer,
@@ -76,6 +81,7 @@ impl DropReason {
         DropReason::UpstreamRefused,
         DropReason::NoSubscription,
         DropReason::SysReserved,
+        DropReason::IdentityMismatch,
     ];
 
     /// A short snake_case label for logs and metrics.
@@ -99,6 +105,7 @@ impl DropReason {
             DropReason::UpstreamRefused => "upstream_refused",
             DropReason::NoSubscription => "no_subscription",
             DropReason::SysReserved => "sys_reserved",
+            DropReason::IdentityMismatch => "identity_mismatch",
         }
     }
 

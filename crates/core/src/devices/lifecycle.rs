@@ -171,6 +171,43 @@ impl Gateway {
         }
     }
 
+    /// A CONNECT or wake-up the identity binding refuses (`core::identity`):
+    /// counted as `identity_mismatch`, logged (rate-limited), and for a
+    /// CONNECT whose client id the identity may not use answered with
+    /// CONNACK 0x03; a takeover or wake-up of another identity's session is
+    /// ignored, so the peer learns nothing about the session.
+    fn refuse_identity(
+        &mut self,
+        now: Instant,
+        peer: crate::peer::Peer,
+        client_id: &str,
+        identity: Option<&Arc<str>>,
+        answer: bool,
+    ) {
+        self.stats.drop(DropReason::IdentityMismatch);
+        if let Some(suppressed) = self.log_gates.identity_mismatch.allow(now) {
+            let shown: String = client_id.chars().take(self.cfg.max_client_id_len).collect();
+            let identity = identity.map_or("(none)", |i| i.as_ref());
+            info!(%peer, client = %shown, identity, suppressed, "client id not bound to this peer's identity (counted as identity_mismatch)");
+        }
+        if answer {
+            self.transmit(
+                peer,
+                Packet::ConnAck {
+                    return_code: ReturnCode::NotSupported,
+                },
+            );
+        }
+    }
+
+    /// Is the session `sid` bound to an identity other than `identity`?
+    fn bound_elsewhere(&self, sid: SessionId, identity: Option<&Arc<str>>) -> bool {
+        self.sessions
+            .get(&sid)
+            .and_then(|s| s.identity.as_ref())
+            .is_some_and(|bound| Some(bound) != identity)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_connect(
         &mut self,
@@ -213,7 +250,18 @@ impl Gateway {
         if !self.cfg.admission.admits_client_id(&client_id) {
             return self.refuse_not_admitted(peer, &client_id);
         }
+        let identity = self.identity_of(&peer);
+        if let Some(id) = &identity
+            && !self.cfg.identity_binding.permits(id, &client_id)
+        {
+            return self.refuse_identity(now, peer, &client_id, identity.as_ref(), true);
+        }
         let existing = self.by_client.get(client_id.as_str()).copied();
+        if let Some(sid) = existing
+            && self.bound_elsewhere(sid, identity.as_ref())
+        {
+            return self.refuse_identity(now, peer, &client_id, identity.as_ref(), false);
+        }
         if existing.is_none()
             && self.sessions.len() >= self.cfg.max_clients
             && !self.evict_unproven(now)
@@ -275,6 +323,7 @@ impl Gateway {
                 return;
             };
             s.peer = Some(peer);
+            s.identity = identity;
             s.clean_session = clean_session;
             s.expiry = if clean_session {
                 Some(Duration::ZERO)
@@ -603,6 +652,10 @@ impl Gateway {
         let Some(state) = self.sessions.get(&sid).map(|s| s.state.clone()) else {
             return;
         };
+        let identity = self.identity_of(&peer);
+        if self.bound_elsewhere(sid, identity.as_ref()) {
+            return self.refuse_identity(now, peer, &client_id, identity.as_ref(), false);
+        }
         match state {
             ClientState::Asleep | ClientState::Awake => {
                 // A sleeping client may wake from a new address, if that

@@ -221,6 +221,11 @@ pub struct Session {
     /// Created by a CONNECT whose client has sent nothing since: its place
     /// in the engine's eviction order (first to go at `max_clients`).
     pub unproven: Option<u64>,
+    /// The transport identity (DTLS PSK identity or certificate name) of the
+    /// peer whose CONNECT made or last took the session; `None` for a device
+    /// over plain UDP or serial. A session bound to an identity is taken
+    /// over or woken only by a peer with the same identity.
+    pub identity: Option<Arc<str>>,
 }
 
 /// How many unreleased inbound QoS 2 ids a session remembers. v1.2 allows one
@@ -258,6 +263,7 @@ impl Session {
             expiry: Some(Duration::ZERO),
             rate: crate::rate_limit::TokenBucket::default(),
             unproven: None,
+            identity: None,
         }
     }
 

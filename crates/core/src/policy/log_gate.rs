@@ -59,6 +59,8 @@ pub struct LogGates {
     pub unproven_evicted: LogGate,
     /// Publishes to `$SYS/…` refused.
     pub sys_refused: CountGate,
+    /// CONNECTs and wake-ups refused by the identity binding.
+    pub identity_mismatch: LogGate,
 }
 
 #[cfg(test)]

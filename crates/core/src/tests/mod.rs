@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::*;
 
 mod budget;
+mod dtls_identity;
 mod engine;
 mod local;
 mod lockout;
