@@ -71,6 +71,9 @@ pub enum DriverError {
     /// The ACL file could not be read or parsed.
     #[error(transparent)]
     Acl(#[from] AclFileError),
+    /// The DTLS psk file could not be read or parsed.
+    #[error(transparent)]
+    Psk(#[from] crate::transport::dtls::psk::PskFileError),
     /// The HTTP operations endpoint could not be bound.
     #[error("cannot bind the HTTP endpoint {addr}")]
     Http {

@@ -18,6 +18,9 @@ impl Config {
         let config = self;
         let secs = |s: u32| Duration::from_secs(u64::from(s));
         EngineConfig {
+            identity_binding: crate::core::identity::IdentityBinding::new(
+                &config.dtls.client_id_pattern,
+            ),
             gateway_id: config.gateway.gateway_id,
             max_client_id_len: config.gateway.max_client_id_len,
             max_packet_bytes: config.gateway.max_packet_bytes,

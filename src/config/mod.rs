@@ -29,6 +29,7 @@
 //! gateway). Nothing here opens a socket or starts a task.
 
 mod broker;
+mod dtls;
 mod engine;
 mod error;
 mod gateway;
@@ -47,6 +48,7 @@ use serde::Deserialize;
 
 pub(crate) use broker::is_loopback;
 pub use broker::{BrokerConfig, BrokerUser};
+pub use dtls::DtlsConfig;
 pub use error::ConfigError;
 pub use gateway::{
     DiscoveryConfig, GatewayConfig, LimitsConfig, PredefinedTopic, QueueOverflow, TimersConfig,
@@ -80,6 +82,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `[udp]`: the UDP listeners devices talk to.
     pub udp: UdpConfig,
+    /// `[dtls]`: DTLS listeners for devices, their keys and identity rule.
+    pub dtls: DtlsConfig,
     /// `[discovery]`: ADVERTISE broadcasts and SEARCHGW answers.
     pub discovery: DiscoveryConfig,
     /// `[timers]`: retransmission and handshake timers.
@@ -136,7 +140,8 @@ impl Config {
     /// dotted key but no file or line; see [`ConfigError::locate`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.gateway.validate()?;
-        self.udp.validate()?;
+        self.udp.validate(!self.dtls.listen.is_empty())?;
+        self.dtls.validate()?;
         self.discovery.validate()?;
         self.timers.validate()?;
         self.limits.validate()?;

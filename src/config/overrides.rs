@@ -35,6 +35,14 @@ pub struct Overrides {
     /// replaces [udp] listen.
     #[arg(long = "udp", value_name = "ADDR")]
     pub udp: Vec<SocketAddr>,
+    /// DTLS address to listen on for devices, e.g. 0.0.0.0:8883 or
+    /// [::]:8883. Repeatable; replaces [dtls] listen (needs a psk file).
+    #[arg(long = "dtls", value_name = "ADDR")]
+    pub dtls: Vec<SocketAddr>,
+    /// The DTLS pre-shared keys, in mosquitto's psk_file format
+    /// (identity:hexkey per line); sets [dtls] psk_file.
+    #[arg(long = "psk-file", value_name = "FILE")]
+    pub psk_file: Option<std::path::PathBuf>,
     /// Embedded MQTT broker TCP address, e.g. 127.0.0.1:1883 or 0.0.0.0:1883,
     /// or `off`. Repeatable; replaces [broker] listen.
     #[arg(long = "broker", value_name = "ADDR|off", value_parser = parse_broker_listen)]
@@ -267,6 +275,14 @@ impl Overrides {
         if !self.udp.is_empty() {
             config.udp.listen = self.udp.clone();
             set.push("udp.listen".to_owned());
+        }
+        if !self.dtls.is_empty() {
+            config.dtls.listen = self.dtls.clone();
+            set.push("dtls.listen".to_owned());
+        }
+        if let Some(path) = &self.psk_file {
+            config.dtls.psk_file = Some(path.clone());
+            set.push("dtls.psk_file".to_owned());
         }
         if let Some(HostPort { host, port }) = &self.upstream {
             let upstream = config.upstream.get_or_insert_with(UpstreamConfig::default);

@@ -15,7 +15,8 @@ use super::{ConfigError, MIB};
 #[serde(deny_unknown_fields, default)]
 pub struct UdpConfig {
     /// Addresses to listen on, IPv4 (`"0.0.0.0:1883"`) or IPv6 (`"[::]:1883"`);
-    /// at least one. Default: `["0.0.0.0:1883"]`.
+    /// at least one, or none with `[dtls] listen` (DTLS devices only).
+    /// Default: `["0.0.0.0:1883"]`.
     pub listen: Vec<SocketAddr>,
     /// Socket receive buffer (SO_RCVBUF), in bytes. Default: 4 MiB.
     pub recv_buffer_bytes: usize,
@@ -37,9 +38,11 @@ impl Default for UdpConfig {
 }
 
 impl UdpConfig {
-    /// Checks `[udp]`: at least one listener.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.is_empty() {
+    /// Checks `[udp]`: at least one listener, unless devices have DTLS
+    /// listeners (`has_dtls`): then none is allowed, so that no device can
+    /// connect without proving an identity.
+    pub(super) fn validate(&self, has_dtls: bool) -> Result<(), ConfigError> {
+        if self.listen.is_empty() && !has_dtls {
             return Err(ConfigError::invalid(
                 "udp.listen",
                 "needs at least one address",

@@ -25,6 +25,8 @@ use crate::ops::QueryHandle;
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
 use crate::store::{Store, StoreError};
 use crate::transport::Batch;
+use crate::transport::dtls::psk::{self, PskFileError, PskKeys};
+use crate::transport::dtls::{self, DtlsLink};
 use crate::transport::serial;
 use crate::transport::udp;
 
@@ -33,6 +35,9 @@ pub struct RunningGateway {
     /// A fatal error of the running gateway (the store failed).
     pub(super) fatal: Option<oneshot::Receiver<StoreError>>,
     udp_addrs: Vec<SocketAddr>,
+    dtls_addrs: Vec<SocketAddr>,
+    /// The DTLS listeners' keys (a reload replaces them), when any listens.
+    psk: Option<PskKeys>,
     broker_addrs: Vec<SocketAddr>,
     broker_tls_addrs: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<Duration>>,
@@ -47,6 +52,22 @@ impl RunningGateway {
     /// The UDP addresses actually bound (ports resolved when 0 was configured).
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// The DTLS addresses actually bound (ports resolved when 0 was
+    /// configured).
+    pub fn dtls_addrs(&self) -> &[SocketAddr] {
+        &self.dtls_addrs
+    }
+
+    /// Puts the keys of the psk file at `path` in force for every new DTLS
+    /// handshake (sessions already established keep going). Without DTLS
+    /// listeners it does nothing.
+    pub fn reload_psk(&self, path: &std::path::Path) -> Result<(), PskFileError> {
+        if let Some(keys) = &self.psk {
+            keys.replace(psk::load(path)?);
+        }
+        Ok(())
     }
 
     /// The embedded broker's TCP addresses actually bound (empty when off).
@@ -165,10 +186,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         .as_ref()
         .map(|b| b.tls_addrs().to_vec())
         .unwrap_or_default();
-    let readers = listeners
+    let mut readers: Vec<JoinHandle<()>> = listeners
         .iter()
         .map(|l| l.spawn_reader(tx.clone()))
         .collect();
+    let (dtls_links, psk) = start_dtls(&config, listeners.len(), &tx, &mut readers)?;
     let serial_links = config
         .serial
         .iter()
@@ -186,6 +208,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     drop(tx);
 
     let udp_addrs = listeners.iter().map(|l| l.local_addr).collect();
+    let dtls_addrs = dtls_links.iter().map(|l| l.local_addr).collect();
     let now = tokio::time::Instant::now().into_std();
     let mut engine = config.engine_config();
     engine.persist = opened.is_some();
@@ -218,6 +241,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         shutdown_grace,
         gateway,
         listeners,
+        dtls_links,
         readers,
         inbound,
         room_watch: bridge.as_ref().map(BridgeHandle::room_watch),
@@ -249,6 +273,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     Ok(RunningGateway {
         fatal: Some(fatal),
         udp_addrs,
+        dtls_addrs,
+        psk,
         broker_addrs,
         broker_tls_addrs,
         stop: Some(stop),
@@ -297,4 +323,34 @@ fn restore_outbox(
         })
         .collect();
     bridge.restore(cmds);
+}
+
+/// Binds the `[dtls]` listeners (numbered after the `plain` UDP ones) with
+/// the keys of the psk file, and starts their tasks (added to `readers`).
+fn start_dtls(
+    config: &Config,
+    plain: usize,
+    tx: &mpsc::Sender<Batch>,
+    readers: &mut Vec<JoinHandle<()>>,
+) -> Result<(Vec<DtlsLink>, Option<PskKeys>), DriverError> {
+    let (Some(path), false) = (&config.dtls.psk_file, config.dtls.listen.is_empty()) else {
+        return Ok((Vec::new(), None));
+    };
+    let keys = PskKeys::new(psk::load(path)?);
+    info!(identities = keys.len(), file = %path.display(), "DTLS pre-shared keys loaded");
+    let mut links = Vec::new();
+    for (i, addr) in config.dtls.listen.iter().enumerate() {
+        let index = u16::try_from(plain + i).unwrap_or(u16::MAX);
+        let (link, task) = dtls::spawn(
+            index,
+            *addr,
+            (config.udp.recv_buffer_bytes, config.udp.send_buffer_bytes),
+            config.dtls.endpoint(),
+            keys.clone(),
+            tx.clone(),
+        )?;
+        links.push(link);
+        readers.push(task);
+    }
+    Ok((links, Some(keys)))
 }

@@ -90,6 +90,13 @@ impl Driver {
         match &to.link {
             LinkAddr::Udp { listener, addr } => {
                 let Some(l) = self.listeners.get(usize::from(*listener)) else {
+                    // A DTLS listener: its task encrypts and sends.
+                    let dtls = usize::from(*listener).checked_sub(self.listeners.len());
+                    if let Some(link) = dtls.and_then(|i| self.dtls_links.get(i))
+                        && !link.send(*addr, Bytes::copy_from_slice(&self.scratch))
+                    {
+                        debug!(%to, "DTLS listener queue full; message dropped");
+                    }
                     return;
                 };
                 let sent = l.send_to(&self.scratch, *addr).await;

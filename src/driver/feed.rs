@@ -20,7 +20,7 @@ use crate::broker::{Broker, BrokerEvent};
 use crate::core::EngineConfig;
 use crate::ops::Query;
 use crate::store::StoreError;
-use crate::transport::Batch;
+use crate::transport::{Batch, PeerAuth};
 
 /// Everything the driver task can wake up for. Most go to the engine; the
 /// last three are the loops' own business ([`Driver::feed`] ignores them).
@@ -80,6 +80,18 @@ impl Driver {
             Input::Query(query) => self.answer(query),
             Input::Datagrams(batch) => {
                 for datagram in batch {
+                    match datagram.auth {
+                        Some(PeerAuth::Authenticated(identity)) => {
+                            self.gateway
+                                .handle_peer_authenticated(datagram.peer.link, identity);
+                            continue;
+                        }
+                        Some(PeerAuth::Closed) => {
+                            self.gateway.handle_peer_closed(&datagram.peer.link);
+                            continue;
+                        }
+                        None => {}
+                    }
                     self.ops.received(&datagram.peer);
                     self.gateway
                         .handle_datagram(now, datagram.peer, &datagram.bytes);

@@ -112,6 +112,12 @@ fn reload(
             return;
         }
     }
+    if let Some(path) = &new.dtls.psk_file {
+        match running.reload_psk(path) {
+            Ok(()) => applied.push("dtls.psk_file"),
+            Err(e) => warn!(error = %e, "DTLS psk file not reloaded; the keys in force are kept"),
+        }
+    }
     for &port in &plan.serial.kept {
         let device = started.serial.get(port).map_or("?", |l| l.device.as_str());
         warn!(

@@ -32,6 +32,8 @@ use crate::transport::udp::UdpListener;
 pub(super) struct Driver {
     pub(super) gateway: Gateway,
     pub(super) listeners: Vec<UdpListener>,
+    /// The DTLS listeners, numbered after `listeners`.
+    pub(super) dtls_links: Vec<crate::transport::dtls::DtlsLink>,
     pub(super) readers: Vec<JoinHandle<()>>,
     pub(super) inbound: mpsc::Receiver<Batch>,
     pub(super) bridge: Option<BridgeHandle>,

@@ -195,10 +195,10 @@ impl Device {
             .enumerate()
         {
             // QoS −1 goes to a topic subscribers subscribe to by itself.
-            if q == 0 || self.matched {
-                if let Some(slot) = self.shared.expected_each.get(q) {
-                    slot.fetch_add(sent.saturating_sub(rejected), Ordering::AcqRel);
-                }
+            if (q == 0 || self.matched)
+                && let Some(slot) = self.shared.expected_each.get(q)
+            {
+                slot.fetch_add(sent.saturating_sub(rejected), Ordering::AcqRel);
             }
         }
         drop(publishing);
@@ -387,10 +387,10 @@ impl Device {
                 return;
             }
             let target = *self.drain.borrow();
-            if let Some(target) = target {
-                if self.unique_received() >= target.expected || Instant::now() >= target.deadline {
-                    return;
-                }
+            if let Some(target) = target
+                && (self.unique_received() >= target.expected || Instant::now() >= target.deadline)
+            {
+                return;
             }
             match asleep_secs {
                 Some(secs) => {

@@ -335,12 +335,10 @@ impl SimConfig {
         if let Err(e) = crate::core::topic::validate_filter(&self.filter()) {
             return bad(format!("filter {:?}: {e}", self.filter()));
         }
-        if let Some(cycle) = self.sleep {
-            if cycle.awake.is_zero() || cycle.asleep_secs == 0 {
-                return bad(
-                    "a sleep cycle needs an awake time above 0 and at least 1 s asleep".into(),
-                );
-            }
+        if let Some(cycle) = self.sleep
+            && (cycle.awake.is_zero() || cycle.asleep_secs == 0)
+        {
+            return bad("a sleep cycle needs an awake time above 0 and at least 1 s asleep".into());
         }
         if self.retry_interval.is_zero() {
             return bad("the retry interval must be above 0".into());

@@ -2,6 +2,7 @@
 //! [`Datagram`]s for the driver and sends encoded messages back. No protocol
 //! logic lives here — the engine decides what every byte means.
 
+pub mod dtls;
 pub mod serial;
 pub mod udp;
 
@@ -18,6 +19,19 @@ pub struct Datagram {
     pub peer: Peer,
     /// The message bytes (one MQTT-SN message, possibly encapsulated).
     pub bytes: Bytes,
+    /// From a DTLS listener: the start of the peer's session (with the
+    /// identity it proved) or its end, in place of a message (`bytes` is
+    /// then empty). `None` for a message.
+    pub auth: Option<PeerAuth>,
+}
+
+/// A DTLS session's start or end, for the engine's identity binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAuth {
+    /// The peer proved this identity (its PSK identity).
+    Authenticated(std::sync::Arc<str>),
+    /// The peer's session ended.
+    Closed,
 }
 
 /// How the transports hand datagrams to the driver: in batches, so a burst costs

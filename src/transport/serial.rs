@@ -284,7 +284,7 @@ async fn serve(
                                 Some(addr) => LinkAddr::Radio { port: index, addr },
                                 None => LinkAddr::Serial { port: index },
                             };
-                            let datagram = Datagram { peer: Peer { link, node: None }, bytes };
+                            let datagram = Datagram { peer: Peer { link, node: None }, bytes, auth: None };
                             if inbound.send(vec![datagram]).await.is_err() {
                                 writer_task.abort();
                                 return "gateway stopped".to_owned();

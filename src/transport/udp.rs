@@ -122,6 +122,7 @@ impl UdpListener {
                             batch.push(Datagram {
                                 peer: Peer::udp_on(index, from),
                                 bytes: arena.split().freeze(),
+                                auth: None,
                             });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

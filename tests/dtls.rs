@@ -1,0 +1,228 @@
+//! DTLS for devices, end to end with a third-party client: `openssl s_client`
+//! speaking DTLS 1.2 with a pre-shared key (TLS_PSK_WITH_AES_128_CCM_8)
+//! carries raw MQTT-SN datagrams to the gateway started in-process, bridged
+//! to a real mosquitto on a free port, where a plain MQTT client watches.
+//!
+//! Every wait is on an event with a deadline. Where a test shows that
+//! something did *not* get through, a message that did travels the same
+//! ordered path behind it (the checker's next message is the good one).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::checker::Checker;
+use common::mosquitto::Mosquitto;
+use common::{KillOnDrop, TestGateway, start_gateway_with, upstream_to};
+use sngate::proto::{self, Packet, QoS, ReturnCode, TopicRef};
+
+const KEY1: &str = "00112233445566778899aabbccddeeff";
+const KEY2: &str = "0f0e0d0c0b0a09080706050403020100";
+
+/// A psk file listing dev1 and dev2, in a directory kept for the test.
+fn psk_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("psk");
+    std::fs::write(&path, format!("# test devices\ndev1:{KEY1}\ndev2:{KEY2}\n")).expect("write");
+    (dir, path)
+}
+
+/// A gateway with one DTLS listener (keys from `psk`), bridged to `broker`.
+async fn gateway(psk: &std::path::Path, broker: &Mosquitto) -> (TestGateway, SocketAddr) {
+    let psk = psk.to_owned();
+    let port = broker.port;
+    let gw = start_gateway_with(move |c| {
+        c.dtls.listen = vec!["127.0.0.1:0".parse().expect("address")];
+        c.dtls.psk_file = Some(psk);
+        c.upstream = Some(upstream_to(port, "sngate-dtls-test"));
+    })
+    .await;
+    let addr = *gw.running().dtls_addrs().first().expect("a DTLS listener");
+    (gw, addr)
+}
+
+fn encode(packet: &Packet) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    proto::encode(packet, &mut buf).expect("encodes");
+    buf.to_vec()
+}
+
+fn connect(client_id: &str) -> Vec<u8> {
+    encode(&Packet::Connect {
+        will: false,
+        clean_session: true,
+        protocol_id: 1,
+        duration: 60,
+        client_id: client_id.to_owned(),
+    })
+}
+
+fn publish(topic: [u8; 2], msg_id: u16, payload: &str) -> Vec<u8> {
+    encode(&Packet::Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: TopicRef::Short(topic),
+        msg_id,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+    })
+}
+
+/// `openssl s_client` over DTLS 1.2 with a PSK: what is written to it goes
+/// out as one record per write, what it decrypts arrives on `received`.
+struct SClient {
+    child: KillOnDrop,
+    stdin: std::process::ChildStdin,
+    received: mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+impl SClient {
+    fn start(gateway: SocketAddr, identity: &str, key: &str) -> SClient {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-dtls1_2", "-connect"])
+            .arg(gateway.to_string())
+            .args(["-psk_identity", identity, "-psk", key])
+            .args(["-cipher", "PSK-AES128-CCM8", "-quiet"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl runs (scripts/test.sh installs it)");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let (tx, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        SClient {
+            child: KillOnDrop(child),
+            stdin,
+            received,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends one MQTT-SN message (one write, one record).
+    fn send(&mut self, datagram: &[u8]) {
+        self.stdin.write_all(datagram).expect("write to s_client");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The next MQTT-SN message from the gateway, within `wait`.
+    fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(&len) = self.pending.first()
+                && len > 1
+                && self.pending.len() >= usize::from(len)
+            {
+                let msg: Vec<u8> = self.pending.drain(..usize::from(len)).collect();
+                return Some(proto::decode(&msg).expect("the gateway sends valid MQTT-SN"));
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match self.received.recv_timeout(left) {
+                Ok(chunk) => self.pending.extend_from_slice(&chunk),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// CONNECT as `client_id`, resent each second until an answer (the
+    /// first may go out before the handshake ends), and the CONNACK's code.
+    fn connect(&mut self, client_id: &str) -> Option<ReturnCode> {
+        for _ in 0..5 {
+            self.send(&connect(client_id));
+            if let Some(p) = self.recv_within(Duration::from_secs(1)) {
+                match p {
+                    Packet::ConnAck { return_code } => return Some(return_code),
+                    other => panic!("expected CONNACK, got {other:?}"),
+                }
+            }
+        }
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_with_a_psk_connects_and_its_message_reaches_mosquitto() {
+    let broker = Mosquitto::start().await;
+    let (_dir, psk) = psk_file();
+    let (gw, addr) = gateway(&psk, &broker).await;
+    let mut checker = Checker::connect(broker.port, "watcher").await;
+    checker.subscribe("sn").await;
+
+    let mut dev = tokio::task::spawn_blocking(move || {
+        let mut dev = SClient::start(addr, "dev1", KEY1);
+        assert_eq!(dev.connect("dev1"), Some(ReturnCode::Accepted));
+        dev.send(&publish(*b"sn", 7, "over dtls"));
+        let ack = dev.recv_within(Duration::from_secs(3));
+        assert!(
+            matches!(
+                ack,
+                Some(Packet::PubAck {
+                    msg_id: 7,
+                    return_code: ReturnCode::Accepted,
+                    ..
+                })
+            ),
+            "PUBACK expected, got {ack:?}"
+        );
+        dev
+    })
+    .await
+    .expect("device");
+    let (topic, payload, _) = checker.next().await;
+    assert_eq!((topic.as_str(), payload.as_str()), ("sn", "over dtls"));
+    dev.child.0.kill().ok();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_client_id_gets_connack_0x03_and_a_wrong_key_gets_nothing_through() {
+    let broker = Mosquitto::start().await;
+    let (_dir, psk) = psk_file();
+    let (gw, addr) = gateway(&psk, &broker).await;
+    let mut checker = Checker::connect(broker.port, "watcher").await;
+    checker.subscribe("sn").await;
+
+    tokio::task::spawn_blocking(move || {
+        // dev1's key, but dev2's client id: refused by the identity binding.
+        let mut impostor = SClient::start(addr, "dev1", KEY1);
+        assert_eq!(impostor.connect("dev2"), Some(ReturnCode::NotSupported));
+        impostor.send(&publish(*b"sn", 1, "from the impostor"));
+        // dev2's identity with dev1's key: the handshake fails, so nothing
+        // it writes is ever taken.
+        let mut wrong = SClient::start(addr, "dev2", KEY1);
+        assert_eq!(wrong.connect("dev2"), None, "a wrong key gets no answer");
+        wrong.send(&publish(*b"sn", 2, "from the wrong key"));
+        // The real dev2 gets through, behind both.
+        let mut dev2 = SClient::start(addr, "dev2", KEY2);
+        assert_eq!(dev2.connect("dev2"), Some(ReturnCode::Accepted));
+        dev2.send(&publish(*b"sn", 3, "from dev2"));
+        let ack = dev2.recv_within(Duration::from_secs(3));
+        assert!(
+            matches!(ack, Some(Packet::PubAck { msg_id: 3, .. })),
+            "got {ack:?}"
+        );
+    })
+    .await
+    .expect("devices");
+    let (_, payload, _) = checker.next().await;
+    assert_eq!(
+        payload, "from dev2",
+        "nothing else reached the broker first"
+    );
+    gw.stop().await;
+}
