@@ -267,6 +267,7 @@ impl Endpoint {
             offered: Mutex::new(None),
         });
         let config = Config::builder()
+            .with_crypto_provider(psk_provider().clone())
             .mtu(self.cfg.mtu)
             .handshake_timeout(self.cfg.handshake_timeout)
             .use_server_cookie(true)
@@ -579,6 +580,39 @@ impl Endpoint {
     }
 }
 
+/// dimpl's RustCrypto provider cut to what a PSK server uses: the DTLS 1.2
+/// PSK suites, one key exchange group and one DTLS 1.3 suite. Building a
+/// `Config` runs self-tests of everything its provider lists, and one is
+/// built per handshake (each is seeded apart): with ECDSA and ECDHE listed,
+/// that costs more than the handshake.
+pub(crate) fn psk_provider() -> &'static dimpl::crypto::CryptoProvider {
+    static PROVIDER: std::sync::OnceLock<dimpl::crypto::CryptoProvider> =
+        std::sync::OnceLock::new();
+    PROVIDER.get_or_init(|| {
+        let mut provider = dimpl::crypto::rust_crypto::default_provider();
+        let psk: Vec<_> = provider
+            .cipher_suites
+            .iter()
+            .copied()
+            .filter(|cs| cs.suite().is_psk())
+            .collect();
+        provider.cipher_suites = Box::leak(psk.into_boxed_slice());
+        // dimpl's validation wants one group with the DTLS 1.3 suite it
+        // wants: X25519, whose self-test is the cheapest.
+        let x25519: Vec<_> = provider
+            .kx_groups
+            .iter()
+            .copied()
+            .filter(|g| g.name() == dimpl::NamedGroup::X25519)
+            .collect();
+        provider.kx_groups = Box::leak(x25519.into_boxed_slice());
+        // dimpl's validation wants one; new_12_psk never offers it.
+        let dtls13 = provider.dtls13_cipher_suites;
+        provider.dtls13_cipher_suites = dtls13.get(..1).unwrap_or(dtls13);
+        provider
+    })
+}
+
 /// The cookie in a HelloVerifyRequest record (as dimpl writes it: one
 /// record, one whole message).
 fn hello_verify_cookie(record: &[u8]) -> Option<&[u8]> {
@@ -588,4 +622,274 @@ fn hello_verify_cookie(record: &[u8]) -> Option<&[u8]> {
     }
     let len = usize::from(*record.get(27)?);
     record.get(28..28 + len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::{DtlsClient, PskCredentials};
+    use super::*;
+
+    const KEY: [u8; 16] = [7; 16];
+
+    fn endpoint(cfg: EndpointConfig, now: Instant) -> Endpoint {
+        let mut keys = super::super::psk::KeyMap::new();
+        keys.insert(b"dev1".to_vec(), KEY.to_vec());
+        Endpoint::new(cfg, PskKeys::new(keys), now).expect("endpoint")
+    }
+
+    fn client(identity: &str, key: &[u8], now: Instant) -> DtlsClient {
+        let creds = PskCredentials {
+            identity: identity.to_owned(),
+            key: key.to_vec(),
+        };
+        DtlsClient::new(&creds, 1200, now).expect("client")
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    /// Runs the datagrams between `c` at `from` and `ep` until neither has
+    /// anything to say; returns every event that was not a datagram to `from`.
+    fn pump(ep: &mut Endpoint, c: &mut DtlsClient, from: SocketAddr, now: Instant) -> Vec<Event> {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let out = c.drain();
+            if out.datagrams.is_empty() {
+                break;
+            }
+            let mut events = Vec::new();
+            for d in out.datagrams {
+                ep.handle_datagram(now, from, &d, &mut events);
+            }
+            for e in events {
+                match e {
+                    Event::Send { to, bytes } if to == from => {
+                        let _ = c.handle_datagram(&bytes);
+                    }
+                    other => seen.push(other),
+                }
+            }
+        }
+        seen
+    }
+
+    /// The client's ClientHellos: the first (no cookie), as sent at `now`.
+    fn first_hello(now: Instant) -> Vec<u8> {
+        let mut c = client("dev1", &KEY, now);
+        c.drain().datagrams.remove(0)
+    }
+
+    #[test]
+    fn a_psk_handshake_proves_the_identity_and_carries_plaintext_both_ways() {
+        let now = Instant::now();
+        let mut ep = endpoint(EndpointConfig::default(), now);
+        let mut c = client("dev1", &KEY, now);
+        let a = addr(1000);
+        let events = pump(&mut ep, &mut c, a, now);
+        assert!(c.is_connected());
+        assert_eq!(
+            events,
+            vec![Event::Authenticated {
+                peer: a,
+                identity: Arc::from("dev1")
+            }]
+        );
+        assert_eq!((ep.sessions(), ep.half_open()), (1, 0));
+        c.send(b"up").expect("send");
+        let events = pump(&mut ep, &mut c, a, now);
+        assert_eq!(
+            events,
+            vec![Event::Plaintext {
+                from: a,
+                bytes: b"up".to_vec()
+            }]
+        );
+        let mut events = Vec::new();
+        ep.send(a, b"down", &mut events);
+        let [Event::Send { to, bytes }] = events.as_slice() else {
+            panic!("one record expected, got {events:?}");
+        };
+        assert_eq!(*to, a);
+        c.handle_datagram(bytes).expect("record");
+        assert_eq!(c.drain().plaintext, vec![b"down".to_vec()]);
+        assert_eq!(ep.stats().handshakes, 1);
+    }
+
+    #[test]
+    fn a_client_hello_flood_from_spoofed_addresses_keeps_no_state_and_is_not_amplified() {
+        let now = Instant::now();
+        let mut ep = endpoint(EndpointConfig::default(), now);
+        let hello = first_hello(now);
+        for port in 0..1000u16 {
+            let mut events = Vec::new();
+            ep.handle_datagram(now, addr(port), &hello, &mut events);
+            let [Event::Send { to, bytes }] = events.as_slice() else {
+                panic!("one HelloVerifyRequest expected, got {events:?}");
+            };
+            assert_eq!(*to, addr(port));
+            assert!(
+                bytes.len() < hello.len(),
+                "{} ≥ {}",
+                bytes.len(),
+                hello.len()
+            );
+        }
+        assert_eq!((ep.sessions(), ep.half_open()), (0, 0));
+        assert_eq!(ep.stats().cookies_sent, 1000);
+        // A cookie is bound to its address: echoed from another one, it is
+        // answered with a new HelloVerifyRequest, and nothing is kept.
+        let mut c = client("dev1", &KEY, now);
+        let mut events = Vec::new();
+        for d in c.drain().datagrams {
+            ep.handle_datagram(now, addr(1), &d, &mut events);
+        }
+        for e in events.drain(..) {
+            if let Event::Send { bytes, .. } = e {
+                c.handle_datagram(&bytes).expect("HelloVerifyRequest");
+            }
+        }
+        for d in c.drain().datagrams {
+            ep.handle_datagram(now, addr(2), &d, &mut events);
+        }
+        assert_eq!(ep.sessions(), 0);
+        assert_eq!(ep.stats().cookies_sent, 1002);
+    }
+
+    /// Takes `c` at `from` through the cookie exchange to a kept half-open
+    /// session, and stops there (its ServerHello flight is not answered).
+    fn half_open(ep: &mut Endpoint, c: &mut DtlsClient, from: SocketAddr, now: Instant) {
+        for _ in 0..2 {
+            let mut events = Vec::new();
+            for d in c.drain().datagrams {
+                ep.handle_datagram(now, from, &d, &mut events);
+            }
+            if let Some(Event::Send { bytes, .. }) = events.first() {
+                let _ = c.handle_datagram(bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn half_open_handshakes_are_bounded_and_time_out() {
+        let now = Instant::now();
+        let cfg = EndpointConfig {
+            max_half_open: 2,
+            ..EndpointConfig::default()
+        };
+        let timeout = cfg.handshake_timeout;
+        let mut ep = endpoint(cfg, now);
+        for port in 1..=3 {
+            let mut c = client("dev1", &KEY, now);
+            half_open(&mut ep, &mut c, addr(port), now);
+        }
+        assert_eq!((ep.sessions(), ep.half_open()), (2, 2));
+        assert_eq!(ep.stats().half_open_full, 1);
+        let mut events = Vec::new();
+        ep.handle_timeout(now + timeout, &mut events);
+        assert_eq!((ep.sessions(), ep.half_open()), (0, 0));
+        assert_eq!(ep.stats().handshake_timeouts, 2);
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Closed { .. })),
+            "a handshake never authenticated: nothing to tell the engine"
+        );
+    }
+
+    #[test]
+    fn a_wrong_key_or_an_unknown_identity_never_authenticates() {
+        let now = Instant::now();
+        let mut ep = endpoint(EndpointConfig::default(), now);
+        for (port, identity, key) in [(1, "dev1", [8u8; 16]), (2, "nobody", KEY)] {
+            let mut c = client(identity, &key, now);
+            let events = pump(&mut ep, &mut c, addr(port), now);
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, Event::Authenticated { .. } | Event::Plaintext { .. })),
+                "{identity}: {events:?}"
+            );
+        }
+        assert_eq!(ep.stats().handshakes, 0);
+        assert_eq!(ep.stats().handshake_failures, 2);
+        assert_eq!(ep.sessions(), 0);
+    }
+
+    #[test]
+    fn garbage_is_dropped_and_an_established_session_survives_it() {
+        let now = Instant::now();
+        let mut ep = endpoint(EndpointConfig::default(), now);
+        let mut events = Vec::new();
+        for junk in [
+            &b""[..],
+            &[0x16; 13],
+            &[0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 3, 1, 2, 3],
+        ] {
+            ep.handle_datagram(now, addr(9), junk, &mut events);
+        }
+        assert!(events.is_empty());
+        assert_eq!((ep.sessions(), ep.stats().unexpected), (0, 3));
+        let mut c = client("dev1", &KEY, now);
+        let a = addr(10);
+        pump(&mut ep, &mut c, a, now);
+        for junk in [
+            &[0x17u8, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 3, 1, 2, 3][..],
+            &[0xff; 40],
+        ] {
+            ep.handle_datagram(now, a, junk, &mut events);
+        }
+        c.send(b"still here").expect("send");
+        let events = pump(&mut ep, &mut c, a, now);
+        assert_eq!(
+            events,
+            vec![Event::Plaintext {
+                from: a,
+                bytes: b"still here".to_vec()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_replayed_client_hello_is_refused_and_a_stale_cookie_is_not_taken() {
+        let now = Instant::now();
+        let mut ep = endpoint(EndpointConfig::default(), now);
+        let mut c = client("dev1", &KEY, now);
+        let a = addr(20);
+        // The ClientHello with the cookie, as an attacker would record it.
+        let mut recorded = Vec::new();
+        let mut events = Vec::new();
+        for d in c.drain().datagrams {
+            ep.handle_datagram(now, a, &d, &mut events);
+        }
+        for e in events.drain(..) {
+            if let Event::Send { bytes, .. } = e {
+                c.handle_datagram(&bytes).expect("HelloVerifyRequest");
+            }
+        }
+        let second = c.drain().datagrams;
+        recorded.extend(second.iter().cloned());
+        for d in &second {
+            ep.handle_datagram(now, a, d, &mut events);
+        }
+        for e in events.drain(..) {
+            if let Event::Send { bytes, .. } = e {
+                let _ = c.handle_datagram(&bytes);
+            }
+        }
+        pump(&mut ep, &mut c, a, now);
+        assert!(c.is_connected());
+        // Replayed from the same (spoofed) address while the cookie holds.
+        for d in &recorded {
+            ep.handle_datagram(now, a, d, &mut events);
+        }
+        assert_eq!(ep.stats().replayed_hellos, 1);
+        assert!(events.is_empty(), "{events:?}");
+        // Once the cookie's lifetime is over, it is only answered.
+        let later = now + 3 * COOKIE_BUCKET;
+        let mut other = endpoint(EndpointConfig::default(), now);
+        for d in &recorded {
+            other.handle_datagram(later, a, d, &mut events);
+        }
+        assert_eq!(other.sessions(), 0);
+        assert_eq!(other.stats().cookies_sent, 1);
+    }
 }

@@ -10,6 +10,7 @@
 //! DTLS listener of a gateway with two plain ones is listener 2), so its
 //! peers are `LinkAddr::Udp` peers the egress tells apart by index.
 
+pub mod client;
 pub mod endpoint;
 pub mod hello;
 pub mod psk;
