@@ -226,3 +226,72 @@ async fn another_client_id_gets_connack_0x03_and_a_wrong_key_gets_nothing_throug
     );
     gw.stop().await;
 }
+
+fn sngate(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
+    cmd.args(args);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sngate_pub_and_sub_speak_dtls_with_a_psk() {
+    let broker = Mosquitto::start().await;
+    let (_dir, psk) = psk_file();
+    let (gw, addr) = gateway(&psk, &broker).await;
+    let mut checker = Checker::connect(broker.port, "watcher").await;
+    checker.subscribe("sensors/#").await;
+    let gateway = addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let dtls = |id: &'static str, key: &'static str| {
+            [
+                "--gateway",
+                &gateway,
+                "--dtls",
+                "--psk-identity",
+                id,
+                "--psk",
+                key,
+            ]
+            .map(str::to_owned)
+        };
+        // A wrong key: the handshake never completes, the tool fails (after
+        // its handshake timeout, so it runs beside the rest).
+        let wrong = sngate(&["pub"])
+            .args(dtls("dev1", KEY2))
+            .args(["-t", "sensors/temp", "-m", "forged", "-q", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sngate pub runs");
+        let status = sngate(&["pub"])
+            .args(dtls("dev1", KEY1))
+            .args(["-t", "sensors/temp", "-m", "21.5", "-q", "1", "-r"])
+            .status()
+            .expect("sngate pub runs");
+        assert!(status.success(), "pub over DTLS: {status}");
+        // dev2 subscribes over DTLS and gets the retained message.
+        let out = sngate(&["sub"])
+            .args(dtls("dev2", KEY2))
+            .args(["-t", "sensors/#", "-C", "1", "-v"])
+            .stderr(Stdio::null())
+            .output()
+            .expect("sngate sub runs");
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "sensors/temp 21.5"
+        );
+        let out = wrong.wait_with_output().expect("sngate pub ends");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("DTLS"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await
+    .expect("tools");
+    let (topic, payload, _) = checker.next().await;
+    assert_eq!((topic.as_str(), payload.as_str()), ("sensors/temp", "21.5"));
+    gw.stop().await;
+}

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use sngate::config::SerialConfig;
 use sngate::config::overrides::parse_serial;
+use sngate::transport::dtls::client::PskCredentials;
+use sngate::transport::dtls::psk::{MAX_KEY_BYTES, decode_hex};
 
 use super::EXIT_CONFIG;
 
@@ -22,7 +24,19 @@ pub struct ToolTarget {
     /// (frames go to the coordinator).
     #[arg(long, value_name = "DEVICE:FRAMING[:BAUD]", value_parser = parse_serial, conflicts_with = "gateway")]
     serial: Option<SerialConfig>,
-    /// Client id (default: sngate-pub-PID / sngate-sub-PID).
+    /// The gateway address is a DTLS listener: connect with a pre-shared
+    /// key (--psk-identity and --psk).
+    #[arg(long, requires_all = ["psk_identity", "psk"], conflicts_with = "serial")]
+    dtls: bool,
+    /// The PSK identity (with --dtls); also the default client id, which the
+    /// gateway binds to it.
+    #[arg(long, value_name = "ID", requires = "dtls")]
+    psk_identity: Option<String>,
+    /// The pre-shared key in hex (with --dtls), as in the gateway's psk file.
+    #[arg(long, value_name = "HEX", requires = "dtls", value_parser = parse_psk)]
+    psk: Option<PskKey>,
+    /// Client id (default: the --psk-identity with --dtls, else
+    /// sngate-pub-PID / sngate-sub-PID).
     #[arg(short = 'i', long, value_name = "ID")]
     client_id: Option<String>,
     /// Keep-alive in seconds.
@@ -106,11 +120,39 @@ impl ToolTarget {
     /// The gateway as the client library names it: the serial port if one
     /// was given, else the UDP address.
     fn endpoint(&self) -> sngate::client::Endpoint {
-        match &self.serial {
-            Some(port) => sngate::client::Endpoint::Serial(port.clone()),
-            None => sngate::client::Endpoint::Udp(self.gateway),
+        match (&self.serial, &self.psk_identity, &self.psk) {
+            (Some(port), _, _) => sngate::client::Endpoint::Serial(port.clone()),
+            (None, Some(identity), Some(key)) if self.dtls => sngate::client::Endpoint::Dtls {
+                gateway: self.gateway,
+                psk: PskCredentials {
+                    identity: identity.clone(),
+                    key: key.0.clone(),
+                },
+            },
+            _ => sngate::client::Endpoint::Udp(self.gateway),
         }
     }
+
+    /// The client id: given, else the PSK identity, else `tool-PID`.
+    fn client_id(&self, tool: &str) -> String {
+        self.client_id
+            .clone()
+            .or_else(|| self.psk_identity.clone())
+            .unwrap_or_else(|| format!("sngate-{tool}-{}", std::process::id()))
+    }
+}
+
+/// A `--psk` value (its own type: clap reads an `Option<Vec<u8>>` as a
+/// list of numbers).
+#[derive(Debug, Clone)]
+struct PskKey(Vec<u8>);
+
+/// A `--psk` value: hex, 1 to 64 bytes.
+fn parse_psk(s: &str) -> Result<PskKey, String> {
+    decode_hex(s)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
+        .map(PskKey)
+        .ok_or_else(|| "a key is 1 to 64 bytes in hex (an even number of digits)".to_owned())
 }
 
 /// The MQTT-SN QoS of a command-line number (-1..=2; anything else is 0).
@@ -162,10 +204,7 @@ pub fn pub_request(a: PubArgs) -> Result<sngate::tools::PubRequest, String> {
     };
     Ok(sngate::tools::PubRequest {
         gateway: a.target.endpoint(),
-        client_id: a
-            .target
-            .client_id
-            .unwrap_or_else(|| format!("sngate-pub-{}", std::process::id())),
+        client_id: a.target.client_id("pub"),
         topic,
         payload,
         qos: qos_of(a.qos),
@@ -187,10 +226,7 @@ pub fn sub_request(a: SubArgs) -> Result<sngate::tools::SubRequest, String> {
     }
     Ok(sngate::tools::SubRequest {
         gateway: a.target.endpoint(),
-        client_id: a
-            .target
-            .client_id
-            .unwrap_or_else(|| format!("sngate-sub-{}", std::process::id())),
+        client_id: a.target.client_id("sub"),
         topics,
         qos: qos_of(i8::try_from(a.qos).unwrap_or(0)),
         clean_session: !a.no_clean,

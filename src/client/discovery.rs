@@ -144,5 +144,6 @@ async fn send_once(gateway: &Endpoint, packet: &Packet) -> Result<(), ClientErro
             Ok(())
         }
         Endpoint::Serial(port) => serial::send_once(port, &buf).await,
+        Endpoint::Dtls { gateway, psk } => super::dtls::send_once(*gateway, psk, &buf).await,
     }
 }

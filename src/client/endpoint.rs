@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::config::{SerialConfig, SerialFraming};
+use crate::transport::dtls::client::PskCredentials;
 
 /// How a client reaches its gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,15 @@ pub enum Endpoint {
     /// the gateway's radio sits — and reads the module's receive frames.
     /// Only the port settings are used; the reopen backoff is the gateway's.
     Serial(SerialConfig),
+    /// The gateway's DTLS address, reached with a pre-shared key: the
+    /// handshake is made when the client connects, and the client's
+    /// messages go through the DTLS session (`client::dtls`).
+    Dtls {
+        /// The gateway's DTLS address.
+        gateway: SocketAddr,
+        /// The device's identity and key.
+        psk: PskCredentials,
+    },
 }
 
 impl From<SocketAddr> for Endpoint {
@@ -39,6 +49,9 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Udp(addr) => write!(f, "{addr} (UDP)"),
+            Endpoint::Dtls { gateway, psk } => {
+                write!(f, "{gateway} (DTLS, identity {})", psk.identity)
+            }
             Endpoint::Serial(port) => {
                 let framing = match port.framing {
                     SerialFraming::Xbee => "xbee",

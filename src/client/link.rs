@@ -66,6 +66,13 @@ pub(super) async fn open(endpoint: &Endpoint) -> Result<(Wire, WireRx), ClientEr
             let socket = Arc::new(socket);
             Ok((Wire::Udp(Arc::clone(&socket)), WireRx::Udp(socket)))
         }
+        Endpoint::Dtls { gateway, psk } => {
+            let tunnel = super::dtls::open(*gateway, psk).await?;
+            let socket = ephemeral_socket(tunnel).await?;
+            socket.connect(tunnel).await?;
+            let socket = Arc::new(socket);
+            Ok((Wire::Udp(Arc::clone(&socket)), WireRx::Udp(socket)))
+        }
         Endpoint::Serial(port) => {
             let (tx, rx) = serial::open(port)?;
             Ok((Wire::Serial(tx), WireRx::Serial(rx)))

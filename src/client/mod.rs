@@ -57,6 +57,7 @@
 
 mod connection;
 mod discovery;
+mod dtls;
 mod endpoint;
 mod link;
 mod serial;
