@@ -1,5 +1,5 @@
 //! The engine's use of the ACL (`core::acl`): who a session is (client id,
-//! and for local MQTT clients the username), and the checks on publish,
+//! and as the username a local MQTT client's, or a DTLS device's identity), and the checks on publish,
 //! subscribe, will and delivery, each denial counted as
 //! [`DropReason::AclDenied`] and logged. With no ACL configured every check
 //! passes without looking anything up.
@@ -116,10 +116,15 @@ impl Gateway {
     /// anonymous client with an empty id, which patterns never match).
     fn with_principal<T>(&self, who: Subscriber, f: impl FnOnce(Principal<'_>) -> T) -> T {
         match who {
-            Subscriber::Device(sid) => f(Principal {
-                client_id: self.sessions.get(&sid).map_or("", |s| &s.client_id),
-                username: None,
-            }),
+            // A device authenticated at the transport (DTLS) is the ACL's
+            // user of its identity: `user NAME` blocks and `%u` name it.
+            Subscriber::Device(sid) => {
+                let s = self.sessions.get(&sid);
+                f(Principal {
+                    client_id: s.map_or("", |s| &s.client_id),
+                    username: s.and_then(|s| s.identity.as_deref()),
+                })
+            }
             Subscriber::Local(sid) => {
                 let s = self.locals.sessions.get(&sid);
                 f(Principal {

@@ -163,3 +163,34 @@ fn a_new_identity_at_a_reused_address_does_not_speak_for_the_old_session() {
         "no session speaks for the new identity, got {out:?}"
     );
 }
+
+#[test]
+fn the_acl_names_a_dtls_device_by_its_identity() {
+    use crate::acl::{Acl, Permission};
+    let mut acl = Acl::default();
+    acl.add_topic(Some("dev1"), Permission::Write, "plant/1/#");
+    acl.add_pattern(Permission::Write, "own/%u/#");
+    let mut h = Harness::with(EngineConfig {
+        acl: Some(Arc::new(acl)),
+        identity_binding: IdentityBinding::new("%i/*"),
+        ..EngineConfig::default()
+    });
+    let d = dtls_peer(&mut h, 10, "dev1");
+    h.connect(&d, "dev1/a", true);
+    let allowed = h.register(&d, 1, "plant/1/temp");
+    let own = h.register(&d, 2, "own/dev1/x");
+    let denied = h.register(&d, 3, "plant/2/temp");
+    let mut acked = Vec::new();
+    for (i, id) in [allowed, own, denied].into_iter().enumerate() {
+        let msg_id = 10 + u16::try_from(i).unwrap_or(0);
+        let out = h.send(&d, publish(QoS::AtLeastOnce, TopicRef::Id(id), msg_id, "v"));
+        for p in packets_to(&out, &d) {
+            if let Packet::PubAck { return_code, .. } = p {
+                acked.push(return_code);
+            }
+        }
+    }
+    assert_eq!(acked[..2], [ReturnCode::Accepted, ReturnCode::Accepted]);
+    assert_ne!(acked.get(2), Some(&ReturnCode::Accepted), "got {acked:?}");
+    assert_eq!(h.gw.stats().drops(DropReason::AclDenied), 1);
+}
