@@ -41,6 +41,7 @@ async fn gateway(psk: &std::path::Path, broker: &Mosquitto) -> (TestGateway, Soc
         c.dtls.listen = vec!["127.0.0.1:0".parse().expect("address")];
         c.dtls.psk_file = Some(psk);
         c.upstream = Some(upstream_to(port, "sngate-dtls-test"));
+        c.http.listen = Some("127.0.0.1:0".parse().expect("address"));
     })
     .await;
     let addr = *gw.running().dtls_addrs().first().expect("a DTLS listener");

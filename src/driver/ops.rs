@@ -120,6 +120,13 @@ impl Driver {
                 stats: self.bridge.as_ref().map(|b| b.stats()).unwrap_or_default(),
             });
         }
+        m.push(crate::transport::dtls::figures::DtlsFigures {
+            listeners: self
+                .dtls_links
+                .iter()
+                .map(|l| (l.local_addr, l.counts()))
+                .collect(),
+        });
         m.push(UdpFigures {
             listeners: self
                 .listeners

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod endpoint;
+pub mod figures;
 pub mod hello;
 pub mod psk;
 
@@ -27,6 +28,7 @@ use super::udp::{self, UdpListener};
 use super::{Batch, Datagram, PeerAuth, TransportError};
 use crate::core::Peer;
 use endpoint::{Endpoint, EndpointConfig, EndpointStats, Event};
+use figures::DtlsCounts;
 use psk::PskKeys;
 
 /// How often the endpoint's timers are run (retransmissions, handshake and
@@ -36,6 +38,21 @@ const TICK: Duration = Duration::from_millis(100);
 /// Most plaintext messages waiting to be encrypted for one listener; the
 /// engine's replies beyond are dropped (and counted) rather than queued.
 const EGRESS_QUEUE: usize = 1024;
+
+/// The shortest time between two log lines about refusals.
+const LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// The refusal counters (not the cookies: every first ClientHello gets one).
+fn refusals(s: &EndpointStats) -> [u64; 6] {
+    [
+        s.handshake_failures,
+        s.handshake_timeouts,
+        s.half_open_full,
+        s.sessions_full,
+        s.replayed_hellos,
+        s.unexpected,
+    ]
+}
 
 /// Most datagrams read per wake-up before the driver gets them.
 const MAX_BATCH: usize = 256;
@@ -48,7 +65,7 @@ pub struct DtlsLink {
     /// The address actually bound.
     pub local_addr: SocketAddr,
     egress: mpsc::Sender<(SocketAddr, Bytes)>,
-    stats: Arc<std::sync::Mutex<EndpointStats>>,
+    stats: Arc<std::sync::Mutex<DtlsCounts>>,
 }
 
 impl DtlsLink {
@@ -59,8 +76,8 @@ impl DtlsLink {
         self.egress.try_send((to, bytes)).is_ok()
     }
 
-    /// The endpoint's counters, as of its last wake-up.
-    pub fn stats(&self) -> EndpointStats {
+    /// The endpoint's figures, as of its last wake-up.
+    pub fn counts(&self) -> DtlsCounts {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -82,7 +99,7 @@ pub fn spawn(
         source: std::io::Error::other(e),
     })?;
     let (egress, egress_rx) = mpsc::channel(EGRESS_QUEUE);
-    let stats = Arc::new(std::sync::Mutex::new(EndpointStats::default()));
+    let stats = Arc::new(std::sync::Mutex::new(DtlsCounts::default()));
     let link = DtlsLink {
         index,
         local_addr: listener.local_addr,
@@ -100,11 +117,13 @@ async fn run(
     mut endpoint: Endpoint,
     mut egress: mpsc::Receiver<(SocketAddr, Bytes)>,
     tx: mpsc::Sender<Batch>,
-    stats: Arc<std::sync::Mutex<EndpointStats>>,
+    stats: Arc<std::sync::Mutex<DtlsCounts>>,
 ) {
     let socket = listener.socket.clone();
     let mut scratch = vec![0u8; 65_536];
     let mut events = Vec::new();
+    let mut logged = EndpointStats::default();
+    let mut next_log = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -143,7 +162,28 @@ async fn run(
         if !deliver(&listener, &mut events, &tx).await {
             return;
         }
-        *stats.lock().unwrap_or_else(|e| e.into_inner()) = endpoint.stats();
+        let now = tokio::time::Instant::now();
+        if now >= next_log && refusals(&endpoint.stats()) != refusals(&logged) {
+            let s = endpoint.stats();
+            info!(
+                addr = %listener.local_addr,
+                cookies = s.cookies_sent,
+                failed = s.handshake_failures,
+                timeouts = s.handshake_timeouts,
+                half_open_full = s.half_open_full,
+                sessions_full = s.sessions_full,
+                replayed = s.replayed_hellos,
+                unexpected = s.unexpected,
+                "DTLS refusals so far (sngate_dtls_refused_total; logged at most every 10 s)"
+            );
+            logged = s;
+            next_log = now + LOG_PERIOD;
+        }
+        *stats.lock().unwrap_or_else(|e| e.into_inner()) = DtlsCounts {
+            stats: endpoint.stats(),
+            sessions: endpoint.sessions(),
+            half_open: endpoint.half_open(),
+        };
     }
 }
 
