@@ -296,3 +296,112 @@ async fn sngate_pub_and_sub_speak_dtls_with_a_psk() {
     assert_eq!((topic.as_str(), payload.as_str()), ("sensors/temp", "21.5"));
     gw.stop().await;
 }
+
+fn dtls_endpoint(addr: SocketAddr, identity: &str, key: &str) -> sngate::client::Endpoint {
+    sngate::client::Endpoint::Dtls {
+        gateway: addr,
+        psk: sngate::transport::dtls::client::PskCredentials {
+            identity: identity.to_owned(),
+            key: sngate::transport::dtls::psk::decode_hex(key).expect("hex"),
+        },
+    }
+}
+
+/// The hijack of docs/security.md, closed: a sleeping DTLS device's buffer
+/// is not collected by a plain-UDP peer or another identity naming its
+/// client id, and the device itself collects it from a new address through
+/// a new DTLS session (a NAT rebinding), proven by its identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeper_resumes_from_a_new_address_with_its_buffer_and_nobody_else_can() {
+    use sngate::client::Client;
+    use sngate::proto::SubscribeTopic;
+    let broker = Mosquitto::start().await;
+    let (_dir, psk) = psk_file();
+    let (gw, addr) = gateway(&psk, &broker).await;
+    let opts = common::options("dev1").clean_session(false);
+    let mut sleeper = Client::connect_via(dtls_endpoint(addr, "dev1", KEY1), opts)
+        .await
+        .expect("dev1 connects over DTLS");
+    sleeper
+        .subscribe(SubscribeTopic::Name("sn".into()), QoS::AtLeastOnce)
+        .await
+        .expect("subscribed");
+    sleeper.sleep(300).await.expect("asleep");
+    let mut dev2 = Client::connect_via(dtls_endpoint(addr, "dev2", KEY2), common::options("dev2"))
+        .await
+        .expect("dev2 connects over DTLS");
+    for i in 0..3 {
+        dev2.publish(
+            TopicRef::Short(*b"sn"),
+            format!("m{i}"),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await
+        .expect("published");
+    }
+    // Over plain UDP, anyone naming dev1: no wake-up, no takeover.
+    let attacker = common::RawDevice::new(gw.addr).await;
+    attacker
+        .send(&Packet::PingReq {
+            client_id: Some("dev1".into()),
+        })
+        .await;
+    attacker.send_bytes(&connect("dev1")).await;
+    // dev1 from a new port, a new DTLS session: its buffer, then PINGRESP.
+    let collected = tokio::task::spawn_blocking(move || {
+        let mut dev = SClient::start(addr, "dev1", KEY1);
+        let wake = encode(&Packet::PingReq {
+            client_id: Some("dev1".into()),
+        });
+        let mut payloads = Vec::new();
+        let mut packet = None;
+        for _ in 0..5 {
+            dev.send(&wake);
+            packet = dev.recv_within(Duration::from_secs(1));
+            if packet.is_some() {
+                break;
+            }
+        }
+        loop {
+            match packet {
+                Some(Packet::Publish {
+                    msg_id,
+                    topic,
+                    payload,
+                    ..
+                }) => {
+                    payloads.push(String::from_utf8_lossy(&payload).into_owned());
+                    dev.send(&encode(&Packet::PubAck {
+                        topic_id: topic.raw(),
+                        msg_id,
+                        return_code: ReturnCode::Accepted,
+                    }));
+                }
+                Some(Packet::PingResp) => return payloads,
+                other => {
+                    panic!("expected the buffer then PINGRESP, got {other:?} after {payloads:?}")
+                }
+            }
+            packet = dev.recv_within(Duration::from_secs(3));
+        }
+    })
+    .await
+    .expect("wake");
+    assert_eq!(collected, ["m0", "m1", "m2"]);
+    // The attacker's wake-up and takeover were ignored by the identity
+    // binding, and counted; it was told nothing.
+    let http = gw.running().http_addr().expect("http");
+    let page = common::http::get(http, "/metrics").await.body;
+    assert_eq!(
+        common::http::sample(&page, "sngate_drops_total", "reason=\"identity_mismatch\""),
+        Some(2.0),
+        "{page}"
+    );
+    let mut buf = [0u8; 64];
+    assert!(
+        attacker.socket.try_recv(&mut buf).is_err(),
+        "the attacker heard something"
+    );
+    gw.stop().await;
+}
