@@ -23,10 +23,11 @@ pub struct DtlsConfig {
     /// (`identity:hexkey` per line); required with `listen`. Re-read on
     /// SIGHUP.
     pub psk_file: Option<PathBuf>,
-    /// Which client ids a device may connect as, `%i` standing for its PSK
-    /// identity, `*` for any run of characters and `?` for one; a CONNECT
-    /// with another gets CONNACK 0x03. Must contain `%i`. Default: `"%i"`
-    /// (the client id is the identity).
+    /// Which client ids a device may connect as besides its PSK identity
+    /// itself: a pattern where `%i` stands for the identity, `*` for any run
+    /// of characters and `?` for one (`"%i/*"` also allows `dev1/temp` for
+    /// `dev1`); a CONNECT with another gets CONNACK 0x03. Must contain
+    /// `%i`. Default: `"%i"` (the identity only).
     pub client_id_pattern: String,
     /// Largest datagram sent, in bytes (handshake messages are fragmented
     /// to fit), 256..=65507. Default: 1200.

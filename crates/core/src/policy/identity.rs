@@ -10,9 +10,10 @@
 
 use super::admission::glob_matches;
 
-/// Which client ids an authenticated identity may connect as: a pattern
-/// where `%i` stands for the identity, `*` for any run of characters and `?`
-/// for one. The default, `"%i"`, binds the client id to the identity exactly.
+/// Which client ids an authenticated identity may connect as: the identity
+/// itself, and what a pattern allows, where `%i` stands for the identity,
+/// `*` for any run of characters and `?` for one (`"%i/*"`: also
+/// `dev1/temp` for `dev1`). The default, `"%i"`, allows the identity alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityBinding {
     pattern: String,
@@ -45,6 +46,9 @@ impl IdentityBinding {
     /// character (`*`, `?`) is only ever matched character for character,
     /// so an identity cannot widen its own pattern.
     pub fn permits(&self, identity: &str, client_id: &str) -> bool {
+        if client_id == identity {
+            return true;
+        }
         if identity.contains(['*', '?']) {
             // Compare piecewise: every literal part of the pattern and every
             // `%i` must line up exactly; only the pattern's own `*`/`?` glob.
@@ -85,7 +89,8 @@ mod tests {
         let b = IdentityBinding::new("%i/*");
         assert!(b.permits("dev1", "dev1/a"));
         assert!(b.permits("dev1", "dev1/"));
-        assert!(!b.permits("dev1", "dev1"));
+        assert!(b.permits("dev1", "dev1"), "the identity itself, always");
+        assert!(!b.permits("dev1", "dev10"));
         assert!(!b.permits("dev1", "dev2/a"));
     }
 
