@@ -74,6 +74,9 @@ pub enum DriverError {
     /// The DTLS psk file could not be read or parsed.
     #[error(transparent)]
     Psk(#[from] crate::transport::dtls::psk::PskFileError),
+    /// The DTLS certificate files could not be used.
+    #[error(transparent)]
+    Certs(#[from] crate::transport::dtls::certs::CertFileError),
     /// The HTTP operations endpoint could not be bound.
     #[error("cannot bind the HTTP endpoint {addr}")]
     Http {

@@ -86,11 +86,23 @@ struct SClient {
 
 impl SClient {
     fn start(gateway: SocketAddr, identity: &str, key: &str) -> SClient {
+        let psk = [
+            "-psk_identity",
+            identity,
+            "-psk",
+            key,
+            "-cipher",
+            "PSK-AES128-CCM8",
+        ];
+        Self::start_with(gateway, &psk)
+    }
+
+    fn start_with(gateway: SocketAddr, args: &[&str]) -> SClient {
         let mut child = Command::new("openssl")
             .args(["s_client", "-dtls1_2", "-connect"])
             .arg(gateway.to_string())
-            .args(["-psk_identity", identity, "-psk", key])
-            .args(["-cipher", "PSK-AES128-CCM8", "-quiet"])
+            .args(args)
+            .arg("-quiet")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -403,5 +415,101 @@ async fn a_sleeper_resumes_from_a_new_address_with_its_buffer_and_nobody_else_ca
         attacker.socket.try_recv(&mut buf).is_err(),
         "the attacker heard something"
     );
+    gw.stop().await;
+}
+
+/// A CA, the gateway's certificate from it, a device certificate from it
+/// with CN `dev3`, and a device certificate with the same CN from nobody's
+/// CA; PEM files in the returned directory.
+fn certificates() -> tempfile::TempDir {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write =
+        |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "sngate test CA");
+    write("ca.pem", ca.self_signed(&ca_key).expect("CA").pem());
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |cn: &str, client: bool| {
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        (p, KeyPair::generate().expect("key"))
+    };
+    let (p, k) = leaf("sngate", false);
+    write("gw.pem", p.signed_by(&k, &issuer).expect("cert").pem());
+    write("gw.key", k.serialize_pem());
+    let (p, k) = leaf("dev3", true);
+    write("dev3.pem", p.signed_by(&k, &issuer).expect("cert").pem());
+    write("dev3.key", k.serialize_pem());
+    let (p, k) = leaf("dev3", true);
+    write("rogue.pem", p.self_signed(&k).expect("cert").pem());
+    write("rogue.key", k.serialize_pem());
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_certificate_from_the_ca_is_its_identity_and_others_get_nothing_through() {
+    let dir = certificates();
+    let path = |n: &str| dir.path().join(n);
+    let (cert, key, ca) = (path("gw.pem"), path("gw.key"), path("ca.pem"));
+    let gw = start_gateway_with(move |c| {
+        c.dtls.listen = vec!["127.0.0.1:0".parse().expect("address")];
+        c.dtls.cert_file = Some(cert);
+        c.dtls.key_file = Some(key);
+        c.dtls.ca_file = Some(ca);
+    })
+    .await;
+    let addr = *gw.running().dtls_addrs().first().expect("a DTLS listener");
+    let file = |n: &str| path(n).to_str().expect("utf-8").to_owned();
+    let (dev3, dev3_key, rogue, rogue_key, ca) = (
+        file("dev3.pem"),
+        file("dev3.key"),
+        file("rogue.pem"),
+        file("rogue.key"),
+        file("ca.pem"),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args = |cert: &str, key: &str| -> Vec<String> {
+            ["-cert", cert, "-key", key, "-CAfile", &ca]
+                .map(str::to_owned)
+                .to_vec()
+        };
+        let start = |a: Vec<String>| {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            SClient::start_with(addr, &a)
+        };
+        let mut dev = start(args(&dev3, &dev3_key));
+        assert_eq!(dev.connect("dev3"), Some(ReturnCode::Accepted));
+        dev.send(&publish(*b"sn", 5, "by certificate"));
+        let ack = dev.recv_within(Duration::from_secs(3));
+        assert!(
+            matches!(
+                ack,
+                Some(Packet::PubAck {
+                    msg_id: 5,
+                    return_code: ReturnCode::Accepted,
+                    ..
+                })
+            ),
+            "got {ack:?}"
+        );
+        let mut other = start(args(&dev3, &dev3_key));
+        assert_eq!(other.connect("dev4"), Some(ReturnCode::NotSupported));
+        // The same CN, not from the CA: the handshake fails.
+        let mut rogue = start(args(&rogue, &rogue_key));
+        assert_eq!(rogue.connect("dev3"), None);
+    })
+    .await
+    .expect("devices");
     gw.stop().await;
 }

@@ -1,5 +1,6 @@
 //! `[dtls]`: the DTLS listeners for devices (MQTT-SN over DTLS 1.2 with
-//! pre-shared keys), the psk file, the rule binding a device's identity to
+//! pre-shared keys or client certificates), the psk file, the certificate
+//! files, the rule binding a device's identity to
 //! its client id, and the listener's bounds. `transport::dtls` opens what
 //! this describes; a reload re-reads only the psk file (`reload.rs`).
 
@@ -20,9 +21,17 @@ pub struct DtlsConfig {
     /// (`"[::]:8883"`). Default: none.
     pub listen: Vec<SocketAddr>,
     /// The pre-shared keys, in mosquitto's `psk_file` format
-    /// (`identity:hexkey` per line); required with `listen`. Re-read on
-    /// SIGHUP.
+    /// (`identity:hexkey` per line); required with `listen` unless the
+    /// certificate files are given. Re-read on SIGHUP.
     pub psk_file: Option<PathBuf>,
+    /// The gateway's certificate (PEM), for devices with client
+    /// certificates (ECDHE-ECDSA); with `key_file` and `ca_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The gateway's private key (PEM, ECDSA P-256 or P-384).
+    pub key_file: Option<PathBuf>,
+    /// The CA (PEM) devices' client certificates must be issued by; a
+    /// device's identity is its certificate's common name (CN).
+    pub ca_file: Option<PathBuf>,
     /// Which client ids a device may connect as besides its PSK identity
     /// itself: a pattern where `%i` stands for the identity, `*` for any run
     /// of characters and `?` for one (`"%i/*"` also allows `dev1/temp` for
@@ -52,6 +61,9 @@ impl Default for DtlsConfig {
         Self {
             listen: Vec::new(),
             psk_file: None,
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
             client_id_pattern: "%i".to_owned(),
             mtu: e.mtu,
             max_sessions: e.max_sessions,
@@ -65,10 +77,17 @@ impl Default for DtlsConfig {
 impl DtlsConfig {
     /// Checks `[dtls]`.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        if !self.listen.is_empty() && self.psk_file.is_none() {
+        let certs = [&self.cert_file, &self.key_file, &self.ca_file];
+        if certs.iter().any(|f| f.is_some()) && !certs.iter().all(|f| f.is_some()) {
+            return Err(ConfigError::invalid(
+                "dtls.cert_file",
+                "cert_file, key_file and ca_file go together",
+            ));
+        }
+        if !self.listen.is_empty() && self.psk_file.is_none() && self.cert_file.is_none() {
             return Err(ConfigError::invalid(
                 "dtls.psk_file",
-                "is required when dtls.listen is set",
+                "a psk_file (or cert_file, key_file and ca_file) is required when dtls.listen is set",
             ));
         }
         if !self.client_id_pattern.contains("%i") {
@@ -94,6 +113,14 @@ impl DtlsConfig {
             }
         }
         Ok(())
+    }
+
+    /// The certificate files, when all three are given.
+    pub fn cert_files(&self) -> Option<(&std::path::Path, &std::path::Path, &std::path::Path)> {
+        match (&self.cert_file, &self.key_file, &self.ca_file) {
+            (Some(c), Some(k), Some(a)) => Some((c, k, a)),
+            _ => None,
+        }
     }
 
     /// The listener's bounds.

@@ -25,6 +25,7 @@ use crate::ops::QueryHandle;
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
 use crate::store::{Store, StoreError};
 use crate::transport::Batch;
+use crate::transport::dtls::certs::CertAuth;
 use crate::transport::dtls::psk::{self, PskFileError, PskKeys};
 use crate::transport::dtls::{self, DtlsLink};
 use crate::transport::serial;
@@ -333,11 +334,21 @@ fn start_dtls(
     tx: &mpsc::Sender<Batch>,
     readers: &mut Vec<JoinHandle<()>>,
 ) -> Result<(Vec<DtlsLink>, Option<PskKeys>), DriverError> {
-    let (Some(path), false) = (&config.dtls.psk_file, config.dtls.listen.is_empty()) else {
+    if config.dtls.listen.is_empty() {
         return Ok((Vec::new(), None));
+    }
+    let keys = match &config.dtls.psk_file {
+        Some(path) => {
+            let keys = PskKeys::new(psk::load(path)?);
+            info!(identities = keys.len(), file = %path.display(), "DTLS pre-shared keys loaded");
+            keys
+        }
+        None => PskKeys::default(),
     };
-    let keys = PskKeys::new(psk::load(path)?);
-    info!(identities = keys.len(), file = %path.display(), "DTLS pre-shared keys loaded");
+    let certs = match config.dtls.cert_files() {
+        Some((cert, key, ca)) => Some(Arc::new(CertAuth::load(cert, key, ca)?)),
+        None => None,
+    };
     let mut links = Vec::new();
     for (i, addr) in config.dtls.listen.iter().enumerate() {
         let index = u16::try_from(plain + i).unwrap_or(u16::MAX);
@@ -347,6 +358,7 @@ fn start_dtls(
             (config.udp.recv_buffer_bytes, config.udp.send_buffer_bytes),
             config.dtls.endpoint(),
             keys.clone(),
+            certs.clone(),
             tx.clone(),
         )?;
         links.push(link);

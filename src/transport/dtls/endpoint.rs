@@ -31,6 +31,7 @@ use dimpl::{Config, Dtls, Output, PskResolver};
 use ring::hmac;
 use tracing::debug;
 
+use super::certs::{CertAuth, cert_provider};
 use super::hello;
 use super::psk::PskKeys;
 
@@ -152,6 +153,8 @@ struct Session {
     psk: Arc<SessionPsk>,
     /// Set once the handshake completed: the identity it proved.
     identity: Option<Arc<str>>,
+    /// A certificate handshake: the CN of the device's verified certificate.
+    cert_identity: Option<String>,
     /// When the handshake started.
     started: Instant,
     /// When a datagram from the peer last arrived.
@@ -168,6 +171,7 @@ type Primed = (Dtls, Arc<SessionPsk>, Vec<u8>, Vec<u8>);
 pub struct Endpoint {
     cfg: EndpointConfig,
     keys: PskKeys,
+    certs: Option<Arc<CertAuth>>,
     secret: hmac::Key,
     epoch: Instant,
     sessions: HashMap<SocketAddr, Session>,
@@ -206,6 +210,7 @@ impl Endpoint {
             out_buf: vec![0; cfg.mtu.max(2048)],
             cfg,
             keys,
+            certs: None,
             secret,
             epoch: now,
             sessions: HashMap::new(),
@@ -214,6 +219,15 @@ impl Endpoint {
             recent_set: HashSet::new(),
             stats: EndpointStats::default(),
         })
+    }
+
+    /// Takes devices with client certificates too: a ClientHello that
+    /// offers no PSK suite gets an ECDHE-ECDSA handshake with `certs`'
+    /// server certificate, and the device's certificate must chain to its
+    /// CA; the identity is the certificate's CN.
+    pub fn with_certs(mut self, certs: Arc<CertAuth>) -> Self {
+        self.certs = Some(certs);
+        self
     }
 
     /// The counters.
@@ -261,11 +275,26 @@ impl Endpoint {
 
     /// A new dimpl server for a handshake seeded with `seed`, with its
     /// first timer call made (dimpl panics on a packet handled before it).
-    fn new_dtls(&self, seed: u64, now: Instant) -> Option<(Dtls, Arc<SessionPsk>)> {
+    fn new_dtls(&self, seed: u64, now: Instant, psk_mode: bool) -> Option<(Dtls, Arc<SessionPsk>)> {
         let psk = Arc::new(SessionPsk {
             keys: self.keys.clone(),
             offered: Mutex::new(None),
         });
+        if let (false, Some(certs)) = (psk_mode, &self.certs) {
+            let config = Config::builder()
+                .with_crypto_provider(cert_provider().clone())
+                .mtu(self.cfg.mtu)
+                .handshake_timeout(self.cfg.handshake_timeout)
+                .use_server_cookie(true)
+                .require_client_certificate(true)
+                .dangerously_set_rng_seed(seed)
+                .build()
+                .map_err(|e| debug!(error = %e, "DTLS configuration refused"))
+                .ok()?;
+            let mut dtls = Dtls::new_12(Arc::new(config), certs.server.clone(), now);
+            dtls.handle_timeout(now).ok()?;
+            return Some((dtls, psk));
+        }
         let config = Config::builder()
             .with_crypto_provider(psk_provider().clone())
             .mtu(self.cfg.mtu)
@@ -293,7 +322,9 @@ impl Endpoint {
         bucket: u64,
     ) -> Option<Primed> {
         let first = hello.without_cookie(datagram)?;
-        let (mut dtls, psk) = self.new_dtls(self.seed_for(from, &hello.random, bucket), now)?;
+        let psk_mode = hello.offers_psk || self.certs.is_none();
+        let seed = self.seed_for(from, &hello.random, bucket);
+        let (mut dtls, psk) = self.new_dtls(seed, now, psk_mode)?;
         dtls.handle_packet(&first).ok()?;
         let mut hvr = None;
         loop {
@@ -383,6 +414,7 @@ impl Endpoint {
                 dtls,
                 psk,
                 identity: None,
+                cert_identity: None,
                 started: now,
                 last_heard: now,
                 timer: None,
@@ -469,6 +501,9 @@ impl Endpoint {
     fn drain(&mut self, peer: SocketAddr, out: &mut Vec<Event>) {
         let mut closed = false;
         let mut connected = false;
+        // Plaintext waits for the identity: dimpl may say Connected, and the
+        // peer's certificate, after application data of the same flight.
+        let mut plaintext = Vec::new();
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
@@ -490,37 +525,58 @@ impl Endpoint {
                     break;
                 }
                 Output::Connected => connected = true,
-                Output::ApplicationData(data) if s.identity.is_some() => {
-                    out.push(Event::Plaintext {
-                        from: peer,
-                        bytes: data.to_vec(),
-                    });
+                Output::PeerCert(der) => {
+                    let verdict = self
+                        .certs
+                        .as_ref()
+                        .map(|c| c.identity_of(der, rustls::pki_types::UnixTime::now()));
+                    match verdict {
+                        Some(Ok(cn)) => s.cert_identity = Some(cn),
+                        Some(Err(e)) => {
+                            debug!(%peer, error = %e, "DTLS: client certificate refused");
+                            closed = true;
+                            break;
+                        }
+                        None => {}
+                    }
                 }
+                Output::ApplicationData(data) => plaintext.push(data.to_vec()),
                 Output::CloseNotify => closed = true,
                 _ => {}
             }
-            if connected && s.identity.is_none() {
-                let offered = s
+        }
+        if connected && s.identity.is_none() && !closed {
+            // A certificate handshake proves its CN, a PSK one the identity
+            // whose key it used.
+            let offered = match s.cert_identity.take() {
+                Some(cn) => Some(cn.into_bytes()),
+                None => s
                     .psk
                     .offered
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                match offered.map(String::from_utf8) {
-                    Some(Ok(identity)) => {
-                        let identity: Arc<str> = Arc::from(identity);
-                        s.identity = Some(identity.clone());
-                        self.half_open = self.half_open.saturating_sub(1);
-                        self.stats.handshakes += 1;
-                        out.push(Event::Authenticated { peer, identity });
-                    }
-                    _ => {
-                        debug!(%peer, "DTLS: an identity that is not UTF-8; session dropped");
-                        closed = true;
-                        break;
-                    }
+                    .take(),
+            };
+            match offered.map(String::from_utf8) {
+                Some(Ok(identity)) => {
+                    let identity: Arc<str> = Arc::from(identity);
+                    s.identity = Some(identity.clone());
+                    self.half_open = self.half_open.saturating_sub(1);
+                    self.stats.handshakes += 1;
+                    out.push(Event::Authenticated { peer, identity });
+                }
+                _ => {
+                    debug!(%peer, "DTLS: no identity proven (or not UTF-8); session dropped");
+                    closed = true;
                 }
             }
+        }
+        if s.identity.is_some() && !closed {
+            out.extend(
+                plaintext
+                    .into_iter()
+                    .map(|bytes| Event::Plaintext { from: peer, bytes }),
+            );
         }
         if closed {
             self.fail(peer, out);

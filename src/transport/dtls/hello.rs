@@ -12,6 +12,8 @@ const HANDSHAKE_HEADER: usize = 12;
 const HANDSHAKE: u8 = 22;
 /// Handshake message type of a ClientHello.
 const CLIENT_HELLO: u8 = 1;
+/// TLS_PSK_WITH_AES_128_CCM_8 (RFC 6655).
+const PSK_AES_128_CCM_8: u16 = 0xC0A8;
 
 /// What the stateless gate needs from a ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub struct ClientHello<'a> {
     pub record_seq: u64,
     /// The handshake message_seq (0 first, 1 after a HelloVerifyRequest).
     pub message_seq: u16,
+    /// Whether it offers TLS_PSK_WITH_AES_128_CCM_8 (a device with a
+    /// pre-shared key, rather than a certificate).
+    pub offers_psk: bool,
     /// Offset of the cookie's length byte in the datagram.
     cookie_at: usize,
 }
@@ -68,7 +73,14 @@ pub fn parse(datagram: &[u8]) -> Option<ClientHello<'_>> {
     let cookie_len_at = 35 + sid_len;
     let cookie_len = usize::from(*body.get(cookie_len_at)?);
     let cookie = body.get(cookie_len_at + 1..cookie_len_at + 1 + cookie_len)?;
+    let suites_at = cookie_len_at + 1 + cookie_len;
+    let suites_len = usize::from(u16_at(body, suites_at)?);
+    let suites = body.get(suites_at + 2..suites_at + 2 + suites_len)?;
+    let offers_psk = suites
+        .chunks_exact(2)
+        .any(|s| s == PSK_AES_128_CCM_8.to_be_bytes());
     Some(ClientHello {
+        offers_psk,
         random,
         cookie,
         record_seq: u64::from_be_bytes(seq),
@@ -134,6 +146,7 @@ mod tests {
         assert_eq!(ch.random, [7u8; 32]);
         assert_eq!(ch.cookie, &[1, 2, 3]);
         assert_eq!((ch.message_seq, ch.record_seq), (1, 5));
+        assert!(ch.offers_psk);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! DTLS listener of a gateway with two plain ones is listener 2), so its
 //! peers are `LinkAddr::Udp` peers the egress tells apart by index.
 
+pub mod certs;
 pub mod client;
 pub mod endpoint;
 pub mod figures;
@@ -82,7 +83,8 @@ impl DtlsLink {
     }
 }
 
-/// Binds a DTLS listener on `addr` and starts its task, which hands the
+/// Binds a DTLS listener on `addr` (PSKs from `keys`, and client
+/// certificates when `certs` is given) and starts its task, which hands the
 /// driver what devices send on `tx`. Returns the link and the task.
 pub fn spawn(
     index: u16,
@@ -90,14 +92,18 @@ pub fn spawn(
     buffers: (usize, usize),
     cfg: EndpointConfig,
     keys: PskKeys,
+    certs: Option<Arc<certs::CertAuth>>,
     tx: mpsc::Sender<Batch>,
 ) -> Result<(DtlsLink, tokio::task::JoinHandle<()>), TransportError> {
     let listener = udp::bind(index, addr, buffers.0, buffers.1)?;
     let now = tokio::time::Instant::now().into_std();
-    let endpoint = Endpoint::new(cfg, keys, now).map_err(|e| TransportError::UdpBind {
+    let mut endpoint = Endpoint::new(cfg, keys, now).map_err(|e| TransportError::UdpBind {
         addr,
         source: std::io::Error::other(e),
     })?;
+    if let Some(certs) = certs {
+        endpoint = endpoint.with_certs(certs);
+    }
     let (egress, egress_rx) = mpsc::channel(EGRESS_QUEUE);
     let stats = Arc::new(std::sync::Mutex::new(DtlsCounts::default()));
     let link = DtlsLink {
