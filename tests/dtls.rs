@@ -513,3 +513,32 @@ async fn a_device_certificate_from_the_ca_is_its_identity_and_others_get_nothing
     .expect("devices");
     gw.stop().await;
 }
+
+/// The psk file is re-read on reload (SIGHUP calls the same
+/// `reload_psk`): a device added to it can connect at once, one removed
+/// cannot make a new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_psk_file_admits_a_new_device_and_revokes_a_removed_one() {
+    use sngate::client::Client;
+    let broker = Mosquitto::start().await;
+    let (_dir, psk) = psk_file();
+    let (gw, addr) = gateway(&psk, &broker).await;
+    std::fs::write(&psk, format!("dev1:{KEY1}\ndev9:{KEY2}\n")).expect("write");
+    gw.running().reload_psk(&psk).expect("reloaded");
+    let dev9 =
+        Client::connect_via(dtls_endpoint(addr, "dev9", KEY2), common::options("dev9")).await;
+    assert!(
+        dev9.is_ok(),
+        "a device added to the file connects: {dev9:?}"
+    );
+    let dev2 =
+        Client::connect_via(dtls_endpoint(addr, "dev2", KEY2), common::options("dev2")).await;
+    assert!(dev2.is_err(), "a device removed from the file cannot");
+    // A file that does not parse keeps the keys in force.
+    std::fs::write(&psk, "not a psk line\n").expect("write");
+    assert!(gw.running().reload_psk(&psk).is_err());
+    let dev1 =
+        Client::connect_via(dtls_endpoint(addr, "dev1", KEY1), common::options("dev1")).await;
+    assert!(dev1.is_ok(), "{dev1:?}");
+    gw.stop().await;
+}
