@@ -471,7 +471,7 @@ async fn a_device_certificate_from_the_ca_is_its_identity_and_others_get_nothing
     .await;
     let addr = *gw.running().dtls_addrs().first().expect("a DTLS listener");
     let file = |n: &str| path(n).to_str().expect("utf-8").to_owned();
-    let (dev3, dev3_key, rogue, rogue_key, ca) = (
+    let (dev3, dev3_key, rogue, rogue_key, ca): (String, String, String, String, String) = (
         file("dev3.pem"),
         file("dev3.key"),
         file("rogue.pem"),
@@ -488,6 +488,18 @@ async fn a_device_certificate_from_the_ca_is_its_identity_and_others_get_nothing
             let a: Vec<&str> = a.iter().map(String::as_str).collect();
             SClient::start_with(addr, &a)
         };
+        // `sngate pub` with a certificate (the client id defaults to its CN).
+        let tool = |cert: &str, key: &str| {
+            sngate(&["pub", "--gateway", &addr.to_string(), "--dtls"])
+                .args(["--cert", cert, "--key", key, "--ca", &ca])
+                .args(["-t", "sn", "-m", "by tool", "-q", "1"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sngate pub runs")
+        };
+        // Not from the CA: fails after its handshake timeout (so it runs
+        // beside the rest).
+        let rogue_tool = tool(&rogue, &rogue_key);
         let mut dev = start(args(&dev3, &dev3_key));
         assert_eq!(dev.connect("dev3"), Some(ReturnCode::Accepted));
         dev.send(&publish(*b"sn", 5, "by certificate"));
@@ -506,8 +518,16 @@ async fn a_device_certificate_from_the_ca_is_its_identity_and_others_get_nothing
         let mut other = start(args(&dev3, &dev3_key));
         assert_eq!(other.connect("dev4"), Some(ReturnCode::NotSupported));
         // The same CN, not from the CA: the handshake fails.
-        let mut rogue = start(args(&rogue, &rogue_key));
-        assert_eq!(rogue.connect("dev3"), None);
+        let mut rogue_client = start(args(&rogue, &rogue_key));
+        assert_eq!(rogue_client.connect("dev3"), None);
+        let out = tool(&dev3, &dev3_key).wait_with_output().expect("ends");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = rogue_tool.wait_with_output().expect("ends");
+        assert!(!out.status.success());
     })
     .await
     .expect("devices");

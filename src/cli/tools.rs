@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use sngate::config::SerialConfig;
 use sngate::config::overrides::parse_serial;
-use sngate::transport::dtls::client::PskCredentials;
+use sngate::transport::dtls::client::{CertCredentials, PskCredentials};
 use sngate::transport::dtls::psk::{MAX_KEY_BYTES, decode_hex};
 
 use super::EXIT_CONFIG;
@@ -25,8 +25,9 @@ pub struct ToolTarget {
     #[arg(long, value_name = "DEVICE:FRAMING[:BAUD]", value_parser = parse_serial, conflicts_with = "gateway")]
     serial: Option<SerialConfig>,
     /// The gateway address is a DTLS listener: connect with a pre-shared
-    /// key (--psk-identity and --psk).
-    #[arg(long, requires_all = ["psk_identity", "psk"], conflicts_with = "serial")]
+    /// key (--psk-identity and --psk) or a client certificate (--cert,
+    /// --key and --ca).
+    #[arg(long, conflicts_with = "serial")]
     dtls: bool,
     /// The PSK identity (with --dtls); also the default client id, which the
     /// gateway binds to it.
@@ -35,6 +36,17 @@ pub struct ToolTarget {
     /// The pre-shared key in hex (with --dtls), as in the gateway's psk file.
     #[arg(long, value_name = "HEX", requires = "dtls", value_parser = parse_psk)]
     psk: Option<PskKey>,
+    /// The device's certificate, PEM (with --dtls, --key and --ca); its CN
+    /// is the identity, and the default client id.
+    #[arg(long, value_name = "FILE", requires_all = ["dtls", "key", "ca"], conflicts_with = "psk")]
+    cert: Option<PathBuf>,
+    /// The device's private key, PEM (with --cert).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The CA the gateway's certificate must be issued by, PEM (with
+    /// --cert); the certificate must also name the --gateway address.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    ca: Option<PathBuf>,
     /// Client id (default: the --psk-identity with --dtls, else
     /// sngate-pub-PID / sngate-sub-PID).
     #[arg(short = 'i', long, value_name = "ID")]
@@ -119,25 +131,48 @@ pub struct SubArgs {
 impl ToolTarget {
     /// The gateway as the client library names it: the serial port if one
     /// was given, else the UDP address.
-    fn endpoint(&self) -> sngate::client::Endpoint {
-        match (&self.serial, &self.psk_identity, &self.psk) {
-            (Some(port), _, _) => sngate::client::Endpoint::Serial(port.clone()),
-            (None, Some(identity), Some(key)) if self.dtls => sngate::client::Endpoint::Dtls {
-                gateway: self.gateway,
-                psk: PskCredentials {
-                    identity: identity.clone(),
-                    key: key.0.clone(),
+    fn endpoint(&self) -> Result<sngate::client::Endpoint, String> {
+        use sngate::client::Endpoint;
+        Ok(
+            match (&self.serial, &self.psk_identity, &self.psk, &self.cert) {
+                (Some(port), ..) => Endpoint::Serial(port.clone()),
+                _ if !self.dtls => Endpoint::Udp(self.gateway),
+                (None, Some(identity), Some(key), None) => Endpoint::Dtls {
+                    gateway: self.gateway,
+                    psk: PskCredentials {
+                        identity: identity.clone(),
+                        key: key.0.clone(),
+                    },
                 },
+                (None, None, None, Some(cert)) => {
+                    let (Some(key), Some(ca)) = (&self.key, &self.ca) else {
+                        return Err("--cert needs --key and --ca".into());
+                    };
+                    Endpoint::DtlsCert {
+                        gateway: self.gateway,
+                        cert: CertCredentials::load(cert, key, ca).map_err(|e| e.to_string())?,
+                    }
+                }
+                _ => {
+                    return Err(
+                        "--dtls needs --psk-identity and --psk, or --cert, --key and --ca".into(),
+                    );
+                }
             },
-            _ => sngate::client::Endpoint::Udp(self.gateway),
-        }
+        )
     }
 
-    /// The client id: given, else the PSK identity, else `tool-PID`.
-    fn client_id(&self, tool: &str) -> String {
+    /// The client id: given, else the DTLS identity (PSK identity or
+    /// certificate CN), else `tool-PID`.
+    fn client_id(&self, tool: &str, endpoint: &sngate::client::Endpoint) -> String {
+        let cn = match endpoint {
+            sngate::client::Endpoint::DtlsCert { cert, .. } => cert.identity(),
+            _ => None,
+        };
         self.client_id
             .clone()
             .or_else(|| self.psk_identity.clone())
+            .or(cn)
             .unwrap_or_else(|| format!("sngate-{tool}-{}", std::process::id()))
     }
 }
@@ -202,9 +237,10 @@ pub fn pub_request(a: PubArgs) -> Result<sngate::tools::PubRequest, String> {
         }),
         _ => None,
     };
+    let gateway = a.target.endpoint()?;
     Ok(sngate::tools::PubRequest {
-        gateway: a.target.endpoint(),
-        client_id: a.target.client_id("pub"),
+        client_id: a.target.client_id("pub", &gateway),
+        gateway,
         topic,
         payload,
         qos: qos_of(a.qos),
@@ -224,9 +260,10 @@ pub fn sub_request(a: SubArgs) -> Result<sngate::tools::SubRequest, String> {
     if topics.is_empty() {
         return Err("give at least one --topic or --predefined-id".into());
     }
+    let gateway = a.target.endpoint()?;
     Ok(sngate::tools::SubRequest {
-        gateway: a.target.endpoint(),
-        client_id: a.target.client_id("sub"),
+        client_id: a.target.client_id("sub", &gateway),
+        gateway,
         topics,
         qos: qos_of(i8::try_from(a.qos).unwrap_or(0)),
         clean_session: !a.no_clean,

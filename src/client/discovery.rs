@@ -144,6 +144,11 @@ async fn send_once(gateway: &Endpoint, packet: &Packet) -> Result<(), ClientErro
             Ok(())
         }
         Endpoint::Serial(port) => serial::send_once(port, &buf).await,
-        Endpoint::Dtls { gateway, psk } => super::dtls::send_once(*gateway, psk, &buf).await,
+        Endpoint::Dtls { gateway, psk } => {
+            super::dtls::send_once(*gateway, super::dtls::Creds::Psk(psk), &buf).await
+        }
+        Endpoint::DtlsCert { gateway, cert } => {
+            super::dtls::send_once(*gateway, super::dtls::Creds::Cert(cert), &buf).await
+        }
     }
 }

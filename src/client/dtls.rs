@@ -13,7 +13,16 @@ use tracing::debug;
 
 use super::ClientError;
 use super::link::ephemeral_socket;
-use crate::transport::dtls::client::{ClientOutput, DtlsClient, PskCredentials};
+use crate::transport::dtls::client::{CertCredentials, ClientOutput, DtlsClient, PskCredentials};
+
+/// What a device proves itself with.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Creds<'a> {
+    /// A pre-shared key.
+    Psk(&'a PskCredentials),
+    /// A client certificate.
+    Cert(&'a CertCredentials),
+}
 
 /// How long the handshake may take before the link gives up: its first
 /// flight and two retransmissions (1 s, then 2 s). The gateway says nothing
@@ -40,15 +49,12 @@ async fn flush(out: ClientOutput, socket: &UdpSocket) -> Option<Instant> {
     out.timer.map(Instant::from_std)
 }
 
-/// Completes a DTLS handshake with `gateway` as `psk`'s identity and starts
+/// Completes a DTLS handshake with `gateway` with `creds` and starts
 /// the task that carries the session; returns the loopback address the
 /// client sends its MQTT-SN messages to. A wrong key or an unknown
 /// identity fails here (the gateway says nothing, so after the timeout).
-pub(super) async fn open(
-    gateway: SocketAddr,
-    psk: &PskCredentials,
-) -> Result<SocketAddr, ClientError> {
-    let (session, outer, timer) = handshake(gateway, psk).await?;
+pub(super) async fn open(gateway: SocketAddr, creds: Creds<'_>) -> Result<SocketAddr, ClientError> {
+    let (session, outer, timer) = handshake(gateway, creds).await?;
     let inner = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let local = inner.local_addr()?;
     tokio::spawn(carry(session, outer, inner, timer));
@@ -59,10 +65,10 @@ pub(super) async fn open(
 /// connection, but over DTLS it needs a handshake).
 pub(super) async fn send_once(
     gateway: SocketAddr,
-    psk: &PskCredentials,
+    creds: Creds<'_>,
     message: &[u8],
 ) -> Result<(), ClientError> {
-    let (mut session, outer, _) = handshake(gateway, psk).await?;
+    let (mut session, outer, _) = handshake(gateway, creds).await?;
     session.send(message).map_err(failed)?;
     flush(session.drain(), &outer).await;
     Ok(())
@@ -72,11 +78,16 @@ pub(super) async fn send_once(
 /// connected to it; and the session's next timer.
 async fn handshake(
     gateway: SocketAddr,
-    psk: &PskCredentials,
+    creds: Creds<'_>,
 ) -> Result<(DtlsClient, UdpSocket, Option<Instant>), ClientError> {
     let outer = ephemeral_socket(gateway).await?;
     outer.connect(gateway).await?;
-    let mut session = DtlsClient::new(psk, MTU, Instant::now().into_std()).map_err(failed)?;
+    let now = Instant::now().into_std();
+    let mut session = match creds {
+        Creds::Psk(psk) => DtlsClient::new(psk, MTU, now),
+        Creds::Cert(cert) => DtlsClient::with_certificate(cert, gateway.ip(), MTU, now),
+    }
+    .map_err(failed)?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut buf = vec![0u8; 65_536];
     let mut timer = flush(session.drain(), &outer).await;
@@ -95,6 +106,9 @@ async fn handshake(
             }
         }
         timer = flush(session.drain(), &outer).await;
+        if let Some(why) = session.refused() {
+            return Err(failed(format!("the gateway's certificate: {why}")));
+        }
     }
     Ok((session, outer, timer))
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::config::{SerialConfig, SerialFraming};
-use crate::transport::dtls::client::PskCredentials;
+use crate::transport::dtls::client::{CertCredentials, PskCredentials};
 
 /// How a client reaches its gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,14 @@ pub enum Endpoint {
         /// The device's identity and key.
         psk: PskCredentials,
     },
+    /// The gateway's DTLS address, reached with a client certificate
+    /// (the gateway's own is checked against the CA and this address).
+    DtlsCert {
+        /// The gateway's DTLS address.
+        gateway: SocketAddr,
+        /// The device's certificate and key, and the CA.
+        cert: CertCredentials,
+    },
 }
 
 impl From<SocketAddr> for Endpoint {
@@ -51,6 +59,10 @@ impl fmt::Display for Endpoint {
             Endpoint::Udp(addr) => write!(f, "{addr} (UDP)"),
             Endpoint::Dtls { gateway, psk } => {
                 write!(f, "{gateway} (DTLS, identity {})", psk.identity)
+            }
+            Endpoint::DtlsCert { gateway, cert } => {
+                let cn = cert.identity().unwrap_or_default();
+                write!(f, "{gateway} (DTLS, certificate of {cn})")
             }
             Endpoint::Serial(port) => {
                 let framing = match port.framing {

@@ -66,8 +66,13 @@ pub(super) async fn open(endpoint: &Endpoint) -> Result<(Wire, WireRx), ClientEr
             let socket = Arc::new(socket);
             Ok((Wire::Udp(Arc::clone(&socket)), WireRx::Udp(socket)))
         }
-        Endpoint::Dtls { gateway, psk } => {
-            let tunnel = super::dtls::open(*gateway, psk).await?;
+        Endpoint::Dtls { .. } | Endpoint::DtlsCert { .. } => {
+            let (gateway, creds) = match endpoint {
+                Endpoint::DtlsCert { gateway, cert } => (gateway, super::dtls::Creds::Cert(cert)),
+                Endpoint::Dtls { gateway, psk } => (gateway, super::dtls::Creds::Psk(psk)),
+                _ => return Err(ClientError::InvalidArgument("not a DTLS endpoint")),
+            };
+            let tunnel = super::dtls::open(*gateway, creds).await?;
             let socket = ephemeral_socket(tunnel).await?;
             socket.connect(tunnel).await?;
             let socket = Arc::new(socket);
