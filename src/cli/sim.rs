@@ -46,9 +46,20 @@ fn parse_sleep_cycle(s: &str) -> Result<sngate::sim::SleepCycle, String> {
 /// `sngate sim`.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
-    /// The gateway's UDP address.
+    /// The gateway's UDP address (its DTLS address with --dtls).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
     gateway: SocketAddr,
+    /// Every device connects over DTLS with the pre-shared key of
+    /// --psk-identity (each its own session), as client id IDENTITY/sim…-N:
+    /// the gateway's [dtls] client_id_pattern must allow "%i/*".
+    #[arg(long, requires_all = ["psk_identity", "psk"])]
+    dtls: bool,
+    /// The PSK identity the devices share (with --dtls).
+    #[arg(long, value_name = "ID", requires = "dtls")]
+    psk_identity: Option<String>,
+    /// The pre-shared key in hex (with --dtls).
+    #[arg(long, value_name = "HEX", requires = "dtls", value_parser = super::tools::parse_psk)]
+    psk: Option<super::tools::PskKey>,
     /// Number of simulated devices.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
     devices: usize,
@@ -140,6 +151,12 @@ fn sim_config(a: &SimArgs) -> Result<sngate::sim::SimConfig, String> {
         CountOrAll::All => a.devices,
     };
     let mut cfg = SimConfig::new(a.gateway, a.devices);
+    if let (true, Some(identity), Some(key)) = (a.dtls, &a.psk_identity, &a.psk) {
+        cfg.dtls = Some(sngate::transport::dtls::client::PskCredentials {
+            identity: identity.clone(),
+            key: key.0.clone(),
+        });
+    }
     cfg.rate = a.rate;
     cfg.length = match (a.count, a.duration) {
         (_, Some(d)) => SimLength::Duration(d),

@@ -180,10 +180,10 @@ impl ToolTarget {
 /// A `--psk` value (its own type: clap reads an `Option<Vec<u8>>` as a
 /// list of numbers).
 #[derive(Debug, Clone)]
-struct PskKey(Vec<u8>);
+pub(super) struct PskKey(pub(super) Vec<u8>);
 
 /// A `--psk` value: hex, 1 to 64 bytes.
-fn parse_psk(s: &str) -> Result<PskKey, String> {
+pub(super) fn parse_psk(s: &str) -> Result<PskKey, String> {
     decode_hex(s)
         .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
         .map(PskKey)

@@ -179,8 +179,12 @@ pub struct SleepCycle {
 /// One simulation. [`SimConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// The gateway's UDP address.
+    /// The gateway's UDP address (its DTLS address with `dtls`).
     pub gateway: SocketAddr,
+    /// Every device connects over DTLS with this pre-shared key, each with
+    /// its own session, as client id `IDENTITY/sim…-N` (so the gateway's
+    /// `[dtls] client_id_pattern` must allow `%i/*`). `None`: plain UDP.
+    pub dtls: Option<crate::transport::dtls::client::PskCredentials>,
     /// How many devices (≥ 1).
     pub devices: usize,
     /// Messages per second each device publishes ([`MIN_RATE`]..=[`MAX_RATE`]).
@@ -246,6 +250,7 @@ impl SimConfig {
             retry_interval: Duration::from_secs(2),
             max_retries: 3,
             connect_concurrency: 100,
+            dtls: None,
         }
     }
 
@@ -581,7 +586,10 @@ pub(crate) fn client_id(run: u32, index: usize) -> String {
 }
 
 async fn connect_device(cfg: Arc<SimConfig>, run: u32, index: usize) -> Result<Client, SimError> {
-    let client_id = client_id(run, index);
+    let client_id = match &cfg.dtls {
+        Some(psk) => format!("{}/{}", psk.identity, client_id(run, index)),
+        None => client_id(run, index),
+    };
     let subscriber = index < cfg.subscribers;
     let sleeper = index < cfg.sleeping_devices();
     let mut options = ConnectOptions::new(client_id.clone())
@@ -593,7 +601,14 @@ async fn connect_device(cfg: Arc<SimConfig>, run: u32, index: usize) -> Result<C
     if let MinusOneTopic::Predefined(id) = cfg.minus_one_topic {
         options = options.predefined(id, String::new());
     }
-    let mut client = Client::connect(cfg.gateway, options)
+    let endpoint = match &cfg.dtls {
+        Some(psk) => crate::client::Endpoint::Dtls {
+            gateway: cfg.gateway,
+            psk: psk.clone(),
+        },
+        None => crate::client::Endpoint::Udp(cfg.gateway),
+    };
+    let mut client = Client::connect_via(endpoint, options)
         .await
         .map_err(|source| SimError::Connect {
             device: index,
