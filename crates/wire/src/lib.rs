@@ -42,3 +42,5 @@ extern crate std;
 
 pub mod framing;
 pub mod v1;
+pub mod v2;
+pub mod version;
