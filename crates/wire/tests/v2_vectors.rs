@@ -5,7 +5,12 @@
 //! Each vector's Length byte was checked by counting its fields.
 
 // Tests may unwrap and panic: the crate's panic lints guard library code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use bytes::{Bytes, BytesMut};
 use sngate_wire::v2::{
