@@ -139,6 +139,18 @@ fn connect_with_mqtt_basic_authentication() {
             ..connect()
         })),
     );
+    let Ok(Packet::Connect(c)) = v2::decode(&hex(
+        "1f 01 05 0001 02 003c 0064 0a 4d5154542d4241534943 0007 00014d 00025057 43",
+    )) else {
+        panic!("not a CONNECT");
+    };
+    let auth = c.auth.unwrap();
+    assert_eq!(auth.method, v2::basic_auth::METHOD);
+    let basic = v2::basic_auth::MqttBasic::parse(&auth.data).unwrap();
+    assert_eq!(
+        (basic.user_name.as_str(), &basic.password[..]),
+        ("M", &b"PW"[..])
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@
 //! # Ok::<(), v2::EncodeError>(())
 //! ```
 
+pub mod basic_auth;
 mod decode;
 mod encode;
 mod packet;
