@@ -221,6 +221,9 @@ pub struct Session {
     /// Created by a CONNECT whose client has sent nothing since: its place
     /// in the engine's eviction order (first to go at `max_clients`).
     pub unproven: Option<u64>,
+    /// Set when the session's last CONNECT was MQTT-SN 2.0: what its 2.0
+    /// packets need (`devices/v2.rs`); `None` for a 1.2 device.
+    pub(crate) v2: Option<Box<crate::devices::v2::V2Link>>,
 }
 
 /// How many unreleased inbound QoS 2 ids a session remembers. v1.2 allows one
@@ -258,6 +261,7 @@ impl Session {
             expiry: Some(Duration::ZERO),
             rate: crate::rate_limit::TokenBucket::default(),
             unproven: None,
+            v2: None,
         }
     }
 

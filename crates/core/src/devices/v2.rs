@@ -1,0 +1,571 @@
+//! MQTT-SN 2.0 devices on the engine (issue 21), first slice: a 2.0 device
+//! connects (CONNACK with an assigned client id for an empty one), registers
+//! topic names, publishes at QoS 0, 1 and 2 by session alias, predefined
+//! alias or full topic name, publishes without a session (PUBWOS), pings and
+//! disconnects. Its session is an ordinary engine session — routing, ACL,
+//! rate limits, upstream room, keep-alive, persistence are the 1.2 ones —
+//! with a [`V2Link`] that records what the 2.0 wire needs and turns every
+//! packet the engine sends it into its 2.0 form.
+//!
+//! How a datagram is taken as 2.0 is `sngate_wire::version`'s rule
+//! (docs/protocol-v2.md): a peer with a 2.0 session is decoded with the 2.0
+//! codec; a peer with no session only when its datagram is not valid 1.2;
+//! a 2.0 CONNECT from any peer starts a 2.0 session. Everything a 1.2 device
+//! sends takes the 1.2 path unchanged.
+//!
+//! Not in this slice (answered with reason code 0x83, or refused at
+//! CONNECT): SUBSCRIBE/UNSUBSCRIBE and delivery to 2.0 devices, the will in
+//! CONNECT, authentication, session expiry from the CONNECT, SLEEPREQ, the
+//! envelopes, devices behind a forwarder.
+
+use std::time::Instant;
+
+use sngate_wire::v1::{self as proto, Packet, QoS, ReturnCode, TopicRef};
+use sngate_wire::v2::{self, Delivery, ReasonCode, Topic};
+use sngate_wire::version::{self, FirstDatagram, ProtocolVersion};
+use tracing::debug;
+
+use crate::gateway::Gateway;
+use crate::output::Output;
+use crate::peer::Peer;
+use crate::stats::DropReason;
+
+/// What a 2.0 session needs beyond an engine session: the ids its answers
+/// echo and the limits its CONNECT set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct V2Link {
+    /// The CONNECT's packet id, echoed by the CONNACK.
+    pub connect_id: u16,
+    /// Whether the CONNECT resumed a session (CONNACK Session Present).
+    pub session_present: bool,
+    /// The client id the gateway assigned (empty: the device chose its own).
+    pub assigned_client_id: String,
+    /// The largest packet the device takes (0: no limit); bigger ones are
+    /// dropped as if delivered [MQTT-SN-3.1.7-3].
+    pub max_packet_size: u16,
+    /// The last PINGREQ's packet id, echoed by the PINGRESP.
+    pub ping_id: u16,
+}
+
+/// Prefix of the client ids the gateway assigns (at most 36 characters in
+/// all, §3.2.11).
+const ASSIGNED_PREFIX: &str = "sngate-";
+
+impl Gateway {
+    /// Takes the datagram if it is 2.0 (the module doc's rule); false leaves
+    /// it to the 1.2 path.
+    pub(crate) fn route_v2(&mut self, now: Instant, peer: &Peer, bytes: &[u8]) -> bool {
+        if peer.node.is_some() {
+            return false;
+        }
+        let session_v2 = self
+            .by_peer
+            .get(peer)
+            .and_then(|sid| self.sessions.get(sid))
+            .map(|s| s.v2.is_some());
+        let packet = match session_v2 {
+            // A 1.2 CONNECT starts a new session, of 1.2 (rule 1).
+            Some(true) if version::connect_version(bytes) == Some(ProtocolVersion::V1_2) => {
+                return false;
+            }
+            Some(true) => match v2::decode(bytes) {
+                Ok(p) => p,
+                Err(err) => {
+                    debug!(%peer, %err, "dropping a malformed 2.0 datagram");
+                    self.stats.drop(DropReason::Malformed);
+                    return true;
+                }
+            },
+            // A 1.2 session: only a 2.0 CONNECT changes that (a new session).
+            Some(false) => {
+                if version::connect_version(bytes) != Some(ProtocolVersion::V2_0) {
+                    return false;
+                }
+                match v2::decode(bytes) {
+                    Ok(p) => p,
+                    Err(_) => return false,
+                }
+            }
+            None => match version::classify_first_datagram(bytes) {
+                FirstDatagram::V2_0(p) => p,
+                FirstDatagram::V2ConnectUnsupportedVersion { packet_id, version } => {
+                    debug!(%peer, version, "refusing a CONNECT of an unsupported version");
+                    if self.admit(now, peer, Some(&v1_connect_shape())) {
+                        self.refuse_v2_connect(
+                            peer.clone(),
+                            packet_id,
+                            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                        );
+                    } else {
+                        self.stats.drop(DropReason::RateLimited);
+                    }
+                    return true;
+                }
+                FirstDatagram::V1_2 { .. } | FirstDatagram::Undecodable { .. } => return false,
+            },
+        };
+        // Charged like the 1.2 packet it stands for.
+        let shape = budget_shape(&packet);
+        if !self.admit(now, peer, shape.as_ref()) {
+            self.stats.drop(DropReason::RateLimited);
+            return true;
+        }
+        self.handle_v2(now, peer.clone(), packet);
+        true
+    }
+
+    fn handle_v2(&mut self, now: Instant, peer: Peer, packet: v2::Packet) {
+        use v2::Packet as P;
+        let needs_session = !matches!(
+            packet,
+            P::Connect(_)
+                | P::PubWos(_)
+                | P::SearchGw { .. }
+                | P::Advertise { .. }
+                | P::GwInfo { .. }
+        );
+        if needs_session && self.v2_link_for(&peer).is_none() {
+            // Only 2.0 reaches here, so the answer cannot confuse a 1.2
+            // device (§3.13: MAY send DISCONNECT 0xF4).
+            debug!(%peer, packet = %packet.packet_type(), "a 2.0 packet with no virtual connection");
+            self.stats.drop(DropReason::UnknownPeer);
+            return self.disconnect_v2(peer, ReasonCode::NO_VIRTUAL_CONNECTION);
+        }
+        match packet {
+            P::Connect(c) => self.v2_connect(now, peer, *c),
+            P::Publish(p) => self.v2_publish(now, peer, p),
+            P::PubWos(p) => {
+                let retain = p.retain;
+                let v1 = match p.topic {
+                    Topic::Name(topic_name) => Packet::PublishNamedMinusOne {
+                        dup: false,
+                        retain,
+                        msg_id: 0,
+                        topic_name,
+                        payload: p.payload,
+                    },
+                    Topic::PredefinedAlias(id) | Topic::SessionAlias(id) => Packet::Publish {
+                        dup: false,
+                        qos: QoS::MinusOne,
+                        retain,
+                        topic: TopicRef::Predefined(id),
+                        msg_id: 0,
+                        payload: p.payload,
+                    },
+                };
+                self.handle_packet(now, peer, v1);
+            }
+            P::Register(r) => self.handle_packet(
+                now,
+                peer,
+                Packet::Register {
+                    topic_id: 0,
+                    msg_id: r.packet_id,
+                    topic_name: r.topic_name,
+                },
+            ),
+            P::PubAck(a) => self.handle_packet(
+                now,
+                peer,
+                Packet::PubAck {
+                    topic_id: 0,
+                    msg_id: a.packet_id,
+                    return_code: v1_code(a.reason_or_success()),
+                },
+            ),
+            P::PubRec(a) => self.handle_packet(
+                now,
+                peer,
+                Packet::PubRec {
+                    msg_id: a.packet_id,
+                },
+            ),
+            P::PubRel(a) => self.handle_packet(
+                now,
+                peer,
+                Packet::PubRel {
+                    msg_id: a.packet_id,
+                },
+            ),
+            P::PubComp(a) => self.handle_packet(
+                now,
+                peer,
+                Packet::PubComp {
+                    msg_id: a.packet_id,
+                },
+            ),
+            P::PingReq { packet_id } => {
+                if let Some(link) = self.v2_link_mut(&peer) {
+                    link.ping_id = packet_id;
+                }
+                self.handle_packet(now, peer, Packet::PingReq { client_id: None });
+            }
+            P::Disconnect(_) => {
+                // A 2.0 DISCONNECT is never answered (§3.13): the engine's
+                // 1.2 acknowledgement is not sent.
+                self.capture_engine(now, &peer, Packet::Disconnect { duration: None });
+            }
+            P::Subscribe(s) => self.transmit_v2(
+                peer,
+                v2::Packet::SubAck(v2::SubAck {
+                    alias_kind: v2::AliasKind::Predefined,
+                    packet_id: s.packet_id,
+                    alias: None,
+                    reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
+                }),
+            ),
+            P::Unsubscribe(u) => self.transmit_v2(
+                peer,
+                v2::Packet::UnsubAck(v2::Ack {
+                    packet_id: u.packet_id,
+                    reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
+                }),
+            ),
+            P::SleepReq { packet_id, .. } => self.transmit_v2(
+                peer,
+                v2::Packet::SleepResp {
+                    packet_id,
+                    duration: None,
+                    reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
+                },
+            ),
+            // Without an authentication method in CONNECT an AUTH is a
+            // protocol error [MQTT-SN-4.11.1-7].
+            P::Auth(_) => self.disconnect_v2(peer, ReasonCode::PROTOCOL_ERROR),
+            P::Protection(_) => self.disconnect_v2(peer, ReasonCode::PROTECTION_NOT_SUPPORTED),
+            P::Forwarder(_) => self.disconnect_v2(peer, ReasonCode::FORWARDER_NOT_SUPPORTED),
+            other => {
+                debug!(%peer, packet = %other.packet_type(), "ignoring a 2.0 packet this gateway does not take");
+                self.stats.drop(DropReason::OutOfState);
+            }
+        }
+    }
+
+    /// CONNECT (§3.1.19): validated here for what 1.2 does not have, then
+    /// handed to the engine as the 1.2 CONNECT it amounts to.
+    fn v2_connect(&mut self, now: Instant, peer: Peer, c: v2::Connect) {
+        let refuse = |gw: &mut Gateway, why: &str, reason| {
+            debug!(%peer, why, "refusing a 2.0 CONNECT");
+            gw.refuse_v2_connect(peer.clone(), c.packet_id, reason);
+        };
+        if c.keep_alive == 0 {
+            return refuse(self, "keep-alive 0", ReasonCode::PROTOCOL_ERROR);
+        }
+        if c.auth.is_some() {
+            return refuse(
+                self,
+                "authentication",
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+            );
+        }
+        if c.will.is_some() {
+            return refuse(self, "a will", ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR);
+        }
+        if c.client_id.len() > self.cfg.max_client_id_len {
+            return refuse(self, "client id too long", ReasonCode::CLIENT_ID_NOT_VALID);
+        }
+        let (client_id, assigned_client_id) = if c.client_id.is_empty() {
+            let id = self.assign_client_id();
+            (id.clone(), id)
+        } else {
+            (c.client_id, String::new())
+        };
+        let session_present = !c.clean_start && self.by_client.contains_key(client_id.as_str());
+        self.v2_connecting = Some((
+            peer.clone(),
+            V2Link {
+                connect_id: c.packet_id,
+                session_present,
+                assigned_client_id,
+                max_packet_size: c.max_packet_size,
+                ping_id: 0,
+            },
+        ));
+        self.handle_packet(
+            now,
+            peer.clone(),
+            Packet::Connect {
+                will: false,
+                clean_session: c.clean_start,
+                protocol_id: proto::PROTOCOL_ID_V1_2,
+                duration: c.keep_alive,
+                client_id,
+            },
+        );
+        // The session the CONNECT made (if it was accepted) is 2.0 from now on.
+        if let Some((_, link)) = self.v2_connecting.take()
+            && let Some(sid) = self.by_peer.get(&peer).copied()
+            && let Some(s) = self.sessions.get_mut(&sid)
+        {
+            s.v2 = Some(Box::new(link));
+        }
+    }
+
+    /// PUBLISH: an alias is the engine's topic id; a full name is first
+    /// registered for the device, as its 1.2 REGISTER would be.
+    fn v2_publish(&mut self, now: Instant, peer: Peer, p: v2::Publish) {
+        let (qos, msg_id, dup) = match p.delivery {
+            Delivery::AtMostOnce => (QoS::AtMostOnce, 0, false),
+            Delivery::AtLeastOnce { packet_id } => (QoS::AtLeastOnce, packet_id, false),
+            Delivery::ExactlyOnce { packet_id, dup } => (QoS::ExactlyOnce, packet_id, dup),
+        };
+        let topic = match p.topic {
+            Topic::SessionAlias(id) => TopicRef::Id(id),
+            Topic::PredefinedAlias(id) => TopicRef::Predefined(id),
+            Topic::Name(topic_name) => {
+                let answers = self.capture_engine(
+                    now,
+                    &peer,
+                    Packet::Register {
+                        topic_id: 0,
+                        msg_id,
+                        topic_name,
+                    },
+                );
+                match answers.as_slice() {
+                    [
+                        Packet::RegAck {
+                            topic_id,
+                            return_code: ReturnCode::Accepted,
+                            ..
+                        },
+                    ] => TopicRef::Id(*topic_id),
+                    other => {
+                        // Refused (topic name invalid, ACL, table full) or
+                        // no session: the PUBLISH gets the REGACK's verdict.
+                        let code = match other {
+                            [Packet::RegAck { return_code, .. }] => *return_code,
+                            _ => ReturnCode::NotSupported,
+                        };
+                        debug!(%peer, ?code, "a 2.0 PUBLISH to a topic name was refused");
+                        if qos != QoS::AtMostOnce && !other.is_empty() {
+                            self.transmit_v2(
+                                peer,
+                                v2::Packet::PubAck(v2::Ack {
+                                    packet_id: msg_id,
+                                    reason: Some(reason_for(code)),
+                                }),
+                            );
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        self.handle_packet(
+            now,
+            peer,
+            Packet::Publish {
+                dup,
+                qos,
+                retain: p.retain,
+                topic,
+                msg_id,
+                payload: p.payload,
+            },
+        );
+    }
+
+    /// Runs one 1.2 packet through the engine and returns, instead of
+    /// sending them, the packets it answers `peer` with.
+    fn capture_engine(&mut self, now: Instant, peer: &Peer, packet: Packet) -> Vec<Packet> {
+        self.v2_capture = Some((peer.clone(), Vec::new()));
+        self.handle_packet(now, peer.clone(), packet);
+        self.v2_capture
+            .take()
+            .map(|(_, got)| got)
+            .unwrap_or_default()
+    }
+
+    /// A client id no session uses (§3.2.11: new, at most 36 characters).
+    fn assign_client_id(&mut self) -> String {
+        loop {
+            self.v2_next_assigned = self.v2_next_assigned.wrapping_add(1);
+            let id = format!("{ASSIGNED_PREFIX}{:016x}", self.v2_next_assigned);
+            if !self.by_client.contains_key(id.as_str()) {
+                return id;
+            }
+        }
+    }
+
+    fn refuse_v2_connect(&mut self, peer: Peer, packet_id: u16, reason: ReasonCode) {
+        self.transmit_v2(
+            peer,
+            v2::Packet::ConnAck(Box::new(v2::ConnAck {
+                session_present: false,
+                packet_id,
+                reason,
+                session_expiry: None,
+                server_keep_alive: None,
+                auth: None,
+                assigned_client_id: String::new(),
+            })),
+        );
+    }
+
+    fn disconnect_v2(&mut self, peer: Peer, reason: ReasonCode) {
+        self.transmit_v2(
+            peer,
+            v2::Packet::Disconnect(v2::Disconnect {
+                packet_id: None,
+                reason: Some(reason),
+                session_expiry: None,
+                reason_string: String::new(),
+            }),
+        );
+    }
+
+    /// The 2.0 link of the device at `peer`: connecting now, or its session's.
+    pub(crate) fn v2_link_for(&self, peer: &Peer) -> Option<V2Link> {
+        if let Some((p, link)) = &self.v2_connecting
+            && p == peer
+        {
+            return Some(link.clone());
+        }
+        let sid = self.by_peer.get(peer)?;
+        self.sessions.get(sid)?.v2.as_deref().cloned()
+    }
+
+    fn v2_link_mut(&mut self, peer: &Peer) -> Option<&mut V2Link> {
+        let sid = self.by_peer.get(peer)?;
+        self.sessions.get_mut(sid)?.v2.as_deref_mut()
+    }
+
+    /// Sends a 2.0 packet, unless it is over the device's Maximum Packet
+    /// Size: then it is dropped as if delivered [MQTT-SN-3.1.7-3].
+    pub(crate) fn transmit_v2(&mut self, to: Peer, packet: v2::Packet) {
+        let limit = self.v2_link_for(&to).map_or(0, |l| l.max_packet_size);
+        if limit != 0 && v2::encoded_len(&packet).is_ok_and(|n| n > usize::from(limit)) {
+            debug!(peer = %to, limit, "dropping a packet over the device's maximum packet size");
+            self.stats.drop(DropReason::TooLarge);
+            return;
+        }
+        self.stats.packets_out += 1;
+        self.push_output(Output::TransmitV2 { to, packet });
+    }
+
+    /// What the engine sends a 2.0 device, in its 2.0 form (`None`: a
+    /// packet the slice has no 2.0 form for, dropped and counted).
+    pub(crate) fn send_as_v2(&mut self, link: &V2Link, to: Peer, packet: Packet) {
+        let ack = |packet_id, code: ReturnCode| v2::Ack {
+            packet_id,
+            reason: (code != ReturnCode::Accepted).then(|| reason_for(code)),
+        };
+        let v2 = match packet {
+            Packet::ConnAck { return_code } => {
+                let ok = return_code == ReturnCode::Accepted;
+                v2::Packet::ConnAck(Box::new(v2::ConnAck {
+                    session_present: ok && link.session_present,
+                    packet_id: link.connect_id,
+                    reason: connack_reason(return_code),
+                    session_expiry: None,
+                    server_keep_alive: None,
+                    auth: None,
+                    assigned_client_id: if ok {
+                        link.assigned_client_id.clone()
+                    } else {
+                        String::new()
+                    },
+                }))
+            }
+            Packet::RegAck {
+                topic_id,
+                msg_id,
+                return_code,
+            } => {
+                let ok = return_code == ReturnCode::Accepted;
+                v2::Packet::RegAck(v2::RegAck {
+                    alias_kind: v2::AliasKind::Session,
+                    packet_id: msg_id,
+                    alias: ok.then_some(topic_id),
+                    reason: Some(if ok {
+                        ReasonCode::SUCCESS
+                    } else {
+                        reason_for(return_code)
+                    }),
+                })
+            }
+            Packet::PubAck {
+                msg_id,
+                return_code,
+                ..
+            } => v2::Packet::PubAck(ack(msg_id, return_code)),
+            Packet::PubRec { msg_id } => v2::Packet::PubRec(ack(msg_id, ReturnCode::Accepted)),
+            Packet::PubRel { msg_id } => v2::Packet::PubRel(ack(msg_id, ReturnCode::Accepted)),
+            Packet::PubComp { msg_id } => v2::Packet::PubComp(ack(msg_id, ReturnCode::Accepted)),
+            Packet::PingResp => v2::Packet::PingResp {
+                packet_id: link.ping_id,
+                messages_remaining: None,
+            },
+            Packet::Disconnect { .. } => v2::Packet::Disconnect(v2::Disconnect {
+                packet_id: None,
+                reason: Some(ReasonCode::UNSPECIFIED_ERROR),
+                session_expiry: None,
+                reason_string: String::new(),
+            }),
+            other => {
+                debug!(peer = %to, msg = %other.msg_type(), "no 2.0 form for this packet yet; dropped");
+                self.stats.drop(DropReason::OutOfState);
+                return;
+            }
+        };
+        self.transmit_v2(to, v2);
+    }
+}
+
+/// A 1.2 CONNECT, for charging a 2.0 CONNECT to its source's bucket.
+fn v1_connect_shape() -> Packet {
+    Packet::Connect {
+        will: false,
+        clean_session: true,
+        protocol_id: proto::PROTOCOL_ID_V1_2,
+        duration: 0,
+        client_id: String::new(),
+    }
+}
+
+/// The 1.2 packet whose rate-limit budget a 2.0 packet takes: what creates
+/// state or needs no session is charged to the source address.
+fn budget_shape(packet: &v2::Packet) -> Option<Packet> {
+    match packet {
+        v2::Packet::Connect(_) => Some(v1_connect_shape()),
+        v2::Packet::PubWos(_) => Some(Packet::Publish {
+            dup: false,
+            qos: QoS::MinusOne,
+            retain: false,
+            topic: TopicRef::Predefined(0),
+            msg_id: 0,
+            payload: bytes::Bytes::new(),
+        }),
+        _ => Some(Packet::PingReq { client_id: None }),
+    }
+}
+
+/// A 1.2 refusal as the 2.0 reason code that says the same.
+fn reason_for(code: ReturnCode) -> ReasonCode {
+    match code {
+        ReturnCode::Accepted => ReasonCode::SUCCESS,
+        ReturnCode::Congestion => ReasonCode::CONGESTION,
+        ReturnCode::InvalidTopicId => ReasonCode::UNKNOWN_TOPIC_ALIAS,
+        ReturnCode::NotSupported | ReturnCode::Other(_) => ReasonCode::NOT_AUTHORIZED,
+    }
+}
+
+/// CONNACK: the engine refuses with Congestion at `max_clients` and with
+/// Not Supported for the admission rules.
+fn connack_reason(code: ReturnCode) -> ReasonCode {
+    match code {
+        ReturnCode::Accepted => ReasonCode::SUCCESS,
+        ReturnCode::Congestion => ReasonCode::SERVER_BUSY,
+        other => reason_for(other),
+    }
+}
+
+/// A 2.0 acknowledgement's verdict for the engine's 1.2 bookkeeping.
+fn v1_code(reason: ReasonCode) -> ReturnCode {
+    if reason.is_success() {
+        ReturnCode::Accepted
+    } else {
+        ReturnCode::NotSupported
+    }
+}

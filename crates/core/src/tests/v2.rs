@@ -1,0 +1,482 @@
+//! MQTT-SN 2.0 devices (issue 21, first slice; `devices/v2.rs`): each test
+//! sends 2.0 datagrams through the codec and asserts on the 2.0 packets the
+//! engine answers with, beside 1.2 devices that must not notice.
+
+use sngate_wire::v2::{self, Ack, AliasKind, Delivery, Publish, ReasonCode, Topic};
+
+use super::*;
+
+fn v2_connect(packet_id: u16, client_id: &str, clean_start: bool) -> v2::Packet {
+    v2::Packet::Connect(Box::new(v2::Connect {
+        clean_start,
+        allow_address_change: false,
+        allow_server_suggested: false,
+        packet_id,
+        keep_alive: 60,
+        max_packet_size: 0,
+        default_awake_messages: None,
+        session_expiry: None,
+        will: None,
+        auth: None,
+        client_id: client_id.to_owned(),
+    }))
+}
+
+fn v2_publish(delivery: Delivery, topic: Topic, payload: &str) -> v2::Packet {
+    v2::Packet::Publish(Publish {
+        delivery,
+        retain: false,
+        topic,
+        payload: b(payload),
+    })
+}
+
+/// The 2.0 packets sent to `peer`, in order.
+fn v2_to(out: &[Output], peer: &Peer) -> Vec<v2::Packet> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::TransmitV2 { to, packet } if to == peer => Some(packet.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The (topic, payload, qos) of every upstream publish.
+fn published(out: &[Output]) -> Vec<(String, Bytes, u8)> {
+    upstream(out)
+        .into_iter()
+        .filter_map(|c| match c {
+            UpstreamCommand::Publish {
+                topic,
+                payload,
+                qos,
+                ..
+            } => Some((topic, payload, qos)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Harness {
+    fn send_v2(&mut self, from: &Peer, packet: v2::Packet) -> Vec<Output> {
+        let mut buf = BytesMut::new();
+        assert!(
+            v2::encode(&packet, &mut buf).is_ok(),
+            "test packet must encode"
+        );
+        self.raw(from, &buf)
+    }
+
+    /// Connects a 2.0 device, asserts the CONNACK, returns it.
+    fn connect_v2(&mut self, from: &Peer, client_id: &str) -> v2::ConnAck {
+        let out = self.send_v2(from, v2_connect(7, client_id, true));
+        assert!(
+            packets_to(&out, from).is_empty(),
+            "no 1.2 packet to a 2.0 device: {out:?}"
+        );
+        match v2_to(&out, from).as_slice() {
+            [v2::Packet::ConnAck(c)] if c.reason == ReasonCode::SUCCESS && c.packet_id == 7 => {
+                (**c).clone()
+            }
+            other => panic!("a 2.0 CONNACK expected, got {other:?}"),
+        }
+    }
+}
+
+fn upstream_cfg() -> EngineConfig {
+    EngineConfig {
+        upstream: true,
+        ..EngineConfig::default()
+    }
+}
+
+#[test]
+fn connect_answers_in_2_0_echoing_the_packet_id() {
+    let mut h = Harness::new();
+    let dev = peer(21_000);
+    let ack = h.connect_v2(&dev, "dev2");
+    assert!(!ack.session_present);
+    assert_eq!(ack.assigned_client_id, "");
+    assert_eq!(h.gw.client_state("dev2"), Some(&ClientState::Active));
+}
+
+#[test]
+fn an_empty_client_id_gets_an_assigned_one() {
+    let mut h = Harness::new();
+    let (a, b2) = (peer(21_001), peer(21_002));
+    let first = h.connect_v2(&a, "").assigned_client_id;
+    let second = h.connect_v2(&b2, "").assigned_client_id;
+    assert!(first.starts_with("sngate-") && first.len() <= 36, "{first}");
+    assert_ne!(first, second, "an assigned id is not in use [3.2.11-3]");
+    assert_eq!(h.gw.client_state(&first), Some(&ClientState::Active));
+    assert_eq!(h.gw.client_state(&second), Some(&ClientState::Active));
+}
+
+#[test]
+fn session_present_when_a_session_is_resumed() {
+    let mut h = Harness::new();
+    let dev = peer(21_003);
+    let out = h.send_v2(&dev, v2_connect(1, "keep", false));
+    let got = v2_to(&out, &dev);
+    let [v2::Packet::ConnAck(first)] = got.as_slice() else {
+        panic!("CONNACK expected: {out:?}");
+    };
+    assert!(!first.session_present, "no session existed");
+    let out = h.send_v2(&dev, v2_connect(2, "keep", false));
+    let got = v2_to(&out, &dev);
+    let [v2::Packet::ConnAck(again)] = got.as_slice() else {
+        panic!("CONNACK expected: {out:?}");
+    };
+    assert!(again.session_present && again.packet_id == 2, "{again:?}");
+}
+
+#[test]
+fn connects_the_slice_cannot_serve_are_refused_with_their_reason() {
+    let mut h = Harness::new();
+    let dev = peer(21_004);
+    let refused = |h: &mut Harness, packet: v2::Packet| match v2_to(&h.send_v2(&dev, packet), &dev)
+        .as_slice()
+    {
+        [v2::Packet::ConnAck(c)] => c.reason,
+        other => panic!("a refusing CONNACK expected, got {other:?}"),
+    };
+    let base = |f: &dyn Fn(&mut v2::Connect)| {
+        let v2::Packet::Connect(mut c) = v2_connect(3, "x", true) else {
+            unreachable!()
+        };
+        f(&mut c);
+        v2::Packet::Connect(c)
+    };
+    assert_eq!(
+        refused(&mut h, base(&|c| c.keep_alive = 0)),
+        ReasonCode::PROTOCOL_ERROR
+    );
+    assert_eq!(
+        refused(
+            &mut h,
+            base(&|c| c.auth = Some(v2::AuthData {
+                method: "SCRAM-SHA-1".into(),
+                data: Bytes::new()
+            }))
+        ),
+        ReasonCode::BAD_AUTHENTICATION_METHOD
+    );
+    assert_eq!(
+        refused(
+            &mut h,
+            base(&|c| c.will = Some(v2::Will {
+                qos: v2::QoS::AtMostOnce,
+                retain: false,
+                topic: Topic::Name("w".into()),
+                payload: Bytes::new()
+            }))
+        ),
+        ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR
+    );
+    assert_eq!(
+        refused(&mut h, base(&|c| c.client_id = "c".repeat(1000))),
+        ReasonCode::CLIENT_ID_NOT_VALID
+    );
+    assert_eq!(
+        h.gw.session_count(),
+        0,
+        "no refused CONNECT makes a session"
+    );
+    // A 2.0-shaped CONNECT of another version: CONNACK 0x84 [3.1.5-2].
+    let out = h.raw(
+        &dev,
+        &[0x0c, 0x01, 0x01, 0x00, 0x09, 0x03, 0, 60, 0, 0, b'c', b'1'],
+    );
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::ConnAck(c)] => {
+            assert_eq!(
+                (c.reason, c.packet_id),
+                (ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, 9)
+            );
+        }
+        other => panic!("CONNACK 0x84 expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn publish_to_a_full_topic_name_goes_upstream_and_is_acknowledged() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_005);
+    h.connect_v2(&dev, "pub2");
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::AtLeastOnce { packet_id: 9 },
+            Topic::Name("a/b".into()),
+            "hi",
+        ),
+    );
+    assert_eq!(published(&out), vec![("a/b".to_owned(), b("hi"), 1)]);
+    // Only the PUBACK: the REGISTER the engine made of the name is internal.
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubAck(Ack {
+            packet_id: 9,
+            reason: None
+        })]
+    );
+    assert!(packets_to(&out, &dev).is_empty());
+    // QoS 0 by name: upstream, no answer.
+    let out = h.send_v2(
+        &dev,
+        v2_publish(Delivery::AtMostOnce, Topic::Name("a/c".into()), "q0"),
+    );
+    assert_eq!(published(&out), vec![("a/c".to_owned(), b("q0"), 0)]);
+    assert!(v2_to(&out, &dev).is_empty());
+}
+
+#[test]
+fn register_gives_a_session_alias_to_publish_with() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_006);
+    h.connect_v2(&dev, "reg2");
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::Register(v2::Register {
+            packet_id: 3,
+            alias: None,
+            topic_name: "t/x".into(),
+        }),
+    );
+    let alias = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::RegAck(v2::RegAck {
+                alias_kind: AliasKind::Session,
+                packet_id: 3,
+                alias: Some(alias),
+                reason: Some(ReasonCode::SUCCESS),
+            }),
+        ] => *alias,
+        other => panic!("REGACK expected, got {other:?}"),
+    };
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::ExactlyOnce {
+                packet_id: 4,
+                dup: false,
+            },
+            Topic::SessionAlias(alias),
+            "2",
+        ),
+    );
+    assert_eq!(published(&out), vec![("t/x".to_owned(), b("2"), 2)]);
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubRec(Ack {
+            packet_id: 4,
+            reason: None
+        })]
+    );
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::PubRel(Ack {
+            packet_id: 4,
+            reason: None,
+        }),
+    );
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubComp(Ack {
+            packet_id: 4,
+            reason: None
+        })]
+    );
+    // An alias never given out: the PUBACK says so.
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::AtLeastOnce { packet_id: 5 },
+            Topic::SessionAlias(999),
+            "x",
+        ),
+    );
+    assert!(published(&out).is_empty());
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubAck(Ack {
+            packet_id: 5,
+            reason: Some(ReasonCode::UNKNOWN_TOPIC_ALIAS)
+        })]
+    );
+}
+
+#[test]
+fn pingreq_is_answered_with_its_packet_id_and_keep_alive_supervises() {
+    let mut h = Harness::new();
+    let dev = peer(21_007);
+    // A persistent session, so its state outlives the connection.
+    let out = h.send_v2(&dev, v2_connect(1, "ping2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x55 });
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PingResp {
+            packet_id: 0x55,
+            messages_remaining: None
+        }]
+    );
+    // Silence past 1.5 × the 60 s keep-alive: the device is lost.
+    h.advance(Duration::from_secs(91));
+    assert_eq!(h.gw.client_state("ping2"), Some(&ClientState::Lost));
+}
+
+#[test]
+fn disconnect_is_never_answered() {
+    let mut h = Harness::new();
+    let dev = peer(21_008);
+    let out = h.send_v2(&dev, v2_connect(1, "bye2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::Disconnect(v2::Disconnect {
+            packet_id: None,
+            reason: None,
+            session_expiry: None,
+            reason_string: String::new(),
+        }),
+    );
+    assert!(out.is_empty(), "a 2.0 DISCONNECT gets no answer: {out:?}");
+    assert_eq!(h.gw.client_state("bye2"), Some(&ClientState::Disconnected));
+}
+
+#[test]
+fn what_the_slice_does_not_serve_is_answered_with_0x83() {
+    let mut h = Harness::new();
+    let dev = peer(21_009);
+    h.connect_v2(&dev, "sub2");
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::Subscribe(v2::Subscribe {
+            options: v2::SubscribeOptions {
+                no_local: false,
+                max_qos: v2::QoS::AtLeastOnce,
+                retain_as_published: false,
+                retain_handling: v2::RetainHandling::SendAtSubscribe,
+            },
+            packet_id: 2,
+            topic: Topic::Name("s/#".into()),
+        }),
+    );
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::SubAck(v2::SubAck {
+            alias_kind: AliasKind::Predefined,
+            packet_id: 2,
+            alias: None,
+            reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR)
+        })]
+    );
+}
+
+#[test]
+fn a_2_0_packet_without_a_virtual_connection_gets_disconnect_0xf4() {
+    let mut h = Harness::new();
+    let stranger = peer(21_010);
+    // 04 0c 000b: a 2.0 PINGREQ, which no 1.2 packet can be.
+    let out = h.raw(&stranger, &[0x04, 0x0c, 0x00, 0x0b]);
+    match v2_to(&out, &stranger).as_slice() {
+        [v2::Packet::Disconnect(d)] => {
+            assert_eq!(d.reason, Some(ReasonCode::NO_VIRTUAL_CONNECTION));
+        }
+        other => panic!("DISCONNECT 0xF4 expected, got {other:?}"),
+    }
+    assert!(packets_to(&out, &stranger).is_empty());
+}
+
+#[test]
+fn pubwos_from_anyone_goes_upstream_at_qos_0() {
+    let mut h = Harness::with(upstream_cfg());
+    let anyone = peer(21_011);
+    let out = h.send_v2(
+        &anyone,
+        v2::Packet::PubWos(v2::PubWos {
+            retain: false,
+            topic: Topic::Name("free/t".into()),
+            payload: b("21.5"),
+        }),
+    );
+    assert_eq!(published(&out), vec![("free/t".to_owned(), b("21.5"), 0)]);
+    assert!(v2_to(&out, &anyone).is_empty() && packets_to(&out, &anyone).is_empty());
+}
+
+#[test]
+fn malformed_2_0_datagrams_are_dropped_and_the_device_carries_on() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_012);
+    h.connect_v2(&dev, "mal2");
+    let before = h.gw.stats().drops(DropReason::Malformed);
+    // A reserved PUBLISH flag bit, then a truncated PUBLISH.
+    assert!(
+        h.raw(&dev, &[0x07, 0x03, 0x04, 0x00, 0x05, b'h', b'i'])
+            .is_empty()
+    );
+    assert!(h.raw(&dev, &[0x0c, 0x03, 0x23, 0x00]).is_empty());
+    assert_eq!(h.gw.stats().drops(DropReason::Malformed), before + 2);
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::AtLeastOnce { packet_id: 1 },
+            Topic::Name("ok".into()),
+            "1",
+        ),
+    );
+    assert_eq!(published(&out).len(), 1);
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+}
+
+#[test]
+fn a_1_2_device_beside_a_2_0_one_is_unchanged() {
+    let mut h = Harness::with(upstream_cfg());
+    let (old, new) = (peer(21_013), peer(21_014));
+    h.connect_v2(&new, "new2");
+    h.connect(&old, "old12", true);
+    let id = h.register(&old, 1, "a/b");
+    let out = h.send(&old, publish(QoS::AtLeastOnce, TopicRef::Id(id), 2, "x"));
+    assert_eq!(
+        packets_to(&out, &old),
+        vec![Packet::PubAck {
+            topic_id: id,
+            msg_id: 2,
+            return_code: ReturnCode::Accepted
+        }]
+    );
+    assert!(v2_to(&out, &old).is_empty());
+    // The 1.2 PINGREQ of the old device still gets a 1.2 PINGRESP.
+    let out = h.send(&old, Packet::PingReq { client_id: None });
+    assert_eq!(packets_to(&out, &old), vec![Packet::PingResp]);
+}
+
+#[test]
+fn a_2_0_connect_from_a_1_2_address_starts_a_2_0_session() {
+    let mut h = Harness::new();
+    let dev = peer(21_015);
+    h.connect(&dev, "switch", true);
+    h.connect_v2(&dev, "switch");
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 3 });
+    assert_eq!(v2_to(&out, &dev).len(), 1, "{out:?}");
+    // And back to 1.2: a 1.2 CONNECT makes the session 1.2 again.
+    h.connect(&dev, "switch", true);
+    let out = h.send(&dev, Packet::PingReq { client_id: None });
+    assert_eq!(packets_to(&out, &dev), vec![Packet::PingResp]);
+}
+
+#[test]
+fn a_packet_over_the_devices_maximum_packet_size_is_not_sent() {
+    let mut h = Harness::new();
+    let dev = peer(21_016);
+    let v2::Packet::Connect(mut c) = v2_connect(4, "", true) else {
+        unreachable!()
+    };
+    // A CONNACK with a 23-character assigned id is 30 bytes.
+    c.max_packet_size = 10;
+    let out = h.send_v2(&dev, v2::Packet::Connect(c));
+    assert!(v2_to(&out, &dev).is_empty(), "{out:?}");
+    assert_eq!(h.gw.stats().drops(DropReason::TooLarge), 1);
+    assert_eq!(h.gw.session_count(), 1, "dropped as if delivered [3.1.7-3]");
+}
