@@ -2,8 +2,9 @@
 //! device on the same gateway port at once, over real UDP, bridged to a
 //! real mosquitto watched by an MQTT client. The 2.0 device's messages
 //! reach the broker and the 1.2 device; the 1.2 device's reach the broker;
-//! malformed and truncated 2.0 datagrams are dropped and a fresh 2.0 device
-//! connects and publishes after them.
+//! a malformed 2.0 packet ends its sender's virtual connection (DISCONNECT
+//! 0x81), truncated CONNECTs from a stranger are dropped, and 2.0 devices
+//! connect and publish after them.
 
 mod common;
 
@@ -127,19 +128,24 @@ async fn devices_of_both_versions_share_a_port_and_reach_the_broker() {
         }
     );
 
-    // Malformed and truncated 2.0 datagrams, from the connected device and
-    // from a stranger: dropped, nothing answered to them that breaks anyone.
+    // A malformed packet ends the device's virtual connection (§4.12.1):
+    // DISCONNECT 0x81. Truncated and malformed CONNECTs from a stranger are
+    // dropped without an answer.
     new.0
         .send_bytes(&[0x07, 0x03, 0x04, 0x00, 0x05, b'h', b'i'])
         .await; // reserved bit
-    new.0.send_bytes(&[0x0c, 0x03, 0x23, 0x00]).await; // truncated
+    match new.recv().await {
+        v2::Packet::Disconnect(d) => assert_eq!(d.reason, Some(ReasonCode::MALFORMED_PACKET)),
+        other => panic!("DISCONNECT 0x81 expected, got {other:?}"),
+    }
     let stranger = RawDevice::new(gw.addr).await;
     stranger.send_bytes(&[0x0c, 0x01, 0x01, 0x00]).await; // truncated CONNECT
     stranger
         .send_bytes(&[0x0c, 0x01, 0x81, 0, 1, 2, 0, 60, 0, 0, b'x', b'y'])
         .await;
 
-    // The connected 2.0 device carries on, and a new one connects and publishes.
+    // The device connects again and publishes; a new one connects and publishes.
+    new.connect(4).await;
     new.publish(3, "both/after", "still here").await;
     let fresh = V2Device::new(gw.addr).await;
     fresh.connect(1).await;

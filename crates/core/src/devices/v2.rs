@@ -71,8 +71,18 @@ impl Gateway {
             Some(true) => match v2::decode(bytes) {
                 Ok(p) => p,
                 Err(err) => {
-                    debug!(%peer, %err, "dropping a malformed 2.0 datagram");
+                    if !self.admit(now, peer, None) {
+                        self.stats.drop(DropReason::RateLimited);
+                        return true;
+                    }
+                    debug!(%peer, %err, "a malformed 2.0 datagram ends the virtual connection");
                     self.stats.drop(DropReason::Malformed);
+                    // §4.12.1: a Malformed Packet deletes the sender's
+                    // virtual connection (DISCONNECT 0x81; its will fires).
+                    if let Some(sid) = self.by_peer.get(peer).copied() {
+                        self.disconnect_v2(peer.clone(), ReasonCode::MALFORMED_PACKET);
+                        self.lose(now, sid, "malformed 2.0 packet");
+                    }
                     return true;
                 }
             },

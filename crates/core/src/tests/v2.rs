@@ -406,18 +406,27 @@ fn pubwos_from_anyone_goes_upstream_at_qos_0() {
 }
 
 #[test]
-fn malformed_2_0_datagrams_are_dropped_and_the_device_carries_on() {
+fn a_malformed_2_0_datagram_ends_the_virtual_connection() {
     let mut h = Harness::with(upstream_cfg());
     let dev = peer(21_012);
-    h.connect_v2(&dev, "mal2");
+    let out = h.send_v2(&dev, v2_connect(1, "mal2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
     let before = h.gw.stats().drops(DropReason::Malformed);
-    // A reserved PUBLISH flag bit, then a truncated PUBLISH.
-    assert!(
-        h.raw(&dev, &[0x07, 0x03, 0x04, 0x00, 0x05, b'h', b'i'])
-            .is_empty()
-    );
-    assert!(h.raw(&dev, &[0x0c, 0x03, 0x23, 0x00]).is_empty());
-    assert_eq!(h.gw.stats().drops(DropReason::Malformed), before + 2);
+    // A reserved PUBLISH flag bit: DISCONNECT 0x81, the device is lost
+    // (§4.12.1; its will would be published).
+    let out = h.raw(&dev, &[0x07, 0x03, 0x04, 0x00, 0x05, b'h', b'i']);
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::Disconnect(d)] => assert_eq!(d.reason, Some(ReasonCode::MALFORMED_PACKET)),
+        other => panic!("DISCONNECT 0x81 expected, got {other:?}"),
+    }
+    assert_eq!(h.gw.client_state("mal2"), Some(&ClientState::Lost));
+    assert_eq!(h.gw.stats().drops(DropReason::Malformed), before + 1);
+    // No virtual connection any more: a truncated PUBLISH is only 2.0 junk.
+    let out = h.raw(&dev, &[0x0c, 0x03, 0x23, 0x00]);
+    assert!(v2_to(&out, &dev).is_empty() && packets_to(&out, &dev).is_empty());
+    // It connects again and publishes.
+    let out = h.send_v2(&dev, v2_connect(2, "mal2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
     let out = h.send_v2(
         &dev,
         v2_publish(
