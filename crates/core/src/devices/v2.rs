@@ -13,10 +13,17 @@
 //! a 2.0 CONNECT from any peer starts a 2.0 session. Everything a 1.2 device
 //! sends takes the 1.2 path unchanged.
 //!
+//! Subscriptions work both ways too: SUBSCRIBE (by filter, predefined or
+//! session alias) and UNSUBSCRIBE, and delivery — REGISTER before a message
+//! on a topic the device has no alias for, PUBLISH by session alias,
+//! predefined alias or (a two-character topic) full name, within the
+//! device's Maximum Packet Size.
+//!
 //! Not in this slice (answered with reason code 0x83, or refused at
-//! CONNECT): SUBSCRIBE/UNSUBSCRIBE and delivery to 2.0 devices, the will in
-//! CONNECT, authentication, session expiry from the CONNECT, SLEEPREQ, the
-//! envelopes, devices behind a forwarder.
+//! CONNECT): the will in CONNECT, authentication, session expiry from the
+//! CONNECT, the subscription options (No Local, Retain As Published, Retain
+//! Handling are accepted and not yet honoured), SLEEPREQ, the envelopes,
+//! devices behind a forwarder.
 
 use std::time::Instant;
 
@@ -45,6 +52,10 @@ pub struct V2Link {
     pub max_packet_size: u16,
     /// The last PINGREQ's packet id, echoed by the PINGRESP.
     pub ping_id: u16,
+    /// The SUBSCRIBE being answered: its packet id and whether it named one
+    /// topic (its SUBACK carries a session alias, §3.8.4) — a filter with
+    /// wildcards or a predefined alias gets none.
+    pub subscribing: Option<(u16, bool)>,
 }
 
 /// Prefix of the client ids the gateway assigns (at most 36 characters in
@@ -183,6 +194,17 @@ impl Gateway {
                     return_code: v1_code(a.reason_or_success()),
                 },
             ),
+            // The device's answer to the gateway's REGISTER (no alias in it,
+            // [3.5.4-1]: the engine matches it by packet id).
+            P::RegAck(r) => self.handle_packet(
+                now,
+                peer,
+                Packet::RegAck {
+                    topic_id: r.alias.unwrap_or(0),
+                    msg_id: r.packet_id,
+                    return_code: v1_code(r.reason.unwrap_or(ReasonCode::SUCCESS)),
+                },
+            ),
             P::PubRec(a) => self.handle_packet(
                 now,
                 peer,
@@ -215,22 +237,51 @@ impl Gateway {
                 // 1.2 acknowledgement is not sent.
                 self.capture_engine(now, &peer, Packet::Disconnect { duration: None });
             }
-            P::Subscribe(s) => self.transmit_v2(
-                peer,
-                v2::Packet::SubAck(v2::SubAck {
-                    alias_kind: v2::AliasKind::Predefined,
-                    packet_id: s.packet_id,
-                    alias: None,
-                    reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
-                }),
-            ),
-            P::Unsubscribe(u) => self.transmit_v2(
-                peer,
-                v2::Packet::UnsubAck(v2::Ack {
-                    packet_id: u.packet_id,
-                    reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
-                }),
-            ),
+            P::Subscribe(s) => {
+                let Some(topic) = self.v1_filter(&peer, s.topic) else {
+                    return self.transmit_v2(
+                        peer,
+                        v2::Packet::SubAck(v2::SubAck {
+                            alias_kind: v2::AliasKind::Predefined,
+                            packet_id: s.packet_id,
+                            alias: None,
+                            reason: Some(ReasonCode::UNKNOWN_TOPIC_ALIAS),
+                        }),
+                    );
+                };
+                let one_topic = matches!(&topic, proto::SubscribeTopic::Name(f)
+                    if !f.contains(['+', '#']));
+                if let Some(link) = self.v2_link_mut(&peer) {
+                    link.subscribing = Some((s.packet_id, one_topic));
+                }
+                self.handle_packet(
+                    now,
+                    peer,
+                    Packet::Subscribe {
+                        dup: false,
+                        qos: v1_qos(s.options.max_qos),
+                        msg_id: s.packet_id,
+                        topic,
+                    },
+                );
+            }
+            P::Unsubscribe(u) => match self.v1_filter(&peer, u.topic) {
+                Some(topic) => self.handle_packet(
+                    now,
+                    peer,
+                    Packet::Unsubscribe {
+                        msg_id: u.packet_id,
+                        topic,
+                    },
+                ),
+                None => self.transmit_v2(
+                    peer,
+                    v2::Packet::UnsubAck(v2::Ack {
+                        packet_id: u.packet_id,
+                        reason: Some(ReasonCode::UNKNOWN_TOPIC_ALIAS),
+                    }),
+                ),
+            },
             P::SleepReq { packet_id, .. } => self.transmit_v2(
                 peer,
                 v2::Packet::SleepResp {
@@ -289,6 +340,7 @@ impl Gateway {
                 assigned_client_id,
                 max_packet_size: c.max_packet_size,
                 ping_id: 0,
+                subscribing: None,
             },
         ));
         self.handle_packet(
@@ -374,6 +426,20 @@ impl Gateway {
                 payload: p.payload,
             },
         );
+    }
+
+    /// A SUBSCRIBE/UNSUBSCRIBE topic as the engine takes it: a session
+    /// alias is its topic name (`None`: an alias the device was never given).
+    fn v1_filter(&self, peer: &Peer, topic: Topic) -> Option<proto::SubscribeTopic> {
+        Some(match topic {
+            Topic::Name(filter) => proto::SubscribeTopic::Name(filter),
+            Topic::PredefinedAlias(id) => proto::SubscribeTopic::Predefined(id),
+            Topic::SessionAlias(id) => {
+                let sid = self.by_peer.get(peer)?;
+                let name = self.sessions.get(sid)?.topics.name(id)?;
+                proto::SubscribeTopic::Name(name.to_string())
+            }
+        })
     }
 
     /// Runs one 1.2 packet through the engine and returns, instead of
@@ -503,6 +569,51 @@ impl Gateway {
             Packet::PubRec { msg_id } => v2::Packet::PubRec(ack(msg_id, ReturnCode::Accepted)),
             Packet::PubRel { msg_id } => v2::Packet::PubRel(ack(msg_id, ReturnCode::Accepted)),
             Packet::PubComp { msg_id } => v2::Packet::PubComp(ack(msg_id, ReturnCode::Accepted)),
+            Packet::Register {
+                topic_id,
+                msg_id,
+                topic_name,
+            } => v2::Packet::Register(v2::Register {
+                packet_id: msg_id,
+                alias: Some(topic_id),
+                topic_name,
+            }),
+            publish @ Packet::Publish { .. } => match publish_to_v2(&publish) {
+                Some(p) => p,
+                None => {
+                    debug!(peer = %to, "a delivery with no 2.0 topic form; dropped");
+                    self.stats.drop(DropReason::RefusedByDevice);
+                    return;
+                }
+            },
+            Packet::SubAck {
+                qos,
+                topic_id,
+                msg_id,
+                return_code,
+            } => {
+                let one_topic = link.subscribing == Some((msg_id, true));
+                let ok = return_code == ReturnCode::Accepted;
+                let alias = (ok && one_topic && topic_id != 0).then_some(topic_id);
+                v2::Packet::SubAck(v2::SubAck {
+                    alias_kind: if alias.is_some() {
+                        v2::AliasKind::Session
+                    } else {
+                        v2::AliasKind::Predefined
+                    },
+                    packet_id: msg_id,
+                    alias,
+                    reason: Some(if ok {
+                        ReasonCode(qos.bits().min(2))
+                    } else {
+                        reason_for(return_code)
+                    }),
+                })
+            }
+            Packet::UnsubAck { msg_id } => v2::Packet::UnsubAck(v2::Ack {
+                packet_id: msg_id,
+                reason: None,
+            }),
             Packet::PingResp => v2::Packet::PingResp {
                 packet_id: link.ping_id,
                 messages_remaining: None,
@@ -520,6 +631,60 @@ impl Gateway {
             }
         };
         self.transmit_v2(to, v2);
+    }
+}
+
+/// Whether a delivery `packet` is over a 2.0 device's Maximum Packet Size:
+/// delivery then drops it as if delivered [MQTT-SN-3.1.7-3], before
+/// anything waits for its acknowledgement.
+pub(crate) fn over_max_packet_size(link: &V2Link, packet: &Packet) -> bool {
+    link.max_packet_size != 0
+        && publish_to_v2(packet)
+            .and_then(|p| v2::encoded_len(&p).ok())
+            .is_some_and(|n| n > usize::from(link.max_packet_size))
+}
+
+/// A delivery's 1.2 PUBLISH in its 2.0 form: a topic id is a session
+/// alias, a short (two-character) name is sent in full.
+fn publish_to_v2(packet: &Packet) -> Option<v2::Packet> {
+    let Packet::Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        msg_id,
+        payload,
+    } = packet
+    else {
+        return None;
+    };
+    let delivery = match qos {
+        QoS::AtMostOnce => Delivery::AtMostOnce,
+        QoS::AtLeastOnce => Delivery::AtLeastOnce { packet_id: *msg_id },
+        QoS::ExactlyOnce => Delivery::ExactlyOnce {
+            packet_id: *msg_id,
+            dup: *dup,
+        },
+        QoS::MinusOne => return None,
+    };
+    let topic = match topic {
+        TopicRef::Id(id) => Topic::SessionAlias(*id),
+        TopicRef::Predefined(id) => Topic::PredefinedAlias(*id),
+        TopicRef::Short(name) => Topic::Name(std::str::from_utf8(name).ok()?.to_owned()),
+    };
+    Some(v2::Packet::Publish(v2::Publish {
+        delivery,
+        retain: *retain,
+        topic,
+        payload: payload.clone(),
+    }))
+}
+
+fn v1_qos(qos: v2::QoS) -> QoS {
+    match qos {
+        v2::QoS::AtMostOnce => QoS::AtMostOnce,
+        v2::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        v2::QoS::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 
@@ -571,11 +736,13 @@ fn connack_reason(code: ReturnCode) -> ReasonCode {
     }
 }
 
-/// A 2.0 acknowledgement's verdict for the engine's 1.2 bookkeeping.
+/// A 2.0 acknowledgement's verdict for the engine's 1.2 bookkeeping
+/// (0xF0 makes it register the topic again, as 1.2's "invalid topic id").
 fn v1_code(reason: ReasonCode) -> ReturnCode {
-    if reason.is_success() {
-        ReturnCode::Accepted
-    } else {
-        ReturnCode::NotSupported
+    match reason {
+        r if r.is_success() => ReturnCode::Accepted,
+        ReasonCode::UNKNOWN_TOPIC_ALIAS => ReturnCode::InvalidTopicId,
+        ReasonCode::CONGESTION => ReturnCode::Congestion,
+        _ => ReturnCode::NotSupported,
     }
 }

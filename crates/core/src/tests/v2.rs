@@ -345,32 +345,224 @@ fn disconnect_is_never_answered() {
     assert_eq!(h.gw.client_state("bye2"), Some(&ClientState::Disconnected));
 }
 
+fn v2_subscribe(packet_id: u16, topic: Topic, max_qos: v2::QoS) -> v2::Packet {
+    v2::Packet::Subscribe(v2::Subscribe {
+        options: v2::SubscribeOptions {
+            no_local: false,
+            max_qos,
+            retain_as_published: false,
+            retain_handling: v2::RetainHandling::SendAtSubscribe,
+        },
+        packet_id,
+        topic,
+    })
+}
+
+fn from_broker(h: &mut Harness, topic: &str, payload: &str, qos: u8) -> Vec<Output> {
+    h.gw.handle_upstream(
+        h.now,
+        UpstreamMessage {
+            topic: topic.into(),
+            payload: b(payload),
+            qos,
+            retain: false,
+            filter: None,
+        },
+    );
+    h.drain()
+}
+
 #[test]
-fn what_the_slice_does_not_serve_is_answered_with_0x83() {
-    let mut h = Harness::new();
-    let dev = peer(21_009);
+fn a_wildcard_subscription_delivers_with_register_then_publish() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_020);
     h.connect_v2(&dev, "sub2");
     let out = h.send_v2(
         &dev,
-        v2::Packet::Subscribe(v2::Subscribe {
-            options: v2::SubscribeOptions {
-                no_local: false,
-                max_qos: v2::QoS::AtLeastOnce,
-                retain_as_published: false,
-                retain_handling: v2::RetainHandling::SendAtSubscribe,
-            },
-            packet_id: 2,
-            topic: Topic::Name("s/#".into()),
-        }),
+        v2_subscribe(2, Topic::Name("s/+".into()), v2::QoS::AtLeastOnce),
     );
+    // A filter with wildcards: no alias, type Predefined [3.8.2.1-2].
     assert_eq!(
         v2_to(&out, &dev),
         vec![v2::Packet::SubAck(v2::SubAck {
             alias_kind: AliasKind::Predefined,
             packet_id: 2,
             alias: None,
-            reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR)
+            reason: Some(ReasonCode::GRANTED_QOS_1)
         })]
+    );
+    let out = from_broker(&mut h, "s/a", "m1", 1);
+    let (alias, reg_id) = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::Register(v2::Register {
+                packet_id,
+                alias: Some(alias),
+                topic_name,
+            }),
+        ] if topic_name == "s/a" => (*alias, *packet_id),
+        other => panic!("REGISTER before the delivery expected, got {other:?}"),
+    };
+    // The client's REGACK carries no alias [3.5.4-1].
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::RegAck(v2::RegAck {
+            alias_kind: AliasKind::Session,
+            packet_id: reg_id,
+            alias: None,
+            reason: None,
+        }),
+    );
+    let pub_id = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::Publish(Publish {
+                delivery: Delivery::AtLeastOnce { packet_id },
+                topic: Topic::SessionAlias(a),
+                payload,
+                ..
+            }),
+        ] if *a == alias && &payload[..] == b"m1" => *packet_id,
+        other => panic!("PUBLISH by session alias expected, got {other:?}"),
+    };
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::PubAck(Ack {
+            packet_id: pub_id,
+            reason: None,
+        }),
+    );
+    assert!(v2_to(&out, &dev).is_empty());
+    // The next message on that topic goes straight out by its alias.
+    let out = from_broker(&mut h, "s/a", "m2", 0);
+    assert!(matches!(
+        v2_to(&out, &dev).as_slice(),
+        [v2::Packet::Publish(Publish { delivery: Delivery::AtMostOnce, topic: Topic::SessionAlias(a), .. })] if *a == alias
+    ));
+}
+
+#[test]
+fn subscribing_to_one_topic_returns_its_session_alias() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_021);
+    h.connect_v2(&dev, "one2");
+    let out = h.send_v2(
+        &dev,
+        v2_subscribe(3, Topic::Name("a/b".into()), v2::QoS::ExactlyOnce),
+    );
+    let alias = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::SubAck(v2::SubAck {
+                alias_kind: AliasKind::Session,
+                packet_id: 3,
+                alias: Some(alias),
+                reason: Some(ReasonCode::GRANTED_QOS_2),
+            }),
+        ] => *alias,
+        other => panic!("SUBACK with a session alias expected, got {other:?}"),
+    };
+    // Delivery uses that alias without a REGISTER [3.8.4-1].
+    let out = from_broker(&mut h, "a/b", "x", 0);
+    assert!(
+        matches!(
+            v2_to(&out, &dev).as_slice(),
+            [v2::Packet::Publish(Publish { topic: Topic::SessionAlias(a), .. })] if *a == alias
+        ),
+        "{out:?}"
+    );
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::Unsubscribe(v2::Unsubscribe {
+            packet_id: 4,
+            topic: Topic::SessionAlias(alias),
+        }),
+    );
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::UnsubAck(Ack {
+            packet_id: 4,
+            reason: None
+        })]
+    );
+    assert!(v2_to(&from_broker(&mut h, "a/b", "y", 0), &dev).is_empty());
+}
+
+#[test]
+fn a_delivery_over_the_devices_maximum_packet_size_is_dropped_as_if_delivered() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_022);
+    let v2::Packet::Connect(mut c) = v2_connect(1, "small2", true) else {
+        unreachable!()
+    };
+    c.max_packet_size = 20;
+    let out = h.send_v2(&dev, v2::Packet::Connect(c));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    h.send_v2(
+        &dev,
+        v2_subscribe(2, Topic::Name("t".into()), v2::QoS::AtLeastOnce),
+    );
+    // 30 bytes of payload cannot fit in 20: not sent, nothing waits for it.
+    let out = from_broker(&mut h, "t", &"x".repeat(30), 1);
+    assert!(v2_to(&out, &dev).is_empty(), "{out:?}");
+    assert_eq!(h.gw.stats().drops(DropReason::TooLarge), 1);
+    let out = from_broker(&mut h, "t", "fits", 1);
+    assert!(
+        matches!(
+            v2_to(&out, &dev).as_slice(),
+            [v2::Packet::Publish(Publish { payload, .. })] if &payload[..] == b"fits"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_1_2_device_publishes_to_a_2_0_device_and_back() {
+    let mut h = Harness::new();
+    let (old, new) = (peer(21_023), peer(21_024));
+    h.connect_v2(&new, "new2");
+    h.connect(&old, "old12", true);
+    h.send_v2(
+        &new,
+        v2_subscribe(1, Topic::Name("x/#".into()), v2::QoS::AtMostOnce),
+    );
+    h.subscribe(&old, 1, "y/#", QoS::AtMostOnce);
+    let id = h.register(&old, 2, "x/1");
+    let out = h.send(
+        &old,
+        publish(QoS::AtMostOnce, TopicRef::Id(id), 0, "12->20"),
+    );
+    assert!(
+        matches!(v2_to(&out, &new).as_slice(), [v2::Packet::Register(r)] if r.topic_name == "x/1"),
+        "{out:?}"
+    );
+    let out = h.send_v2(
+        &new,
+        v2_publish(Delivery::AtMostOnce, Topic::Name("y/2".into()), "20->12"),
+    );
+    assert!(
+        matches!(packets_to(&out, &old).as_slice(), [Packet::Register { topic_name, .. }] if topic_name == "y/2"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn sleepreq_is_answered_with_0x83_in_this_slice() {
+    let mut h = Harness::new();
+    let dev = peer(21_009);
+    h.connect_v2(&dev, "sleep2");
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::SleepReq {
+            retain_aliases: true,
+            packet_id: 6,
+            duration: 600,
+        },
+    );
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::SleepResp {
+            packet_id: 6,
+            duration: None,
+            reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR)
+        }]
     );
 }
 
