@@ -1,7 +1,8 @@
 //! MQTT-SN 2.0 end to end (issue 21, first slice): a 2.0 device and a 1.2
 //! device on the same gateway port at once, over real UDP, bridged to a
-//! real mosquitto watched by an MQTT client. The 2.0 device's messages
-//! reach the broker and the 1.2 device; the 1.2 device's reach the broker;
+//! real mosquitto watched by an MQTT client. Messages go every way: the 2.0
+//! device's reach the broker and the 1.2 device; the 1.2 device's and the
+//! MQTT client's reach the 2.0 device; the 1.2 device's reach the broker;
 //! a malformed 2.0 packet ends its sender's virtual connection (DISCONNECT
 //! 0x81), truncated CONNECTs from a stranger are dropped, and 2.0 devices
 //! connect and publish after them.
@@ -62,6 +63,60 @@ impl V2Device {
         }
     }
 
+    /// SUBSCRIBE to `filter` at QoS 1, expecting a granting SUBACK.
+    async fn subscribe(&self, packet_id: u16, filter: &str) {
+        self.send(&v2::Packet::Subscribe(v2::Subscribe {
+            options: v2::SubscribeOptions {
+                no_local: false,
+                max_qos: v2::QoS::AtLeastOnce,
+                retain_as_published: false,
+                retain_handling: v2::RetainHandling::SendAtSubscribe,
+            },
+            packet_id,
+            topic: Topic::Name(filter.into()),
+        }))
+        .await;
+        match self.recv().await {
+            v2::Packet::SubAck(a)
+                if a.packet_id == packet_id && a.reason == Some(ReasonCode::GRANTED_QOS_1) => {}
+            other => panic!("SUBACK granting QoS 1 expected, got {other:?}"),
+        }
+    }
+
+    /// The next message delivered: the gateway REGISTERs the topic (a
+    /// wildcard subscription) and PUBLISHes by its alias; both are answered.
+    async fn delivery(&self) -> (String, Bytes) {
+        let (alias, name) = match self.recv().await {
+            v2::Packet::Register(r) => {
+                self.send(&v2::Packet::RegAck(v2::RegAck {
+                    alias_kind: v2::AliasKind::Session,
+                    packet_id: r.packet_id,
+                    alias: None,
+                    reason: None,
+                }))
+                .await;
+                (
+                    r.alias.expect("a server REGISTER carries its alias"),
+                    r.topic_name,
+                )
+            }
+            other => panic!("REGISTER expected, got {other:?}"),
+        };
+        match self.recv().await {
+            v2::Packet::Publish(p) if p.topic == Topic::SessionAlias(alias) => {
+                if let Some(packet_id) = p.delivery.packet_id() {
+                    self.send(&v2::Packet::PubAck(v2::Ack {
+                        packet_id,
+                        reason: None,
+                    }))
+                    .await;
+                }
+                (name, p.payload)
+            }
+            other => panic!("PUBLISH by alias {alias} expected, got {other:?}"),
+        }
+    }
+
     /// PUBLISH at QoS 1 to a full topic name, expecting its PUBACK.
     async fn publish(&self, packet_id: u16, topic: &str, payload: &'static str) {
         self.send(&v2::Packet::Publish(Publish {
@@ -116,6 +171,30 @@ async fn devices_of_both_versions_share_a_port_and_reach_the_broker() {
     assert_eq!(
         (m.topic.as_str(), &m.payload[..]),
         ("both/from20", &b"hello from 2.0"[..])
+    );
+
+    // The other way: an MQTT client and the 1.2 device publish to the 2.0
+    // device's subscription.
+    new.subscribe(5, "down/#").await;
+    watcher
+        .publish("down/from-mqtt", "hello 2.0 from MQTT", false)
+        .await;
+    assert_eq!(
+        new.delivery().await,
+        (
+            "down/from-mqtt".into(),
+            Bytes::from_static(b"hello 2.0 from MQTT")
+        )
+    );
+    old.publish_named("down/from12", "hello 2.0 from 1.2", QoS::AtLeastOnce, false)
+        .await
+        .expect("1.2 publish");
+    assert_eq!(
+        new.delivery().await,
+        (
+            "down/from12".into(),
+            Bytes::from_static(b"hello 2.0 from 1.2")
+        )
     );
 
     // PINGREQ is answered with its own packet id.
