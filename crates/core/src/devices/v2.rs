@@ -19,8 +19,11 @@
 //! predefined alias or (a two-character topic) full name, within the
 //! device's Maximum Packet Size.
 //!
+//! The will inside CONNECT is the engine's will (played through its 1.2
+//! handshake, never sent); DISCONNECT with any reason but 0x00 publishes it.
+//!
 //! Not in this slice (answered with reason code 0x83, or refused at
-//! CONNECT): the will in CONNECT, authentication, session expiry from the
+//! CONNECT): authentication, session expiry from the
 //! CONNECT, the subscription options (No Local, Retain As Published, Retain
 //! Handling are accepted and not yet honoured), SLEEPREQ, the envelopes,
 //! devices behind a forwarder.
@@ -232,10 +235,22 @@ impl Gateway {
                 }
                 self.handle_packet(now, peer, Packet::PingReq { client_id: None });
             }
-            P::Disconnect(_) => {
-                // A 2.0 DISCONNECT is never answered (§3.13): the engine's
-                // 1.2 acknowledgement is not sent.
+            // Normal disconnection: the will is discarded. Any other reason
+            // (0x04 "with will message", an error) ends the virtual
+            // connection with the will published (§3.1.2.2, [3.13.7-3]).
+            // Never answered (§3.13): the engine's 1.2 echo is not sent.
+            P::Disconnect(d) if d.reason.is_none_or(|r| r == ReasonCode::SUCCESS) => {
                 self.capture_engine(now, &peer, Packet::Disconnect { duration: None });
+            }
+            P::Disconnect(d) => {
+                if let Some(sid) = self.by_peer.get(&peer).copied() {
+                    let why = if d.reason == Some(ReasonCode::DISCONNECT_WITH_WILL) {
+                        "2.0 DISCONNECT with will message"
+                    } else {
+                        "2.0 DISCONNECT with an error"
+                    };
+                    self.lose(now, sid, why);
+                }
             }
             P::Subscribe(s) => {
                 let Some(topic) = self.v1_filter(&peer, s.topic) else {
@@ -319,9 +334,41 @@ impl Gateway {
                 ReasonCode::BAD_AUTHENTICATION_METHOD,
             );
         }
-        if c.will.is_some() {
-            return refuse(self, "a will", ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR);
-        }
+        // The will's topic by name: a predefined alias is looked up; a
+        // session alias means nothing before the session exists.
+        let will = match c.will {
+            None => None,
+            Some(w) => {
+                let topic = match w.topic {
+                    Topic::Name(name) => name,
+                    Topic::PredefinedAlias(id) => match self.predefined_by_id.get(&id) {
+                        Some(name) => name.to_string(),
+                        None => {
+                            return refuse(
+                                self,
+                                "unknown predefined will topic",
+                                ReasonCode::TOPIC_NAME_INVALID,
+                            );
+                        }
+                    },
+                    Topic::SessionAlias(_) => {
+                        return refuse(
+                            self,
+                            "a session alias as will topic",
+                            ReasonCode::PROTOCOL_ERROR,
+                        );
+                    }
+                };
+                Some((
+                    proto::WillTopic {
+                        qos: v1_qos(w.qos),
+                        retain: w.retain,
+                        topic,
+                    },
+                    w.payload,
+                ))
+            }
+        };
         if c.client_id.len() > self.cfg.max_client_id_len {
             return refuse(self, "client id too long", ReasonCode::CLIENT_ID_NOT_VALID);
         }
@@ -343,17 +390,30 @@ impl Gateway {
                 subscribing: None,
             },
         ));
-        self.handle_packet(
-            now,
-            peer.clone(),
-            Packet::Connect {
-                will: false,
-                clean_session: c.clean_start,
-                protocol_id: proto::PROTOCOL_ID_V1_2,
-                duration: c.keep_alive,
-                client_id,
-            },
-        );
+        let connect = Packet::Connect {
+            will: will.is_some(),
+            clean_session: c.clean_start,
+            protocol_id: proto::PROTOCOL_ID_V1_2,
+            duration: c.keep_alive,
+            client_id,
+        };
+        match will {
+            None => self.handle_packet(now, peer.clone(), connect),
+            // The will rides inside the 2.0 CONNECT: the engine's 1.2 will
+            // handshake is played out here, its requests never sent.
+            Some((topic, payload)) => {
+                if self.handshake_step(now, &peer, connect, Packet::WillTopicReq)
+                    && self.handshake_step(
+                        now,
+                        &peer,
+                        Packet::WillTopic(Some(topic)),
+                        Packet::WillMsgReq,
+                    )
+                {
+                    self.handle_packet(now, peer.clone(), Packet::WillMsg { payload });
+                }
+            }
+        }
         // The session the CONNECT made (if it was accepted) is 2.0 from now on.
         if let Some((_, link)) = self.v2_connecting.take()
             && let Some(sid) = self.by_peer.get(&peer).copied()
@@ -426,6 +486,29 @@ impl Gateway {
                 payload: p.payload,
             },
         );
+    }
+
+    /// One step of the engine's will handshake for a 2.0 CONNECT: hands it
+    /// `packet` and expects `request` back. Anything else it answers (a
+    /// refusing CONNACK) goes to the device in 2.0 form; false ends the
+    /// handshake.
+    fn handshake_step(
+        &mut self,
+        now: Instant,
+        peer: &Peer,
+        packet: Packet,
+        request: Packet,
+    ) -> bool {
+        let answers = self.capture_engine(now, peer, packet);
+        let mut asked = false;
+        for answer in answers {
+            if answer == request {
+                asked = true;
+            } else if let Some(link) = self.v2_link_for(peer) {
+                self.send_as_v2(&link, peer.clone(), answer);
+            }
+        }
+        asked
     }
 
     /// A SUBSCRIBE/UNSUBSCRIBE topic as the engine takes it: a session

@@ -167,11 +167,23 @@ fn connects_the_slice_cannot_serve_are_refused_with_their_reason() {
             base(&|c| c.will = Some(v2::Will {
                 qos: v2::QoS::AtMostOnce,
                 retain: false,
-                topic: Topic::Name("w".into()),
+                topic: Topic::SessionAlias(1),
                 payload: Bytes::new()
             }))
         ),
-        ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR
+        ReasonCode::PROTOCOL_ERROR
+    );
+    assert_eq!(
+        refused(
+            &mut h,
+            base(&|c| c.will = Some(v2::Will {
+                qos: v2::QoS::AtMostOnce,
+                retain: false,
+                topic: Topic::PredefinedAlias(77),
+                payload: Bytes::new()
+            }))
+        ),
+        ReasonCode::TOPIC_NAME_INVALID
     );
     assert_eq!(
         refused(&mut h, base(&|c| c.client_id = "c".repeat(1000))),
@@ -680,4 +692,56 @@ fn a_packet_over_the_devices_maximum_packet_size_is_not_sent() {
     assert!(v2_to(&out, &dev).is_empty(), "{out:?}");
     assert_eq!(h.gw.stats().drops(DropReason::TooLarge), 1);
     assert_eq!(h.gw.session_count(), 1, "dropped as if delivered [3.1.7-3]");
+}
+
+fn connect_with_will(packet_id: u16, client_id: &str) -> v2::Packet {
+    let v2::Packet::Connect(mut c) = v2_connect(packet_id, client_id, true) else {
+        unreachable!()
+    };
+    c.will = Some(v2::Will {
+        qos: v2::QoS::AtLeastOnce,
+        retain: false,
+        topic: Topic::Name("will/t".into()),
+        payload: b("gone"),
+    });
+    v2::Packet::Connect(c)
+}
+
+#[test]
+fn the_will_in_connect_is_published_when_the_device_is_lost() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_030);
+    let out = h.send_v2(&dev, connect_with_will(5, "will2"));
+    // Only the CONNACK: the engine's will requests are internal.
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::ConnAck(c)] => assert_eq!((c.packet_id, c.reason), (5, ReasonCode::SUCCESS)),
+        other => panic!("CONNACK expected, got {other:?}"),
+    }
+    assert!(packets_to(&out, &dev).is_empty(), "{out:?}");
+    assert_eq!(h.gw.client_state("will2"), Some(&ClientState::Active));
+    let out = h.advance(Duration::from_secs(91));
+    assert_eq!(published(&out), vec![("will/t".to_owned(), b("gone"), 1)]);
+}
+
+#[test]
+fn disconnect_0x04_publishes_the_will_and_0x00_discards_it() {
+    let mut h = Harness::with(upstream_cfg());
+    let (a, c) = (peer(21_031), peer(21_032));
+    h.send_v2(&a, connect_with_will(1, "w04"));
+    h.send_v2(&c, connect_with_will(1, "w00"));
+    let bye = |reason| {
+        v2::Packet::Disconnect(v2::Disconnect {
+            packet_id: None,
+            reason: Some(reason),
+            session_expiry: None,
+            reason_string: String::new(),
+        })
+    };
+    let out = h.send_v2(&a, bye(ReasonCode::DISCONNECT_WITH_WILL));
+    assert_eq!(published(&out), vec![("will/t".to_owned(), b("gone"), 1)]);
+    assert!(v2_to(&out, &a).is_empty(), "never answered");
+    let out = h.send_v2(&c, bye(ReasonCode::SUCCESS));
+    assert!(published(&out).is_empty() && v2_to(&out, &c).is_empty());
+    // Nor later: the will was discarded.
+    assert!(published(&h.advance(Duration::from_secs(200))).is_empty());
 }
