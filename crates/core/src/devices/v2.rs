@@ -22,13 +22,16 @@
 //! The will inside CONNECT is the engine's will (played through its 1.2
 //! handshake, never sent); DISCONNECT with any reason but 0x00 publishes it.
 //!
+//! The CONNECT's Session Expiry Interval decides how long the session
+//! outlives its virtual connection, bounded by the operator's
+//! `session_expiry`.
+//!
 //! Not in this slice (answered with reason code 0x83, or refused at
-//! CONNECT): authentication, session expiry from the
-//! CONNECT, the subscription options (No Local, Retain As Published, Retain
+//! CONNECT): authentication, the subscription options (No Local, Retain As Published, Retain
 //! Handling are accepted and not yet honoured), SLEEPREQ, the envelopes,
 //! devices behind a forwarder.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sngate_wire::v1::{self as proto, Packet, QoS, ReturnCode, TopicRef};
 use sngate_wire::v2::{self, Delivery, ReasonCode, Topic};
@@ -55,6 +58,10 @@ pub struct V2Link {
     pub max_packet_size: u16,
     /// The last PINGREQ's packet id, echoed by the PINGRESP.
     pub ping_id: u16,
+    /// The Session Expiry Interval the CONNACK reports: the gateway's,
+    /// when it differs from the device's and the device allowed
+    /// server-suggested values [MQTT-SN-3.1.2.7-2].
+    pub connack_session_expiry: Option<u32>,
     /// The SUBSCRIBE being answered: its packet id and whether it named one
     /// topic (its SUBACK carries a session alias, §3.8.4) — a filter with
     /// wildcards or a predefined alias gets none.
@@ -379,6 +386,15 @@ impl Gateway {
             (c.client_id, String::new())
         };
         let session_present = !c.clean_start && self.by_client.contains_key(client_id.as_str());
+        // §3.1.9: absent = 0 = the session ends with the virtual connection;
+        // 0xFFFFFFFF = never. The operator's `session_expiry` bounds it.
+        let asked = c.session_expiry.unwrap_or(0);
+        let expiry = match (asked, self.cfg.session_expiry) {
+            (u32::MAX, cap) => cap,
+            (secs, Some(cap)) => Some(Duration::from_secs(secs.into()).min(cap)),
+            (secs, None) => Some(Duration::from_secs(secs.into())),
+        };
+        let granted = expiry.map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         self.v2_connecting = Some((
             peer.clone(),
             V2Link {
@@ -388,6 +404,8 @@ impl Gateway {
                 max_packet_size: c.max_packet_size,
                 ping_id: 0,
                 subscribing: None,
+                connack_session_expiry: (c.allow_server_suggested && granted != asked)
+                    .then_some(granted),
             },
         ));
         let connect = Packet::Connect {
@@ -414,12 +432,15 @@ impl Gateway {
                 }
             }
         }
-        // The session the CONNECT made (if it was accepted) is 2.0 from now on.
+        // The session the CONNECT made (if it was accepted) is 2.0 from now
+        // on, kept after its virtual connection as the expiry says.
         if let Some((_, link)) = self.v2_connecting.take()
             && let Some(sid) = self.by_peer.get(&peer).copied()
             && let Some(s) = self.sessions.get_mut(&sid)
         {
             s.v2 = Some(Box::new(link));
+            s.clean_session = asked == 0;
+            s.expiry = expiry;
         }
     }
 
@@ -617,7 +638,11 @@ impl Gateway {
                     session_present: ok && link.session_present,
                     packet_id: link.connect_id,
                     reason: connack_reason(return_code),
-                    session_expiry: None,
+                    session_expiry: if ok {
+                        link.connack_session_expiry
+                    } else {
+                        None
+                    },
                     server_keep_alive: None,
                     auth: None,
                     assigned_client_id: if ok {

@@ -15,7 +15,8 @@ fn v2_connect(packet_id: u16, client_id: &str, clean_start: bool) -> v2::Packet 
         keep_alive: 60,
         max_packet_size: 0,
         default_awake_messages: None,
-        session_expiry: None,
+        // A session kept after its connection needs an expiry (§3.1.9).
+        session_expiry: (!clean_start).then_some(600),
         will: None,
         auth: None,
         client_id: client_id.to_owned(),
@@ -744,4 +745,84 @@ fn disconnect_0x04_publishes_the_will_and_0x00_discards_it() {
     assert!(published(&out).is_empty() && v2_to(&out, &c).is_empty());
     // Nor later: the will was discarded.
     assert!(published(&h.advance(Duration::from_secs(200))).is_empty());
+}
+
+fn connect_expiring(client_id: &str, sei: Option<u32>, suggest: bool) -> v2::Packet {
+    let v2::Packet::Connect(mut c) = v2_connect(1, client_id, true) else {
+        unreachable!()
+    };
+    c.session_expiry = sei;
+    c.allow_server_suggested = suggest;
+    v2::Packet::Connect(c)
+}
+
+fn normal_disconnect() -> v2::Packet {
+    v2::Packet::Disconnect(v2::Disconnect {
+        packet_id: None,
+        reason: None,
+        session_expiry: None,
+        reason_string: String::new(),
+    })
+}
+
+#[test]
+fn the_session_expiry_interval_decides_how_long_a_session_outlives_its_connection() {
+    let mut h = Harness::new();
+    let (a, c) = (peer(21_040), peer(21_041));
+    // Absent = 0: the session ends with the virtual connection.
+    h.send_v2(&a, connect_expiring("sei0", None, false));
+    h.send_v2(&a, normal_disconnect());
+    assert_eq!(h.gw.client_state("sei0"), None);
+    // 120 s, with Clean Start 1: kept after DISCONNECT, gone after 120 s.
+    h.send_v2(&c, connect_expiring("sei120", Some(120), false));
+    h.send_v2(&c, normal_disconnect());
+    assert_eq!(
+        h.gw.client_state("sei120"),
+        Some(&ClientState::Disconnected)
+    );
+    h.advance(Duration::from_secs(119));
+    assert!(h.gw.client_state("sei120").is_some());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.gw.client_state("sei120"), None);
+}
+
+#[test]
+fn the_gateways_bound_on_session_expiry_is_reported_only_when_allowed() {
+    let mut h = Harness::with(EngineConfig {
+        session_expiry: Some(Duration::from_secs(3600)),
+        ..EngineConfig::default()
+    });
+    let connack = |h: &mut Harness, dev: &Peer, packet| match v2_to(&h.send_v2(dev, packet), dev)
+        .as_slice()
+    {
+        [v2::Packet::ConnAck(c)] => c.session_expiry,
+        other => panic!("CONNACK expected, got {other:?}"),
+    };
+    // Asked for "never", allowed a server value: told 3600 [3.1.2.7-2].
+    assert_eq!(
+        connack(
+            &mut h,
+            &peer(21_042),
+            connect_expiring("never", Some(u32::MAX), true)
+        ),
+        Some(3600)
+    );
+    // Not allowed: no Session Expiry field; the bound applies all the same.
+    assert_eq!(
+        connack(
+            &mut h,
+            &peer(21_043),
+            connect_expiring("quiet", Some(u32::MAX), false)
+        ),
+        None
+    );
+    // Within the bound: nothing to report.
+    assert_eq!(
+        connack(
+            &mut h,
+            &peer(21_044),
+            connect_expiring("short", Some(60), true)
+        ),
+        None
+    );
 }
