@@ -413,7 +413,7 @@ impl Gateway {
             clean_session: c.clean_start,
             protocol_id: proto::PROTOCOL_ID_V1_2,
             duration: c.keep_alive,
-            client_id,
+            client_id: client_id.clone(),
         };
         match will {
             None => self.handle_packet(now, peer.clone(), connect),
@@ -433,10 +433,12 @@ impl Gateway {
             }
         }
         // The session the CONNECT made (if it was accepted) is 2.0 from now
-        // on, kept after its virtual connection as the expiry says.
+        // on, kept after its virtual connection as the expiry says. A refused
+        // CONNECT leaves any other session at this address as it was.
         if let Some((_, link)) = self.v2_connecting.take()
             && let Some(sid) = self.by_peer.get(&peer).copied()
             && let Some(s) = self.sessions.get_mut(&sid)
+            && *s.client_id == *client_id
         {
             s.v2 = Some(Box::new(link));
             s.clean_session = asked == 0;

@@ -826,3 +826,22 @@ fn the_gateways_bound_on_session_expiry_is_reported_only_when_allowed() {
         None
     );
 }
+
+#[test]
+fn a_refused_2_0_connect_leaves_the_addresses_1_2_session_alone() {
+    let mut h = Harness::with(EngineConfig {
+        max_clients: 1,
+        ..EngineConfig::default()
+    });
+    let dev = peer(21_050);
+    h.connect(&dev, "first12", true);
+    // The only place is taken by a connected client: 0x89 Server busy.
+    let out = h.send_v2(&dev, v2_connect(9, "other", true));
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::ConnAck(c)] => assert_eq!(c.reason, ReasonCode::SERVER_BUSY),
+        other => panic!("a refusing CONNACK expected, got {other:?}"),
+    }
+    // The 1.2 session at that address still speaks 1.2.
+    let out = h.send(&dev, Packet::PingReq { client_id: None });
+    assert_eq!(packets_to(&out, &dev), vec![Packet::PingResp]);
+}
