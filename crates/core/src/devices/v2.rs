@@ -26,6 +26,9 @@
 //! outlives its virtual connection, bounded by the operator's
 //! `session_expiry`.
 //!
+//! One request at a time: a second request while the gateway still owes an
+//! answer to the first gets DISCONNECT 0x93 (§4.9).
+//!
 //! Not in this slice (answered with reason code 0x83, or refused at
 //! CONNECT): authentication, the subscription options (No Local, Retain As Published, Retain
 //! Handling are accepted and not yet honoured), SLEEPREQ, the envelopes,
@@ -155,6 +158,19 @@ impl Gateway {
                 | P::Advertise { .. }
                 | P::GwInfo { .. }
         );
+        if let Some(id) = request_id(&packet)
+            && let Some(sid) = self.by_peer.get(&peer).copied()
+            && let Some(pending) = self.outstanding_request(sid)
+            && pending != id
+        {
+            // §4.9: one request at a time per direction; a new one while the
+            // gateway still owes an answer is a flow-control violation
+            // [MQTT-SN-4.9-1]: DISCONNECT 0x93 and the connection ends.
+            debug!(%peer, pending, id, "a second 2.0 request while one is outstanding");
+            self.stats.drop(DropReason::OutOfState);
+            self.disconnect_v2(peer.clone(), ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+            return self.lose(now, sid, "2.0 flow-control violation");
+        }
         if needs_session && self.v2_link_for(&peer).is_none() {
             // Only 2.0 reaches here, so the answer cannot confuse a 1.2
             // device (§3.13: MAY send DISCONNECT 0xF4).
@@ -534,6 +550,20 @@ impl Gateway {
         asked
     }
 
+    /// The packet id of the device's request the gateway has not answered
+    /// yet: a PUBLISH parked for upstream room or waiting for the broker's
+    /// acknowledgement (per-device mode), a SUBSCRIBE waiting for the
+    /// broker's SUBACK. Every other request is answered at once.
+    fn outstanding_request(&self, sid: crate::session::SessionId) -> Option<u16> {
+        let s = self.sessions.get(&sid)?;
+        s.v2.as_ref()?;
+        s.parked
+            .as_ref()
+            .map(|p| p.msg_id)
+            .or(s.awaiting_upstream_ack)
+            .or_else(|| self.held_suback_for(sid))
+    }
+
     /// A SUBSCRIBE/UNSUBSCRIBE topic as the engine takes it: a session
     /// alias is its topic name (`None`: an alias the device was never given).
     fn v1_filter(&self, peer: &Peer, topic: Topic) -> Option<proto::SubscribeTopic> {
@@ -752,6 +782,22 @@ pub(crate) fn over_max_packet_size(link: &V2Link, packet: &Packet) -> bool {
         && publish_to_v2(packet)
             .and_then(|p| v2::encoded_len(&p).ok())
             .is_some_and(|n| n > usize::from(link.max_packet_size))
+}
+
+/// The packet id of a request from the device (§4.9's list; QoS 0 and
+/// PUBWOS are not requests).
+fn request_id(packet: &v2::Packet) -> Option<u16> {
+    use v2::Packet as P;
+    match packet {
+        P::Publish(p) => p.delivery.packet_id(),
+        P::PubRel(a) => Some(a.packet_id),
+        P::Register(r) => Some(r.packet_id),
+        P::Subscribe(s) => Some(s.packet_id),
+        P::Unsubscribe(u) => Some(u.packet_id),
+        P::PingReq { packet_id } | P::SleepReq { packet_id, .. } => Some(*packet_id),
+        P::Auth(a) => Some(a.packet_id),
+        _ => None,
+    }
 }
 
 /// A delivery's 1.2 PUBLISH in its 2.0 form: a topic id is a session

@@ -845,3 +845,32 @@ fn a_refused_2_0_connect_leaves_the_addresses_1_2_session_alone() {
     let out = h.send(&dev, Packet::PingReq { client_id: None });
     assert_eq!(packets_to(&out, &dev), vec![Packet::PingResp]);
 }
+
+#[test]
+fn a_second_request_while_one_is_outstanding_is_disconnected_with_0x93() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_060);
+    let out = h.send_v2(&dev, v2_connect(1, "flow2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    // No upstream room: the QoS 1 PUBLISH waits, unacknowledged.
+    h.gw.set_upstream_room(h.now, 0);
+    h.drain();
+    let first = v2_publish(
+        Delivery::AtLeastOnce { packet_id: 1 },
+        Topic::Name("f".into()),
+        "1",
+    );
+    assert!(v2_to(&h.send_v2(&dev, first.clone()), &dev).is_empty());
+    // Its retransmission is no violation.
+    assert!(v2_to(&h.send_v2(&dev, first), &dev).is_empty());
+    assert_eq!(h.gw.client_state("flow2"), Some(&ClientState::Active));
+    // A new request with another packet id is [4.9-1].
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 2 });
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::Disconnect(d)] => {
+            assert_eq!(d.reason, Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+        }
+        other => panic!("DISCONNECT 0x93 expected, got {other:?}"),
+    }
+    assert_eq!(h.gw.client_state("flow2"), Some(&ClientState::Lost));
+}
