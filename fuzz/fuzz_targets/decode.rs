@@ -4,27 +4,12 @@
 
 #![no_main]
 
-use bytes::BytesMut;
+#[path = "common/round_trip.rs"]
+mod round_trip;
+
 use libfuzzer_sys::fuzz_target;
 use sngate_wire::v1::{decode, encode, encoded_len};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(packet) = decode(data) else {
-        return;
-    };
-    let mut buf = BytesMut::new();
-    if let Err(e) = encode(&packet, &mut buf) {
-        panic!("decoded {packet:?} from {data:02x?} but cannot encode it: {e}");
-    }
-    assert_eq!(
-        encoded_len(&packet),
-        Ok(buf.len()),
-        "encoded_len of {packet:?}"
-    );
-    assert_eq!(
-        decode(&buf).as_ref(),
-        Ok(&packet),
-        "re-decode of {:02x?}",
-        &buf[..]
-    );
+    round_trip::check(data, decode, encode, encoded_len);
 });

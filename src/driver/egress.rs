@@ -1,5 +1,6 @@
 //! Egress: carrying out one engine [`Output`] — encoding a packet for a
-//! device (wrapped in an encapsulation when it goes through a forwarder),
+//! device (1.2, wrapped in an encapsulation when it goes through a
+//! forwarder, or 2.0),
 //! choosing the socket or serial link it leaves by (a broadcast goes to the
 //! discovery group, the requester's link, or every serial port), and handing
 //! commands to the bridge and actions to the embedded broker.
@@ -18,6 +19,7 @@ impl Driver {
     pub(super) async fn carry_out(&mut self, output: Output) {
         match output {
             Output::Transmit { to, packet } => self.send(&to, packet).await,
+            Output::TransmitV2 { to, packet } => self.send_v2(&to, &packet).await,
             Output::Broadcast {
                 packet, requester, ..
             } => self.broadcast(packet, requester).await,
@@ -87,6 +89,26 @@ impl Driver {
             warn!(%to, error = %e, "cannot encode an outgoing message");
             return;
         }
+        self.send_scratch(to).await;
+    }
+
+    /// Encodes an MQTT-SN 2.0 `packet` and sends it on the link `to` names
+    /// (the engine sends 2.0 only to devices that are not behind a forwarder).
+    async fn send_v2(&mut self, to: &Peer, packet: &sngate_wire::v2::Packet) {
+        self.scratch.clear();
+        if to.node.is_some() {
+            warn!(%to, "no 2.0 forwarder encapsulation yet; message dropped");
+            return;
+        }
+        if let Err(e) = sngate_wire::v2::encode(packet, &mut self.scratch) {
+            warn!(%to, error = %e, "cannot encode an outgoing 2.0 message");
+            return;
+        }
+        self.send_scratch(to).await;
+    }
+
+    /// Sends the encoded message in `scratch` on the link `to` names.
+    async fn send_scratch(&mut self, to: &Peer) {
         match &to.link {
             LinkAddr::Udp { listener, addr } => {
                 let Some(l) = self.listeners.get(usize::from(*listener)) else {

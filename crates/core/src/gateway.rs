@@ -182,6 +182,14 @@ pub struct Gateway {
     pub(super) upstream_limits: Option<crate::upstream_limits::UpstreamLimits>,
     /// Device SUBACKs waiting for the broker's (see `suback_wait.rs`).
     pub(super) suback_wait: crate::suback_wait::SubackWait,
+    /// A 2.0 CONNECT being handed to the engine: its peer and link, so the
+    /// CONNACK goes out in 2.0 form (see `devices/v2.rs`).
+    pub(super) v2_connecting: Option<(Peer, crate::devices::v2::V2Link)>,
+    /// While a 2.0 packet is translated: what the engine answers that peer,
+    /// kept back instead of sent.
+    pub(super) v2_capture: Option<(Peer, Vec<Packet>)>,
+    /// Numbers the client ids assigned to 2.0 devices that sent none.
+    pub(super) v2_next_assigned: u64,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
@@ -232,6 +240,9 @@ impl Gateway {
             log_gates: LogGates::default(),
             upstream_limits: None,
             suback_wait: Default::default(),
+            v2_connecting: None,
+            v2_capture: None,
+            v2_next_assigned: 0,
         };
         gateway.persist.enabled = gateway.cfg.persist;
         gateway.set_predefined_topics(predefined);
@@ -320,6 +331,11 @@ impl Gateway {
         if bytes.len() > self.cfg.max_packet_bytes + proto::MAX_ENCAPSULATION_OVERHEAD {
             return too_large(self, &peer, bytes.len());
         }
+        // MQTT-SN 2.0 (`devices/v2.rs`): only what cannot be 1.2, or comes
+        // from a 2.0 session; every 1.2 datagram goes on as before.
+        if self.route_v2(now, &peer, bytes) {
+            return;
+        }
         // Who it is from (a forwarded node is a peer of its own), what it
         // is, and how long the MQTT-SN message is.
         let (from, decoded) = match proto::decode(bytes) {
@@ -344,7 +360,7 @@ impl Gateway {
     /// Charges a datagram from `from` to its bucket: its session's, or its
     /// source address's for what creates state or comes from no session
     /// (`core::rate_limit`). False: over the limit, to be dropped.
-    fn admit(&mut self, now: Instant, from: &Peer, packet: Option<&Packet>) -> bool {
+    pub(super) fn admit(&mut self, now: Instant, from: &Peer, packet: Option<&Packet>) -> bool {
         let sid = self.by_peer.get(from).copied();
         let admitted = match budget_for(packet, sid.is_some()) {
             Budget::Free => true,
@@ -592,6 +608,14 @@ impl Gateway {
     // ----- plumbing shared by the handlers -----
 
     pub(super) fn transmit(&mut self, to: Peer, packet: Packet) {
+        if let Some((peer, kept)) = &mut self.v2_capture
+            && *peer == to
+        {
+            return kept.push(packet);
+        }
+        if let Some(link) = self.v2_link_for(&to) {
+            return self.send_as_v2(&link, to, packet);
+        }
         self.stats.packets_out += 1;
         self.outputs.push_back(Output::Transmit { to, packet });
     }

@@ -22,6 +22,14 @@ pub enum Output {
         /// The message.
         packet: Packet,
     },
+    /// Send an MQTT-SN 2.0 `packet` to `to`, a device whose session is 2.0
+    /// (never behind a forwarder in this version).
+    TransmitV2 {
+        /// Destination.
+        to: Peer,
+        /// The message.
+        packet: sngate_wire::v2::Packet,
+    },
     /// Send a discovery message (ADVERTISE, GWINFO) to the configured multicast
     /// group or broadcast address; when `requester` is set, the driver also
     /// answers it directly, for networks where multicast does not reach back.

@@ -127,6 +127,15 @@ impl Gateway {
     }
 
     /// Holds the SUBACK back until the bridge answers or `now` + [`SUBACK_WAIT`].
+    /// The message id of `sid`'s SUBSCRIBE whose SUBACK is held, if any.
+    pub(crate) fn held_suback_for(&self, sid: SessionId) -> Option<u16> {
+        self.suback_wait
+            .held
+            .iter()
+            .find(|h| h.sid == sid)
+            .map(|h| h.msg_id)
+    }
+
     pub(crate) fn hold_suback(
         &mut self,
         now: Instant,

@@ -5,8 +5,14 @@
 //! - [`v1`] — MQTT-SN v1.2: [`v1::decode`] one datagram into a typed
 //!   [`v1::Packet`], [`v1::encode`] one back. The decoder is total: any input
 //!   gives a packet or a [`v1::DecodeError`] naming what is wrong, never a
-//!   panic (property tests and a fuzz target check it). A `v2` module
-//!   (MQTT-SN 2.0) takes its place beside it.
+//!   panic (property tests and a fuzz target check it).
+//! - [`v2`] — MQTT-SN 2.0 (OASIS Committee Specification Draft 01), the
+//!   same shape: [`v2::decode`], [`v2::encode`], a typed [`v2::Packet`] for
+//!   every packet of the draft, envelopes included.
+//! - [`version`] — one port, two versions: which codec a datagram goes to.
+//!   A datagram from a peer without a session is 1.2 whenever it is valid
+//!   1.2 ([`version::classify_first_datagram`]), so no 1.2 device is ever
+//!   misread; a session keeps its CONNECT's version.
 //! - [`framing`] — serial links carry a byte stream, not datagrams: one
 //!   stream decoder and encoder per radio kind (Digi XBee API frames, SLIP
 //!   with an optional CRC, raw length-delimited), each resynchronising by
@@ -42,3 +48,5 @@ extern crate std;
 
 pub mod framing;
 pub mod v1;
+pub mod v2;
+pub mod version;

@@ -189,7 +189,12 @@ impl Gateway {
                 payload: delivery.payload.clone(),
             };
             // Too big for the link: dropped silently per spec (§7.4), but counted.
-            if proto::encoded_len(&packet).map_or(true, |n| n > self.cfg.max_packet_bytes) {
+            // A 2.0 device's own Maximum Packet Size too [MQTT-SN-3.1.7-3].
+            if proto::encoded_len(&packet).map_or(true, |n| n > self.cfg.max_packet_bytes)
+                || s.v2
+                    .as_deref()
+                    .is_some_and(|link| super::v2::over_max_packet_size(link, &packet))
+            {
                 debug!(client = %s.client_id, topic = %delivery.topic, "delivery too large for the link");
                 self.stats.drop(DropReason::TooLarge);
                 continue;

@@ -324,6 +324,8 @@ impl Gateway {
             };
             s.peer = Some(peer);
             s.identity = identity;
+            // 1.2 unless the 2.0 path marks it again after this CONNECT.
+            s.v2 = None;
             s.clean_session = clean_session;
             s.expiry = if clean_session {
                 Some(Duration::ZERO)

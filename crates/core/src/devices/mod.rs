@@ -7,9 +7,10 @@
 //! block: `lifecycle.rs` (CONNECT, will, PING, DISCONNECT, sleep/wake,
 //! loss, takeover), `uplink.rs` (REGISTER and PUBLISH from devices),
 //! `delivery.rs` (the per-client queue, one exchange in flight),
-//! `subscribe.rs` (SUBSCRIBE / UNSUBSCRIBE, retained on subscribe) and
+//! `subscribe.rs` (SUBSCRIBE / UNSUBSCRIBE, retained on subscribe),
 //! `device_sessions.rs` (a device's own upstream session in per-device
-//! mode). Grouped so that one folder holds what a device is and does; what
+//! mode) and `v2.rs` (MQTT-SN 2.0 devices: their packets to and from the
+//! engine's). Grouped so that one folder holds what a device is and does; what
 //! routes between devices and local clients is in `routing/`, who may do
 //! what in `policy/`.
 
@@ -23,3 +24,4 @@ pub(crate) use delivery::drop_oldest_while;
 pub(crate) use subscribe::subscription_limit;
 pub mod topic_table;
 mod uplink;
+pub(crate) mod v2;

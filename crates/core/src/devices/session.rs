@@ -226,6 +226,9 @@ pub struct Session {
     /// over plain UDP or serial. A session bound to an identity is taken
     /// over or woken only by a peer with the same identity.
     pub identity: Option<Arc<str>>,
+    /// Set when the session's last CONNECT was MQTT-SN 2.0: what its 2.0
+    /// packets need (`devices/v2.rs`); `None` for a 1.2 device.
+    pub(crate) v2: Option<Box<crate::devices::v2::V2Link>>,
 }
 
 /// How many unreleased inbound QoS 2 ids a session remembers. v1.2 allows one
@@ -264,6 +267,7 @@ impl Session {
             rate: crate::rate_limit::TokenBucket::default(),
             unproven: None,
             identity: None,
+            v2: None,
         }
     }
 

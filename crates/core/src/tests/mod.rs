@@ -23,6 +23,7 @@ mod security;
 mod sleep;
 mod suback_wait;
 mod upstream_limits;
+mod v2;
 use sngate_wire::v1::{
     self as proto, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic,
 };

@@ -1,0 +1,876 @@
+//! MQTT-SN 2.0 devices (issue 21, first slice; `devices/v2.rs`): each test
+//! sends 2.0 datagrams through the codec and asserts on the 2.0 packets the
+//! engine answers with, beside 1.2 devices that must not notice.
+
+use sngate_wire::v2::{self, Ack, AliasKind, Delivery, Publish, ReasonCode, Topic};
+
+use super::*;
+
+fn v2_connect(packet_id: u16, client_id: &str, clean_start: bool) -> v2::Packet {
+    v2::Packet::Connect(Box::new(v2::Connect {
+        clean_start,
+        allow_address_change: false,
+        allow_server_suggested: false,
+        packet_id,
+        keep_alive: 60,
+        max_packet_size: 0,
+        default_awake_messages: None,
+        // A session kept after its connection needs an expiry (§3.1.9).
+        session_expiry: (!clean_start).then_some(600),
+        will: None,
+        auth: None,
+        client_id: client_id.to_owned(),
+    }))
+}
+
+fn v2_publish(delivery: Delivery, topic: Topic, payload: &str) -> v2::Packet {
+    v2::Packet::Publish(Publish {
+        delivery,
+        retain: false,
+        topic,
+        payload: b(payload),
+    })
+}
+
+/// The 2.0 packets sent to `peer`, in order.
+fn v2_to(out: &[Output], peer: &Peer) -> Vec<v2::Packet> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::TransmitV2 { to, packet } if to == peer => Some(packet.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The (topic, payload, qos) of every upstream publish.
+fn published(out: &[Output]) -> Vec<(String, Bytes, u8)> {
+    upstream(out)
+        .into_iter()
+        .filter_map(|c| match c {
+            UpstreamCommand::Publish {
+                topic,
+                payload,
+                qos,
+                ..
+            } => Some((topic, payload, qos)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Harness {
+    fn send_v2(&mut self, from: &Peer, packet: v2::Packet) -> Vec<Output> {
+        let mut buf = BytesMut::new();
+        assert!(
+            v2::encode(&packet, &mut buf).is_ok(),
+            "test packet must encode"
+        );
+        self.raw(from, &buf)
+    }
+
+    /// Connects a 2.0 device, asserts the CONNACK, returns it.
+    fn connect_v2(&mut self, from: &Peer, client_id: &str) -> v2::ConnAck {
+        let out = self.send_v2(from, v2_connect(7, client_id, true));
+        assert!(
+            packets_to(&out, from).is_empty(),
+            "no 1.2 packet to a 2.0 device: {out:?}"
+        );
+        match v2_to(&out, from).as_slice() {
+            [v2::Packet::ConnAck(c)] if c.reason == ReasonCode::SUCCESS && c.packet_id == 7 => {
+                (**c).clone()
+            }
+            other => panic!("a 2.0 CONNACK expected, got {other:?}"),
+        }
+    }
+}
+
+fn upstream_cfg() -> EngineConfig {
+    EngineConfig {
+        upstream: true,
+        ..EngineConfig::default()
+    }
+}
+
+#[test]
+fn connect_answers_in_2_0_echoing_the_packet_id() {
+    let mut h = Harness::new();
+    let dev = peer(21_000);
+    let ack = h.connect_v2(&dev, "dev2");
+    assert!(!ack.session_present);
+    assert_eq!(ack.assigned_client_id, "");
+    assert_eq!(h.gw.client_state("dev2"), Some(&ClientState::Active));
+}
+
+#[test]
+fn an_empty_client_id_gets_an_assigned_one() {
+    let mut h = Harness::new();
+    let (a, b2) = (peer(21_001), peer(21_002));
+    let first = h.connect_v2(&a, "").assigned_client_id;
+    let second = h.connect_v2(&b2, "").assigned_client_id;
+    assert!(first.starts_with("sngate-") && first.len() <= 36, "{first}");
+    assert_ne!(first, second, "an assigned id is not in use [3.2.11-3]");
+    assert_eq!(h.gw.client_state(&first), Some(&ClientState::Active));
+    assert_eq!(h.gw.client_state(&second), Some(&ClientState::Active));
+}
+
+#[test]
+fn session_present_when_a_session_is_resumed() {
+    let mut h = Harness::new();
+    let dev = peer(21_003);
+    let out = h.send_v2(&dev, v2_connect(1, "keep", false));
+    let got = v2_to(&out, &dev);
+    let [v2::Packet::ConnAck(first)] = got.as_slice() else {
+        panic!("CONNACK expected: {out:?}");
+    };
+    assert!(!first.session_present, "no session existed");
+    let out = h.send_v2(&dev, v2_connect(2, "keep", false));
+    let got = v2_to(&out, &dev);
+    let [v2::Packet::ConnAck(again)] = got.as_slice() else {
+        panic!("CONNACK expected: {out:?}");
+    };
+    assert!(again.session_present && again.packet_id == 2, "{again:?}");
+}
+
+#[test]
+fn connects_the_slice_cannot_serve_are_refused_with_their_reason() {
+    let mut h = Harness::new();
+    let dev = peer(21_004);
+    let refused = |h: &mut Harness, packet: v2::Packet| match v2_to(&h.send_v2(&dev, packet), &dev)
+        .as_slice()
+    {
+        [v2::Packet::ConnAck(c)] => c.reason,
+        other => panic!("a refusing CONNACK expected, got {other:?}"),
+    };
+    let base = |f: &dyn Fn(&mut v2::Connect)| {
+        let v2::Packet::Connect(mut c) = v2_connect(3, "x", true) else {
+            unreachable!()
+        };
+        f(&mut c);
+        v2::Packet::Connect(c)
+    };
+    assert_eq!(
+        refused(&mut h, base(&|c| c.keep_alive = 0)),
+        ReasonCode::PROTOCOL_ERROR
+    );
+    assert_eq!(
+        refused(
+            &mut h,
+            base(&|c| c.auth = Some(v2::AuthData {
+                method: "SCRAM-SHA-1".into(),
+                data: Bytes::new()
+            }))
+        ),
+        ReasonCode::BAD_AUTHENTICATION_METHOD
+    );
+    assert_eq!(
+        refused(
+            &mut h,
+            base(&|c| c.will = Some(v2::Will {
+                qos: v2::QoS::AtMostOnce,
+                retain: false,
+                topic: Topic::SessionAlias(1),
+                payload: Bytes::new()
+            }))
+        ),
+        ReasonCode::PROTOCOL_ERROR
+    );
+    assert_eq!(
+        refused(
+            &mut h,
+            base(&|c| c.will = Some(v2::Will {
+                qos: v2::QoS::AtMostOnce,
+                retain: false,
+                topic: Topic::PredefinedAlias(77),
+                payload: Bytes::new()
+            }))
+        ),
+        ReasonCode::TOPIC_NAME_INVALID
+    );
+    assert_eq!(
+        refused(&mut h, base(&|c| c.client_id = "c".repeat(1000))),
+        ReasonCode::CLIENT_ID_NOT_VALID
+    );
+    assert_eq!(
+        h.gw.session_count(),
+        0,
+        "no refused CONNECT makes a session"
+    );
+    // A 2.0-shaped CONNECT of another version: CONNACK 0x84 [3.1.5-2].
+    let out = h.raw(
+        &dev,
+        &[0x0c, 0x01, 0x01, 0x00, 0x09, 0x03, 0, 60, 0, 0, b'c', b'1'],
+    );
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::ConnAck(c)] => {
+            assert_eq!(
+                (c.reason, c.packet_id),
+                (ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, 9)
+            );
+        }
+        other => panic!("CONNACK 0x84 expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn publish_to_a_full_topic_name_goes_upstream_and_is_acknowledged() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_005);
+    h.connect_v2(&dev, "pub2");
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::AtLeastOnce { packet_id: 9 },
+            Topic::Name("a/b".into()),
+            "hi",
+        ),
+    );
+    assert_eq!(published(&out), vec![("a/b".to_owned(), b("hi"), 1)]);
+    // Only the PUBACK: the REGISTER the engine made of the name is internal.
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubAck(Ack {
+            packet_id: 9,
+            reason: None
+        })]
+    );
+    assert!(packets_to(&out, &dev).is_empty());
+    // QoS 0 by name: upstream, no answer.
+    let out = h.send_v2(
+        &dev,
+        v2_publish(Delivery::AtMostOnce, Topic::Name("a/c".into()), "q0"),
+    );
+    assert_eq!(published(&out), vec![("a/c".to_owned(), b("q0"), 0)]);
+    assert!(v2_to(&out, &dev).is_empty());
+}
+
+#[test]
+fn register_gives_a_session_alias_to_publish_with() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_006);
+    h.connect_v2(&dev, "reg2");
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::Register(v2::Register {
+            packet_id: 3,
+            alias: None,
+            topic_name: "t/x".into(),
+        }),
+    );
+    let alias = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::RegAck(v2::RegAck {
+                alias_kind: AliasKind::Session,
+                packet_id: 3,
+                alias: Some(alias),
+                reason: Some(ReasonCode::SUCCESS),
+            }),
+        ] => *alias,
+        other => panic!("REGACK expected, got {other:?}"),
+    };
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::ExactlyOnce {
+                packet_id: 4,
+                dup: false,
+            },
+            Topic::SessionAlias(alias),
+            "2",
+        ),
+    );
+    assert_eq!(published(&out), vec![("t/x".to_owned(), b("2"), 2)]);
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubRec(Ack {
+            packet_id: 4,
+            reason: None
+        })]
+    );
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::PubRel(Ack {
+            packet_id: 4,
+            reason: None,
+        }),
+    );
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubComp(Ack {
+            packet_id: 4,
+            reason: None
+        })]
+    );
+    // An alias never given out: the PUBACK says so.
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::AtLeastOnce { packet_id: 5 },
+            Topic::SessionAlias(999),
+            "x",
+        ),
+    );
+    assert!(published(&out).is_empty());
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PubAck(Ack {
+            packet_id: 5,
+            reason: Some(ReasonCode::UNKNOWN_TOPIC_ALIAS)
+        })]
+    );
+}
+
+#[test]
+fn pingreq_is_answered_with_its_packet_id_and_keep_alive_supervises() {
+    let mut h = Harness::new();
+    let dev = peer(21_007);
+    // A persistent session, so its state outlives the connection.
+    let out = h.send_v2(&dev, v2_connect(1, "ping2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x55 });
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::PingResp {
+            packet_id: 0x55,
+            messages_remaining: None
+        }]
+    );
+    // Silence past 1.5 × the 60 s keep-alive: the device is lost.
+    h.advance(Duration::from_secs(91));
+    assert_eq!(h.gw.client_state("ping2"), Some(&ClientState::Lost));
+}
+
+#[test]
+fn disconnect_is_never_answered() {
+    let mut h = Harness::new();
+    let dev = peer(21_008);
+    let out = h.send_v2(&dev, v2_connect(1, "bye2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::Disconnect(v2::Disconnect {
+            packet_id: None,
+            reason: None,
+            session_expiry: None,
+            reason_string: String::new(),
+        }),
+    );
+    assert!(out.is_empty(), "a 2.0 DISCONNECT gets no answer: {out:?}");
+    assert_eq!(h.gw.client_state("bye2"), Some(&ClientState::Disconnected));
+}
+
+fn v2_subscribe(packet_id: u16, topic: Topic, max_qos: v2::QoS) -> v2::Packet {
+    v2::Packet::Subscribe(v2::Subscribe {
+        options: v2::SubscribeOptions {
+            no_local: false,
+            max_qos,
+            retain_as_published: false,
+            retain_handling: v2::RetainHandling::SendAtSubscribe,
+        },
+        packet_id,
+        topic,
+    })
+}
+
+fn from_broker(h: &mut Harness, topic: &str, payload: &str, qos: u8) -> Vec<Output> {
+    h.gw.handle_upstream(
+        h.now,
+        UpstreamMessage {
+            topic: topic.into(),
+            payload: b(payload),
+            qos,
+            retain: false,
+            filter: None,
+        },
+    );
+    h.drain()
+}
+
+#[test]
+fn a_wildcard_subscription_delivers_with_register_then_publish() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_020);
+    h.connect_v2(&dev, "sub2");
+    let out = h.send_v2(
+        &dev,
+        v2_subscribe(2, Topic::Name("s/+".into()), v2::QoS::AtLeastOnce),
+    );
+    // A filter with wildcards: no alias, type Predefined [3.8.2.1-2].
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::SubAck(v2::SubAck {
+            alias_kind: AliasKind::Predefined,
+            packet_id: 2,
+            alias: None,
+            reason: Some(ReasonCode::GRANTED_QOS_1)
+        })]
+    );
+    let out = from_broker(&mut h, "s/a", "m1", 1);
+    let (alias, reg_id) = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::Register(v2::Register {
+                packet_id,
+                alias: Some(alias),
+                topic_name,
+            }),
+        ] if topic_name == "s/a" => (*alias, *packet_id),
+        other => panic!("REGISTER before the delivery expected, got {other:?}"),
+    };
+    // The client's REGACK carries no alias [3.5.4-1].
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::RegAck(v2::RegAck {
+            alias_kind: AliasKind::Session,
+            packet_id: reg_id,
+            alias: None,
+            reason: None,
+        }),
+    );
+    let pub_id = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::Publish(Publish {
+                delivery: Delivery::AtLeastOnce { packet_id },
+                topic: Topic::SessionAlias(a),
+                payload,
+                ..
+            }),
+        ] if *a == alias && &payload[..] == b"m1" => *packet_id,
+        other => panic!("PUBLISH by session alias expected, got {other:?}"),
+    };
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::PubAck(Ack {
+            packet_id: pub_id,
+            reason: None,
+        }),
+    );
+    assert!(v2_to(&out, &dev).is_empty());
+    // The next message on that topic goes straight out by its alias.
+    let out = from_broker(&mut h, "s/a", "m2", 0);
+    assert!(matches!(
+        v2_to(&out, &dev).as_slice(),
+        [v2::Packet::Publish(Publish { delivery: Delivery::AtMostOnce, topic: Topic::SessionAlias(a), .. })] if *a == alias
+    ));
+}
+
+#[test]
+fn subscribing_to_one_topic_returns_its_session_alias() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_021);
+    h.connect_v2(&dev, "one2");
+    let out = h.send_v2(
+        &dev,
+        v2_subscribe(3, Topic::Name("a/b".into()), v2::QoS::ExactlyOnce),
+    );
+    let alias = match v2_to(&out, &dev).as_slice() {
+        [
+            v2::Packet::SubAck(v2::SubAck {
+                alias_kind: AliasKind::Session,
+                packet_id: 3,
+                alias: Some(alias),
+                reason: Some(ReasonCode::GRANTED_QOS_2),
+            }),
+        ] => *alias,
+        other => panic!("SUBACK with a session alias expected, got {other:?}"),
+    };
+    // Delivery uses that alias without a REGISTER [3.8.4-1].
+    let out = from_broker(&mut h, "a/b", "x", 0);
+    assert!(
+        matches!(
+            v2_to(&out, &dev).as_slice(),
+            [v2::Packet::Publish(Publish { topic: Topic::SessionAlias(a), .. })] if *a == alias
+        ),
+        "{out:?}"
+    );
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::Unsubscribe(v2::Unsubscribe {
+            packet_id: 4,
+            topic: Topic::SessionAlias(alias),
+        }),
+    );
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::UnsubAck(Ack {
+            packet_id: 4,
+            reason: None
+        })]
+    );
+    assert!(v2_to(&from_broker(&mut h, "a/b", "y", 0), &dev).is_empty());
+}
+
+#[test]
+fn a_delivery_over_the_devices_maximum_packet_size_is_dropped_as_if_delivered() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_022);
+    let v2::Packet::Connect(mut c) = v2_connect(1, "small2", true) else {
+        unreachable!()
+    };
+    c.max_packet_size = 20;
+    let out = h.send_v2(&dev, v2::Packet::Connect(c));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    h.send_v2(
+        &dev,
+        v2_subscribe(2, Topic::Name("t".into()), v2::QoS::AtLeastOnce),
+    );
+    // 30 bytes of payload cannot fit in 20: not sent, nothing waits for it.
+    let out = from_broker(&mut h, "t", &"x".repeat(30), 1);
+    assert!(v2_to(&out, &dev).is_empty(), "{out:?}");
+    assert_eq!(h.gw.stats().drops(DropReason::TooLarge), 1);
+    let out = from_broker(&mut h, "t", "fits", 1);
+    assert!(
+        matches!(
+            v2_to(&out, &dev).as_slice(),
+            [v2::Packet::Publish(Publish { payload, .. })] if &payload[..] == b"fits"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_1_2_device_publishes_to_a_2_0_device_and_back() {
+    let mut h = Harness::new();
+    let (old, new) = (peer(21_023), peer(21_024));
+    h.connect_v2(&new, "new2");
+    h.connect(&old, "old12", true);
+    h.send_v2(
+        &new,
+        v2_subscribe(1, Topic::Name("x/#".into()), v2::QoS::AtMostOnce),
+    );
+    h.subscribe(&old, 1, "y/#", QoS::AtMostOnce);
+    let id = h.register(&old, 2, "x/1");
+    let out = h.send(
+        &old,
+        publish(QoS::AtMostOnce, TopicRef::Id(id), 0, "12->20"),
+    );
+    assert!(
+        matches!(v2_to(&out, &new).as_slice(), [v2::Packet::Register(r)] if r.topic_name == "x/1"),
+        "{out:?}"
+    );
+    let out = h.send_v2(
+        &new,
+        v2_publish(Delivery::AtMostOnce, Topic::Name("y/2".into()), "20->12"),
+    );
+    assert!(
+        matches!(packets_to(&out, &old).as_slice(), [Packet::Register { topic_name, .. }] if topic_name == "y/2"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn sleepreq_is_answered_with_0x83_in_this_slice() {
+    let mut h = Harness::new();
+    let dev = peer(21_009);
+    h.connect_v2(&dev, "sleep2");
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::SleepReq {
+            retain_aliases: true,
+            packet_id: 6,
+            duration: 600,
+        },
+    );
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![v2::Packet::SleepResp {
+            packet_id: 6,
+            duration: None,
+            reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR)
+        }]
+    );
+}
+
+#[test]
+fn a_2_0_packet_without_a_virtual_connection_gets_disconnect_0xf4() {
+    let mut h = Harness::new();
+    let stranger = peer(21_010);
+    // 04 0c 000b: a 2.0 PINGREQ, which no 1.2 packet can be.
+    let out = h.raw(&stranger, &[0x04, 0x0c, 0x00, 0x0b]);
+    match v2_to(&out, &stranger).as_slice() {
+        [v2::Packet::Disconnect(d)] => {
+            assert_eq!(d.reason, Some(ReasonCode::NO_VIRTUAL_CONNECTION));
+        }
+        other => panic!("DISCONNECT 0xF4 expected, got {other:?}"),
+    }
+    assert!(packets_to(&out, &stranger).is_empty());
+}
+
+#[test]
+fn pubwos_from_anyone_goes_upstream_at_qos_0() {
+    let mut h = Harness::with(upstream_cfg());
+    let anyone = peer(21_011);
+    let out = h.send_v2(
+        &anyone,
+        v2::Packet::PubWos(v2::PubWos {
+            retain: false,
+            topic: Topic::Name("free/t".into()),
+            payload: b("21.5"),
+        }),
+    );
+    assert_eq!(published(&out), vec![("free/t".to_owned(), b("21.5"), 0)]);
+    assert!(v2_to(&out, &anyone).is_empty() && packets_to(&out, &anyone).is_empty());
+}
+
+#[test]
+fn a_malformed_2_0_datagram_ends_the_virtual_connection() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_012);
+    let out = h.send_v2(&dev, v2_connect(1, "mal2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    let before = h.gw.stats().drops(DropReason::Malformed);
+    // A reserved PUBLISH flag bit: DISCONNECT 0x81, the device is lost
+    // (§4.12.1; its will would be published).
+    let out = h.raw(&dev, &[0x07, 0x03, 0x04, 0x00, 0x05, b'h', b'i']);
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::Disconnect(d)] => assert_eq!(d.reason, Some(ReasonCode::MALFORMED_PACKET)),
+        other => panic!("DISCONNECT 0x81 expected, got {other:?}"),
+    }
+    assert_eq!(h.gw.client_state("mal2"), Some(&ClientState::Lost));
+    assert_eq!(h.gw.stats().drops(DropReason::Malformed), before + 1);
+    // No virtual connection any more: a truncated PUBLISH is only 2.0 junk.
+    let out = h.raw(&dev, &[0x0c, 0x03, 0x23, 0x00]);
+    assert!(v2_to(&out, &dev).is_empty() && packets_to(&out, &dev).is_empty());
+    // It connects again and publishes.
+    let out = h.send_v2(&dev, v2_connect(2, "mal2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::AtLeastOnce { packet_id: 1 },
+            Topic::Name("ok".into()),
+            "1",
+        ),
+    );
+    assert_eq!(published(&out).len(), 1);
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+}
+
+#[test]
+fn a_1_2_device_beside_a_2_0_one_is_unchanged() {
+    let mut h = Harness::with(upstream_cfg());
+    let (old, new) = (peer(21_013), peer(21_014));
+    h.connect_v2(&new, "new2");
+    h.connect(&old, "old12", true);
+    let id = h.register(&old, 1, "a/b");
+    let out = h.send(&old, publish(QoS::AtLeastOnce, TopicRef::Id(id), 2, "x"));
+    assert_eq!(
+        packets_to(&out, &old),
+        vec![Packet::PubAck {
+            topic_id: id,
+            msg_id: 2,
+            return_code: ReturnCode::Accepted
+        }]
+    );
+    assert!(v2_to(&out, &old).is_empty());
+    // The 1.2 PINGREQ of the old device still gets a 1.2 PINGRESP.
+    let out = h.send(&old, Packet::PingReq { client_id: None });
+    assert_eq!(packets_to(&out, &old), vec![Packet::PingResp]);
+}
+
+#[test]
+fn a_2_0_connect_from_a_1_2_address_starts_a_2_0_session() {
+    let mut h = Harness::new();
+    let dev = peer(21_015);
+    h.connect(&dev, "switch", true);
+    h.connect_v2(&dev, "switch");
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 3 });
+    assert_eq!(v2_to(&out, &dev).len(), 1, "{out:?}");
+    // And back to 1.2: a 1.2 CONNECT makes the session 1.2 again.
+    h.connect(&dev, "switch", true);
+    let out = h.send(&dev, Packet::PingReq { client_id: None });
+    assert_eq!(packets_to(&out, &dev), vec![Packet::PingResp]);
+}
+
+#[test]
+fn a_packet_over_the_devices_maximum_packet_size_is_not_sent() {
+    let mut h = Harness::new();
+    let dev = peer(21_016);
+    let v2::Packet::Connect(mut c) = v2_connect(4, "", true) else {
+        unreachable!()
+    };
+    // A CONNACK with a 23-character assigned id is 30 bytes.
+    c.max_packet_size = 10;
+    let out = h.send_v2(&dev, v2::Packet::Connect(c));
+    assert!(v2_to(&out, &dev).is_empty(), "{out:?}");
+    assert_eq!(h.gw.stats().drops(DropReason::TooLarge), 1);
+    assert_eq!(h.gw.session_count(), 1, "dropped as if delivered [3.1.7-3]");
+}
+
+fn connect_with_will(packet_id: u16, client_id: &str) -> v2::Packet {
+    let v2::Packet::Connect(mut c) = v2_connect(packet_id, client_id, true) else {
+        unreachable!()
+    };
+    c.will = Some(v2::Will {
+        qos: v2::QoS::AtLeastOnce,
+        retain: false,
+        topic: Topic::Name("will/t".into()),
+        payload: b("gone"),
+    });
+    v2::Packet::Connect(c)
+}
+
+#[test]
+fn the_will_in_connect_is_published_when_the_device_is_lost() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_030);
+    let out = h.send_v2(&dev, connect_with_will(5, "will2"));
+    // Only the CONNACK: the engine's will requests are internal.
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::ConnAck(c)] => assert_eq!((c.packet_id, c.reason), (5, ReasonCode::SUCCESS)),
+        other => panic!("CONNACK expected, got {other:?}"),
+    }
+    assert!(packets_to(&out, &dev).is_empty(), "{out:?}");
+    assert_eq!(h.gw.client_state("will2"), Some(&ClientState::Active));
+    let out = h.advance(Duration::from_secs(91));
+    assert_eq!(published(&out), vec![("will/t".to_owned(), b("gone"), 1)]);
+}
+
+#[test]
+fn disconnect_0x04_publishes_the_will_and_0x00_discards_it() {
+    let mut h = Harness::with(upstream_cfg());
+    let (a, c) = (peer(21_031), peer(21_032));
+    h.send_v2(&a, connect_with_will(1, "w04"));
+    h.send_v2(&c, connect_with_will(1, "w00"));
+    let bye = |reason| {
+        v2::Packet::Disconnect(v2::Disconnect {
+            packet_id: None,
+            reason: Some(reason),
+            session_expiry: None,
+            reason_string: String::new(),
+        })
+    };
+    let out = h.send_v2(&a, bye(ReasonCode::DISCONNECT_WITH_WILL));
+    assert_eq!(published(&out), vec![("will/t".to_owned(), b("gone"), 1)]);
+    assert!(v2_to(&out, &a).is_empty(), "never answered");
+    let out = h.send_v2(&c, bye(ReasonCode::SUCCESS));
+    assert!(published(&out).is_empty() && v2_to(&out, &c).is_empty());
+    // Nor later: the will was discarded.
+    assert!(published(&h.advance(Duration::from_secs(200))).is_empty());
+}
+
+fn connect_expiring(client_id: &str, sei: Option<u32>, suggest: bool) -> v2::Packet {
+    let v2::Packet::Connect(mut c) = v2_connect(1, client_id, true) else {
+        unreachable!()
+    };
+    c.session_expiry = sei;
+    c.allow_server_suggested = suggest;
+    v2::Packet::Connect(c)
+}
+
+fn normal_disconnect() -> v2::Packet {
+    v2::Packet::Disconnect(v2::Disconnect {
+        packet_id: None,
+        reason: None,
+        session_expiry: None,
+        reason_string: String::new(),
+    })
+}
+
+#[test]
+fn the_session_expiry_interval_decides_how_long_a_session_outlives_its_connection() {
+    let mut h = Harness::new();
+    let (a, c) = (peer(21_040), peer(21_041));
+    // Absent = 0: the session ends with the virtual connection.
+    h.send_v2(&a, connect_expiring("sei0", None, false));
+    h.send_v2(&a, normal_disconnect());
+    assert_eq!(h.gw.client_state("sei0"), None);
+    // 120 s, with Clean Start 1: kept after DISCONNECT, gone after 120 s.
+    h.send_v2(&c, connect_expiring("sei120", Some(120), false));
+    h.send_v2(&c, normal_disconnect());
+    assert_eq!(
+        h.gw.client_state("sei120"),
+        Some(&ClientState::Disconnected)
+    );
+    h.advance(Duration::from_secs(119));
+    assert!(h.gw.client_state("sei120").is_some());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.gw.client_state("sei120"), None);
+}
+
+#[test]
+fn the_gateways_bound_on_session_expiry_is_reported_only_when_allowed() {
+    let mut h = Harness::with(EngineConfig {
+        session_expiry: Some(Duration::from_secs(3600)),
+        ..EngineConfig::default()
+    });
+    let connack = |h: &mut Harness, dev: &Peer, packet| match v2_to(&h.send_v2(dev, packet), dev)
+        .as_slice()
+    {
+        [v2::Packet::ConnAck(c)] => c.session_expiry,
+        other => panic!("CONNACK expected, got {other:?}"),
+    };
+    // Asked for "never", allowed a server value: told 3600 [3.1.2.7-2].
+    assert_eq!(
+        connack(
+            &mut h,
+            &peer(21_042),
+            connect_expiring("never", Some(u32::MAX), true)
+        ),
+        Some(3600)
+    );
+    // Not allowed: no Session Expiry field; the bound applies all the same.
+    assert_eq!(
+        connack(
+            &mut h,
+            &peer(21_043),
+            connect_expiring("quiet", Some(u32::MAX), false)
+        ),
+        None
+    );
+    // Within the bound: nothing to report.
+    assert_eq!(
+        connack(
+            &mut h,
+            &peer(21_044),
+            connect_expiring("short", Some(60), true)
+        ),
+        None
+    );
+}
+
+#[test]
+fn a_refused_2_0_connect_leaves_the_addresses_1_2_session_alone() {
+    let mut h = Harness::with(EngineConfig {
+        max_clients: 1,
+        ..EngineConfig::default()
+    });
+    let dev = peer(21_050);
+    h.connect(&dev, "first12", true);
+    // The only place is taken by a connected client: 0x89 Server busy.
+    let out = h.send_v2(&dev, v2_connect(9, "other", true));
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::ConnAck(c)] => assert_eq!(c.reason, ReasonCode::SERVER_BUSY),
+        other => panic!("a refusing CONNACK expected, got {other:?}"),
+    }
+    // The 1.2 session at that address still speaks 1.2.
+    let out = h.send(&dev, Packet::PingReq { client_id: None });
+    assert_eq!(packets_to(&out, &dev), vec![Packet::PingResp]);
+}
+
+#[test]
+fn a_second_request_while_one_is_outstanding_is_disconnected_with_0x93() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_060);
+    let out = h.send_v2(&dev, v2_connect(1, "flow2", false));
+    assert_eq!(v2_to(&out, &dev).len(), 1);
+    // No upstream room: the QoS 1 PUBLISH waits, unacknowledged.
+    h.gw.set_upstream_room(h.now, 0);
+    h.drain();
+    let first = v2_publish(
+        Delivery::AtLeastOnce { packet_id: 1 },
+        Topic::Name("f".into()),
+        "1",
+    );
+    assert!(v2_to(&h.send_v2(&dev, first.clone()), &dev).is_empty());
+    // Its retransmission is no violation.
+    assert!(v2_to(&h.send_v2(&dev, first), &dev).is_empty());
+    assert_eq!(h.gw.client_state("flow2"), Some(&ClientState::Active));
+    // A new request with another packet id is [4.9-1].
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 2 });
+    match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::Disconnect(d)] => {
+            assert_eq!(d.reason, Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+        }
+        other => panic!("DISCONNECT 0x93 expected, got {other:?}"),
+    }
+    assert_eq!(h.gw.client_state("flow2"), Some(&ClientState::Lost));
+}
