@@ -48,6 +48,11 @@ pub struct Overrides {
     /// section if the file has none.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub upstream: Option<HostPort>,
+    /// MQTT client id of the gateway's upstream session, overriding
+    /// [upstream] client_id (default: sngate-<hostname>-<gateway id>). Needs
+    /// an upstream (--upstream or [upstream]).
+    #[arg(long, value_name = "ID")]
+    pub upstream_client_id: Option<String>,
     /// Upstream bridge mode, overriding [upstream] bridge_mode: `aggregate`
     /// (one upstream session carries every device) or `per-device` (each
     /// device gets its own, with its client id, keep-alive and will). Needs
@@ -286,6 +291,14 @@ impl Overrides {
             upstream.bridge_mode = mode.into();
             set.push("upstream.bridge_mode".to_owned());
         }
+        if let Some(id) = &self.upstream_client_id {
+            if config.upstream.is_none() {
+                set.push("upstream.host".to_owned());
+            }
+            let upstream = config.upstream.get_or_insert_with(UpstreamConfig::default);
+            upstream.client_id = Some(id.clone());
+            set.push("upstream.client_id".to_owned());
+        }
         for p in &self.predefined {
             set.push(format!(
                 "predefined_topics[{}]",
@@ -348,6 +361,7 @@ impl Config {
                 _ => from_command_line(e),
             }
         })?;
+        config.resolve_defaults();
         Ok(config)
     }
 }

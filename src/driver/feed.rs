@@ -68,6 +68,8 @@ impl Driver {
             self.take_ready_inputs(listen);
         }
         self.flush().await;
+        let now = tokio::time::Instant::now().into_std();
+        self.drop_log.log(now, self.gateway.stats());
     }
 
     /// Hands one input to the engine (or answers it, for a query), without

@@ -225,7 +225,7 @@ pub fn upstream_to(port: u16, client_id: &str) -> UpstreamConfig {
     UpstreamConfig {
         host: "127.0.0.1".into(),
         port,
-        client_id: client_id.into(),
+        client_id: Some(client_id.into()),
         reconnect_min_secs: 1,
         reconnect_max_secs: 1,
         ..UpstreamConfig::default()

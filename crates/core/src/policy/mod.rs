@@ -14,5 +14,5 @@ pub mod acl;
 pub mod admission;
 mod authorize;
 pub(crate) use authorize::is_sys;
-pub(crate) mod log_gate;
+pub mod log_gate;
 pub mod rate_limit;
