@@ -28,6 +28,10 @@ pub struct Overrides {
     /// RUST_LOG, when set, overrides both.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Trace every packet of this MQTT-SN client id (one line per packet
+    /// received or sent, like `mosquitto -v`), overriding [log] trace_client.
+    #[arg(long, value_name = "CLIENT_ID")]
+    pub trace_client: Option<String>,
     /// Log format, overriding [log] format.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
@@ -239,6 +243,9 @@ impl Overrides {
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();
             set.push("log.level".to_owned());
+        }
+        if let Some(id) = &self.trace_client {
+            config.log.trace_client = Some(id.clone());
         }
         if let Some(format) = self.log_format {
             config.log.format = format.into();

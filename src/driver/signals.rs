@@ -95,7 +95,11 @@ fn reload(
     let mut applied = Vec::new();
     let mut restart = Vec::new();
     if new.log.level != current.log.level {
-        match reloader.log.as_ref().map(|l| l.set_level(&new.log.level)) {
+        match reloader
+            .log
+            .as_ref()
+            .map(|l| l.set_level(&new.log.directive()))
+        {
             Some(Ok(())) => applied.push("log.level"),
             Some(Err(e)) => warn!(error = %e, "log level not changed"),
             None => restart.push("log.level"),

@@ -59,6 +59,8 @@ pub struct LogGates {
     pub unproven_evicted: LogGate,
     /// Publishes to `$SYS/…` refused.
     pub sys_refused: CountGate,
+    /// CONNECTs refused (protocol id, client id, `max_clients`).
+    pub connect_refused: LogGate,
 }
 
 #[cfg(test)]
