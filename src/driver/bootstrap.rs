@@ -119,7 +119,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
             let server = crate::ops::http::bind(addr, queries.clone(), HttpLimits::default())
                 .await
                 .map_err(|source| DriverError::Http { addr, source })?;
-            info!(addr = %server.local_addr(), "HTTP endpoint listening (/metrics, /status, /healthz)");
+            info!(addr = %server.local_addr(), "HTTP endpoint listening (/ dashboard, /metrics, /status, /healthz)");
             Some(server)
         }
         None => None,

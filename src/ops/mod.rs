@@ -15,6 +15,7 @@ pub mod exposition;
 pub mod figures;
 pub mod http;
 pub mod query;
+pub mod rates;
 pub mod status;
 
 pub use exposition::{Collect, Exposition};

@@ -89,6 +89,8 @@ struct Upstream {
 #[derive(Serialize)]
 struct Device<'a> {
     client_id: &'a str,
+    /// The MQTT-SN version it speaks (every session is v1.2 today).
+    protocol_version: &'static str,
     state: &'static str,
     transport: &'static str,
     address: Option<String>,
@@ -129,6 +131,7 @@ impl StatusSnapshot {
             .iter()
             .map(|d| Device {
                 client_id: &d.client_id,
+                protocol_version: "1.2",
                 state: d.state,
                 transport: d.transport.label(),
                 address: d.peer.as_ref().map(|p| self.address(p)),

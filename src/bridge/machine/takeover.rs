@@ -52,9 +52,7 @@ impl TakeoverWatch {
     /// takeover of a streak (the third quick loss when only inferred), then
     /// every tenth.
     pub(super) fn lost(&mut self, now: Instant, reported: bool) -> Option<Takeover> {
-        let Some(since) = self.connected_at.take() else {
-            return None;
-        };
+        let since = self.connected_at.take()?;
         let quick = now.saturating_duration_since(since) < QUICK_LOSS;
         if !(reported || quick) {
             self.streak = 0;
