@@ -13,6 +13,7 @@ pub mod check_config;
 pub mod passwd;
 pub mod run;
 pub mod sim;
+pub mod status;
 pub mod tools;
 
 use std::process::ExitCode;

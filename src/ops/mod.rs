@@ -17,6 +17,7 @@ pub mod http;
 pub mod query;
 pub mod rates;
 pub mod status;
+pub mod summary;
 
 pub use exposition::{Collect, Exposition};
 pub use figures::MetricsSnapshot;
