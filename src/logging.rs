@@ -42,6 +42,11 @@ pub fn init(level: &str, format: LogFormat) -> Result<LogReload, LoggingError> {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr closed: the pipe's
+        // reader gone) is lost, never a panic: tracing-subscriber would
+        // otherwise report it with eprintln!, which panics on the same
+        // closed stderr and takes the gateway down with it.
+        .log_internal_errors(false)
         .with_env_filter(filter);
     // The two formats give handles of different types: each is wrapped in
     // the same closure.

@@ -227,3 +227,48 @@ async fn the_puback_reaches_a_subscribed_publisher_before_its_own_message() {
         other => panic!("expected the echo, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_closed_stderr_loses_log_lines_but_never_the_gateway() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sngate"))
+        .args([
+            "run",
+            "--udp",
+            "127.0.0.1:0",
+            "--broker",
+            "off",
+            "--state-dir",
+            "off",
+        ])
+        .env_remove("RUST_LOG")
+        .env_remove("SNGATE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sngate starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let _child = KillOnDrop(child);
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    while !line.contains("listening on UDP") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("a log line") > 0,
+            "stderr ended"
+        );
+    }
+    let addr: std::net::SocketAddr = line
+        .rsplit("addr=")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .expect("the UDP address");
+    // The log's reader goes away; every connect below writes log lines.
+    drop(reader);
+    for i in 0..5 {
+        RawDevice::new(addr)
+            .await
+            .connect(&format!("after-close-{i}"), true, 60)
+            .await;
+    }
+}

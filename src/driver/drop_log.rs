@@ -1,5 +1,6 @@
 //! Drops and refusals at warn: after every step the driver hands the
-//! engine's counters to [`DropLog`], which writes one line per reason whose
+//! engine's counters to [`DropLog`], which writes one line per reason (a
+//! drop reason, or a configured limit something was refused at) whose
 //! count grew — at once for the first, then at most one per
 //! [`LOG_PERIOD`] per reason, with how many more happened meanwhile — so an
 //! operator at the default level sees that messages are being refused and
@@ -11,7 +12,7 @@ use std::time::Instant;
 use tracing::warn;
 
 use crate::core::log_gate::{LOG_PERIOD, LogGate};
-use crate::core::{DropReason, Stats};
+use crate::core::{DropReason, LimitHit, Stats};
 
 /// What an operator reads for each reason.
 pub fn describe(reason: DropReason) -> &'static str {
@@ -43,11 +44,24 @@ pub fn describe(reason: DropReason) -> &'static str {
     }
 }
 
-/// The drop counters last logged, and a gate per reason.
+/// The drop and limit counters last logged, and a gate for each.
 #[derive(Debug, Default)]
 pub struct DropLog {
     logged: [u64; DropReason::ALL.len()],
     gates: [LogGate; DropReason::ALL.len()],
+    limits_logged: [u64; LimitHit::ALL.len()],
+    limit_gates: [LogGate; LimitHit::ALL.len()],
+}
+
+/// One gated counter: a line when it grew and its gate lets one through;
+/// returns how much it grew since the last line.
+fn due_one(now: Instant, total: u64, logged: &mut u64, gate: &mut LogGate) -> Option<u64> {
+    if total <= *logged || gate.allow(now).is_none() {
+        return None;
+    }
+    let count = total - *logged;
+    *logged = total;
+    Some(count)
 }
 
 /// One line to write.
@@ -63,24 +77,30 @@ impl DropLog {
     /// The lines due at `now` for the counters in `stats` (the caller
     /// writes them; [`DropLog::log`] does both).
     pub fn due(&mut self, now: Instant, stats: &Stats) -> Vec<DropLine> {
-        let mut lines = Vec::new();
-        for (i, reason) in DropReason::ALL.into_iter().enumerate() {
-            let total = stats.drops(reason);
-            let (Some(logged), Some(gate)) = (self.logged.get_mut(i), self.gates.get_mut(i)) else {
-                continue;
-            };
-            if total <= *logged {
-                continue;
-            }
-            if gate.allow(now).is_some() {
-                lines.push(DropLine {
-                    reason,
-                    count: total - *logged,
-                });
-                *logged = total;
-            }
-        }
-        lines
+        DropReason::ALL
+            .into_iter()
+            .zip(self.logged.iter_mut().zip(self.gates.iter_mut()))
+            .filter_map(|(reason, (logged, gate))| {
+                due_one(now, stats.drops(reason), logged, gate)
+                    .map(|count| DropLine { reason, count })
+            })
+            .collect()
+    }
+
+    /// The refusals at a configured limit due at `now`: (limit, count since
+    /// the last line).
+    pub fn limits_due(&mut self, now: Instant, stats: &Stats) -> Vec<(LimitHit, u64)> {
+        LimitHit::ALL
+            .into_iter()
+            .zip(
+                self.limits_logged
+                    .iter_mut()
+                    .zip(self.limit_gates.iter_mut()),
+            )
+            .filter_map(|(limit, (logged, gate))| {
+                due_one(now, stats.limit_hits(limit), logged, gate).map(|count| (limit, count))
+            })
+            .collect()
     }
 
     /// Writes the lines due at `now`, at warn.
@@ -92,6 +112,14 @@ impl DropLog {
                 period = ?LOG_PERIOD,
                 "dropped: {}",
                 describe(reason)
+            );
+        }
+        for (limit, count) in self.limits_due(now, stats) {
+            warn!(
+                limit = limit.key(),
+                count,
+                period = ?LOG_PERIOD,
+                "refused at a configured limit"
             );
         }
     }
@@ -130,6 +158,22 @@ mod tests {
                 reason: DropReason::OutOfState,
                 count: 1000
             }]
+        );
+    }
+
+    #[test]
+    fn refusals_at_a_limit_are_gated_per_limit() {
+        let mut log = DropLog::default();
+        let mut stats = Stats::default();
+        let t0 = Instant::now();
+        stats.limit_hit(LimitHit::MaxClients);
+        stats.limit_hit(LimitHit::MaxClients);
+        assert_eq!(log.limits_due(t0, &stats), [(LimitHit::MaxClients, 2)]);
+        stats.limit_hit(LimitHit::MaxClients);
+        assert!(log.limits_due(t0, &stats).is_empty());
+        assert_eq!(
+            log.limits_due(t0 + LOG_PERIOD, &stats),
+            [(LimitHit::MaxClients, 1)]
         );
     }
 }
