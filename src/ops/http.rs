@@ -378,6 +378,18 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_needs_nothing_from_elsewhere() {
+        // A Pi offline shows it: no stylesheet, script, font or image by URL.
+        for outside in ["http://", "https://", "<link", "src=", "@import", "url("] {
+            assert!(
+                !DASHBOARD.contains(outside),
+                "the dashboard loads {outside}"
+            );
+        }
+        assert!(DASHBOARD.contains("fetch(\"status\""), "it polls /status");
+    }
+
+    #[test]
     fn the_busy_answer_says_its_length() {
         let text = std::str::from_utf8(BUSY).unwrap_or_default();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
