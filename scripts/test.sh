@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust installed:
 # installs what the tests need when it is missing (mosquitto and its clients;
 # systemd-analyze, which checks the unit; /bin/kill, which its ExecReload
-# runs — all from the OS packages), then checks that the pure crates
+# runs; chromium, which renders the dashboard in tests/dashboard.rs — all
+# from the OS packages), then checks that the pure crates
 # (crates/wire, crates/core) depend on no async runtime, and runs rustfmt,
 # clippy with warnings as errors, and every test of every workspace crate
 # (unit, integration, doc). CI runs exactly this (.ci/run).
@@ -16,6 +17,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /bin/kill ] || missing+=(procps)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   sudo=""

@@ -22,6 +22,7 @@
 //!   bound at SIGTERM.
 
 mod bootstrap;
+mod drop_log;
 mod egress;
 mod feed;
 mod ops;

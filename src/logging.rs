@@ -5,7 +5,9 @@
 //! `RUST_LOG`, when set and non-empty, overrides it, which is the usual way to
 //! turn up one module while debugging without editing the config file. Output
 //! goes to stderr, as text for people or JSON lines for log collectors; stdout
-//! stays free for command output such as `sngate print-config`.
+//! stays free for command output such as `sngate print-config`. The
+//! libraries that log on their own are held at warn unless the filter names
+//! them ([`QUIET_DEPENDENCIES`]).
 
 use std::io::IsTerminal;
 
@@ -40,6 +42,11 @@ pub fn init(level: &str, format: LogFormat) -> Result<LogReload, LoggingError> {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr closed: the pipe's
+        // reader gone) is lost, never a panic: tracing-subscriber would
+        // otherwise report it with eprintln!, which panics on the same
+        // closed stderr and takes the gateway down with it.
+        .log_internal_errors(false)
         .with_env_filter(filter);
     // The two formats give handles of different types: each is wrapped in
     // the same closure.
@@ -75,12 +82,46 @@ impl LogReload {
     }
 }
 
-/// The filter to use: `rust_log` when it is set and non-empty, else `level`.
+/// The libraries that log on their own (the store, the MQTT client, TLS,
+/// the serial port): held at warn unless the filter names them, so that
+/// `debug` shows sngate's story rather than fjall's compactions, and `info`
+/// no fjall "Finished ingestion writer" at every start.
+pub const QUIET_DEPENDENCIES: [&str; 8] = [
+    "fjall",
+    "lsm_tree",
+    "value_log",
+    "rumqttc",
+    "rustls",
+    "mio",
+    "tokio_serial",
+    "serialport",
+];
+
+/// `directive` with `dep=warn` added for every [`QUIET_DEPENDENCIES`] entry
+/// it does not name (a more specific directive wins in an `EnvFilter`, so
+/// `debug` stays debug for sngate's own targets).
+pub fn with_quiet_dependencies(directive: &str) -> String {
+    let mut out = directive.trim().to_owned();
+    for dep in QUIET_DEPENDENCIES {
+        if !directive.contains(dep) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(dep);
+            out.push_str("=warn");
+        }
+    }
+    out
+}
+
+/// The filter to use: `rust_log` when it is set and non-empty, else `level`,
+/// with the dependencies it does not name held at warn.
 fn filter(level: &str, rust_log: Option<String>) -> Result<EnvFilter, LoggingError> {
     let (directive, origin) = match rust_log {
         Some(env) if !env.trim().is_empty() => (env, "RUST_LOG"),
         _ => (level.to_owned(), "the config's log.level"),
     };
+    let directive = with_quiet_dependencies(&directive);
     EnvFilter::builder()
         .parse(&directive)
         .map_err(|source| LoggingError::Filter {
@@ -96,12 +137,30 @@ mod tests {
 
     #[test]
     fn rust_log_overrides_level_when_set() {
+        // EnvFilter prints its directives in its own order.
+        let has = |f: &EnvFilter, d: &str| f.to_string().split(',').any(|x| x == d);
         let f = filter("info", Some("debug".to_owned())).unwrap();
-        assert_eq!(f.to_string(), "debug");
+        assert!(has(&f, "debug") && !has(&f, "info"), "{f}");
         let f = filter("warn", Some("  ".to_owned())).unwrap();
-        assert_eq!(f.to_string(), "warn");
-        let f = filter("warn", None).unwrap();
-        assert_eq!(f.to_string(), "warn");
+        assert!(has(&f, "warn"), "{f}");
+        let f = filter("debug", None).unwrap();
+        assert!(has(&f, "debug") && has(&f, "fjall=warn"), "{f}");
+    }
+
+    #[test]
+    fn dependencies_stay_at_warn_unless_named() {
+        let d = with_quiet_dependencies("debug");
+        assert!(d.starts_with("debug,"), "{d}");
+        for dep in QUIET_DEPENDENCIES {
+            assert!(d.contains(&format!("{dep}=warn")), "{d}");
+        }
+        // Named: the operator's word stands.
+        let d = with_quiet_dependencies("info,rumqttc=debug");
+        assert!(
+            d.contains("rumqttc=debug") && !d.contains("rumqttc=warn"),
+            "{d}"
+        );
+        assert!(d.contains("fjall=warn"), "{d}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `sngate` command line: parse the arguments and hand each subcommand
 //! to its module under `cli/` (`run`, `check-config`, `print-config`,
-//! `passwd`, `pub`, `sub`, `sim`).
+//! `passwd`, `pub`, `sub`, `sim`, `status`).
 //!
 //! Deliberately thin: the clap definitions of the command and its
 //! subcommands, and the dispatch. Each subcommand's flags and work live in
@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use cli::passwd::PasswdArgs;
 use cli::run::RunArgs;
 use cli::sim::SimArgs;
+use cli::status::StatusArgs;
 use cli::tools::{PubArgs, SubArgs};
 
 /// sngate: an MQTT-SN v1.2 gateway. Sensors speak MQTT-SN over UDP; sngate
@@ -76,6 +77,10 @@ enum Command {
     /// first line of standard input when it is not a terminal, and prints
     /// its hash — with --user, the whole [[broker.users]] entry.
     Passwd(PasswdArgs),
+    /// Summarise a running gateway for a terminal: the upstream, message
+    /// rates, devices by state, drops, and the busiest devices (from its
+    /// /status).
+    Status(StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => cli::check_config::check_config(&file),
         Command::PrintConfig => cli::check_config::print_config(),
         Command::Passwd(args) => cli::passwd::passwd(&args),
+        Command::Status(args) => cli::status::status(&args),
     }
 }
 

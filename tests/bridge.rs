@@ -91,7 +91,7 @@ fn upstream(port: u16, client_id: &str) -> UpstreamConfig {
     UpstreamConfig {
         host: "127.0.0.1".into(),
         port,
-        client_id: client_id.into(),
+        client_id: Some(client_id.into()),
         keep_alive_secs: 5,
         reconnect_min_secs: 1,
         reconnect_max_secs: 2,

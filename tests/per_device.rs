@@ -37,7 +37,7 @@ fn per_device(port: u16, shared_id: &str) -> UpstreamConfig {
     let mut u = UpstreamConfig {
         host: "127.0.0.1".into(),
         port,
-        client_id: shared_id.into(),
+        client_id: Some(shared_id.into()),
         keep_alive_secs: 5,
         reconnect_min_secs: 1,
         reconnect_max_secs: 1,

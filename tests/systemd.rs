@@ -2,7 +2,10 @@
 //!
 //! `Type=notify`: the real binary, run with a notification socket of our own
 //! standing in for systemd, reports READY=1 after binding, pings the watchdog
-//! from its engine loop, and STOPPING=1 on SIGTERM.
+//! from its engine loop, and STOPPING=1 on SIGTERM with EXTEND_TIMEOUT_USEC
+//! covering its drain (so `systemctl restart` never kills it mid-drain, and
+//! starts the next one once its ports are free). A second instance on a port
+//! in use fails with one clear line.
 //!
 //! The unit, `systemd/sngate.service`: `systemd-analyze verify` accepts it,
 //! `systemd-analyze security` rates its sandbox, and it keeps what the
@@ -79,6 +82,15 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
         }
     }
     assert!(stopping, "STOPPING=1 expected after SIGTERM");
+    // systemd is asked to wait out the drain (default grace 5 s) plus a
+    // margin, whatever TimeoutStopSec says: a restart never kills the old
+    // process mid-drain, and starts the new one only once it has exited.
+    let extend = next(&socket, Duration::from_secs(5)).unwrap_or_default();
+    let usec: u64 = extend
+        .strip_prefix("EXTEND_TIMEOUT_USEC=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("EXTEND_TIMEOUT_USEC expected after STOPPING=1, got {extend:?}"));
+    assert!(usec >= 5_000_000 + 1_000_000, "{usec}");
     let status = child.0.wait().expect("sngate exits");
     assert!(status.success(), "graceful exit expected, got {status}");
 }
@@ -165,6 +177,14 @@ fn the_unit_keeps_what_the_gateway_relies_on() {
     ] {
         assert!(directives.contains(&wanted), "the unit lacks {wanted:?}");
     }
+    // The stop timeout covers the default drain (5 s) with room to spare
+    // (the gateway extends it for a longer one: EXTEND_TIMEOUT_USEC).
+    let timeout: u64 = directives
+        .iter()
+        .find_map(|d| d.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+        .expect("TimeoutStopSec=<N>s");
+    assert!(timeout > 5 + 5, "TimeoutStopSec={timeout}s");
     // PrivateDevices=yes would hide /dev/ttyUSB* and /dev/ttyAMA*.
     assert!(
         !directives.iter().any(|d| d.starts_with("PrivateDevices=")),
@@ -175,4 +195,59 @@ fn the_unit_keeps_what_the_gateway_relies_on() {
         package.contains(r#"["config/sngate.toml", "etc/sngate/sngate.toml", "644"]"#),
         "the package installs the config where the unit reads it"
     );
+}
+
+#[test]
+fn a_second_instance_on_a_port_in_use_fails_with_one_clear_line() {
+    let first = Command::new(env!("CARGO_BIN_EXE_sngate"))
+        .args([
+            "run",
+            "--udp",
+            "127.0.0.1:0",
+            "--broker",
+            "off",
+            "--state-dir",
+            "off",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sngate starts");
+    let (first, lines) = {
+        use std::io::{BufRead, BufReader};
+        let mut first = KillOnDrop(first);
+        let stderr = first.0.stderr.take().expect("piped stderr");
+        (first, BufReader::new(stderr).lines())
+    };
+    let addr = lines
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.contains("listening on UDP")
+                .then(|| l.rsplit("addr=").next().map(str::to_owned))
+                .flatten()
+        })
+        .expect("the first instance's address");
+    let second = Command::new(env!("CARGO_BIN_EXE_sngate"))
+        .args([
+            "run",
+            "--udp",
+            &addr,
+            "--broker",
+            "off",
+            "--state-dir",
+            "off",
+        ])
+        .output()
+        .expect("the second runs");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with("error: ")
+            && errors[0].contains(&addr)
+            && errors[0].contains("address already in use")
+            && errors[0].contains("another sngate"),
+        "{stderr}"
+    );
+    drop(first);
 }

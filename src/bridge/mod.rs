@@ -477,6 +477,11 @@ async fn futures_join_all(tasks: &mut [JoinHandle<()>]) {
 /// mode). It connects in the background; watch [`BridgeHandle::recv`] for
 /// [`BridgeEvent::Connected`].
 pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
+    // The client id, resolved once: every later reader sees `Some`.
+    let cfg = &UpstreamConfig {
+        client_id: Some(cfg.effective_client_id()),
+        ..cfg.clone()
+    };
     check_options(cfg)?;
     let rt = tokio::runtime::Handle::try_current().map_err(|_| BridgeError::NoRuntime)?;
     let tls = cfg
@@ -495,7 +500,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
     // The shared session's client id is unique on the broker by MQTT's
     // rules, so it names this gateway's messages.
     let origin: Option<Arc<str>> =
-        (per_device && cfg.protocol_version == 5).then(|| Arc::from(cfg.client_id.as_str()));
+        (per_device && cfg.protocol_version == 5).then(|| Arc::from(cfg.effective_client_id()));
     let identities = per_device
         .then(|| identities::DeviceIdentities::new(cfg, tls.clone(), origin.clone()))
         .transpose()?;
@@ -552,13 +557,14 @@ fn check_options(cfg: &UpstreamConfig) -> Result<(), BridgeError> {
     if !matches!(cfg.protocol_version, 4 | 5) {
         return bad("protocol_version", "must be 4 (MQTT 3.1.1) or 5 (MQTT 5)");
     }
-    if cfg.client_id.is_empty() && !cfg.clean_session {
+    let client_id = cfg.effective_client_id();
+    if client_id.is_empty() && !cfg.clean_session {
         return bad(
             "client_id",
             "must not be empty when clean_session is false (the broker keys the session by it)",
         );
     }
-    if cfg.client_id.is_empty() && cfg.bridge_mode == BridgeMode::PerDevice {
+    if client_id.is_empty() && cfg.bridge_mode == BridgeMode::PerDevice {
         return bad(
             "client_id",
             "must not be empty in per-device mode (it tags the gateway's own messages)",

@@ -86,7 +86,7 @@ impl Pool {
             | UpstreamCommand::Unsubscribe { .. } => return Some(cmd),
         };
         if let UpstreamCommand::OpenSession(_) = &cmd
-            && self.identities.upstream_id(&device) == self.common.cfg.client_id
+            && self.identities.upstream_id(&device) == self.common.cfg.effective_client_id()
         {
             warn!(client_id = %device, "a device's upstream client id would be the gateway's own; refused");
             bump(&self.common.counters.device_session_refusals, 1);

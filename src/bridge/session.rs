@@ -380,7 +380,7 @@ mod tests {
     ) {
         let cfg = UpstreamConfig {
             host: "127.0.0.1".into(),
-            client_id: "gw".into(),
+            client_id: Some("gw".into()),
             ..UpstreamConfig::default()
         };
         let (events, rx) = mpsc::channel(16);

@@ -13,6 +13,7 @@ pub mod check_config;
 pub mod passwd;
 pub mod run;
 pub mod sim;
+pub mod status;
 pub mod tools;
 
 use std::process::ExitCode;
@@ -31,9 +32,30 @@ pub fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::
     })
 }
 
+/// One line for an error caused by an address in use (a second instance,
+/// or one still shutting down), `None` for any other error.
+fn address_in_use(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::AddrInUse
+        {
+            let what = e.to_string();
+            let what = what.trim_end_matches(&format!(": {io}")[..]);
+            return Some(format!(
+                "error: {what}: address already in use — another sngate (or another program) \
+                 listens there, or one is still shutting down (it frees its ports within \
+                 [gateway] shutdown_grace_secs)"
+            ));
+        }
+        cause = c.source();
+    }
+    None
+}
+
 /// The exit status of a subcommand's work: success, or the error reported
 /// and [`EXIT_RUNTIME`].
-pub fn outcome<E: std::error::Error>(result: Result<(), E>) -> ExitCode {
+pub fn outcome<E: std::error::Error + 'static>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -43,8 +65,13 @@ pub fn outcome<E: std::error::Error>(result: Result<(), E>) -> ExitCode {
     }
 }
 
-/// Prints an error and its source chain to stderr.
-pub fn report(e: &dyn std::error::Error) {
+/// Prints an error and its source chain to stderr — or, for an address in
+/// use, one line that says what to look for.
+pub fn report(e: &(dyn std::error::Error + 'static)) {
+    if let Some(line) = address_in_use(e) {
+        eprintln!("{line}");
+        return;
+    }
     eprintln!("error: {e}");
     let mut source = e.source();
     while let Some(cause) = source {

@@ -35,7 +35,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let log = match sngate::logging::init(&config.log.level, config.log.format) {
+    let log = match sngate::logging::init(&config.log.directive(), config.log.format) {
         Ok(log) => log,
         Err(e) => {
             report(&e);

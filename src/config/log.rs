@@ -17,6 +17,12 @@ pub struct LogConfig {
     /// `"text"` (human readable) or `"json"` (one object per line), on stderr.
     /// Default: `"text"`.
     pub format: LogFormat,
+    /// Trace the packets of this one MQTT-SN client id: one line per packet
+    /// received or sent, like `mosquitto -v` (target `sngate_core::packets`,
+    /// switched on at trace level whatever `level` says). `--trace-client`
+    /// overrides it. Default: none (the trace is then on only where `level`
+    /// asks for `sngate_core::packets=trace`, for every client).
+    pub trace_client: Option<String>,
 }
 
 impl Default for LogConfig {
@@ -24,9 +30,13 @@ impl Default for LogConfig {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Text,
+            trace_client: None,
         }
     }
 }
+
+/// The packet trace's target (see `[log] trace_client`).
+pub const PACKET_TRACE_TARGET: &str = "sngate_core::packets";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -40,6 +50,15 @@ pub enum LogFormat {
 }
 
 impl LogConfig {
+    /// The filter directive to install: `level`, plus the packet trace when
+    /// `trace_client` names a client.
+    pub fn directive(&self) -> String {
+        match &self.trace_client {
+            Some(_) => format!("{},{PACKET_TRACE_TARGET}=trace", self.level.trim()),
+            None => self.level.clone(),
+        }
+    }
+
     /// Checks `[log]`: the level is a filter `EnvFilter` reads as meant.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         validate_log_level(&self.level).map_err(|r| ConfigError::invalid("log.level", r))

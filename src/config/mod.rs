@@ -63,7 +63,7 @@ pub use transport::{
 };
 pub use upstream::{
     BridgeMode, BridgeRule, DeviceCredentials, Direction, OutboxFull, PerDeviceConfig, TlsConfig,
-    UpstreamConfig,
+    UpstreamConfig, default_client_id, local_hostname,
 };
 
 /// The annotated default configuration, as printed by `sngate print-config`.
@@ -122,9 +122,39 @@ impl Config {
 
     /// Parses and validates `s`; `path` is used only in error messages.
     pub fn from_toml_str(s: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config = Config::parse_unvalidated(s, path)?;
+        let mut config = Config::parse_unvalidated(s, path)?;
         config.validate().map_err(|e| e.locate(path, s))?;
+        config.resolve_defaults();
         Ok(config)
+    }
+
+    /// Fills in the defaults that depend on the machine or on other
+    /// sections: the upstream client id
+    /// (`sngate-<hostname>-<gateway id>-<first UDP port>`) — unless that
+    /// port is 0 (ephemeral), when the gateway fills it in once bound
+    /// ([`Config::upstream_client_id`]). Loading calls it; idempotent.
+    pub fn resolve_defaults(&mut self) {
+        let port = self.udp.listen.first().map(std::net::SocketAddr::port);
+        if port != Some(0)
+            && let Some(id) = self.upstream_client_id(port)
+            && let Some(u) = self.upstream.as_mut()
+        {
+            u.client_id = Some(id);
+        }
+    }
+
+    /// The upstream client id: the configured one, else the default for
+    /// this host, gateway id and first UDP port `udp_port` (as bound).
+    /// `None` without an upstream.
+    pub fn upstream_client_id(&self, udp_port: Option<u16>) -> Option<String> {
+        let u = self.upstream.as_ref()?;
+        Some(u.client_id.clone().unwrap_or_else(|| {
+            upstream::default_client_id(
+                &upstream::local_hostname(),
+                self.gateway.gateway_id,
+                udp_port,
+            )
+        }))
     }
 
     /// Parses `s` without validating, for callers that change the config
@@ -244,6 +274,53 @@ mod tests {
             }
         );
         assert_eq!(up.per_device.credentials[0].client_id, "camera-*");
+    }
+
+    #[test]
+    fn the_upstream_client_id_defaults_to_host_gateway_id_and_udp_port() {
+        let c = parse(
+            "[gateway]\ngateway_id = 7\n[udp]\nlisten = [\"0.0.0.0:2883\"]\n[upstream]\nhost = \"h\"\n",
+        )
+        .unwrap();
+        let host = local_hostname();
+        let expected = default_client_id(&host, 7, Some(2883));
+        assert_eq!(c.upstream.unwrap().client_id.as_deref(), Some(&*expected));
+        assert!(expected.starts_with("sngate-") && expected.ends_with("-7-2883"));
+        // An id in the file is kept as it is, even empty.
+        let c =
+            parse("[upstream]\nhost = \"h\"\nclient_id = \"\"\nclean_session = true\n").unwrap();
+        assert_eq!(c.upstream.unwrap().client_id.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn default_client_ids_are_tidy_and_differ_between_gateways() {
+        assert_eq!(
+            default_client_id("pi.lan", 1, Some(1883)),
+            "sngate-pi-1-1883"
+        );
+        assert_eq!(
+            default_client_id("my host#1", 2, None),
+            "sngate-my-host-1-2"
+        );
+        assert_eq!(default_client_id("", 1, None), "sngate-localhost-1");
+        assert_ne!(
+            default_client_id("pi", 1, Some(1883)),
+            default_client_id("pi", 1, Some(1884))
+        );
+    }
+
+    #[test]
+    fn upstream_client_id_flag_overrides_the_file() {
+        let overrides = Overrides {
+            upstream_client_id: Some("site-a".into()),
+            upstream: Some(overrides::HostPort {
+                host: "h".into(),
+                port: None,
+            }),
+            ..Overrides::default()
+        };
+        let c = Config::load_with_overrides(None, &overrides).unwrap();
+        assert_eq!(c.upstream.unwrap().client_id.as_deref(), Some("site-a"));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct Overrides {
     /// RUST_LOG, when set, overrides both.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Trace every packet of this MQTT-SN client id (one line per packet
+    /// received or sent, like `mosquitto -v`), overriding [log] trace_client.
+    #[arg(long, value_name = "CLIENT_ID")]
+    pub trace_client: Option<String>,
     /// Log format, overriding [log] format.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
@@ -56,6 +60,11 @@ pub struct Overrides {
     /// section if the file has none.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub upstream: Option<HostPort>,
+    /// MQTT client id of the gateway's upstream session, overriding
+    /// [upstream] client_id (default: sngate-<hostname>-<gateway id>). Needs
+    /// an upstream (--upstream or [upstream]).
+    #[arg(long, value_name = "ID")]
+    pub upstream_client_id: Option<String>,
     /// Upstream bridge mode, overriding [upstream] bridge_mode: `aggregate`
     /// (one upstream session carries every device) or `per-device` (each
     /// device gets its own, with its client id, keep-alive and will). Needs
@@ -243,6 +252,9 @@ impl Overrides {
             config.log.level = level.clone();
             set.push("log.level".to_owned());
         }
+        if let Some(id) = &self.trace_client {
+            config.log.trace_client = Some(id.clone());
+        }
         if let Some(format) = self.log_format {
             config.log.format = format.into();
         }
@@ -301,6 +313,14 @@ impl Overrides {
             let upstream = config.upstream.get_or_insert_with(UpstreamConfig::default);
             upstream.bridge_mode = mode.into();
             set.push("upstream.bridge_mode".to_owned());
+        }
+        if let Some(id) = &self.upstream_client_id {
+            if config.upstream.is_none() {
+                set.push("upstream.host".to_owned());
+            }
+            let upstream = config.upstream.get_or_insert_with(UpstreamConfig::default);
+            upstream.client_id = Some(id.clone());
+            set.push("upstream.client_id".to_owned());
         }
         for p in &self.predefined {
             set.push(format!(
@@ -364,6 +384,7 @@ impl Config {
                 _ => from_command_line(e),
             }
         })?;
+        config.resolve_defaults();
         Ok(config)
     }
 }

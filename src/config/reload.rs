@@ -125,6 +125,10 @@ impl ReloadPlan {
             ("security", new.security != current.security),
             ("serial.allow_radio_addresses", serial.lists_changed),
             (
+                "log.trace_client",
+                new.log.trace_client != current.log.trace_client,
+            ),
+            (
                 "limits",
                 LimitsConfig {
                     max_retained_messages: 0,

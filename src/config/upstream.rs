@@ -18,8 +18,13 @@ pub struct UpstreamConfig {
     pub host: String,
     /// Broker port. Default: 1883.
     pub port: u16,
-    /// MQTT client id the gateway uses upstream. Default: `"sngate"`.
-    pub client_id: String,
+    /// MQTT client id the gateway uses upstream. Default:
+    /// `sngate-<hostname>-<gateway id>-<first UDP port>` (see
+    /// [`default_client_id`]), so two gateways on one broker — even on one
+    /// host — never take each other's session over; set it
+    /// (or `--upstream-client-id`) where the broker expects a fixed id.
+    /// After loading it is always `Some`.
+    pub client_id: Option<String>,
     /// MQTT user name. Default: none.
     pub username: Option<String>,
     /// MQTT password. Default: none.
@@ -77,12 +82,63 @@ pub struct UpstreamConfig {
     pub per_device: PerDeviceConfig,
 }
 
+impl UpstreamConfig {
+    /// The client id the shared session uses: the configured one, or the
+    /// default for gateway id 1 (what [`Config`](super::Config) resolves
+    /// when it loads; this fallback serves configurations built in code).
+    pub fn effective_client_id(&self) -> String {
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| default_client_id(&local_hostname(), 1, None))
+    }
+}
+
+/// The default upstream client id: `sngate-<host>-<gateway id>-<udp port>`
+/// (without `-<udp port>` when there is none), where `<host>` is the host
+/// name's first label with anything but ASCII letters, digits, `-` and `_`
+/// replaced by `-`: each gateway has its own identity on a shared broker,
+/// and two gateways on one host differ by their UDP port (they cannot
+/// share it) — all three stay the same across restarts, so the broker's
+/// persistent session is found again.
+pub fn default_client_id(hostname: &str, gateway_id: u8, udp_port: Option<u16>) -> String {
+    let label = hostname.trim().split('.').next().unwrap_or_default();
+    let host: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let host = if host.is_empty() { "localhost" } else { &host };
+    match udp_port {
+        Some(port) => format!("sngate-{host}-{gateway_id}-{port}"),
+        None => format!("sngate-{host}-{gateway_id}"),
+    }
+}
+
+/// This machine's host name (Linux: `/proc/sys/kernel/hostname`, then
+/// `/etc/hostname`), or `localhost` when neither can be read.
+pub fn local_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
             host: String::new(),
             port: 1883,
-            client_id: "sngate".to_owned(),
+            client_id: None,
             username: None,
             password: None,
             keep_alive_secs: 30,
@@ -313,7 +369,7 @@ pub(super) fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
 /// `[upstream.per_device]` and the per-device mode's own needs.
 fn validate_per_device(u: &UpstreamConfig) -> Result<(), ConfigError> {
     let pd = &u.per_device;
-    if u.bridge_mode == BridgeMode::PerDevice && u.client_id.is_empty() {
+    if u.bridge_mode == BridgeMode::PerDevice && u.client_id.as_deref() == Some("") {
         return Err(ConfigError::invalid(
             "upstream.client_id",
             "must not be empty with bridge_mode = \"per-device\" (it tags the gateway's own messages)",

@@ -19,7 +19,7 @@ use super::task::Driver;
 use super::{DriverError, ShutdownReport, StoreCounters, ops};
 use crate::bridge::{self, BridgeHandle};
 use crate::broker::{Broker, SysTopics};
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig};
 use crate::core::{EngineConfig, Gateway, UpstreamCommand};
 use crate::ops::QueryHandle;
 use crate::ops::http::{HttpServer, Limits as HttpLimits};
@@ -141,7 +141,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
             let server = crate::ops::http::bind(addr, queries.clone(), HttpLimits::default())
                 .await
                 .map_err(|source| DriverError::Http { addr, source })?;
-            info!(addr = %server.local_addr(), "HTTP endpoint listening (/metrics, /status, /healthz)");
+            info!(addr = %server.local_addr(), "HTTP endpoint listening (/ dashboard, /metrics, /status, /healthz)");
             Some(server)
         }
         None => None,
@@ -161,8 +161,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
     }
     let mut bridge = match &config.upstream {
         Some(upstream) => {
-            info!(host = %upstream.host, port = upstream.port, "bridging to the upstream broker");
-            Some(bridge::spawn(upstream)?)
+            // A default client id waits for the bound UDP port when the
+            // configured one is 0 (ephemeral).
+            let bound = listeners.first().map(|l| l.local_addr.port());
+            let upstream = UpstreamConfig {
+                client_id: config.upstream_client_id(bound),
+                ..upstream.clone()
+            };
+            info!(
+                host = %upstream.host,
+                port = upstream.port,
+                client_id = upstream.client_id.as_deref().unwrap_or_default(),
+                "bridging to the upstream broker"
+            );
+            Some(bridge::spawn(&upstream)?)
         }
         None => None,
     };
@@ -240,6 +252,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, DriverError> {
         ),
         queries: query_rx,
         shutdown_grace,
+        drop_log: super::drop_log::DropLog::default(),
         gateway,
         listeners,
         dtls_links,

@@ -68,6 +68,10 @@ impl Driver {
             self.take_ready_inputs(listen);
         }
         self.flush().await;
+        let now = tokio::time::Instant::now().into_std();
+        self.drop_log.log(now, self.gateway.stats());
+        let (messages_in, messages_out) = super::ops::message_totals(self.gateway.stats());
+        self.ops.rates.sample(now, messages_in, messages_out);
     }
 
     /// Hands one input to the engine (or answers it, for a query), without

@@ -36,6 +36,17 @@ pub(super) struct OpsState {
     /// The limits outside the engine, fixed at start
     /// ([`Config::fixed_limits`](crate::config::Config::fixed_limits)).
     pub(super) fixed_limits: Vec<(&'static str, u64)>,
+    /// Message rates over the last minutes (the dashboard's chart).
+    pub(super) rates: crate::ops::rates::Rates,
+}
+
+/// The engine's messages in (from devices and local clients) and out (to
+/// devices, local clients and the bridge), for the rates.
+pub(super) fn message_totals(stats: &crate::core::Stats) -> (u64, u64) {
+    (
+        stats.publishes_in + stats.local_in,
+        stats.publishes_out + stats.local_out + stats.upstream_out,
+    )
 }
 
 impl OpsState {
@@ -51,6 +62,7 @@ impl OpsState {
             upstream_configured,
             broker,
             fixed_limits,
+            rates: crate::ops::rates::Rates::new(tokio::time::Instant::now().into_std(), 0, 0),
         }
     }
 
@@ -213,9 +225,25 @@ impl Driver {
                     "upstream_dead_letters".to_owned(),
                     crate::bridge::dead_letters_json(bridge.quarantined, &bridge.dead_letters),
                 ),
+                ("rates".to_owned(), self.ops.rates.to_json(now.into_std())),
+                ("drops".to_owned(), drops_json(self.gateway.stats())),
             ]),
         }
     }
+}
+
+/// Drops by reason (every reason, zeros included), by its metrics label.
+fn drops_json(stats: &crate::core::Stats) -> serde_json::Value {
+    crate::core::DropReason::ALL
+        .into_iter()
+        .map(|r| {
+            (
+                r.label().to_owned(),
+                serde_json::Value::from(stats.drops(r)),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn count(n: usize) -> u64 {

@@ -23,6 +23,10 @@ pub struct Reloader {
     pub log: Option<crate::logging::LogReload>,
 }
 
+/// Beyond the shutdown grace, how long systemd is asked to wait for the
+/// process to exit (closing the store and the sockets).
+pub const STOP_MARGIN: Duration = Duration::from_secs(5);
+
 /// Starts the gateway and runs it until `shutdown` completes; on each SIGHUP
 /// (with a `reloader`) reloads what can change at runtime. Under systemd
 /// (`Type=notify`) it reports READY=1 once every listener is bound and
@@ -66,6 +70,11 @@ pub async fn run_until(
     let grace = Duration::from_secs(u64::from(current.gateway.shutdown_grace_secs));
     info!(grace_secs = grace.as_secs(), "shutting down");
     let _ = crate::systemd::notify("STOPPING=1");
+    // However the unit's TimeoutStopSec is set, systemd waits for the
+    // drain (and a bit more) before it kills: `systemctl restart` starts the
+    // new process only once this one has exited and freed its ports.
+    let extend = grace + STOP_MARGIN;
+    let _ = crate::systemd::notify(&format!("EXTEND_TIMEOUT_USEC={}", extend.as_micros()));
     running.shutdown_within(grace).await.map(drop)
 }
 
@@ -95,7 +104,11 @@ fn reload(
     let mut applied = Vec::new();
     let mut restart = Vec::new();
     if new.log.level != current.log.level {
-        match reloader.log.as_ref().map(|l| l.set_level(&new.log.level)) {
+        match reloader
+            .log
+            .as_ref()
+            .map(|l| l.set_level(&new.log.directive()))
+        {
             Some(Ok(())) => applied.push("log.level"),
             Some(Err(e)) => warn!(error = %e, "log level not changed"),
             None => restart.push("log.level"),

@@ -73,6 +73,8 @@ pub(super) struct Driver {
     pub(super) queries: mpsc::Receiver<Query>,
     /// How long to drain when the input ends by itself.
     pub(super) shutdown_grace: Duration,
+    /// Drops and refusals at warn, rate-limited per reason.
+    pub(super) drop_log: super::drop_log::DropLog,
 }
 
 /// What one loop of the task listens to. Queries, bridge events and the

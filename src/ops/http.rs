@@ -1,6 +1,7 @@
 //! The operations endpoint: a deliberately small HTTP/1.1 server, GET (and
 //! HEAD) only, one request per connection (`Connection: close`), serving
-//! `/metrics`, `/status` and `/healthz`. Requests are parsed by `httparse`;
+//! the dashboard (`/`, a page polling `/status`: live updates need nothing
+//! more than this server), `/metrics`, `/status` and `/healthz`. Requests are parsed by `httparse`;
 //! everything around it is here, with strict limits so that no client can
 //! make it hold memory or a task for long:
 //!
@@ -322,9 +323,21 @@ fn parse(bytes: &[u8], max_headers: usize) -> Option<Head> {
     }
 }
 
+/// The dashboard page (`/`): HTML with its CSS and JavaScript inline, so a
+/// Pi with no Internet shows it; it polls `/status` every 2 s and draws the
+/// rates chart itself (SVG).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 async fn route(path: &str, queries: &QueryHandle, limits: &Limits) -> Response {
     let within = limits.engine_timeout;
     match path {
+        // The dashboard: one page, no external assets, polling /status.
+        "/" => Response {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: DASHBOARD.to_owned(),
+            allow: false,
+        },
         "/metrics" => match queries.metrics(within).await {
             Ok(snapshot) => Response {
                 status: 200,
@@ -348,7 +361,7 @@ async fn route(path: &str, queries: &QueryHandle, limits: &Limits) -> Response {
             Ok(_) => Response::text(200, "ok\n"),
             Err(e) => Response::text(503, &format!("{e}\n")),
         },
-        _ => Response::text(404, "not found: try /metrics, /status or /healthz\n"),
+        _ => Response::text(404, "not found: try /, /metrics, /status or /healthz\n"),
     }
 }
 
@@ -362,6 +375,18 @@ mod tests {
             Head::Get { .. } => Some(200),
             Head::Gone | Head::TimedOut => Some(0),
         }
+    }
+
+    #[test]
+    fn the_dashboard_needs_nothing_from_elsewhere() {
+        // A Pi offline shows it: no stylesheet, script, font or image by URL.
+        for outside in ["http://", "https://", "<link", "src=", "@import", "url("] {
+            assert!(
+                !DASHBOARD.contains(outside),
+                "the dashboard loads {outside}"
+            );
+        }
+        assert!(DASHBOARD.contains("fetch(\"status\""), "it polls /status");
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub mod exposition;
 pub mod figures;
 pub mod http;
 pub mod query;
+pub mod rates;
 pub mod status;
+pub mod summary;
 
 pub use exposition::{Collect, Exposition};
 pub use figures::MetricsSnapshot;

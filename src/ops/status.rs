@@ -89,6 +89,8 @@ struct Upstream {
 #[derive(Serialize)]
 struct Device<'a> {
     client_id: &'a str,
+    /// The MQTT-SN version it speaks (every session is v1.2 today).
+    protocol_version: &'static str,
     state: &'static str,
     transport: &'static str,
     address: Option<String>,
@@ -129,6 +131,7 @@ impl StatusSnapshot {
             .iter()
             .map(|d| Device {
                 client_id: &d.client_id,
+                protocol_version: d.protocol_version,
                 state: d.state,
                 transport: d.transport.label(),
                 address: d.peer.as_ref().map(|p| self.address(p)),
@@ -220,6 +223,7 @@ mod tests {
             node: None,
         };
         let device = DeviceView {
+            protocol_version: "1.2",
             client_id: "dev\"1".into(),
             state: "asleep",
             transport: Transport::Serial,
@@ -272,6 +276,7 @@ mod tests {
         let (listed, total) = listed_subscriptions(&many[..3]);
         assert_eq!((listed.len(), total), (3, None));
         let device = DeviceView {
+            protocol_version: "1.2",
             client_id: "d".into(),
             state: "active",
             transport: Transport::Udp,

@@ -225,7 +225,7 @@ pub fn upstream_to(port: u16, client_id: &str) -> UpstreamConfig {
     UpstreamConfig {
         host: "127.0.0.1".into(),
         port,
-        client_id: client_id.into(),
+        client_id: Some(client_id.into()),
         reconnect_min_secs: 1,
         reconnect_max_secs: 1,
         ..UpstreamConfig::default()
@@ -263,10 +263,10 @@ pub fn spawn_logged(
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end even when nobody listens any more: the child
+        // keeps a stderr to write to.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
+            let _ = tx.send(line);
         }
     });
     (KillOnDrop(child), lines)

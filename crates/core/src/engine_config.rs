@@ -127,6 +127,9 @@ pub struct EngineConfig {
     pub per_session_packets_per_sec: u32,
     /// Datagrams a session may send at once after being idle.
     pub per_session_burst: u32,
+    /// The packet trace (target `sngate_core::packets`, at trace level, one
+    /// line per packet) only for this client id; `None`: for every client.
+    pub trace_client: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -171,6 +174,7 @@ impl Default for EngineConfig {
             max_subscription_bytes_total: 4 << 20,
             per_session_packets_per_sec: 100,
             per_session_burst: 200,
+            trace_client: None,
         }
     }
 }

@@ -440,6 +440,7 @@ impl Gateway {
 
     /// A decoded packet arrived from `peer`.
     pub fn handle_packet(&mut self, now: Instant, peer: Peer, packet: Packet) {
+        self.trace_packet("received", &peer, &packet);
         if self.draining && !super::drain::taken_while_draining(&packet) {
             return self.refuse_while_draining(&peer, &packet);
         }
@@ -608,16 +609,85 @@ impl Gateway {
     // ----- plumbing shared by the handlers -----
 
     pub(super) fn transmit(&mut self, to: Peer, packet: Packet) {
+        self.transmit_at(None, to, packet);
+    }
+
+    /// [`transmit`](Self::transmit), as the output at position `at` when
+    /// given (at most the end), else last. A 2.0 device's packets are
+    /// translated (`devices/v2.rs`); while its own packet is being handled
+    /// they are captured, and one sent ahead (`at` given) goes first.
+    fn transmit_at(&mut self, at: Option<usize>, to: Peer, packet: Packet) {
         if let Some((peer, kept)) = &mut self.v2_capture
             && *peer == to
         {
-            return kept.push(packet);
+            return match at {
+                Some(_) => kept.insert(0, packet),
+                None => kept.push(packet),
+            };
         }
         if let Some(link) = self.v2_link_for(&to) {
-            return self.send_as_v2(&link, to, packet);
+            let before = self.outputs.len();
+            self.send_as_v2(&link, to, packet);
+            // Sent ahead: its one translated output moves to `at`.
+            if let Some(at) = at
+                && at < before
+                && self.outputs.len() == before + 1
+                && let Some(out) = self.outputs.pop_back()
+            {
+                self.outputs.insert(at, out);
+            }
+            return;
         }
+        self.trace_packet("sent", &to, &packet);
         self.stats.packets_out += 1;
-        self.outputs.push_back(Output::Transmit { to, packet });
+        let at = at.unwrap_or(usize::MAX).min(self.outputs.len());
+        self.outputs.insert(at, Output::Transmit { to, packet });
+    }
+
+    /// The packet trace: one line per packet received or sent, at trace
+    /// level under the target `sngate_core::packets` (like `mosquitto -v`),
+    /// for every client or only `trace_client`. Costs one check when off.
+    fn trace_packet(&self, dir: &'static str, peer: &Peer, packet: &Packet) {
+        if !tracing::enabled!(target: "sngate_core::packets", tracing::Level::TRACE) {
+            return;
+        }
+        let client: Option<&str> = match packet {
+            Packet::Connect { client_id, .. } => Some(client_id),
+            _ => self
+                .by_peer
+                .get(peer)
+                .and_then(|sid| self.sessions.get(sid))
+                .map(|s| &*s.client_id),
+        };
+        if let Some(only) = &self.cfg.trace_client
+            && client != Some(only.as_str())
+        {
+            return;
+        }
+        tracing::trace!(
+            target: "sngate_core::packets",
+            client = %client.unwrap_or("-"),
+            %peer,
+            "{dir} {}: {packet:?}",
+            packet.msg_type()
+        );
+    }
+
+    /// How many outputs wait: a position for [`send_to_before`](Self::send_to_before).
+    pub(super) fn output_mark(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// Sends `packet` to `sid`'s peer ahead of the outputs from `at` on
+    /// (their count when the caller started): an acknowledgement that must
+    /// reach the device before what its own message caused (the PUBACK
+    /// before that message's delivery back to the same device, as Paho's
+    /// clients expect). Store records are not outputs, so durability is
+    /// unchanged: the driver commits them before carrying out any output.
+    pub(super) fn send_to_before(&mut self, at: usize, sid: SessionId, packet: Packet) {
+        if let Some(peer) = self.sessions.get(&sid).and_then(|s| s.peer.clone()) {
+            self.transmit_at(Some(at), peer, packet);
+        }
     }
 
     /// Sends `packet` to the session's current peer, if it has one.

@@ -61,7 +61,7 @@ pub mod upstream_limits;
 // The groups are folders; their modules keep flat public paths
 // (`sngate_core::session`, `sngate_core::topic`, …) for the shell.
 pub use devices::{peer, session, topic_table};
-pub use policy::{acl, admission, identity, rate_limit};
+pub use policy::{acl, admission, identity, log_gate, rate_limit};
 pub use routing::{retained, router, topic};
 
 #[cfg(test)]

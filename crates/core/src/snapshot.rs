@@ -156,12 +156,15 @@ pub struct DeviceView {
     pub buffered_bytes: usize,
     /// Whether an exchange towards it awaits its acknowledgement.
     pub in_flight: bool,
+    /// The MQTT-SN version of its last CONNECT: `"1.2"` or `"2.0"`.
+    pub protocol_version: &'static str,
 }
 
 impl DeviceView {
     fn of(s: &Session, now: Instant) -> Self {
         let subscriptions = s.sorted_subscriptions();
         DeviceView {
+            protocol_version: if s.v2.is_some() { "2.0" } else { "1.2" },
             client_id: s.client_id.clone(),
             state: s.state.label(),
             transport: Transport::of(s.peer.as_ref()),

@@ -124,7 +124,7 @@ impl Identity {
         origin: Option<Arc<str>>,
     ) -> Identity {
         Identity {
-            client_id: cfg.client_id.clone(),
+            client_id: cfg.effective_client_id(),
             clean_session: cfg.clean_session,
             keep_alive_secs: u32::from(cfg.keep_alive_secs),
             will: None,
@@ -181,6 +181,10 @@ enum RefusalCode {
 pub enum LinkError {
     /// The broker answered CONNECT with a refusal that retrying will not cure.
     Refused(String),
+    /// MQTT 5: the broker closed the connection with DISCONNECT 0x8E
+    /// (session taken over): another client connected with the same client
+    /// id. Retried like [`LinkError::Lost`], and named in the log.
+    TakenOver,
     /// Anything else: the connection is gone, try again later.
     Lost(String),
 }
@@ -189,6 +193,9 @@ impl std::fmt::Display for LinkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LinkError::Refused(r) => write!(f, "refused by the broker: {r}"),
+            LinkError::TakenOver => f.write_str(
+                "session taken over by another client with the same client id (DISCONNECT 0x8E)",
+            ),
             LinkError::Lost(r) => f.write_str(r),
         }
     }
@@ -464,6 +471,12 @@ impl LinkLoop {
                         None => LinkError::Lost(e.to_string()),
                     }
                 }
+                rumqttc::v5::ConnectionError::MqttState(
+                    rumqttc::v5::StateError::ServerDisconnect {
+                        reason_code: m5::DisconnectReasonCode::SessionTakenOver,
+                        ..
+                    },
+                ) => LinkError::TakenOver,
                 e => LinkError::Lost(e.to_string()),
             }),
         }

@@ -26,6 +26,7 @@ mod device;
 mod event;
 mod refusals;
 mod subscriptions;
+mod takeover;
 #[cfg(test)]
 mod tests;
 mod upstream;
@@ -144,6 +145,8 @@ pub(super) struct Machine {
     ending: Option<End>,
     /// What the broker's latest CONNACK allows.
     limits: BrokerLimits,
+    /// Whether another client keeps taking this session over.
+    takeover: takeover::TakeoverWatch,
 }
 
 /// A hash of a client id, to seed its session's backoff differently from
@@ -196,6 +199,7 @@ impl Machine {
             given_back: false,
             ending: None,
             limits: BrokerLimits::default(),
+            takeover: takeover::TakeoverWatch::default(),
         }
     }
 

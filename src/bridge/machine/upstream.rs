@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use super::takeover::Takeover;
 use super::{LinkEvent, Machine, Role};
 use crate::bridge::link::LinkError;
 use crate::bridge::outbox::{Ack, Replay};
@@ -100,6 +101,7 @@ impl Machine {
 
     fn on_connack(&mut self, session_present: bool) {
         self.connected = true;
+        self.takeover.connected(self.now);
         self.in_channel = 0;
         self.backoff.reset();
         let c = Arc::clone(&self.common.counters);
@@ -226,6 +228,7 @@ impl Machine {
         error: LinkError,
     ) -> Failure {
         self.input(now);
+        let taken_over = matches!(error, LinkError::TakenOver);
         let reason = match error {
             LinkError::Refused(reason) if !self.is_shared() => {
                 self.on_refused(reason);
@@ -235,6 +238,7 @@ impl Machine {
         };
         let was_connected = self.connected;
         if was_connected {
+            self.name_takeover(now, taken_over);
             self.isolate_suspects();
             for outcome in self.subs.isolate() {
                 self.filter_outcome(outcome);
@@ -273,6 +277,38 @@ impl Machine {
             self.retry_at = Some(now + delay);
         }
         Failure::Retry(replays)
+    }
+
+    /// Logs, at warn, that another client with this session's client id is
+    /// the likely cause of the loss (see [`super::takeover`]).
+    fn name_takeover(&mut self, now: Instant, reported: bool) {
+        let Some(takeover) = self.takeover.lost(now, reported) else {
+            return;
+        };
+        let client_id = match &self.role {
+            Role::Shared => self.common.cfg.effective_client_id(),
+            Role::Device(_) => self.name().to_string(),
+        };
+        let hint = if self.is_shared() {
+            "give each gateway its own id ([upstream] client_id or --upstream-client-id)"
+        } else {
+            "the device's id is also used by another client of the broker"
+        };
+        match takeover {
+            Takeover::Reported { times } => warn!(
+                %client_id,
+                times,
+                hint,
+                "upstream session taken over by another client with the same client id (the broker sent DISCONNECT 0x8E)"
+            ),
+            Takeover::Inferred { times } => warn!(
+                %client_id,
+                times,
+                within = ?super::takeover::QUICK_LOSS,
+                hint,
+                "the broker keeps closing the upstream session soon after accepting it: another client probably uses the same client id"
+            ),
+        }
     }
 
     /// Connection bookkeeping when it ends: (replays for the next

@@ -129,6 +129,25 @@ impl Gateway {
                 Packet::PubComp { msg_id },
             ) => self.on_pubcomp(now, sid, msg_id),
             (ClientState::Active | ClientState::Awake, Packet::PingResp) => {}
+            // A PUBLISH from a sleeping client (Paho's GatewayTester does
+            // it; the Paho gateway takes it): accepted and acknowledged as
+            // from an active client, and the client stays asleep — its
+            // buffered messages wait for its PINGREQ, the one way v1.2 lets
+            // it ask for them (docs/protocol.md).
+            (
+                ClientState::Asleep | ClientState::Awake,
+                Packet::Publish {
+                    qos,
+                    dup,
+                    retain,
+                    topic,
+                    msg_id,
+                    payload,
+                },
+            ) => {
+                debug!(client = %self.client_label(sid), "PUBLISH from a sleeping client: accepted, it stays asleep");
+                self.on_publish(now, sid, qos, dup, retain, topic, msg_id, payload)
+            }
             (state, other) => {
                 debug!(
                     client = %self.client_label(sid),
@@ -219,8 +238,14 @@ impl Gateway {
         duration: u16,
         client_id: String,
     ) {
+        let shown = client_id.clone();
         let refuse = |gw: &mut Gateway, peer, why: &str, code| {
-            debug!(%peer, why, "refusing CONNECT");
+            match gw.log_gates.connect_refused.allow(now) {
+                Some(suppressed) => {
+                    info!(client = %shown, %peer, why, ?code, suppressed, "CONNECT refused")
+                }
+                None => debug!(client = %shown, %peer, why, "CONNECT refused"),
+            }
             gw.transmit(peer, Packet::ConnAck { return_code: code });
         };
         // The source first: with `refused_connect = "drop"` a source not
@@ -309,7 +334,8 @@ impl Gateway {
             if self.by_peer.get(&old) == Some(&sid) {
                 self.by_peer.remove(&old);
             }
-            info!(client = %client_id, from = %old, to = %peer, "client moved to a new address");
+            let state = self.sessions.get(&sid).map(|s| s.state.label());
+            info!(client = %client_id, from = %old, to = %peer, ?state, "session taken over by a CONNECT from a new address");
         }
         self.by_peer.insert(peer.clone(), sid);
 
@@ -502,6 +528,17 @@ impl Gateway {
             s.state = ClientState::Active;
             s.handshake_deadline = None;
             s.last_seen = now;
+            let transport = crate::snapshot::Transport::of(s.peer.as_ref());
+            info!(
+                client = %s.client_id,
+                version = "1.2",
+                transport = transport.label(),
+                address = %s.peer.as_ref().map_or_else(String::new, ToString::to_string),
+                keep_alive_secs = s.keep_alive.as_secs(),
+                clean_session = s.clean_session,
+                will = s.will.is_some(),
+                "client connected"
+            );
         }
         self.send_to(
             sid,
@@ -607,12 +644,16 @@ impl Gateway {
                 // completes it, and anything unacknowledged is resent, same
                 // MsgId, when it wakes.
                 if let Some(s) = self.sessions.get_mut(&sid) {
+                    if s.state != ClientState::Asleep {
+                        info!(client = %s.client_id, sleep_secs = secs, "client asleep");
+                    }
                     s.state = ClientState::Asleep;
                     s.sleep_duration = Duration::from_secs(u64::from(secs));
                     s.last_seen = now;
                 }
             }
             None => {
+                info!(client = %self.client_label(sid), "client disconnected");
                 // A clean DISCONNECT discards the will (upstream too).
                 self.close_upstream_session(sid, false);
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -686,6 +727,9 @@ impl Gateway {
                     s.peer = Some(peer);
                     s.last_seen = now;
                     let resumed = s.state == ClientState::Asleep;
+                    if resumed {
+                        info!(client = %s.client_id, "client woke");
+                    }
                     s.state = ClientState::Awake;
                     if resumed {
                         s.delivered_this_wake = 0;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::engine_config::EngineConfig;
 use crate::gateway::{Gateway, Subscriber};
@@ -98,6 +98,7 @@ impl Gateway {
             },
         };
         self.suback_wait.asked = false;
+        info!(client = %self.client_label(sid), %filter, qos = granted, "subscribed");
         self.add_subscription(sid, &filter, granted);
         if let (SubscribeTopic::Predefined(id), Some(s)) = (&topic, self.sessions.get_mut(&sid)) {
             s.predefined_subscriptions.insert(*id);

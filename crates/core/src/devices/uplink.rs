@@ -192,6 +192,8 @@ impl Gateway {
             connection: self.sessions.get(&sid).map_or(0, |s| s.connection),
         };
         self.publishing_as = self.device_origin(sid, Some(token));
+        // The acknowledgement goes ahead of whatever routing emits.
+        let before_routing = self.output_mark();
         self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);
         match self.publishing_as.take() {
             // Handed upstream: acknowledged when the broker has it.
@@ -200,8 +202,10 @@ impl Gateway {
                     s.awaiting_upstream_ack = Some(p.msg_id);
                 }
             }
-            // Not sent upstream after all (or aggregate mode): now.
-            _ => self.send_to(sid, ack),
+            // Not sent upstream after all (or aggregate mode): now, ahead
+            // of the message's delivery back to this device, if it is
+            // subscribed (Paho's pub0sub1 waits for its PUBACK first).
+            _ => self.send_to_before(before_routing, sid, ack),
         }
     }
 

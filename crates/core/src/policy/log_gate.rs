@@ -61,6 +61,8 @@ pub struct LogGates {
     pub sys_refused: CountGate,
     /// CONNECTs and wake-ups refused by the identity binding.
     pub identity_mismatch: LogGate,
+    /// CONNECTs refused (protocol id, client id, `max_clients`).
+    pub connect_refused: LogGate,
 }
 
 #[cfg(test)]

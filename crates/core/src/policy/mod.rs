@@ -16,5 +16,5 @@ pub mod admission;
 mod authorize;
 pub(crate) use authorize::is_sys;
 pub mod identity;
-pub(crate) mod log_gate;
+pub mod log_gate;
 pub mod rate_limit;

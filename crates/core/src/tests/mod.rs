@@ -16,6 +16,7 @@ mod engine;
 mod local;
 mod lockout;
 mod ops;
+mod paho;
 mod per_device;
 mod persist;
 mod rate_limit;

@@ -874,3 +874,57 @@ fn a_second_request_while_one_is_outstanding_is_disconnected_with_0x93() {
     }
     assert_eq!(h.gw.client_state("flow2"), Some(&ClientState::Lost));
 }
+
+#[test]
+fn a_2_0_publisher_subscribed_to_its_own_topic_gets_the_puback_before_the_echo() {
+    // Paho's habit (docs/protocol.md) holds for 2.0 devices too: their
+    // answers are captured while their packet is handled, and the
+    // acknowledgement goes ahead of what the message caused.
+    let mut h = Harness::new();
+    let dev = peer(21_030);
+    h.connect_v2(&dev, "echo2");
+    let out = h.send_v2(
+        &dev,
+        v2_subscribe(1, Topic::Name("e/#".into()), v2::QoS::AtLeastOnce),
+    );
+    assert!(
+        matches!(v2_to(&out, &dev).as_slice(), [v2::Packet::SubAck(_)]),
+        "{out:?}"
+    );
+    let out = h.send_v2(
+        &dev,
+        v2_publish(
+            Delivery::AtLeastOnce { packet_id: 4 },
+            Topic::Name("e/1".into()),
+            "me",
+        ),
+    );
+    let got = v2_to(&out, &dev);
+    assert!(
+        matches!(
+            got.first(),
+            Some(v2::Packet::PubAck(Ack {
+                packet_id: 4,
+                reason: None
+            }))
+        ),
+        "the PUBACK first: {got:?}"
+    );
+    assert!(
+        got.iter()
+            .skip(1)
+            .any(|p| matches!(p, v2::Packet::Publish(_) | v2::Packet::Register(_))),
+        "then the message back to its publisher: {got:?}"
+    );
+}
+
+#[test]
+fn the_operators_view_names_each_devices_protocol_version() {
+    let mut h = Harness::new();
+    let (new, old) = (peer(21_031), peer(21_032));
+    h.connect_v2(&new, "view2");
+    h.connect(&old, "view12", true);
+    let version = |id: &str| h.gw.device(id, h.now).map(|d| d.protocol_version);
+    assert_eq!(version("view2"), Some("2.0"));
+    assert_eq!(version("view12"), Some("1.2"));
+}

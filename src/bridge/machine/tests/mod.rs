@@ -52,7 +52,7 @@ struct Harness {
 fn config() -> UpstreamConfig {
     UpstreamConfig {
         host: "127.0.0.1".into(),
-        client_id: "gw".into(),
+        client_id: Some("gw".into()),
         reconnect_min_secs: 1,
         reconnect_max_secs: 8,
         max_pending_messages: 10,
@@ -64,7 +64,7 @@ fn config() -> UpstreamConfig {
 fn common(cfg: UpstreamConfig) -> Arc<Common> {
     let per_device = cfg.bridge_mode == BridgeMode::PerDevice;
     let origin =
-        (per_device && cfg.protocol_version == 5).then(|| Arc::from(cfg.client_id.as_str()));
+        (per_device && cfg.protocol_version == 5).then(|| Arc::from(cfg.effective_client_id()));
     Arc::new(Common {
         endpoint: "127.0.0.1:1883".into(),
         rules: Rules::new(&cfg.rules),

@@ -1,0 +1,124 @@
+//! Telling an operator that another client uses this session's client id:
+//! the broker then hands the session to whichever connected last, and two
+//! such clients take turns kicking each other off. MQTT 5 brokers say so
+//! (DISCONNECT 0x8E, session taken over); an MQTT 3.1.1 broker just closes
+//! the connection, so a streak of connections closed soon after their
+//! CONNACK is taken as the sign. Pure: the machine passes `now` in and logs
+//! what this returns.
+
+use std::time::{Duration, Instant};
+
+/// A connection that ends sooner than this after its CONNACK counts
+/// towards a suspected takeover (MQTT 3.1.1).
+pub(super) const QUICK_LOSS: Duration = Duration::from_secs(10);
+
+/// Consecutive quick losses that make a takeover the likely cause.
+pub(super) const QUICK_LOSSES: u32 = 3;
+
+/// Within a streak, the log repeats the cause every this many losses.
+const REPEAT_EVERY: u32 = 10;
+
+/// Why the log names a takeover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Takeover {
+    /// The broker said so (MQTT 5 DISCONNECT 0x8E); `times` in this streak.
+    Reported {
+        /// Takeovers in a row, this one included.
+        times: u32,
+    },
+    /// Inferred: this many connections in a row ended within
+    /// [`QUICK_LOSS`] of their CONNACK.
+    Inferred {
+        /// Quick losses in a row, this one included.
+        times: u32,
+    },
+}
+
+/// The streak of takeovers (reported or suspected) of one session.
+#[derive(Debug, Default)]
+pub(super) struct TakeoverWatch {
+    connected_at: Option<Instant>,
+    streak: u32,
+}
+
+impl TakeoverWatch {
+    /// The session was accepted (CONNACK) at `now`.
+    pub(super) fn connected(&mut self, now: Instant) {
+        self.connected_at = Some(now);
+    }
+
+    /// The connection ended at `now`; `reported`: the broker said the
+    /// session was taken over. Returns what to log, if anything: the first
+    /// takeover of a streak (the third quick loss when only inferred), then
+    /// every tenth.
+    pub(super) fn lost(&mut self, now: Instant, reported: bool) -> Option<Takeover> {
+        let since = self.connected_at.take()?;
+        let quick = now.saturating_duration_since(since) < QUICK_LOSS;
+        if !(reported || quick) {
+            self.streak = 0;
+            return None;
+        }
+        self.streak = self.streak.saturating_add(1);
+        let times = self.streak;
+        if reported {
+            return (times == 1 || times % REPEAT_EVERY == 0)
+                .then_some(Takeover::Reported { times });
+        }
+        (times == QUICK_LOSSES || (times > QUICK_LOSSES && times % REPEAT_EVERY == 0))
+            .then_some(Takeover::Inferred { times })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_takeover_is_named_at_once_then_every_tenth_time() {
+        let mut w = TakeoverWatch::default();
+        let t0 = Instant::now();
+        let mut named = Vec::new();
+        for i in 0..20u64 {
+            let at = t0 + Duration::from_secs(i * 2);
+            w.connected(at);
+            if let Some(t) = w.lost(at + Duration::from_secs(1), true) {
+                named.push(t);
+            }
+        }
+        assert_eq!(
+            named,
+            [
+                Takeover::Reported { times: 1 },
+                Takeover::Reported { times: 10 },
+                Takeover::Reported { times: 20 }
+            ]
+        );
+    }
+
+    #[test]
+    fn quick_losses_are_a_suspected_takeover_from_the_third() {
+        let mut w = TakeoverWatch::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        w.connected(at(0));
+        assert_eq!(w.lost(at(1), false), None);
+        w.connected(at(2));
+        assert_eq!(w.lost(at(3), false), None);
+        w.connected(at(4));
+        assert_eq!(w.lost(at(5), false), Some(Takeover::Inferred { times: 3 }));
+        // A connection that lasted ends the streak.
+        w.connected(at(6));
+        assert_eq!(w.lost(at(6) + QUICK_LOSS, false), None);
+        w.connected(at(100));
+        assert_eq!(w.lost(at(101), false), None);
+    }
+
+    #[test]
+    fn a_failed_attempt_without_connack_is_no_takeover() {
+        let mut w = TakeoverWatch::default();
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(w.lost(now, false), None);
+        }
+    }
+}
