@@ -61,10 +61,10 @@ impl TakeoverWatch {
         self.streak = self.streak.saturating_add(1);
         let times = self.streak;
         if reported {
-            return (times == 1 || times % REPEAT_EVERY == 0)
+            return (times == 1 || times.is_multiple_of(REPEAT_EVERY))
                 .then_some(Takeover::Reported { times });
         }
-        (times == QUICK_LOSSES || (times > QUICK_LOSSES && times % REPEAT_EVERY == 0))
+        (times == QUICK_LOSSES || (times > QUICK_LOSSES && times.is_multiple_of(REPEAT_EVERY)))
             .then_some(Takeover::Inferred { times })
     }
 }
