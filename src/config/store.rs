@@ -16,6 +16,14 @@ pub struct StoreConfig {
     /// when systemd sets it, else `$XDG_STATE_HOME/sngate`, else
     /// `~/.local/state/sngate`.
     pub state_dir: String,
+    /// How long a device's QoS 1/2 message bound upstream waits for the
+    /// broker's acknowledgement before it is written to the store, in
+    /// milliseconds. The device is acknowledged on the first safe copy —
+    /// the broker's PUBACK/PUBCOMP, or the store's commit once the linger
+    /// is over — so while the broker answers within the linger the outbox
+    /// costs no disk write at all. 0: written before it goes upstream (the
+    /// behaviour before the linger existed). Default: 5.
+    pub linger_ms: u32,
 }
 
 impl Default for StoreConfig {
@@ -23,9 +31,14 @@ impl Default for StoreConfig {
         Self {
             enabled: true,
             state_dir: String::new(),
+            linger_ms: DEFAULT_LINGER_MS,
         }
     }
 }
+
+/// The default `[store] linger_ms`: a broker on the same LAN answers well
+/// within it, and a device waits at most this much longer when it does not.
+pub const DEFAULT_LINGER_MS: u32 = 5;
 
 impl StoreConfig {
     /// The state directory in force: `state_dir`, or the default location

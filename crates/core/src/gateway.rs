@@ -148,6 +148,8 @@ pub struct Gateway {
     pub(super) locals: LocalSessions,
     /// What to write to the durable store.
     pub(super) persist: Persistence,
+    /// Outbox records waiting for the broker before they are written.
+    pub(super) linger: super::linger::Linger,
     /// One entry per session with a deadline: (its earliest deadline, id).
     pub(super) timers: BTreeSet<(Instant, SessionId)>,
     next_advertise: Option<Instant>,
@@ -211,6 +213,7 @@ impl Gateway {
             parked: VecDeque::new(),
             locals: LocalSessions::default(),
             persist: Persistence::default(),
+            linger: Default::default(),
             timers: BTreeSet::new(),
             next_advertise,
             outputs: VecDeque::new(),
@@ -508,6 +511,7 @@ impl Gateway {
         }
         self.expire_local_sessions(now);
         self.expire_subacks(now);
+        self.write_lingering(now, false);
     }
 
     // ----- outputs -----
@@ -524,6 +528,7 @@ impl Gateway {
             self.next_advertise,
             self.next_local_expiry(),
             self.next_suback_deadline(),
+            self.linger.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -675,8 +680,17 @@ impl Gateway {
                 } else {
                     None
                 };
+                let mut from = from;
                 let device = from.as_ref().map(|f| f.client_id.clone());
-                let store_id = self.outbox_id(topic, &payload, qos, retain, device.as_deref());
+                // A device's message may linger (its acknowledgement waits
+                // for the broker or the store, linger.rs); a local client's
+                // or a will's is written before it goes up.
+                let linger = (origin == Origin::Device).then_some(now);
+                let store_id =
+                    self.outbox_id(topic, &payload, qos, retain, device.as_deref(), linger);
+                if let Some(ack) = from.as_mut().and_then(|f| f.ack.as_mut()) {
+                    ack.store_id = store_id;
+                }
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),
                     payload: payload.clone(),

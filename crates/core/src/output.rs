@@ -170,6 +170,9 @@ pub struct UpstreamAck {
     pub(super) qos: u8,
     /// The device's connection it is owed to (`Session::connection`).
     pub(super) connection: u32,
+    /// The message's durable outbox id, while its record may still wait
+    /// for the broker (`linger.rs`).
+    pub(super) store_id: Option<u64>,
 }
 
 /// What a device's upstream session is made of (per-device mode).

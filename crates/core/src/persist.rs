@@ -211,6 +211,11 @@ impl Persistence {
         self.next_id
     }
 
+    /// Adds one operation to the next commit.
+    pub(super) fn push_op(&mut self, op: StoreOp) {
+        self.ops.push(op);
+    }
+
     /// Gives `slot` a fresh id.
     pub(super) fn next_id_into(&mut self, slot: &mut Option<u64>) {
         *slot = Some(self.next_id());
@@ -355,6 +360,8 @@ impl Gateway {
 
     /// A durable id for a QoS 1/2 message bound upstream, with its store
     /// operation; `None` when persistence is off or the message is QoS 0.
+    /// `linger`: a device's message at `now`, whose record waits for the
+    /// broker's acknowledgement when it may (`linger.rs`).
     pub(super) fn outbox_id(
         &mut self,
         topic: &str,
@@ -362,18 +369,20 @@ impl Gateway {
         qos: u8,
         retain: bool,
         device: Option<&str>,
+        linger: Option<Instant>,
     ) -> Option<u64> {
         if !self.persist.enabled || qos == 0 {
             return None;
         }
         let id = self.persist.next_id();
-        self.persist.ops.push(StoreOp::PutOutbox(
-            id,
-            OutboxRecord {
-                message: StoredMessage::new(topic, payload, qos, retain),
-                device: device.map(str::to_owned),
-            },
-        ));
+        let record = OutboxRecord {
+            message: StoredMessage::new(topic, payload, qos, retain),
+            device: device.map(str::to_owned),
+        };
+        match linger {
+            Some(now) if self.may_linger() => self.hold_outbox(now, id, record),
+            _ => self.persist.ops.push(StoreOp::PutOutbox(id, record)),
+        }
         Some(id)
     }
 

@@ -307,6 +307,13 @@ impl Gateway {
             }
         };
         self.send_to(sid, packet);
+        // Not (or not only) the broker's acknowledgement — the session
+        // queued the message while down: the store keeps it before the
+        // device hears it is safe (linger.rs). A record the broker settled
+        // is no longer held.
+        if accepted && let Some(id) = ack.store_id {
+            self.write_held(id);
+        }
     }
 
     /// A message that came down a device's own upstream session: delivered

@@ -190,9 +190,12 @@ impl Gateway {
             topic_field: p.topic_field,
             qos: p.qos,
             connection: self.sessions.get(&sid).map_or(0, |s| s.connection),
+            store_id: None,
         };
         self.publishing_as = self.device_origin(sid, Some(token));
         self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);
+        // Its outbox record waits for the broker (linger.rs).
+        let held = self.linger.just_held.take();
         match self.publishing_as.take() {
             // Handed upstream: acknowledged when the broker has it.
             None if self.per_device() => {
@@ -200,6 +203,8 @@ impl Gateway {
                     s.awaiting_upstream_ack = Some(p.msg_id);
                 }
             }
+            // Aggregate mode, record held: on the first safe copy.
+            None if let Some(id) = held => self.hold_ack(id, sid, ack),
             // Not sent upstream after all (or aggregate mode): now.
             _ => self.send_to(sid, ack),
         }
