@@ -43,7 +43,7 @@ impl Harness {
     }
 
     /// A CONNECT from `c`; returns what the engine said to `c`.
-    fn local_connect(
+    pub(super) fn local_connect(
         &mut self,
         c: LocalConnId,
         client_id: &str,

@@ -13,6 +13,7 @@ use super::*;
 mod budget;
 mod engine;
 mod local;
+mod linger;
 mod lockout;
 mod ops;
 mod per_device;
