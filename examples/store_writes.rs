@@ -419,9 +419,21 @@ fn main() {
     let n = 600u16;
     let mut up = Written::default();
     for (broker, name, what) in [
-        (Broker::Away, "uplink-away", "QoS 1 uplink, one device at 1 msg/s, broker away"),
-        (Broker::Lagging, "uplink-lagging", "QoS 1 uplink, one device at 1 msg/s, broker lagging"),
-        (Broker::Up, "uplink-up", "QoS 1 uplink, one device at 1 msg/s, broker up"),
+        (
+            Broker::Away,
+            "uplink-away",
+            "QoS 1 uplink, one device at 1 msg/s, broker away",
+        ),
+        (
+            Broker::Lagging,
+            "uplink-lagging",
+            "QoS 1 uplink, one device at 1 msg/s, broker lagging",
+        ),
+        (
+            Broker::Up,
+            "uplink-up",
+            "QoS 1 uplink, one device at 1 msg/s, broker up",
+        ),
     ] {
         let dir = fresh(&base, name);
         let w = uplink(&dir, n, broker);

@@ -660,7 +660,14 @@ fn spawn_lingering(
     let (child, lines) = spawn_gateway_with(
         dir,
         port,
-        &["--config", &config, "--broker", "off", "--upstream", &upstream],
+        &[
+            "--config",
+            &config,
+            "--broker",
+            "off",
+            "--upstream",
+            &upstream,
+        ],
     );
     wait_for_line(&lines, "upstream broker connected");
     (child, lines)
@@ -762,7 +769,10 @@ async fn a_kill_9_between_the_brokers_puback_and_the_devices_loses_nothing() {
     let _restarted = spawn_lingering(dir.path(), &config, port, upstream.port);
     let topic = device.connect_and_register("lk-device", "lk/x");
     device.publish(topic, msg_id, &payload, true);
-    assert!(device.puback(msg_id, WAIT), "the retransmission is acknowledged");
+    assert!(
+        device.puback(msg_id, WAIT),
+        "the retransmission is acknowledged"
+    );
 
     let mut want: BTreeSet<String> = acked.iter().cloned().collect();
     want.insert(payload);

@@ -55,7 +55,7 @@ pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use overrides::Overrides;
 pub use security::{RefusedConnect, SecurityConfig};
-pub use store::StoreConfig;
+pub use store::{DEFAULT_LINGER_MS, StoreConfig};
 pub use transport::{
     SerialConfig, SerialFlowControl, SerialFraming, SerialParity, UdpConfig, XbeeTx,
 };

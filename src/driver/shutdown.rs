@@ -92,8 +92,7 @@ impl Driver {
         }
         // What still waits for the broker's acknowledgement is written now
         // (linger.rs), so the bridge's last attempt cannot lose it.
-        self.gateway
-            .write_all_lingering(Instant::now().into_std());
+        self.gateway.write_all_lingering(Instant::now().into_std());
         // What the bridge settled during the drain is forgotten on disk too.
         self.settle_now = true;
         self.flush().await;

@@ -66,7 +66,10 @@ fn the_brokers_acknowledgement_within_the_linger_acknowledges_and_nothing_is_wri
     let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 7, "v"));
     let ids = store_ids(&out);
     assert_eq!(ids.len(), 1, "handed upstream at once: {out:?}");
-    assert!(packets_to(&out, &a).is_empty(), "no PUBACK before a safe copy");
+    assert!(
+        packets_to(&out, &a).is_empty(),
+        "no PUBACK before a safe copy"
+    );
     assert!(outbox_writes(&h.gw.take_store_ops()).is_empty());
     assert_eq!(h.gw.lingering(), 1);
     let written = h.gw.handle_settled(h.now, ids);

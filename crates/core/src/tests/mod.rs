@@ -12,8 +12,8 @@ use super::*;
 
 mod budget;
 mod engine;
-mod local;
 mod linger;
+mod local;
 mod lockout;
 mod ops;
 mod per_device;
