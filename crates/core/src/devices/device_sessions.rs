@@ -291,6 +291,7 @@ impl Gateway {
         }
         let packet = if !accepted {
             s.inbound_qos2.retain(|&m| m != ack.msg_id);
+            self.persist.mark(sid);
             self.stats.drop(DropReason::UpstreamRefused);
             Packet::PubAck {
                 topic_id: ack.topic_field,

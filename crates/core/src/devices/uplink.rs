@@ -170,6 +170,9 @@ impl Gateway {
                 s.inbound_qos2.pop_front();
             }
             s.inbound_qos2.push_back(p.msg_id);
+            // Kept with a durable session (persist.rs): exactly once across
+            // a restart.
+            self.touch(sid);
             Packet::PubRec { msg_id: p.msg_id }
         } else {
             Packet::PubAck {
@@ -226,6 +229,7 @@ impl Gateway {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.inbound_qos2.retain(|&m| m != msg_id);
         }
+        self.touch(sid);
         // PUBCOMP even for an unknown id: the client may be retrying after the
         // gateway already released it.
         self.send_to(sid, Packet::PubComp { msg_id });
