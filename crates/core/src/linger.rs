@@ -28,11 +28,17 @@
 //! acknowledgement that did not come from the broker (the session queued
 //! the message while down).
 //!
+//! While the broker lags — a linger just ran out — the store takes every
+//! new message at once for [`LAGGING_HOLD`], as with no linger: a device
+//! then waits for one group commit rather than for the linger *and* the
+//! commit, and many devices share each commit. After the hold, messages
+//! linger again (a probe: if the broker still lags, the hold starts anew).
+//!
 //! The core never reads a clock: deadlines are the `now` of the input that
 //! created them plus the linger, fired by `handle_timeout`.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sngate_wire::v1::Packet;
 
@@ -63,6 +69,10 @@ struct HeldAck {
     packet: Packet,
 }
 
+/// How long the store takes new messages at once after a linger ran out
+/// (the broker lags), before they linger again.
+pub const LAGGING_HOLD: Duration = Duration::from_secs(1);
+
 /// The records held, by durable id (ids grow with time and the linger is
 /// one duration, so the first entry has the earliest deadline).
 #[derive(Debug, Default)]
@@ -71,6 +81,8 @@ pub(super) struct Linger {
     /// The id `route` just held for a device's message, for
     /// `commit_publish` to attach the acknowledgement to.
     pub(super) just_held: Option<u64>,
+    /// A linger ran out: until then new messages do not linger.
+    lagging_until: Option<Instant>,
 }
 
 impl Linger {
@@ -86,14 +98,16 @@ impl Linger {
 }
 
 impl Gateway {
-    /// Whether a device's message bound upstream may linger now: the store
-    /// is on, a linger is configured, and the bridge is connected (while the
-    /// broker is away the store takes the message at once, as before).
-    pub(super) fn may_linger(&self) -> bool {
+    /// Whether a device's message bound upstream may linger at `now`: the
+    /// store is on, a linger is configured, the bridge is connected (while
+    /// the broker is away the store takes the message at once, as before)
+    /// and the broker is not lagging.
+    pub(super) fn may_linger(&self, now: Instant) -> bool {
         self.persist.enabled
             && !self.cfg.outbox_linger.is_zero()
             && self.upstream_connected()
             && !self.draining
+            && self.linger.lagging_until.is_none_or(|until| now >= until)
     }
 
     /// Holds `record` under `id` until `now` + the linger.
@@ -156,6 +170,10 @@ impl Gateway {
             self.persist.push_op(StoreOp::PutOutbox(id, l.record));
             self.stats.outbox_writes_lingered += 1;
             self.release_ack(l.ack);
+            if !all {
+                // The broker lags: the store takes what comes next at once.
+                self.linger.lagging_until = Some(now + LAGGING_HOLD);
+            }
         }
     }
 

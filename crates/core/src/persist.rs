@@ -390,7 +390,7 @@ impl Gateway {
             device: device.map(str::to_owned),
         };
         match linger {
-            Some(now) if self.may_linger() => self.hold_outbox(now, id, record),
+            Some(now) if self.may_linger(now) => self.hold_outbox(now, id, record),
             _ => self.persist.ops.push(StoreOp::PutOutbox(id, record)),
         }
         Some(id)

@@ -270,3 +270,25 @@ fn per_device_the_brokers_acknowledgement_within_the_linger_writes_nothing() {
     assert_eq!(packets_to(&h.drain(), &a), vec![puback(7, topic)]);
     assert!(outbox_writes(&h.gw.take_store_ops()).is_empty());
 }
+
+#[test]
+fn while_the_broker_lags_new_messages_are_written_at_once_then_linger_again() {
+    let mut h = lingering(true);
+    let a = peer(1);
+    let topic = device(&mut h, &a);
+    h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 7, "slow"));
+    h.advance(LINGER);
+    h.gw.take_store_ops();
+    // The linger ran out: the next message is written and acknowledged at
+    // once, as without a linger (one group commit, no wait).
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 8, "next"));
+    assert_eq!(packets_to(&out, &a), vec![puback(8, topic)]);
+    assert_eq!(outbox_writes(&h.gw.take_store_ops()), store_ids(&out));
+    // After the hold it lingers again: a probe of the broker.
+    h.advance(crate::linger::LAGGING_HOLD);
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 9, "probe"));
+    assert!(packets_to(&out, &a).is_empty(), "{out:?}");
+    assert!(outbox_writes(&h.gw.take_store_ops()).is_empty());
+    h.gw.handle_settled(h.now, store_ids(&out));
+    assert_eq!(packets_to(&h.drain(), &a), vec![puback(9, topic)]);
+}
