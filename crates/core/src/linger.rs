@@ -28,11 +28,14 @@
 //! acknowledgement that did not come from the broker (the session queued
 //! the message while down).
 //!
-//! While the broker lags — a linger just ran out — the store takes every
-//! new message at once for [`LAGGING_HOLD`], as with no linger: a device
-//! then waits for one group commit rather than for the linger *and* the
-//! commit, and many devices share each commit. After the hold, messages
-//! linger again (a probe: if the broker still lags, the hold starts anew).
+//! While the broker lags for many devices at once — [`LAGGING_BATCH`]
+//! lingers or more ran out together — the store takes every new message at
+//! once for [`LAGGING_HOLD`], as with no linger: a device then waits for
+//! one group commit rather than for the linger *and* the commit, and the
+//! many devices share each commit. After the hold, messages linger again
+//! (a probe: if the broker still lags, the hold starts anew). A few devices
+//! never enter it: one slow acknowledgement costs one write, not a second
+//! of them.
 //!
 //! The core never reads a clock: deadlines are the `now` of the input that
 //! created them plus the linger, fired by `handle_timeout`.
@@ -69,9 +72,13 @@ struct HeldAck {
     packet: Packet,
 }
 
-/// How long the store takes new messages at once after a linger ran out
-/// (the broker lags), before they linger again.
+/// How long the store takes new messages at once after [`LAGGING_BATCH`]
+/// lingers ran out together (the broker lags), before they linger again.
 pub const LAGGING_HOLD: Duration = Duration::from_secs(1);
+
+/// How many lingers running out together mean the broker lags for many
+/// devices (so a commit is shared anyway and the linger only adds delay).
+pub const LAGGING_BATCH: usize = 16;
 
 /// The records held, by durable id (ids grow with time and the linger is
 /// one duration, so the first entry has the earliest deadline).
@@ -162,6 +169,7 @@ impl Gateway {
     /// Writes every held record whose linger is over (all of them with
     /// `all`) and releases their acknowledgements behind the commit.
     pub(super) fn write_lingering(&mut self, now: Instant, all: bool) {
+        let mut ran_out = 0;
         while let Some(entry) = self.linger.entries.first_entry() {
             if !all && entry.get().deadline > now {
                 break;
@@ -170,10 +178,12 @@ impl Gateway {
             self.persist.push_op(StoreOp::PutOutbox(id, l.record));
             self.stats.outbox_writes_lingered += 1;
             self.release_ack(l.ack);
-            if !all {
-                // The broker lags: the store takes what comes next at once.
-                self.linger.lagging_until = Some(now + LAGGING_HOLD);
-            }
+            ran_out += 1;
+        }
+        if !all && ran_out >= LAGGING_BATCH {
+            // The broker lags for many: the store takes what comes next at
+            // once.
+            self.linger.lagging_until = Some(now + LAGGING_HOLD);
         }
     }
 

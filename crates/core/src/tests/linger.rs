@@ -272,11 +272,28 @@ fn per_device_the_brokers_acknowledgement_within_the_linger_writes_nothing() {
 }
 
 #[test]
-fn while_the_broker_lags_new_messages_are_written_at_once_then_linger_again() {
+fn one_slow_acknowledgement_costs_one_write_not_a_hold() {
     let mut h = lingering(true);
     let a = peer(1);
     let topic = device(&mut h, &a);
     h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 7, "slow"));
+    h.advance(LINGER);
+    h.gw.take_store_ops();
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 8, "next"));
+    assert!(packets_to(&out, &a).is_empty(), "still lingers: {out:?}");
+    assert!(outbox_writes(&h.gw.take_store_ops()).is_empty());
+}
+
+#[test]
+fn while_the_broker_lags_for_many_new_messages_are_written_at_once_then_linger_again() {
+    let mut h = lingering(true);
+    let a = peer(1);
+    let topic = device(&mut h, &a);
+    // As many devices' messages lingering together (one device here, its
+    // acknowledgements held per message).
+    for m in 0..crate::linger::LAGGING_BATCH as u16 {
+        h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 100 + m, "slow"));
+    }
     h.advance(LINGER);
     h.gw.take_store_ops();
     // The linger ran out: the next message is written and acknowledged at
