@@ -214,12 +214,12 @@ fn main() {
         let key = |f: &Figures| f.device_bytes.unwrap_or(f.process_bytes);
         let m = median(runs, key);
         let per = |bytes: u64, n: u64| bytes / n.max(1);
-        let dev = m.device_bytes.map_or("–".to_owned(), |b| {
-            format!("{} B", per(b, m.commits))
-        });
-        let dev_msg = m.device_bytes.map_or("–".to_owned(), |b| {
-            format!("{} B", per(b, m.messages))
-        });
+        let dev = m
+            .device_bytes
+            .map_or("–".to_owned(), |b| format!("{} B", per(b, m.commits)));
+        let dev_msg = m
+            .device_bytes
+            .map_or("–".to_owned(), |b| format!("{} B", per(b, m.messages)));
         println!(
             "| {name} | {} | {} B | {} B | {dev} | {dev_msg} |",
             m.commits,

@@ -689,7 +689,7 @@ impl Gateway {
                 let store_id =
                     self.outbox_id(topic, &payload, qos, retain, device.as_deref(), linger);
                 if let Some(ack) = from.as_mut().and_then(|f| f.ack.as_mut()) {
-                    ack.store_id = store_id;
+                    ack.store_id = store_id.unwrap_or(0);
                 }
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),

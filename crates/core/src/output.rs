@@ -171,8 +171,9 @@ pub struct UpstreamAck {
     /// The device's connection it is owed to (`Session::connection`).
     pub(super) connection: u32,
     /// The message's durable outbox id, while its record may still wait
-    /// for the broker (`linger.rs`).
-    pub(super) store_id: Option<u64>,
+    /// for the broker (`linger.rs`); 0: none (durable ids start at 1). Not
+    /// an `Option`, so the command stays small.
+    pub(super) store_id: u64,
 }
 
 /// What a device's upstream session is made of (per-device mode).

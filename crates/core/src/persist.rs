@@ -653,7 +653,9 @@ impl Gateway {
         // Items whose head is gone: deleted.
         for (key, ids) in inbound {
             for m in ids.into_keys() {
-                self.persist.ops.push(StoreOp::DelInboundQos2(key.clone(), m));
+                self.persist
+                    .ops
+                    .push(StoreOp::DelInboundQos2(key.clone(), m));
             }
         }
         for (key, (topics, subscriptions)) in items {

@@ -312,8 +312,8 @@ impl Gateway {
         // queued the message while down: the store keeps it before the
         // device hears it is safe (linger.rs). A record the broker settled
         // is no longer held.
-        if accepted && let Some(id) = ack.store_id {
-            self.write_held(id);
+        if accepted && ack.store_id != 0 {
+            self.write_held(ack.store_id);
         }
     }
 

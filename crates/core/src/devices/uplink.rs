@@ -193,7 +193,7 @@ impl Gateway {
             topic_field: p.topic_field,
             qos: p.qos,
             connection: self.sessions.get(&sid).map_or(0, |s| s.connection),
-            store_id: None,
+            store_id: 0,
         };
         self.publishing_as = self.device_origin(sid, Some(token));
         self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);

@@ -276,10 +276,16 @@ fn one_slow_acknowledgement_costs_one_write_not_a_hold() {
     let mut h = lingering(true);
     let a = peer(1);
     let topic = device(&mut h, &a);
-    h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 7, "slow"));
+    h.send(
+        &a,
+        publish(QoS::AtLeastOnce, TopicRef::Id(topic), 7, "slow"),
+    );
     h.advance(LINGER);
     h.gw.take_store_ops();
-    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 8, "next"));
+    let out = h.send(
+        &a,
+        publish(QoS::AtLeastOnce, TopicRef::Id(topic), 8, "next"),
+    );
     assert!(packets_to(&out, &a).is_empty(), "still lingers: {out:?}");
     assert!(outbox_writes(&h.gw.take_store_ops()).is_empty());
 }
@@ -292,18 +298,27 @@ fn while_the_broker_lags_for_many_new_messages_are_written_at_once_then_linger_a
     // As many devices' messages lingering together (one device here, its
     // acknowledgements held per message).
     for m in 0..crate::linger::LAGGING_BATCH as u16 {
-        h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 100 + m, "slow"));
+        h.send(
+            &a,
+            publish(QoS::AtLeastOnce, TopicRef::Id(topic), 100 + m, "slow"),
+        );
     }
     h.advance(LINGER);
     h.gw.take_store_ops();
     // The linger ran out: the next message is written and acknowledged at
     // once, as without a linger (one group commit, no wait).
-    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 8, "next"));
+    let out = h.send(
+        &a,
+        publish(QoS::AtLeastOnce, TopicRef::Id(topic), 8, "next"),
+    );
     assert_eq!(packets_to(&out, &a), vec![puback(8, topic)]);
     assert_eq!(outbox_writes(&h.gw.take_store_ops()), store_ids(&out));
     // After the hold it lingers again: a probe of the broker.
     h.advance(crate::linger::LAGGING_HOLD);
-    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 9, "probe"));
+    let out = h.send(
+        &a,
+        publish(QoS::AtLeastOnce, TopicRef::Id(topic), 9, "probe"),
+    );
     assert!(packets_to(&out, &a).is_empty(), "{out:?}");
     assert!(outbox_writes(&h.gw.take_store_ops()).is_empty());
     h.gw.handle_settled(h.now, store_ids(&out));

@@ -444,7 +444,10 @@ fn a_qos2_retransmission_after_a_restart_is_acknowledged_not_forwarded_again() {
     h.connect(&a, "a", false);
     let topic = h.register(&a, 1, "data/a");
     store.apply(h.gw.take_store_ops());
-    let out = h.send(&a, publish(QoS::ExactlyOnce, TopicRef::Id(topic), 9, "once"));
+    let out = h.send(
+        &a,
+        publish(QoS::ExactlyOnce, TopicRef::Id(topic), 9, "once"),
+    );
     assert!(packets_to(&out, &a).contains(&Packet::PubRec { msg_id: 9 }));
     let ops = h.gw.take_store_ops();
     assert!(
