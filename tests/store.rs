@@ -794,3 +794,54 @@ async fn a_kill_9_between_the_brokers_puback_and_the_devices_loses_nothing() {
         "acknowledged (or sent again) but lost: {missing:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_publish_retransmitted_after_a_restart_is_delivered_once() {
+    let upstream = Mosquitto::start_with(upstream_options()).await;
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    let sub = upstream_subscriber(up, "q2r/#", "q2r-sub");
+    let dir = tempfile::tempdir().expect("state dir");
+    let port = free_udp_port();
+    let upstream_port = upstream.port;
+    let with_upstream = |c: &mut Config| {
+        durable(c, dir.path(), port);
+        c.upstream = Some(upstream_to(upstream_port, "gw-q2r"));
+    };
+    let gw = start_gateway_with(with_upstream).await;
+    let device = RawDevice::new(gw.addr).await;
+    device.connect("q2r-device", false, 60).await;
+    device
+        .send(&Packet::Register {
+            topic_id: 0,
+            msg_id: 1,
+            topic_name: "q2r/x".into(),
+        })
+        .await;
+    let Packet::RegAck { topic_id, .. } = device.recv().await else {
+        panic!("REGACK expected");
+    };
+    let publish = |dup| Packet::Publish {
+        dup,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: TopicRef::Id(topic_id),
+        msg_id: 5,
+        payload: Bytes::from("once"),
+    };
+    device.send(&publish(false)).await;
+    assert_eq!(device.recv().await, Packet::PubRec { msg_id: 5 });
+    assert_eq!(collect(&sub, "once", 1, WAIT), ["once"]);
+
+    // The PUBREL is not sent before the gateway restarts; the device, not
+    // sure its PUBLISH arrived, sends it again (DUP) to the new gateway.
+    gw.stop().await;
+    let gw = start_gateway_with(with_upstream).await;
+    device.connect("q2r-device", false, 60).await;
+    device.send(&publish(true)).await;
+    assert_eq!(device.recv().await, Packet::PubRec { msg_id: 5 });
+    device.send(&Packet::PubRel { msg_id: 5 }).await;
+    assert_eq!(device.recv().await, Packet::PubComp { msg_id: 5 });
+    let again = collect(&sub, "once", 1, Duration::from_secs(1));
+    assert!(again.is_empty(), "delivered twice: {again:?}");
+    gw.stop().await;
+}
