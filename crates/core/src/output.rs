@@ -78,6 +78,13 @@ pub enum LocalAction {
     },
     /// Close the connection (taken over, or a protocol violation).
     Close,
+    /// Send PUBREL again for these packet ids (QoS 2 messages the client
+    /// answered with PUBREC on an earlier connection of its persistent
+    /// session) and await their PUBCOMP.
+    Release {
+        /// The packet ids, oldest first.
+        pkids: Vec<u16>,
+    },
 }
 
 /// A command for the upstream bridge.
