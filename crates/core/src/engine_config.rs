@@ -104,8 +104,8 @@ pub struct EngineConfig {
     /// message bound upstream waits for the broker's acknowledgement before
     /// its outbox record is written to the store (`linger.rs`). The device
     /// is acknowledged on whichever comes first, so while the broker keeps
-    /// up the outbox never touches the disk. Zero (the default here): the
-    /// record is written before anything goes out.
+    /// up the outbox never touches the disk. Zero: the record is written
+    /// before anything goes out. Default: 5 ms (`[store] linger_ms`).
     pub outbox_linger: Duration,
     /// Authorisation rules (mosquitto `acl_file` semantics, `core::acl`);
     /// `None` (the default) allows every publish and subscription.
@@ -166,7 +166,7 @@ impl Default for EngineConfig {
             per_device_sessions: false,
             upstream_session_wait: Duration::from_secs(5),
             persist: false,
-            outbox_linger: Duration::ZERO,
+            outbox_linger: Duration::from_millis(5),
             acl: None,
             admission: Admission::default(),
             max_retained_bytes: 8 << 20,
