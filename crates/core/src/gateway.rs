@@ -688,8 +688,14 @@ impl Gateway {
                 let linger = (origin == Origin::Device).then_some(now);
                 let store_id =
                     self.outbox_id(topic, &payload, qos, retain, device.as_deref(), linger);
-                if let Some(ack) = from.as_mut().and_then(|f| f.ack.as_mut()) {
+                if let Some(f) = from.as_mut()
+                    && let Some(ack) = f.ack.as_mut()
+                {
                     ack.store_id = store_id.unwrap_or(0);
+                    if let Some(id) = store_id {
+                        let (client_id, ack) = (f.client_id.clone(), *ack);
+                        self.hold_token(id, client_id, ack);
+                    }
                 }
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),

@@ -21,12 +21,14 @@
 //! does. A crash inside the linger loses only what the device was not told
 //! was safe, and the device sends it again.
 //!
-//! Per-device mode: the device's acknowledgement already waits for the
-//! broker's (it travels with the message as an [`UpstreamAck`] token); the
-//! linger saves the write when the broker answers in time, and
-//! [`Gateway::handle_session_ack`] writes a record still held before an
+//! Per-device mode, on the same rule: the device's acknowledgement travels
+//! with the message as an [`UpstreamAck`] token and comes back through
+//! [`Gateway::handle_session_ack`] when the broker has it; the linger saves
+//! the write when that happens in time. When the linger runs out first, the
+//! record is written and the device acknowledged behind the commit, and the
+//! broker's later acknowledgement is not passed on twice. An
 //! acknowledgement that did not come from the broker (the session queued
-//! the message while down).
+//! the message while down) writes a record still held before it leaves.
 //!
 //! While the broker lags for many devices at once — [`LAGGING_BATCH`]
 //! lingers or more ran out together — the store takes every new message at
@@ -46,6 +48,7 @@ use std::time::{Duration, Instant};
 use sngate_wire::v1::Packet;
 
 use super::gateway::Gateway;
+use super::output::UpstreamAck;
 use super::persist::{OutboxRecord, StoreOp};
 use super::session::SessionId;
 
@@ -59,6 +62,9 @@ struct Lingering {
     /// The device's acknowledgement, held until the first safe copy
     /// (aggregate mode; per-device mode carries it in the message's token).
     ack: Option<HeldAck>,
+    /// Per-device mode: the device and the token its acknowledgement
+    /// travels with, for when the linger runs out before the broker answers.
+    token: Option<(std::sync::Arc<str>, UpstreamAck)>,
 }
 
 /// An acknowledgement owed to a device once its message is safe.
@@ -90,6 +96,22 @@ pub(super) struct Linger {
     pub(super) just_held: Option<u64>,
     /// A linger ran out: until then new messages do not linger.
     lagging_until: Option<Instant>,
+    /// Per-device mode: outbox ids whose device was acknowledged when the
+    /// linger ran out; the broker's acknowledgement, when it comes, is not
+    /// passed on again. At most [`ACKED_EARLY`], oldest forgotten first.
+    acked_early: std::collections::BTreeSet<u64>,
+}
+
+/// Most per-device acknowledgements remembered as given early (a session
+/// that never answers must not grow the set without a bound).
+const ACKED_EARLY: usize = 65_536;
+
+impl Linger {
+    /// Whether the broker's acknowledgement for `id` was given to the device
+    /// already (and forgets it).
+    pub(super) fn take_acked_early(&mut self, id: u64) -> bool {
+        id != 0 && self.acked_early.remove(&id)
+    }
 }
 
 impl Linger {
@@ -126,6 +148,7 @@ impl Gateway {
                 deadline,
                 record,
                 ack: None,
+                token: None,
             },
         );
         self.linger.just_held = Some(id);
@@ -144,6 +167,14 @@ impl Gateway {
                 })
             }
             None => self.send_to(sid, packet),
+        }
+    }
+
+    /// Per-device mode: the token of the message held under `id`, so the
+    /// device can be acknowledged if the linger runs out first.
+    pub(super) fn hold_token(&mut self, id: u64, client_id: std::sync::Arc<str>, ack: UpstreamAck) {
+        if let Some(l) = self.linger.entries.get_mut(&id) {
+            l.token = Some((client_id, ack));
         }
     }
 
@@ -178,6 +209,9 @@ impl Gateway {
             self.persist.push_op(StoreOp::PutOutbox(id, l.record));
             self.stats.outbox_writes_lingered += 1;
             self.release_ack(l.ack);
+            if let Some((client_id, ack)) = l.token {
+                self.ack_early(id, &client_id, ack);
+            }
             ran_out += 1;
         }
         if !all && ran_out >= LAGGING_BATCH {
@@ -206,6 +240,29 @@ impl Gateway {
     /// How many outbox records wait for the broker (not yet on disk).
     pub fn lingering(&self) -> usize {
         self.linger.len()
+    }
+
+    /// Per-device mode: the store has the message (this batch's commit)
+    /// before the broker answered: the device is acknowledged now, and the
+    /// broker's acknowledgement will not be passed on again.
+    fn ack_early(&mut self, id: u64, client_id: &str, ack: UpstreamAck) {
+        let Some(&sid) = self.by_client.get(client_id) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.connection != ack.connection {
+            return;
+        }
+        if s.awaiting_upstream_ack == Some(ack.msg_id) {
+            s.awaiting_upstream_ack = None;
+        }
+        if self.linger.acked_early.len() >= ACKED_EARLY {
+            self.linger.acked_early.pop_first();
+        }
+        self.linger.acked_early.insert(id);
+        self.send_to(sid, ack.packet());
     }
 
     fn release_ack(&mut self, ack: Option<HeldAck>) {

@@ -183,6 +183,24 @@ pub struct UpstreamAck {
     pub(super) store_id: u64,
 }
 
+impl UpstreamAck {
+    /// The acknowledgement itself: PUBREC at QoS 2, else PUBACK (accepted).
+    pub(super) fn packet(&self) -> sngate_wire::v1::Packet {
+        use sngate_wire::v1::{Packet, ReturnCode};
+        if self.qos == 2 {
+            Packet::PubRec {
+                msg_id: self.msg_id,
+            }
+        } else {
+            Packet::PubAck {
+                topic_id: self.topic_field,
+                msg_id: self.msg_id,
+                return_code: ReturnCode::Accepted,
+            }
+        }
+    }
+}
+
 /// What a device's upstream session is made of (per-device mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionParams {

@@ -270,6 +270,11 @@ impl Gateway {
         accepted: bool,
     ) {
         let _ = now;
+        // Acknowledged already, on the store's word, when the linger ran
+        // out (linger.rs).
+        if self.linger.take_acked_early(ack.store_id) {
+            return;
+        }
         let Some(&sid) = self.by_client.get(client_id) else {
             return;
         };
@@ -298,14 +303,8 @@ impl Gateway {
                 msg_id: ack.msg_id,
                 return_code: ReturnCode::NotSupported,
             }
-        } else if ack.qos == 2 {
-            Packet::PubRec { msg_id: ack.msg_id }
         } else {
-            Packet::PubAck {
-                topic_id: ack.topic_field,
-                msg_id: ack.msg_id,
-                return_code: ReturnCode::Accepted,
-            }
+            ack.packet()
         };
         self.send_to(sid, packet);
         // Not (or not only) the broker's acknowledgement — the session

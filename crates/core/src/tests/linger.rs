@@ -324,3 +324,53 @@ fn while_the_broker_lags_for_many_new_messages_are_written_at_once_then_linger_a
     h.gw.handle_settled(h.now, store_ids(&out));
     assert_eq!(packets_to(&h.drain(), &a), vec![puback(9, topic)]);
 }
+
+#[test]
+fn per_device_when_the_linger_runs_out_first_the_store_acknowledges_once() {
+    let mut h = Harness::with(EngineConfig {
+        upstream: true,
+        per_device_sessions: true,
+        persist: true,
+        outbox_linger: LINGER,
+        ..EngineConfig::default()
+    });
+    h.gw.handle_upstream_connected(h.now, true);
+    let a = peer(1);
+    h.send(
+        &a,
+        Packet::Connect {
+            will: false,
+            clean_session: true,
+            protocol_id: 1,
+            duration: 60,
+            client_id: "a".into(),
+        },
+    );
+    h.gw.handle_session_status(h.now, "a", SessionStatus::Up);
+    h.drain();
+    let topic = h.register(&a, 1, "data/a");
+    h.gw.take_store_ops();
+    let out = h.send(&a, publish(QoS::AtLeastOnce, TopicRef::Id(topic), 7, "v"));
+    let ids = store_ids(&out);
+    let ack = upstream(&out)
+        .into_iter()
+        .find_map(|c| match c {
+            UpstreamCommand::Publish {
+                from: Some(DeviceOrigin { ack: Some(ack), .. }),
+                ..
+            } => Some(ack),
+            _ => None,
+        })
+        .expect("the acknowledgement travels with the message");
+    assert!(packets_to(&out, &a).is_empty());
+    // The broker is slow: the store takes it, the device hears it behind
+    // the commit.
+    let out = h.advance(LINGER);
+    assert_eq!(outbox_writes(&h.gw.take_store_ops()), ids);
+    assert_eq!(packets_to(&out, &a), vec![puback(7, topic)]);
+    // The broker's acknowledgement later: the record is deleted, the device
+    // not acknowledged twice.
+    assert_eq!(h.gw.handle_settled(h.now, ids.clone()), ids);
+    h.gw.handle_session_ack(h.now, "a", ack, true);
+    assert!(packets_to(&h.drain(), &a).is_empty());
+}
