@@ -140,6 +140,7 @@ impl Config {
         self.discovery.validate()?;
         self.timers.validate()?;
         self.limits.validate()?;
+        self.store.validate()?;
         gateway::validate_predefined(&self.predefined_topics)?;
         if let Some(upstream) = &self.upstream {
             upstream::validate_upstream(upstream)?;
