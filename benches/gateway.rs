@@ -8,16 +8,22 @@
 //! cargo bench --bench gateway -- qos0 60000        # QoS 0 at 60,000 msg/s
 //! cargo bench --bench gateway -- qos1              # QoS 1, closed loop, 100 devices
 //! cargo bench --bench gateway -- qos1 1 10         # … 1 device, 10 s per leg
+//! cargo bench --bench gateway -- qos2 10 10        # QoS 2, 10 devices, 10 s per leg
 //! cargo bench --bench gateway -- idle 10000        # RSS with 10,000 devices
 //! cargo bench --bench gateway -- perdevice 1000 10 # 1,000 per-device upstream sessions
 //! ```
 //!
-//! The QoS 1 scenario runs the gateway twice in the same run, with the
-//! durable store off and on (a temporary state directory under Cargo's
-//! target tmp dir, i.e. on the disk that holds `target/`), and for each
-//! reports the bytes the gateway process wrote to disk per message
-//! (`write_bytes` of `/proc/<pid>/io` around the load: page-cache pages it
-//! dirtied, so the filesystem's own journal is not included).
+//! The QoS 1 and QoS 2 scenarios run the gateway three times in the same
+//! run: the durable store off, on with `[store] linger_ms = 0` (every
+//! message written before it is acknowledged) and on with the default
+//! linger (written only if the broker has not acknowledged it by then) —
+//! the store in a temporary state directory under Cargo's target tmp dir,
+//! i.e. on the disk that holds `target/` — and for each report the bytes
+//! the gateway process wrote to disk per message (`write_bytes` of
+//! `/proc/<pid>/io` around the load: page-cache pages it dirtied, so the
+//! filesystem's own journal is not included), its CPU time per 100,000
+//! messages (`utime + stime` of `/proc/<pid>/stat` around the load) and its
+//! RSS at the end of the load.
 //!
 //! Every figure is printed as a Markdown table row for `docs/performance.md`.
 
@@ -40,6 +46,9 @@ use mosquitto::{Mosquitto, MosquittoOptions};
 
 const DEVICES: usize = 100;
 const PAYLOAD: usize = 32;
+
+/// How long a closed-loop device waits for an answer before it gives up.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// One clock for the whole process: payloads carry their send time since this
 /// epoch, and the subscriber stamps each arrival against it where it arrives.
@@ -76,7 +85,12 @@ fn main() -> BenchResult<()> {
         Some("qos1") => {
             let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(DEVICES);
             let secs = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(10);
-            rt.block_on(qos1_pair(&mosquitto, n, secs))?;
+            rt.block_on(qos1_pair(&mosquitto, n, secs, 1))?;
+        }
+        Some("qos2") => {
+            let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10);
+            let secs = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(10);
+            rt.block_on(qos1_pair(&mosquitto, n, secs, 2))?;
         }
         Some("idle") => {
             let n = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10_000);
@@ -96,7 +110,7 @@ fn main() -> BenchResult<()> {
             for rate in [20_000, 40_000, 60_000, 80_000] {
                 rt.block_on(qos0_pair(&mosquitto, rate, 5))?;
             }
-            rt.block_on(qos1_pair(&mosquitto, DEVICES, 5))?;
+            rt.block_on(qos1_pair(&mosquitto, DEVICES, 5, 1))?;
             rt.block_on(idle(&mosquitto, 10_000))?;
             rt.block_on(sleepers(10_000, 10))?;
             rt.block_on(serial_link(5))?;
@@ -138,67 +152,115 @@ async fn qos0_pair(mosquitto: &Mosquitto, rate: u64, secs: u64) -> BenchResult<(
     Ok(())
 }
 
-/// QoS 1, closed loop: every client keeps one message in flight. Three legs
-/// in one run: straight to mosquitto, via sngate with the store off, via
-/// sngate with the store on; then what durability costs.
-async fn qos1_pair(mosquitto: &Mosquitto, devices: usize, secs: u64) -> BenchResult<()> {
+/// QoS 1 (or 2), closed loop: every client keeps one message in flight.
+/// Four legs in one run: straight to mosquitto (QoS 1 only: the baseline
+/// MQTT clients speak QoS 1), via sngate with the store off, with the store
+/// on and no linger (written before acknowledged), with the store on and
+/// the default linger; then what durability costs.
+async fn qos1_pair(mosquitto: &Mosquitto, devices: usize, secs: u64, qos: u8) -> BenchResult<()> {
     let duration = Duration::from_secs(secs);
-    let direct = {
+    let direct = if qos == 1 {
         let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
         let start = Instant::now();
         let sent = publish_direct_qos1(mosquitto.port, devices, duration).await?;
-        sub.finish(sent, start).await
+        let direct = sub.finish(sent, start).await;
+        direct.print(
+            &format!("QoS 1, {devices} clients, 1 in flight each"),
+            "direct to mosquitto",
+            0,
+        );
+        Some(direct)
+    } else {
+        None
     };
-    direct.print(
-        &format!("QoS 1, {devices} clients, 1 in flight each"),
-        "direct to mosquitto",
-        0,
-    );
 
-    let scenario = format!("QoS 1, {devices} devices, 1 in flight each");
-    let off = qos1_via(mosquitto.port, devices, duration, None).await?;
+    let scenario = format!("QoS {qos}, {devices} devices, 1 in flight each");
+    let off = qos_via(mosquitto.port, devices, duration, None, qos).await?;
     off.print(&scenario, "via sngate, store off");
 
     // On the disk that holds target/, not /tmp (which may be a tmpfs).
-    let state = tempfile::Builder::new()
-        .prefix("sngate-bench-state-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let filesystem = filesystem_of(state.path());
-    let on = qos1_via(mosquitto.port, devices, duration, Some(state.path())).await?;
-    on.print(&scenario, &format!("via sngate, store on ({filesystem})"));
-
-    println!(
-        "| QoS 1, {devices} devices | store on / store off | | {:.0} % | | | | same run; sngate / direct: off {:.0} %, on {:.0} % |",
-        on.outcome.rate / off.outcome.rate.max(1.0) * 100.0,
-        off.outcome.rate / direct.rate.max(1.0) * 100.0,
-        on.outcome.rate / direct.rate.max(1.0) * 100.0,
-    );
+    let mut on = Vec::new();
+    for linger in [0, DEFAULT_LINGER_MS] {
+        let state = tempfile::Builder::new()
+            .prefix("sngate-bench-state-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+        let filesystem = filesystem_of(state.path());
+        let leg = qos_via(
+            mosquitto.port,
+            devices,
+            duration,
+            Some((state.path(), linger)),
+            qos,
+        )
+        .await?;
+        leg.print(
+            &scenario,
+            &format!("via sngate, store on, linger_ms = {linger} ({filesystem})"),
+        );
+        on.push((linger, leg));
+    }
+    for (linger, leg) in &on {
+        let of_direct = direct.as_ref().map_or(String::new(), |d| {
+            format!(
+                "; sngate / direct: off {:.0} %, on {:.0} %",
+                off.outcome.rate / d.rate.max(1.0) * 100.0,
+                leg.outcome.rate / d.rate.max(1.0) * 100.0
+            )
+        });
+        println!(
+            "| QoS {qos}, {devices} devices | store on (linger_ms = {linger}) / store off | | {:.0} % | | | | same run{of_direct} |",
+            leg.outcome.rate / off.outcome.rate.max(1.0) * 100.0,
+        );
+    }
     Ok(())
 }
 
-/// One QoS 1 leg through a fresh gateway: `state_dir` None runs it with
-/// `--state-dir off`. The gateway is stopped before this returns, so the
+/// `[store] linger_ms` by default (`sngate::config::StoreConfig`).
+const DEFAULT_LINGER_MS: u32 = sngate::config::DEFAULT_LINGER_MS;
+
+/// One closed-loop leg at `qos` through a fresh gateway: `store` None runs
+/// it with `--state-dir off`, else in that directory with that
+/// `[store] linger_ms`. The gateway is stopped before this returns, so the
 /// next leg's bridge never shares the broker with it.
-async fn qos1_via(
+async fn qos_via(
     mqtt_port: u16,
     devices: usize,
     duration: Duration,
-    state_dir: Option<&std::path::Path>,
+    store: Option<(&std::path::Path, u32)>,
+    qos: u8,
 ) -> BenchResult<Leg> {
     let upstream = format!("127.0.0.1:{mqtt_port}");
     // Every simulated device sends from 127.0.0.1: no per-source rate limit.
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("bench.toml");
-    std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+    let linger = store.map_or(DEFAULT_LINGER_MS, |(_, l)| l);
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nper_source_packets_per_sec = 0\nper_session_packets_per_sec = 0\n\
+             [store]\nlinger_ms = {linger}\n"
+        ),
+    )?;
     let config = config.to_string_lossy().into_owned();
-    let mut gateway = Sngate::spawn(state_dir, &["--upstream", &upstream, "--config", &config])?;
-    let sub = Subscriber::start(mqtt_port, "bench/#", MqttQoS::AtLeastOnce).await?;
+    let mut gateway = Sngate::spawn(
+        store.map(|(d, _)| d),
+        &["--upstream", &upstream, "--config", &config],
+    )?;
+    let sub_qos = if qos == 2 {
+        MqttQoS::ExactlyOnce
+    } else {
+        MqttQoS::AtLeastOnce
+    };
+    let sub = Subscriber::start(mqtt_port, "bench/#", sub_qos).await?;
     let sims = Devices::connect(gateway.udp, devices).await?;
     let before = gateway.write_bytes();
+    let cpu_before = gateway.cpu_secs();
     let start = Instant::now();
-    let sent = sims.publish_qos1_closed_loop(duration, start).await?;
+    let sent = sims.publish_closed_loop(duration, start, qos).await?;
     let outcome = sub.finish(sent, start).await;
     let after = gateway.write_bytes();
+    let cpu = gateway.cpu_secs() - cpu_before;
+    let rss_kib = gateway.rss_kib();
     // A gateway whose store failed stops on its own: say so, never report
     // its figures as if it had kept up.
     if let Some(status) = gateway.child.try_wait()? {
@@ -212,6 +274,8 @@ async fn qos1_via(
         outcome,
         duration,
         written,
+        cpu_secs: Some(cpu),
+        rss_kib: Some(rss_kib),
     })
 }
 
@@ -238,7 +302,10 @@ async fn per_device(mosquitto: &Mosquitto, n: usize, secs: u64) -> BenchResult<(
     for mode in ["aggregate", "per-device"] {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("bench.toml");
-        std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+        std::fs::write(
+            &config,
+            "[limits]\nper_source_packets_per_sec = 0\nper_session_packets_per_sec = 0\n",
+        )?;
         let config = config.to_string_lossy().into_owned();
         let upstream = format!("127.0.0.1:{}", mosquitto.port);
         let mut gateway = Sngate::start_with(&[
@@ -271,7 +338,7 @@ async fn per_device(mosquitto: &Mosquitto, n: usize, secs: u64) -> BenchResult<(
         let rss = gateway.rss_kib();
         let sub = Subscriber::start(mosquitto.port, "bench/#", MqttQoS::AtLeastOnce).await?;
         let t0 = Instant::now();
-        let sent = devices.publish_qos1_closed_loop(duration, t0).await?;
+        let sent = devices.publish_closed_loop(duration, t0, 1).await?;
         let outcome = sub.finish(sent, t0).await;
         if let Some(status) = gateway.child.try_wait()? {
             return Err(format!("sngate exited during the load: {status}").into());
@@ -370,7 +437,7 @@ async fn sleepers(n: usize, per_device: usize) -> BenchResult<()> {
         &config,
         format!(
             "[limits]\nmax_clients = {}\nmax_topics_per_client = {}\nmax_queued_bytes_total = {}\n\
-             per_source_packets_per_sec = 0\n",
+             per_source_packets_per_sec = 0\nper_session_packets_per_sec = 0\n",
             n + PUBLISHERS + 10,
             n / PUBLISHERS + 10,
             256 << 20
@@ -487,7 +554,10 @@ async fn serial_link(secs: u64) -> BenchResult<()> {
     // One radio sends the whole load: no per-source rate limit.
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("serial.toml");
-    std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+    std::fs::write(
+        &config,
+        "[limits]\nper_source_packets_per_sec = 0\nper_session_packets_per_sec = 0\n",
+    )?;
     let config = config.to_string_lossy().into_owned();
     let gateway = Sngate::start_with(&["--serial", &device, "--config", &config])?;
     let mut options = ConnectOptions::new("serial-sub");
@@ -748,6 +818,10 @@ struct Leg {
     duration: Duration,
     /// `write_bytes` of the gateway process over the load, if readable.
     written: Option<u64>,
+    /// The gateway's CPU time over the load (user + system), if measured.
+    cpu_secs: Option<f64>,
+    /// The gateway's RSS at the end of the load, if measured.
+    rss_kib: Option<u64>,
 }
 
 impl Leg {
@@ -761,8 +835,17 @@ impl Leg {
             ),
             None => "bytes written: /proc/<pid>/io not readable".to_owned(),
         };
+        let cpu = self.cpu_secs.map_or(String::new(), |c| {
+            format!(
+                "; gateway CPU {:.2} s per 100k messages",
+                c / o.received.max(1) as f64 * 1e5
+            )
+        });
+        let rss = self.rss_kib.map_or(String::new(), |r| {
+            format!("; RSS {:.1} MB", r as f64 / 1024.0)
+        });
         println!(
-            "| {scenario} | {path} | closed loop | {:.0} | {} of {} | {:.2} ms | {:.2} ms | devices acknowledged {:.0}/s while publishing; {written} |",
+            "| {scenario} | {path} | closed loop | {:.0} | {} of {} | {:.2} ms | {:.2} ms | devices acknowledged {:.0}/s while publishing; {written}{cpu}{rss} |",
             o.rate,
             o.sent.saturating_sub(o.received),
             o.sent,
@@ -1153,10 +1236,11 @@ impl Devices {
     /// baseline's MQTT clients) sends its next message when the PUBACK for
     /// the previous one arrives. Returns the messages sent, counting the last
     /// one in flight of each device.
-    async fn publish_qos1_closed_loop(
+    async fn publish_closed_loop(
         self,
         duration: Duration,
         start: Instant,
+        qos: u8,
     ) -> BenchResult<u64> {
         let mut tasks = Vec::with_capacity(self.sockets.len());
         for (d, (socket, topic_id)) in self.sockets.into_iter().zip(self.topic_ids).enumerate() {
@@ -1168,12 +1252,17 @@ impl Devices {
                 let mut seq = 0u32;
                 while start.elapsed() < duration {
                     buf.clear();
+                    let msg_id = (seq % 0xFFFF + 1) as u16;
                     let publish = Packet::Publish {
                         dup: false,
-                        qos: QoS::AtLeastOnce,
+                        qos: if qos == 2 {
+                            QoS::ExactlyOnce
+                        } else {
+                            QoS::AtLeastOnce
+                        },
                         retain: false,
                         topic: TopicRef::Id(topic_id),
-                        msg_id: (seq % 0xFFFF + 1) as u16,
+                        msg_id,
                         payload: payload(d as u32, seq),
                     };
                     if proto::encode(&publish, &mut buf).is_err()
@@ -1182,18 +1271,32 @@ impl Devices {
                         break;
                     }
                     seq += 1;
-                    // Wait for this message's PUBACK (the bench's devices never
+                    // Wait for this message's PUBACK, or at QoS 2 its PUBREC,
+                    // then PUBREL → PUBCOMP (the bench's devices never
                     // retransmit: the gateway answers every PUBLISH it accepts).
                     loop {
-                        let Ok(n) = socket.recv(&mut rx).await else {
+                        // A lost answer ends this device's stream rather
+                        // than the whole bench (a figure with a loss shows).
+                        let Ok(Ok(n)) =
+                            tokio::time::timeout(ANSWER_WAIT, socket.recv(&mut rx)).await
+                        else {
                             return u64::from(seq);
                         };
-                        if let Ok(Packet::PubAck {
-                            return_code: ReturnCode::Accepted,
-                            ..
-                        }) = proto::decode(&rx[..n])
-                        {
-                            break;
+                        match proto::decode(&rx[..n]) {
+                            Ok(Packet::PubAck {
+                                return_code: ReturnCode::Accepted,
+                                ..
+                            })
+                            | Ok(Packet::PubComp { .. }) => break,
+                            Ok(Packet::PubRec { msg_id: m }) if m == msg_id => {
+                                buf.clear();
+                                if proto::encode(&Packet::PubRel { msg_id }, &mut buf).is_err()
+                                    || socket.send(&buf).await.is_err()
+                                {
+                                    return u64::from(seq);
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -1243,7 +1346,10 @@ impl Sngate {
         // limit (one budget per IP address) would cap the whole load.
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("bench.toml");
-        std::fs::write(&config, "[limits]\nper_source_packets_per_sec = 0\n")?;
+        std::fs::write(
+            &config,
+            "[limits]\nper_source_packets_per_sec = 0\nper_session_packets_per_sec = 0\n",
+        )?;
         let config = config.to_string_lossy().into_owned();
         Self::start_with(&[
             "--upstream",
@@ -1314,6 +1420,24 @@ impl Sngate {
 }
 
 impl Sngate {
+    /// The gateway's CPU time so far, user + system, in seconds
+    /// (`/proc/<pid>/stat`, in clock ticks of 1/100 s).
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) in parens.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15; `rest` starts at field 3.
+        (ticks(11) + ticks(12)) as f64 / 100.0
+    }
+
     /// Bytes the gateway process has caused to be written to storage so far
     /// (`write_bytes` in `/proc/<pid>/io`, all its threads: counted as it
     /// dirties page-cache pages, so neither the filesystem journal nor

@@ -10,9 +10,14 @@
 //!
 //! - `register`: a device with CleanSession = 0 REGISTERs 1,000 distinct
 //!   names of 1.9 KB (the case);
-//! - `uplink`: a device publishes QoS 1 with an upstream bridge: the
-//!   message goes into the outbox and is deleted when the bridge settles it
-//!   (in the next step's commit);
+//! - `uplink`: a device publishes QoS 1 with an upstream bridge, three
+//!   ways: the broker **up** (it acknowledges within `[store] linger_ms`:
+//!   the outbox record is never written, the device's PUBACK released by
+//!   the broker's), **lagging** (it acknowledges after the linger: the
+//!   record is written, the PUBACK released behind the commit, the record
+//!   deleted when the broker acknowledges) and **away** (the bridge is not
+//!   connected: written before the PUBACK, as without a linger — the
+//!   baseline in the same run);
 //! - `downlink`: a message at QoS 1 for a connected persistent device: it
 //!   is queued, handed over, acknowledged and deleted.
 //!
@@ -56,6 +61,8 @@ struct Rig {
     written: Written,
     /// Outbox ids the "bridge" settled, deleted with the next commit.
     settled: Vec<u64>,
+    /// Outbox ids handed to the "bridge", not yet settled.
+    upstream: Vec<u64>,
     /// The last batch's operations (for the baseline).
     last_ops: Vec<StoreOp>,
     /// `write_bytes` when the measured workload started.
@@ -75,11 +82,16 @@ fn write_bytes() -> u64 {
 
 impl Rig {
     fn new(dir: &Path, upstream: bool) -> Rig {
+        Rig::with_linger(dir, upstream, Duration::ZERO)
+    }
+
+    fn with_linger(dir: &Path, upstream: bool, linger: Duration) -> Rig {
         let (store, _) = Store::open(dir).unwrap_or_else(|e| panic!("store: {e}"));
         let now = Instant::now();
         let cfg = EngineConfig {
             persist: true,
             upstream,
+            outbox_linger: linger,
             per_source_packets_per_sec: 0,
             ..EngineConfig::default()
         };
@@ -90,6 +102,7 @@ impl Rig {
             device: Peer::udp(SocketAddr::from(([127, 0, 0, 1], 40_000))),
             written: Written::default(),
             settled: Vec::new(),
+            upstream: Vec::new(),
             last_ops: Vec::new(),
             io_start: 0,
         }
@@ -120,7 +133,7 @@ impl Rig {
     }
 
     /// Drains the outputs: the packets for the device, the outbox ids the
-    /// bridge is given (settled at once, as a broker that acknowledges).
+    /// bridge is given (kept until [`settle`](Self::settle)).
     fn drain(&mut self) -> Vec<Packet> {
         let mut back = Vec::new();
         while let Some(out) = self.gw.poll_output() {
@@ -128,21 +141,31 @@ impl Rig {
                 Output::Transmit { to, packet } if to == self.device => back.push(packet),
                 Output::Upstream(UpstreamCommand::Publish {
                     store_id: Some(id), ..
-                }) => self.settled.push(id),
+                }) => self.upstream.push(id),
                 _ => {}
             }
         }
         back
     }
 
-    /// One durable commit, as the driver makes after a batch.
+    /// The broker acknowledged what the bridge was given: the engine keeps
+    /// from the store what it never wrote; returns what the device is told.
+    fn settle(&mut self) -> Vec<Packet> {
+        let ids = std::mem::take(&mut self.upstream);
+        let written = self.gw.handle_settled(self.now, ids);
+        self.settled.extend(written);
+        self.drain()
+    }
+
+    /// One durable commit, as the driver makes after a batch: settled ids
+    /// alone do not earn one, they ride with the next.
     fn commit(&mut self) {
         let ops = self.gw.take_store_ops();
-        let settled = std::mem::take(&mut self.settled);
-        if ops.is_empty() && settled.is_empty() {
+        if ops.is_empty() {
             self.last_ops = ops;
             return;
         }
+        let settled = std::mem::take(&mut self.settled);
         let stats = self
             .store
             .commit(&ops, &settled)
@@ -233,8 +256,22 @@ fn register(dir: &Path) -> (Written, u64) {
     (rig.finish(), baseline)
 }
 
-fn uplink(dir: &Path, messages: u16) -> Written {
-    let mut rig = Rig::new(dir, true);
+/// How the broker answers in the `uplink` workload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    /// Acknowledges within the linger.
+    Up,
+    /// Acknowledges after the linger.
+    Lagging,
+    /// Not connected (the store takes every message at once).
+    Away,
+}
+
+fn uplink(dir: &Path, messages: u16, broker: Broker) -> Written {
+    let mut rig = Rig::with_linger(dir, true, LINGER);
+    if broker != Broker::Away {
+        rig.gw.handle_upstream_connected(rig.now, true);
+    }
     rig.connect(true);
     let back = rig.send(Packet::Register {
         topic_id: 0,
@@ -247,7 +284,7 @@ fn uplink(dir: &Path, messages: u16) -> Written {
     rig.commit();
     rig.start();
     for i in 0..messages {
-        let back = rig.send(Packet::Publish {
+        let mut back = rig.send(Packet::Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain: false,
@@ -255,16 +292,38 @@ fn uplink(dir: &Path, messages: u16) -> Written {
             msg_id: i + 2,
             payload: Bytes::from(format!("{{\"t\":{}.5,\"seq\":{i}}}", 20 + i % 5)),
         });
+        match broker {
+            // The broker's PUBACK comes back within the linger, in the
+            // same batch as the device's message.
+            Broker::Up => back.extend(rig.settle()),
+            // The linger passes first: written, then acknowledged.
+            Broker::Lagging => {
+                rig.commit();
+                assert!(back.is_empty(), "{back:?}");
+                rig.now += LINGER;
+                rig.gw.handle_timeout(rig.now);
+                back = rig.drain();
+            }
+            Broker::Away => {}
+        }
         rig.commit();
         assert!(
             matches!(back.as_slice(), [Packet::PubAck { .. }]),
             "{back:?}"
         );
+        if broker != Broker::Up {
+            // The broker acknowledges (is back) later; deleted with the
+            // next commit.
+            rig.settle();
+        }
         rig.tick();
     }
     rig.commit();
     rig.finish()
 }
+
+/// The linger of the `uplink` workload (the default `[store] linger_ms`).
+const LINGER: Duration = Duration::from_millis(5);
 
 fn downlink(dir: &Path, messages: u16) -> Written {
     let mut rig = Rig::new(dir, false);
@@ -358,15 +417,32 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let n = 600u16;
-    let dir = fresh(&base, "uplink");
-    let up = uplink(&dir, n);
-    report(
-        "QoS 1 uplink, one device at 1 msg/s, upstream on",
-        "message",
-        u64::from(n),
-        &up,
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut up = Written::default();
+    for (broker, name, what) in [
+        (
+            Broker::Away,
+            "uplink-away",
+            "QoS 1 uplink, one device at 1 msg/s, broker away",
+        ),
+        (
+            Broker::Lagging,
+            "uplink-lagging",
+            "QoS 1 uplink, one device at 1 msg/s, broker lagging",
+        ),
+        (
+            Broker::Up,
+            "uplink-up",
+            "QoS 1 uplink, one device at 1 msg/s, broker up",
+        ),
+    ] {
+        let dir = fresh(&base, name);
+        let w = uplink(&dir, n, broker);
+        report(what, "message", u64::from(n), &w);
+        let _ = std::fs::remove_dir_all(&dir);
+        if broker == Broker::Away {
+            up = w;
+        }
+    }
 
     let dir = fresh(&base, "downlink");
     let down = downlink(&dir, n);
@@ -381,7 +457,7 @@ fn main() {
     let per_day = 100 * 24 * 60;
     let n = u64::from(n);
     println!(
-        "100 devices x 1 msg/min ({per_day} messages a day): uplink {:.0} MB/day, downlink {:.0} MB/day written",
+        "100 devices x 1 msg/min ({per_day} messages a day): uplink with the broker away {:.0} MB/day, downlink {:.0} MB/day written",
         (up.disk_bytes / n * per_day) as f64 / 1e6,
         (down.disk_bytes / n * per_day) as f64 / 1e6,
     );

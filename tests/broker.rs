@@ -628,7 +628,6 @@ async fn a_hung_client_with_a_full_socket_is_dropped_by_keep_alive_with_its_will
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a persistent session forgets outbound QoS 2 state across connections (no PUBREL resent, MQTT-4.4.0-1)"]
 async fn a_persistent_client_gets_pubrel_again_after_reconnecting_mid_qos2() {
     let gw = start_gateway_with(|_| {}).await;
     let broker = gw.broker.expect("broker enabled");

@@ -553,3 +553,295 @@ async fn a_persistent_local_clients_puback_during_the_shutdown_drain_settles_its
     );
     gw.stop().await;
 }
+
+/// A device on a plain blocking UDP socket, for the kill tests' streams
+/// (they run beside a blocking watch of the upstream subscriber).
+struct SyncDevice {
+    socket: UdpSocket,
+}
+
+impl SyncDevice {
+    fn new(gateway: SocketAddr) -> SyncDevice {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.connect(gateway).expect("connect UDP socket");
+        SyncDevice { socket }
+    }
+
+    fn send(&self, packet: &Packet) {
+        let mut buf = bytes::BytesMut::new();
+        sngate::proto::encode(packet, &mut buf).expect("encode");
+        // The gateway may be dead (killed): a refused send is fine.
+        let _ = self.socket.send(&buf);
+    }
+
+    /// The next packet within `wait`; `None` if none came.
+    fn recv(&self, wait: Duration) -> Option<Packet> {
+        self.socket.set_read_timeout(Some(wait)).expect("timeout");
+        let mut buf = [0u8; 2048];
+        let n = self.socket.recv(&mut buf).ok()?;
+        sngate::proto::decode(&buf[..n]).ok()
+    }
+
+    /// CONNECT (clean) and REGISTER `topic`, retried until the gateway
+    /// answers (it may be starting); returns the topic id.
+    fn connect_and_register(&self, client_id: &str, topic: &str) -> u16 {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            self.send(&Packet::Connect {
+                will: false,
+                clean_session: true,
+                protocol_id: 1,
+                duration: 60,
+                client_id: client_id.to_owned(),
+            });
+            if !matches!(
+                self.recv(Duration::from_millis(500)),
+                Some(Packet::ConnAck { .. })
+            ) {
+                continue;
+            }
+            self.send(&Packet::Register {
+                topic_id: 0,
+                msg_id: 1,
+                topic_name: topic.to_owned(),
+            });
+            if let Some(Packet::RegAck { topic_id, .. }) = self.recv(Duration::from_secs(2)) {
+                return topic_id;
+            }
+        }
+        panic!("the gateway did not accept {client_id}");
+    }
+
+    fn publish(&self, topic_id: u16, msg_id: u16, payload: &str, dup: bool) {
+        self.send(&Packet::Publish {
+            dup,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: TopicRef::Id(topic_id),
+            msg_id,
+            payload: Bytes::from(payload.to_owned()),
+        });
+    }
+
+    /// Waits up to `wait` for the PUBACK of `msg_id` (other packets are
+    /// skipped); true if it came, accepted.
+    fn puback(&self, msg_id: u16, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.recv(left) {
+                Some(Packet::PubAck {
+                    msg_id: m,
+                    return_code,
+                    ..
+                }) if m == msg_id => return return_code.is_accepted(),
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    }
+}
+
+/// The real binary with a `[store] linger_ms` of `linger_ms`, bridged to
+/// `upstream`; returns once the bridge is connected, so a device's message
+/// may linger from the first (keep the log lines: dropping them closes the
+/// gateway's stderr).
+fn spawn_lingering(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    port: u16,
+    upstream: u16,
+) -> (KillOnDrop, mpsc::Receiver<String>) {
+    let upstream = format!("127.0.0.1:{upstream}");
+    let config = config.display().to_string();
+    let (child, lines) = spawn_gateway_with(
+        dir,
+        port,
+        &[
+            "--config",
+            &config,
+            "--broker",
+            "off",
+            "--upstream",
+            &upstream,
+        ],
+    );
+    wait_for_line(&lines, "upstream broker connected");
+    (child, lines)
+}
+
+/// A config file with only `[store] linger_ms` set.
+fn linger_config(dir: &std::path::Path, linger_ms: u32) -> std::path::PathBuf {
+    let path = dir.join("sngate.toml");
+    std::fs::write(&path, format!("[store]\nlinger_ms = {linger_ms}\n")).expect("config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_inside_the_linger_loses_nothing_the_device_was_told_was_safe() {
+    let upstream = Mosquitto::start_with(upstream_options()).await;
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    let sub = upstream_subscriber(up, "lw/#", "lw-sub");
+    let dir = tempfile::tempdir().expect("state dir");
+    let etc = tempfile::tempdir().expect("config dir");
+    // A linger far longer than the test: a PUBACK can only be the broker's.
+    let config = linger_config(etc.path(), 60_000);
+    let port = free_udp_port();
+    let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (mut child, _lines) = spawn_lingering(dir.path(), &config, port, upstream.port);
+    let device = SyncDevice::new(gateway);
+    let topic = device.connect_and_register("lw-device", "lw/x");
+
+    // The broker acknowledges: so is the device, long before the linger.
+    device.publish(topic, 2, "safe", false);
+    assert!(
+        device.puback(2, WAIT),
+        "the broker's PUBACK releases the device's"
+    );
+    assert_eq!(collect(&sub, "safe", 1, WAIT), ["safe"]);
+
+    // The broker freezes: the next message lingers, unacknowledged — not
+    // on disk, not with the broker, and the device not told it is safe.
+    upstream.freeze();
+    device.publish(topic, 3, "lingered", false);
+    assert!(
+        !device.puback(3, Duration::from_secs(1)),
+        "acknowledged with neither the broker's PUBACK nor the store's commit"
+    );
+    child.0.kill().expect("kill -9");
+    let _ = child.wait();
+    upstream.thaw();
+
+    // The device sends it again to the restarted gateway: it arrives.
+    let _restarted = spawn_lingering(dir.path(), &config, port, upstream.port);
+    let topic = device.connect_and_register("lw-device", "lw/x");
+    device.publish(topic, 3, "lingered", true);
+    assert!(device.puback(3, WAIT), "the retransmission is acknowledged");
+    assert!(
+        collect(&sub, "lingered", 1, WAIT).contains(&"lingered".to_owned()),
+        "the message the device sent again arrived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_between_the_brokers_puback_and_the_devices_loses_nothing() {
+    let upstream = Mosquitto::start_with(upstream_options()).await;
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    let sub = upstream_subscriber(up, "lk/#", "lk-sub");
+    let dir = tempfile::tempdir().expect("state dir");
+    let etc = tempfile::tempdir().expect("config dir");
+    // Nothing of the outbox is written while the broker answers: each
+    // acknowledgement the device gets is the broker's.
+    let config = linger_config(etc.path(), 60_000);
+    let port = free_udp_port();
+    let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (mut child, _lines) = spawn_lingering(dir.path(), &config, port, upstream.port);
+
+    // A device streams QoS 1, one in flight; the gateway is killed as soon
+    // as the subscriber has 100 of them, while the stream goes on — so
+    // with messages between the broker's PUBACK and the device's.
+    let device = SyncDevice::new(gateway);
+    let topic = device.connect_and_register("lk-device", "lk/x");
+    let stream = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0..10_000u16 {
+            let payload = format!("s{i:05}");
+            device.publish(topic, i + 2, &payload, false);
+            if !device.puback(i + 2, Duration::from_secs(2)) {
+                // The gateway is gone: this one is unacknowledged.
+                return (device, acked, Some((i + 2, payload)));
+            }
+            acked.push(payload);
+        }
+        (device, acked, None)
+    });
+    let early = collect(&sub, "s", 100, WAIT);
+    assert!(early.len() >= 100, "the stream did not start: {early:?}");
+    child.0.kill().expect("kill -9");
+    let _ = child.wait();
+    let (device, acked, unacked) = stream.join().expect("the stream");
+    let (msg_id, payload) = unacked.expect("killed before the stream ended");
+
+    // The device sends its unacknowledged message again after the restart.
+    let _restarted = spawn_lingering(dir.path(), &config, port, upstream.port);
+    let topic = device.connect_and_register("lk-device", "lk/x");
+    device.publish(topic, msg_id, &payload, true);
+    assert!(
+        device.puback(msg_id, WAIT),
+        "the retransmission is acknowledged"
+    );
+
+    let mut want: BTreeSet<String> = acked.iter().cloned().collect();
+    want.insert(payload);
+    let mut got: BTreeSet<String> = early.into_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !want.is_subset(&got) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.lines.recv_timeout(left) {
+            Ok(line) if !is_debug(&line) => {
+                got.insert(line);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let missing: Vec<&String> = want.iter().filter(|m| !got.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged (or sent again) but lost: {missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_publish_retransmitted_after_a_restart_is_delivered_once() {
+    let upstream = Mosquitto::start_with(upstream_options()).await;
+    let up: SocketAddr = upstream.addr().parse().expect("mosquitto address");
+    let sub = upstream_subscriber(up, "q2r/#", "q2r-sub");
+    let dir = tempfile::tempdir().expect("state dir");
+    let port = free_udp_port();
+    let upstream_port = upstream.port;
+    let with_upstream = |c: &mut Config| {
+        durable(c, dir.path(), port);
+        c.upstream = Some(upstream_to(upstream_port, "gw-q2r"));
+    };
+    let gw = start_gateway_with(with_upstream).await;
+    let device = RawDevice::new(gw.addr).await;
+    device.connect("q2r-device", false, 60).await;
+    device
+        .send(&Packet::Register {
+            topic_id: 0,
+            msg_id: 1,
+            topic_name: "q2r/x".into(),
+        })
+        .await;
+    let Packet::RegAck { topic_id, .. } = device.recv().await else {
+        panic!("REGACK expected");
+    };
+    let publish = |dup| Packet::Publish {
+        dup,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: TopicRef::Id(topic_id),
+        msg_id: 5,
+        payload: Bytes::from("once"),
+    };
+    device.send(&publish(false)).await;
+    assert_eq!(device.recv().await, Packet::PubRec { msg_id: 5 });
+    assert_eq!(collect(&sub, "once", 1, WAIT), ["once"]);
+
+    // The PUBREL is not sent before the gateway restarts; the device, not
+    // sure its PUBLISH arrived, sends it again (DUP) to the new gateway.
+    gw.stop().await;
+    let gw = start_gateway_with(with_upstream).await;
+    device.connect("q2r-device", false, 60).await;
+    device.send(&publish(true)).await;
+    assert_eq!(device.recv().await, Packet::PubRec { msg_id: 5 });
+    device.send(&Packet::PubRel { msg_id: 5 }).await;
+    assert_eq!(device.recv().await, Packet::PubComp { msg_id: 5 });
+    let again = collect(&sub, "once", 1, Duration::from_secs(1));
+    assert!(again.is_empty(), "delivered twice: {again:?}");
+    gw.stop().await;
+}

@@ -105,7 +105,7 @@ impl Pool {
                 // it failed): start again if this command can.
                 Err(cmd) => {
                     self.slots.remove(&device);
-                    cmd
+                    *cmd
                 }
             },
             None => cmd,
@@ -144,12 +144,12 @@ impl Pool {
     }
 
     /// Hands `cmd` to the slot's task, counting it (and, for a publish, its
-    /// room); gives it back when the task has ended.
+    /// room); gives it back (boxed: the rare path) when the task has ended.
     fn deliver(
         slot: &mut Slot,
         cmd: UpstreamCommand,
         common: &Common,
-    ) -> Result<(), UpstreamCommand> {
+    ) -> Result<(), Box<UpstreamCommand>> {
         let cost = match &cmd {
             UpstreamCommand::Publish { topic, payload, .. } => {
                 Some((topic.len() + payload.len()) as u64)
@@ -178,7 +178,7 @@ impl Pool {
                         .taken_bytes
                         .fetch_add(bytes, std::sync::atomic::Ordering::Release);
                 }
-                Err(cmd)
+                Err(Box::new(cmd))
             }
             Err(_) => Ok(()),
         }

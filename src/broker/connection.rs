@@ -113,6 +113,9 @@ struct Session<R, W> {
     awaiting_engine: HashSet<u16>,
     /// The client's QoS 2 publishes answered with PUBREC, until PUBREL.
     received_qos2: HashSet<u16>,
+    /// PUBRELs sent again for an earlier connection's QoS 2 messages
+    /// (`LocalAction::Release`), until their PUBCOMP.
+    releasing: Vec<u16>,
 }
 
 impl<R, W> Connection<R, W>
@@ -252,6 +255,7 @@ where
             out: BytesMut::with_capacity(4096),
             next_pkid: 0,
             inflight: VecDeque::new(),
+            releasing: Vec::new(),
             pending: VecDeque::new(),
             awaiting_engine: HashSet::new(),
             received_qos2: HashSet::new(),
@@ -261,12 +265,17 @@ where
         if let End::Abrupt(why) = end {
             debug!(%conn, client = %client_id, why, "MQTT connection closed");
         }
+        let releasing = session.take_releasing();
         let unacked = session.take_unacked();
         let _ = session.writer.shutdown().await;
         let _ = events
             .send(BrokerEvent::Input {
                 conn,
-                input: LocalInput::Closed { graceful, unacked },
+                input: LocalInput::Closed {
+                    graceful,
+                    unacked,
+                    releasing,
+                },
             })
             .await;
     }
@@ -502,6 +511,14 @@ where
                 return Some(End::Graceful);
             }
             LocalAction::Deliver(d) => self.pending.push_back(d),
+            LocalAction::Release { pkids } => {
+                for pkid in pkids {
+                    if !self.releasing.contains(&pkid) {
+                        self.write(Packet::PubRel(PubRel::new(pkid)));
+                        self.releasing.push(pkid);
+                    }
+                }
+            }
             LocalAction::Ack { pkid, qos } => {
                 self.awaiting_engine.remove(&pkid);
                 if qos == 2 {
@@ -601,6 +618,7 @@ where
             }
             Packet::PubComp(comp) => {
                 self.acknowledged(comp.pkid, Awaiting::Comp);
+                self.releasing.retain(|&p| p != comp.pkid);
                 return None;
             }
             Packet::PubRel(rel) => {
@@ -720,10 +738,28 @@ where
             self.next_pkid = self.next_pkid.wrapping_add(1);
             let id = self.next_pkid;
             // The window is far below 65535, so a free id is always near.
-            if id != 0 && !self.inflight.iter().any(|(i, _, _)| *i == id) {
+            if id != 0
+                && !self.inflight.iter().any(|(i, _, _)| *i == id)
+                && !self.releasing.contains(&id)
+            {
                 return id;
             }
         }
+    }
+
+    /// The QoS 2 messages the client answered with PUBREC and did not
+    /// complete (PUBCOMP): their PUBREL is owed again on the session's next
+    /// connection. Before [`take_unacked`](Self::take_unacked), which
+    /// empties the window.
+    fn take_releasing(&mut self) -> Vec<u16> {
+        let mut ids: Vec<u16> = std::mem::take(&mut self.releasing);
+        ids.extend(
+            self.inflight
+                .iter()
+                .filter(|(_, _, stage)| *stage == Awaiting::Comp)
+                .map(|(pkid, _, _)| *pkid),
+        );
+        ids
     }
 
     /// What this connection was given and the client did not acknowledge,

@@ -77,6 +77,7 @@ impl Config {
             // Turned on by `start` once the store is open.
             persist: false,
             trace_client: config.log.trace_client.clone(),
+            outbox_linger: Duration::from_millis(u64::from(config.store.linger_ms)),
             // Read from its file by `start` and `reload` (`with_acl`).
             acl: None,
             admission: config.security.admission(&config.serial),

@@ -57,7 +57,7 @@ pub use http::HttpConfig;
 pub use log::{LogConfig, LogFormat};
 pub use overrides::Overrides;
 pub use security::{RefusedConnect, SecurityConfig};
-pub use store::StoreConfig;
+pub use store::{DEFAULT_LINGER_MS, StoreConfig};
 pub use transport::{
     SerialConfig, SerialFlowControl, SerialFraming, SerialParity, UdpConfig, XbeeTx,
 };
@@ -175,6 +175,7 @@ impl Config {
         self.discovery.validate()?;
         self.timers.validate()?;
         self.limits.validate()?;
+        self.store.validate()?;
         gateway::validate_predefined(&self.predefined_topics)?;
         if let Some(upstream) = &self.upstream {
             upstream::validate_upstream(upstream)?;

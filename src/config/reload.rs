@@ -10,7 +10,7 @@
 //! (`driver::reload`): it sets the log level, reads the ACL file and hands
 //! the engine its new settings.
 
-use super::{Config, GatewayConfig, LimitsConfig, SerialConfig};
+use super::{Config, GatewayConfig, LimitsConfig, SerialConfig, StoreConfig};
 use crate::core::EngineConfig;
 
 /// The settings the running gateway was started with that a reload cannot
@@ -123,6 +123,11 @@ impl ReloadPlan {
             ),
             // The ACL file's contents are read again on every reload regardless.
             ("security", new.security != current.security),
+            // The engine applies a new linger to the messages that follow.
+            (
+                "store.linger_ms",
+                new.store.linger_ms != current.store.linger_ms,
+            ),
             ("serial.allow_radio_addresses", serial.lists_changed),
             (
                 "log.trace_client",
@@ -148,7 +153,16 @@ impl ReloadPlan {
             ),
             ("upstream", new.upstream != current.upstream),
             ("broker", new.broker != current.broker),
-            ("store", new.store != current.store),
+            (
+                "store",
+                StoreConfig {
+                    linger_ms: 0,
+                    ..new.store.clone()
+                } != StoreConfig {
+                    linger_ms: 0,
+                    ..current.store.clone()
+                },
+            ),
             ("discovery", new.discovery != current.discovery),
             (
                 "limits.max_retained_messages",
@@ -306,5 +320,23 @@ mod tests {
         let engine = plan.engine_config(&new, &started);
         assert_eq!(engine.max_retries, 9);
         assert_eq!(engine.max_packet_bytes, current.gateway.max_packet_bytes);
+    }
+
+    #[test]
+    fn a_new_linger_applies_at_once_and_the_state_dir_needs_a_restart() {
+        let current = Config::default();
+        let started = Started::new(&current);
+        let mut new = current.clone();
+        new.store.linger_ms = 50;
+        let plan = ReloadPlan::new(&current, &new, &started);
+        assert_eq!(plan.applied, vec!["store.linger_ms"]);
+        assert!(plan.restart.is_empty());
+        assert_eq!(
+            plan.engine_config(&new, &started).outbox_linger,
+            std::time::Duration::from_millis(50)
+        );
+        new.store.state_dir = "/elsewhere".into();
+        let plan = ReloadPlan::new(&current, &new, &started);
+        assert_eq!(plan.restart, vec!["store"]);
     }
 }

@@ -16,6 +16,14 @@ pub struct StoreConfig {
     /// when systemd sets it, else `$XDG_STATE_HOME/sngate`, else
     /// `~/.local/state/sngate`.
     pub state_dir: String,
+    /// How long a device's QoS 1/2 message bound upstream waits for the
+    /// broker's acknowledgement before it is written to the store, in
+    /// milliseconds. The device is acknowledged on the first safe copy —
+    /// the broker's PUBACK/PUBCOMP, or the store's commit once the linger
+    /// is over — so while the broker answers within the linger the outbox
+    /// costs no disk write at all. 0: written before it goes upstream (the
+    /// behaviour before the linger existed). At most 60000. Default: 5.
+    pub linger_ms: u32,
 }
 
 impl Default for StoreConfig {
@@ -23,11 +31,32 @@ impl Default for StoreConfig {
         Self {
             enabled: true,
             state_dir: String::new(),
+            linger_ms: DEFAULT_LINGER_MS,
         }
     }
 }
 
+/// The default `[store] linger_ms`: a broker on the same LAN answers well
+/// within it, and a device waits at most this much longer when it does not.
+pub const DEFAULT_LINGER_MS: u32 = 5;
+
+/// The longest `[store] linger_ms`: a device waits at most this long for
+/// its acknowledgement while the broker does not answer, and the records
+/// held meanwhile are in memory only.
+pub const MAX_LINGER_MS: u32 = 60_000;
+
 impl StoreConfig {
+    /// Checks `[store]`: the linger within [`MAX_LINGER_MS`].
+    pub(super) fn validate(&self) -> Result<(), super::ConfigError> {
+        if self.linger_ms > MAX_LINGER_MS {
+            return Err(super::ConfigError::invalid(
+                "store.linger_ms",
+                "must be at most 60000 (a minute)",
+            ));
+        }
+        Ok(())
+    }
+
     /// The state directory in force: `state_dir`, or the default location
     /// from the environment. `None` when no location can be found (no
     /// `$STATE_DIRECTORY`, `$XDG_STATE_HOME` or `$HOME`).
@@ -45,5 +74,25 @@ impl StoreConfig {
             return Some(std::path::PathBuf::from(dir).join("sngate"));
         }
         env("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/sngate"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn a_linger_beyond_a_minute_is_a_config_error() {
+        let path = std::path::Path::new("test.toml");
+        let err = Config::from_toml_str("[store]\nlinger_ms = 60001\n", path)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("store.linger_ms")),
+            "{err:?}"
+        );
+        let ok = Config::from_toml_str("[store]\nlinger_ms = 0\n", path);
+        assert_eq!(ok.map(|c| c.store.linger_ms).ok(), Some(0));
     }
 }

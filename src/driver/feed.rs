@@ -182,7 +182,12 @@ impl Driver {
                 &filter,
                 accepted,
             ),
-            BridgeEvent::Settled(ids) => self.settled.extend(ids),
+            // Records still lingering were never written: only the rest
+            // are deleted from the store.
+            BridgeEvent::Settled(ids) => {
+                let written = self.gateway.handle_settled(now, ids);
+                self.settled.extend(written);
+            }
             BridgeEvent::Disconnected { reason } => {
                 self.gateway.handle_upstream_connected(now, false);
                 warn!(%reason, "upstream broker disconnected; reconnecting");

@@ -90,6 +90,9 @@ impl Driver {
         if let Some(broker) = &mut self.broker {
             broker.closed().await;
         }
+        // What still waits for the broker's acknowledgement is written now
+        // (linger.rs), so the bridge's last attempt cannot lose it.
+        self.gateway.write_all_lingering(Instant::now().into_std());
         // What the bridge settled during the drain is forgotten on disk too.
         self.settle_now = true;
         self.flush().await;

@@ -173,6 +173,16 @@ impl Collect for EngineFigures {
         )
         .value(s.publishes_parked);
         out.counter(
+            "sngate_outbox_writes_saved_total",
+            "Device messages bound upstream the broker acknowledged within [store] linger_ms: never written to disk.",
+        )
+        .value(s.outbox_writes_saved);
+        out.counter(
+            "sngate_outbox_writes_lingered_total",
+            "Device messages bound upstream written to disk after the linger (the broker was slow or away).",
+        )
+        .value(s.outbox_writes_lingered);
+        out.counter(
             "sngate_sessions_expired_total",
             "Sessions removed after session_expiry_secs.",
         )

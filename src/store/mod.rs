@@ -205,6 +205,9 @@ impl Store {
                 Some((owner, Item::Subscription(filter, qos))) => {
                     loaded.restored.subscriptions.push((owner, filter, qos));
                 }
+                Some((owner, Item::InboundQos2(msg_id))) => {
+                    loaded.restored.inbound_qos2.push((owner, msg_id));
+                }
                 None => warn!("skipping an unreadable session item"),
             }
         }
@@ -318,6 +321,15 @@ impl Store {
                 StoreOp::DelSubscription(key, filter) => {
                     batch.remove(&self.items, subscription_item_key(key, filter))
                 }
+                StoreOp::PutInboundQos2(key, msg_id) => put(
+                    &mut batch,
+                    &self.items,
+                    inbound_qos2_item_key(key, *msg_id),
+                    Vec::new(),
+                ),
+                StoreOp::DelInboundQos2(key, msg_id) => {
+                    batch.remove(&self.items, inbound_qos2_item_key(key, *msg_id))
+                }
                 StoreOp::PutQueued(id, record) => put(
                     &mut batch,
                     &self.queued,
@@ -412,6 +424,8 @@ enum Item {
     Topic(u16, String),
     /// A filter and its granted QoS.
     Subscription(String, u8),
+    /// A device's unreleased inbound QoS 2 MsgId.
+    InboundQos2(u16),
 }
 
 /// An item's key: its owner (length-prefixed, so one client id is never a
@@ -437,6 +451,10 @@ fn subscription_item_key(owner: &ClientKey, filter: &str) -> Vec<u8> {
     item_key(owner, b's', filter.as_bytes())
 }
 
+fn inbound_qos2_item_key(owner: &ClientKey, msg_id: u16) -> Vec<u8> {
+    item_key(owner, b'q', &msg_id.to_be_bytes())
+}
+
 fn decode_item(key: &[u8], value: &[u8]) -> Option<(ClientKey, Item)> {
     let (&kind, rest) = key.split_first()?;
     let kind = kind_of(kind)?;
@@ -454,6 +472,7 @@ fn decode_item(key: &[u8], value: &[u8]) -> Option<(ClientKey, Item)> {
             String::from_utf8(value.to_vec()).ok()?,
         ),
         b's' => Item::Subscription(String::from_utf8(rest.to_vec()).ok()?, *value.first()?),
+        b'q' => Item::InboundQos2(u16::from_be_bytes(*rest.first_chunk::<2>()?)),
         _ => return None,
     };
     Some((owner, item))

@@ -390,6 +390,7 @@ pub fn run(data: &[u8], start: Instant) -> usize {
                     _ => LocalInput::Closed {
                         graceful: c.u8() & 1 == 1,
                         unacked: Vec::new(),
+                        releasing: Vec::new(),
                     },
                 };
                 gw.handle_local(now, conn, input);

@@ -100,6 +100,13 @@ pub struct EngineConfig {
     /// Produce store operations (see `core::persist`): set when the driver
     /// has a durable store. Fixed at start.
     pub persist: bool,
+    /// With `persist` and a connected upstream: how long a device's QoS 1/2
+    /// message bound upstream waits for the broker's acknowledgement before
+    /// its outbox record is written to the store (`linger.rs`). The device
+    /// is acknowledged on whichever comes first, so while the broker keeps
+    /// up the outbox never touches the disk. Zero: the record is written
+    /// before anything goes out. Default: 5 ms (`[store] linger_ms`).
+    pub outbox_linger: Duration,
     /// Authorisation rules (mosquitto `acl_file` semantics, `core::acl`);
     /// `None` (the default) allows every publish and subscription.
     pub acl: Option<Arc<Acl>>,
@@ -166,6 +173,7 @@ impl Default for EngineConfig {
             per_device_sessions: false,
             upstream_session_wait: Duration::from_secs(5),
             persist: false,
+            outbox_linger: Duration::from_millis(5),
             acl: None,
             admission: Admission::default(),
             identity_binding: crate::identity::IdentityBinding::default(),

@@ -154,6 +154,8 @@ pub struct Gateway {
     pub(super) locals: LocalSessions,
     /// What to write to the durable store.
     pub(super) persist: Persistence,
+    /// Outbox records waiting for the broker before they are written.
+    pub(super) linger: super::linger::Linger,
     /// One entry per session with a deadline: (its earliest deadline, id).
     pub(super) timers: BTreeSet<(Instant, SessionId)>,
     next_advertise: Option<Instant>,
@@ -226,6 +228,7 @@ impl Gateway {
             parked: VecDeque::new(),
             locals: LocalSessions::default(),
             persist: Persistence::default(),
+            linger: Default::default(),
             timers: BTreeSet::new(),
             next_advertise,
             outputs: VecDeque::new(),
@@ -584,6 +587,7 @@ impl Gateway {
         }
         self.expire_local_sessions(now);
         self.expire_subacks(now);
+        self.write_lingering(now, false);
     }
 
     // ----- outputs -----
@@ -600,6 +604,7 @@ impl Gateway {
             self.next_advertise,
             self.next_local_expiry(),
             self.next_suback_deadline(),
+            self.linger.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -671,6 +676,17 @@ impl Gateway {
             "{dir} {}: {packet:?}",
             packet.msg_type()
         );
+    }
+
+    /// Whether an output from position `at` on goes to `sid`'s peer.
+    pub(super) fn emitted_to_since(&self, at: usize, sid: SessionId) -> bool {
+        let Some(peer) = self.sessions.get(&sid).and_then(|s| s.peer.as_ref()) else {
+            return false;
+        };
+        self.outputs.iter().skip(at).any(|o| match o {
+            Output::Transmit { to, .. } | Output::TransmitV2 { to, .. } => to == peer,
+            _ => false,
+        })
     }
 
     /// How many outputs wait: a position for [`send_to_before`](Self::send_to_before).
@@ -828,8 +844,23 @@ impl Gateway {
                 } else {
                     None
                 };
+                let mut from = from;
                 let device = from.as_ref().map(|f| f.client_id.clone());
-                let store_id = self.outbox_id(topic, &payload, qos, retain, device.as_deref());
+                // A device's message may linger (its acknowledgement waits
+                // for the broker or the store, linger.rs); a local client's
+                // or a will's is written before it goes up.
+                let linger = (origin == Origin::Device).then_some(now);
+                let store_id =
+                    self.outbox_id(topic, &payload, qos, retain, device.as_deref(), linger);
+                if let Some(f) = from.as_mut()
+                    && let Some(ack) = f.ack.as_mut()
+                {
+                    ack.store_id = store_id.unwrap_or(0);
+                    if let Some(id) = store_id {
+                        let (client_id, ack) = (f.client_id.clone(), *ack);
+                        self.hold_token(id, client_id, ack);
+                    }
+                }
                 self.upstream(UpstreamCommand::Publish {
                     topic: topic.to_string(),
                     payload: payload.clone(),

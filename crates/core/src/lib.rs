@@ -32,7 +32,9 @@
 //!   waits for the broker's, so SUBACK means subscribed).
 //! - Persistence: [`persist`], what survives a restart, as store
 //!   operations the shell commits before the acknowledgements that depend
-//!   on them; [`drain`], the shutdown drain.
+//!   on them; `linger.rs`, the outbox record of a device's message bound
+//!   upstream written only if the broker is slow to acknowledge it;
+//!   [`drain`], the shutdown drain.
 //! - Outputs and views: [`output`] (what the shell must do), [`snapshot`]
 //!   and [`stats`] (read-only views for metrics and status).
 //! - Testing: `invariants.rs` (every bound and index agreement) and, behind
@@ -48,6 +50,7 @@ pub mod engine_config;
 mod gateway;
 #[cfg(any(test, feature = "fuzzing"))]
 mod invariants;
+mod linger;
 pub mod local;
 pub mod output;
 pub mod persist;

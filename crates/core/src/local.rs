@@ -130,6 +130,10 @@ pub enum LocalInput {
         graceful: bool,
         /// Messages not acknowledged by the client.
         unacked: Vec<LocalDelivery>,
+        /// QoS 2 messages the client had answered with PUBREC and not yet
+        /// completed (PUBCOMP), by packet id: a persistent session's next
+        /// connection sends their PUBREL again (MQTT-4.4.0-1).
+        releasing: Vec<u16>,
     },
 }
 
@@ -156,6 +160,10 @@ pub(super) struct LocalSession {
     /// Payload bytes in `queue` and `sent`, counted in the gateway's
     /// `queued_bytes_total` too.
     pub(super) queued_bytes: usize,
+    /// Packet ids whose PUBREL the client is owed again on its next
+    /// connection (persistent sessions; bounded by the connection's
+    /// in-flight window).
+    pub(super) releasing: Vec<u16>,
 }
 
 impl LocalSession {
@@ -173,6 +181,7 @@ impl LocalSession {
             parked: VecDeque::new(),
             expires: None,
             queued_bytes: 0,
+            releasing: Vec::new(),
         }
     }
 
@@ -226,9 +235,11 @@ impl Gateway {
     pub fn handle_local(&mut self, now: Instant, conn: LocalConnId, input: LocalInput) {
         match input {
             LocalInput::Connect(connect) => self.on_local_connect(conn, connect),
-            LocalInput::Closed { graceful, unacked } => {
-                self.on_local_closed(now, conn, graceful, unacked)
-            }
+            LocalInput::Closed {
+                graceful,
+                unacked,
+                releasing,
+            } => self.on_local_closed(now, conn, graceful, unacked, releasing),
             other => {
                 let current =
                     self.locals.by_conn.get(&conn).copied().filter(|sid| {
@@ -365,12 +376,20 @@ impl Gateway {
                 if let Some(at) = s.expires.take() {
                     self.locals.expiry.remove(&(at, sid));
                 }
-                std::mem::take(&mut s.queue)
+                (
+                    std::mem::take(&mut s.queue),
+                    std::mem::take(&mut s.releasing),
+                )
             }
-            None => VecDeque::new(),
+            None => (VecDeque::new(), Vec::new()),
         };
+        let (queued, releasing) = queued;
         debug!(client = %client_id, %conn, session_present, "local client connected");
         self.local(conn, LocalAction::ConnAck { session_present });
+        if session_present && !releasing.is_empty() {
+            // MQTT-4.4.0-1: the PUBRELs the client has not completed, again.
+            self.local(conn, LocalAction::Release { pkids: releasing });
+        }
         let keep_sent = self.persist.enabled && !connect.clean_session;
         for delivery in queued {
             self.stats.local_out += 1;
@@ -405,6 +424,7 @@ impl Gateway {
         conn: LocalConnId,
         graceful: bool,
         unacked: Vec<LocalDelivery>,
+        releasing: Vec<u16>,
     ) {
         let Some(sid) = self.locals.by_conn.remove(&conn) else {
             return;
@@ -417,6 +437,14 @@ impl Gateway {
             // the session, now on its new connection (a clean one started
             // afresh and owes nothing).
             if !s.clean {
+                if let Some(new) = s.conn
+                    && !releasing.is_empty()
+                {
+                    self.local(new, LocalAction::Release { pkids: releasing });
+                }
+                let Some(s) = self.locals.sessions.get_mut(&sid) else {
+                    return;
+                };
                 s.sent.retain(|d| {
                     !unacked
                         .iter()
@@ -430,6 +458,9 @@ impl Gateway {
             return;
         }
         s.conn = None;
+        if !s.clean {
+            s.releasing = releasing;
+        }
         // What the connection had not had acknowledged comes back in
         // `unacked` (with its durable ids) and is queued again below.
         s.sent.clear();

@@ -86,6 +86,13 @@ pub enum LocalAction {
     },
     /// Close the connection (taken over, or a protocol violation).
     Close,
+    /// Send PUBREL again for these packet ids (QoS 2 messages the client
+    /// answered with PUBREC on an earlier connection of its persistent
+    /// session) and await their PUBCOMP.
+    Release {
+        /// The packet ids, oldest first.
+        pkids: Vec<u16>,
+    },
 }
 
 /// A command for the upstream bridge.
@@ -178,6 +185,28 @@ pub struct UpstreamAck {
     pub(super) qos: u8,
     /// The device's connection it is owed to (`Session::connection`).
     pub(super) connection: u32,
+    /// The message's durable outbox id, while its record may still wait
+    /// for the broker (`linger.rs`); 0: none (durable ids start at 1). Not
+    /// an `Option`, so the command stays small.
+    pub(super) store_id: u64,
+}
+
+impl UpstreamAck {
+    /// The acknowledgement itself: PUBREC at QoS 2, else PUBACK (accepted).
+    pub(super) fn packet(&self) -> sngate_wire::v1::Packet {
+        use sngate_wire::v1::{Packet, ReturnCode};
+        if self.qos == 2 {
+            Packet::PubRec {
+                msg_id: self.msg_id,
+            }
+        } else {
+            Packet::PubAck {
+                topic_id: self.topic_field,
+                msg_id: self.msg_id,
+                return_code: ReturnCode::Accepted,
+            }
+        }
+    }
 }
 
 /// What a device's upstream session is made of (per-device mode).

@@ -150,6 +150,12 @@ pub enum StoreOp {
     PutSubscription(ClientKey, String, u8),
     /// A session's subscription forgotten.
     DelSubscription(ClientKey, String),
+    /// A device's QoS 2 PUBLISH whose PUBREL has not come yet (its MsgId):
+    /// a retransmission after a restart is acknowledged, not forwarded
+    /// again (exactly once).
+    PutInboundQos2(ClientKey, u16),
+    /// That MsgId released (PUBREL) or forgotten.
+    DelInboundQos2(ClientKey, u16),
     /// A queued message.
     PutQueued(u64, QueuedRecord),
     /// A queued message left its queue (delivered, dropped, session gone).
@@ -172,6 +178,8 @@ pub struct Restored {
     pub topics: Vec<(ClientKey, u16, String)>,
     /// Subscription items: (owner, filter, granted QoS).
     pub subscriptions: Vec<(ClientKey, String, u8)>,
+    /// A device's unreleased inbound QoS 2 MsgIds: (owner, MsgId).
+    pub inbound_qos2: Vec<(ClientKey, u16)>,
     /// Queued messages, by id (oldest first).
     pub queued: Vec<(u64, QueuedRecord)>,
     /// Retained messages.
@@ -189,6 +197,8 @@ pub(super) struct Persisted {
     topics: BTreeMap<u16, String>,
     /// Its subscription items on disk.
     subscriptions: BTreeMap<String, u8>,
+    /// Its unreleased inbound QoS 2 MsgIds on disk.
+    inbound_qos2: BTreeMap<u16, ()>,
     ids: BTreeSet<u64>,
 }
 
@@ -209,6 +219,11 @@ impl Persistence {
     pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Adds one operation to the next commit.
+    pub(super) fn push_op(&mut self, op: StoreOp) {
+        self.ops.push(op);
     }
 
     /// Gives `slot` a fresh id.
@@ -355,6 +370,8 @@ impl Gateway {
 
     /// A durable id for a QoS 1/2 message bound upstream, with its store
     /// operation; `None` when persistence is off or the message is QoS 0.
+    /// `linger`: a device's message at `now`, whose record waits for the
+    /// broker's acknowledgement when it may (`linger.rs`).
     pub(super) fn outbox_id(
         &mut self,
         topic: &str,
@@ -362,18 +379,20 @@ impl Gateway {
         qos: u8,
         retain: bool,
         device: Option<&str>,
+        linger: Option<Instant>,
     ) -> Option<u64> {
         if !self.persist.enabled || qos == 0 {
             return None;
         }
         let id = self.persist.next_id();
-        self.persist.ops.push(StoreOp::PutOutbox(
-            id,
-            OutboxRecord {
-                message: StoredMessage::new(topic, payload, qos, retain),
-                device: device.map(str::to_owned),
-            },
-        ));
+        let record = OutboxRecord {
+            message: StoredMessage::new(topic, payload, qos, retain),
+            device: device.map(str::to_owned),
+        };
+        match linger {
+            Some(now) if self.may_linger(now) => self.hold_outbox(now, id, record),
+            _ => self.persist.ops.push(StoreOp::PutOutbox(id, record)),
+        }
         Some(id)
     }
 
@@ -409,12 +428,14 @@ impl Gateway {
 
     /// Emits what changed for one session since it was last written.
     fn diff_session(&mut self, sid: SessionId) {
+        let mut inbound_qos2: BTreeMap<u16, ()> = BTreeMap::new();
         let (key, record, current) = if let Some(s) = self.sessions.get(&sid) {
             let key = ClientKey {
                 kind: ClientKind::Device,
                 client_id: s.client_id.to_string(),
             };
             if device_is_durable(s) {
+                inbound_qos2.extend(s.inbound_qos2.iter().map(|&m| (m, ())));
                 let current: Vec<(u64, QueuedRecord)> = device_queue(s)
                     .filter_map(|d| {
                         d.store_id.map(|id| {
@@ -504,6 +525,14 @@ impl Gateway {
             ops,
         );
         written.subscriptions = subscriptions;
+        diff_items(
+            &written.inbound_qos2,
+            &inbound_qos2,
+            |m| StoreOp::DelInboundQos2(key.clone(), *m),
+            |m, ()| StoreOp::PutInboundQos2(key.clone(), *m),
+            ops,
+        );
+        written.inbound_qos2 = inbound_qos2;
         match (head, &written.record) {
             (Some(new), Some(old)) if new == *old => {}
             (Some(new), _) => {
@@ -535,6 +564,11 @@ impl Gateway {
                 self.persist
                     .ops
                     .push(StoreOp::DelSubscription(key.clone(), filter));
+            }
+            for m in written.inbound_qos2.into_keys() {
+                self.persist
+                    .ops
+                    .push(StoreOp::DelInboundQos2(key.clone(), m));
             }
             if written.record.is_some() {
                 self.persist.ops.push(StoreOp::DelSession(key));
@@ -577,6 +611,10 @@ impl Gateway {
         for (key, filter, qos) in restored.subscriptions {
             items.entry(key).or_default().1.insert(filter, qos);
         }
+        let mut inbound: HashMap<ClientKey, BTreeMap<u16, ()>> = HashMap::new();
+        for (key, m) in restored.inbound_qos2 {
+            inbound.entry(key).or_default().insert(m, ());
+        }
         let mut by_key: HashMap<ClientKey, SessionId> = HashMap::new();
         for (key, head) in restored.sessions {
             let (topics, subscriptions) = items.remove(&key).unwrap_or_default();
@@ -596,18 +634,30 @@ impl Gateway {
                 ClientKind::Device => self.restore_device(now, &key, &record),
                 ClientKind::Local => self.restore_local(now, &key, &record),
             };
+            let inbound_qos2 = inbound.remove(&key).unwrap_or_default();
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.inbound_qos2 = inbound_qos2.keys().copied().collect();
+            }
             self.persist.written.insert(
                 sid,
                 Persisted {
                     record: Some(head),
                     topics,
                     subscriptions,
+                    inbound_qos2,
                     ids: BTreeSet::new(),
                 },
             );
             by_key.insert(key, sid);
         }
         // Items whose head is gone: deleted.
+        for (key, ids) in inbound {
+            for m in ids.into_keys() {
+                self.persist
+                    .ops
+                    .push(StoreOp::DelInboundQos2(key.clone(), m));
+            }
+        }
         for (key, (topics, subscriptions)) in items {
             for id in topics.into_keys() {
                 self.persist.ops.push(StoreOp::DelTopic(key.clone(), id));

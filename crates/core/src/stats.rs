@@ -206,6 +206,12 @@ pub struct Stats {
     /// Device QoS 1/2 publishes held unacknowledged until the upstream bridge
     /// had room (backpressure).
     pub publishes_parked: u64,
+    /// Outbox records never written: the broker acknowledged the message
+    /// within the linger (`linger.rs`).
+    pub outbox_writes_saved: u64,
+    /// Outbox records written after a linger: the broker had not answered
+    /// in time, was lost, or the gateway was stopping.
+    pub outbox_writes_lingered: u64,
     /// CleanSession = false sessions removed after `session_expiry`.
     pub sessions_expired: u64,
     /// Disconnected or lost sessions removed to make room for a new client

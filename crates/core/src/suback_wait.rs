@@ -114,11 +114,18 @@ impl Gateway {
             && (asked || self.suback_wait.waiting_on(filter))
     }
 
+    /// Whether the bridge is connected to the broker (as last told).
+    pub(crate) fn upstream_connected(&self) -> bool {
+        self.suback_wait.connected
+    }
+
     /// The bridge connected to the broker, or lost it: while it is not
     /// connected SUBACKs go at once, and those held are answered (granted).
     pub fn handle_upstream_connected(&mut self, now: Instant, connected: bool) {
         self.suback_wait.connected = connected;
         if !connected {
+            // The broker is away: the store takes what waited for it.
+            self.write_lingering(now, true);
             for h in std::mem::take(&mut self.suback_wait.held) {
                 self.answer_held(now, h, true);
             }

@@ -444,13 +444,16 @@ impl Machine {
 
     /// Hands out the events in order, then which durable messages left.
     fn flush(&mut self) {
-        self.answer_tickets(Vec::new());
+        // Settled ahead of the devices' acknowledgements: the engine then
+        // knows the broker has those messages and need not write them
+        // (core's linger.rs).
         let mut ids = std::mem::take(&mut self.settled);
         ids.extend(self.outbox.take_settled());
         if !ids.is_empty() {
             self.events
                 .push(TaskEvent::Public(super::BridgeEvent::Settled(ids)));
         }
+        self.answer_tickets(Vec::new());
         self.out.extend(self.events.drain(..).map(Output::Event));
     }
 

@@ -270,6 +270,11 @@ impl Gateway {
         accepted: bool,
     ) {
         let _ = now;
+        // Acknowledged already, on the store's word, when the linger ran
+        // out (linger.rs).
+        if self.linger.take_acked_early(ack.store_id) {
+            return;
+        }
         let Some(&sid) = self.by_client.get(client_id) else {
             return;
         };
@@ -291,22 +296,24 @@ impl Gateway {
         }
         let packet = if !accepted {
             s.inbound_qos2.retain(|&m| m != ack.msg_id);
+            self.persist.mark(sid);
             self.stats.drop(DropReason::UpstreamRefused);
             Packet::PubAck {
                 topic_id: ack.topic_field,
                 msg_id: ack.msg_id,
                 return_code: ReturnCode::NotSupported,
             }
-        } else if ack.qos == 2 {
-            Packet::PubRec { msg_id: ack.msg_id }
         } else {
-            Packet::PubAck {
-                topic_id: ack.topic_field,
-                msg_id: ack.msg_id,
-                return_code: ReturnCode::Accepted,
-            }
+            ack.packet()
         };
         self.send_to(sid, packet);
+        // Not (or not only) the broker's acknowledgement — the session
+        // queued the message while down: the store keeps it before the
+        // device hears it is safe (linger.rs). A record the broker settled
+        // is no longer held.
+        if accepted && ack.store_id != 0 {
+            self.write_held(ack.store_id);
+        }
     }
 
     /// A message that came down a device's own upstream session: delivered

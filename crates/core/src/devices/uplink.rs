@@ -170,6 +170,9 @@ impl Gateway {
                 s.inbound_qos2.pop_front();
             }
             s.inbound_qos2.push_back(p.msg_id);
+            // Kept with a durable session (persist.rs): exactly once across
+            // a restart.
+            self.touch(sid);
             Packet::PubRec { msg_id: p.msg_id }
         } else {
             Packet::PubAck {
@@ -190,11 +193,14 @@ impl Gateway {
             topic_field: p.topic_field,
             qos: p.qos,
             connection: self.sessions.get(&sid).map_or(0, |s| s.connection),
+            store_id: 0,
         };
         self.publishing_as = self.device_origin(sid, Some(token));
         // The acknowledgement goes ahead of whatever routing emits.
         let before_routing = self.output_mark();
         self.accept_publish(now, &p.topic, p.payload, p.qos, p.retain);
+        // Its outbox record waits for the broker (linger.rs).
+        let held = self.linger.just_held.take();
         match self.publishing_as.take() {
             // Handed upstream: acknowledged when the broker has it.
             None if self.per_device() => {
@@ -202,9 +208,22 @@ impl Gateway {
                     s.awaiting_upstream_ack = Some(p.msg_id);
                 }
             }
+            // Aggregate mode, record held: on the first safe copy — unless
+            // the message already comes back to this device (it subscribes
+            // to its own topic): Paho's pub0sub1 waits for its PUBACK
+            // first, so the record is written with this batch instead and
+            // the acknowledgement goes ahead of the echo.
+            None if let Some(id) = held => {
+                if self.emitted_to_since(before_routing, sid) {
+                    self.write_held(id);
+                    self.send_to_before(before_routing, sid, ack);
+                } else {
+                    self.hold_ack(id, sid, ack);
+                }
+            }
             // Not sent upstream after all (or aggregate mode): now, ahead
             // of the message's delivery back to this device, if it is
-            // subscribed (Paho's pub0sub1 waits for its PUBACK first).
+            // subscribed.
             _ => self.send_to_before(before_routing, sid, ack),
         }
     }
@@ -225,6 +244,7 @@ impl Gateway {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.inbound_qos2.retain(|&m| m != msg_id);
         }
+        self.touch(sid);
         // PUBCOMP even for an unknown id: the client may be retrying after the
         // gateway already released it.
         self.send_to(sid, Packet::PubComp { msg_id });

@@ -63,6 +63,7 @@ fn lclose(h: &mut Harness, c: u64) {
         LocalInput::Closed {
             graceful: true,
             unacked: Vec::new(),
+            releasing: Vec::new(),
         },
     );
     h.drain();

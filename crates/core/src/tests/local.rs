@@ -30,7 +30,11 @@ fn lpublish(pkid: u16, topic: &str, payload: &str, qos: u8) -> LocalInput {
 }
 
 fn closed(graceful: bool, unacked: Vec<LocalDelivery>) -> LocalInput {
-    LocalInput::Closed { graceful, unacked }
+    LocalInput::Closed {
+        graceful,
+        unacked,
+        releasing: Vec::new(),
+    }
 }
 
 use std::sync::Arc;
@@ -43,7 +47,7 @@ impl Harness {
     }
 
     /// A CONNECT from `c`; returns what the engine said to `c`.
-    fn local_connect(
+    pub(super) fn local_connect(
         &mut self,
         c: LocalConnId,
         client_id: &str,
@@ -979,4 +983,58 @@ fn the_queue_of_an_away_session_is_bounded_in_bytes_too() {
     }
     assert_eq!(h.gw.local_clients()[0].queued, 1, "10 bytes hold one");
     assert_eq!(h.gw.stats().drops(DropReason::QueueFull), 2);
+}
+
+#[test]
+fn a_persistent_session_gets_its_pubrels_again_on_its_next_connection() {
+    // MQTT-4.4.0-1: a QoS 2 message the client answered with PUBREC on a
+    // connection that dropped before its PUBCOMP is released again.
+    let mut h = Harness::new();
+    assert_eq!(
+        h.local_connect(conn(1), "q2", false, None),
+        vec![connack(false)]
+    );
+    h.local(
+        conn(1),
+        LocalInput::Closed {
+            graceful: false,
+            unacked: Vec::new(),
+            releasing: vec![7, 9],
+        },
+    );
+    assert_eq!(
+        h.local_connect(conn(2), "q2", false, None),
+        vec![connack(true), LocalAction::Release { pkids: vec![7, 9] }]
+    );
+    // Once only: the new connection owns them now.
+    h.local(
+        conn(2),
+        LocalInput::Closed {
+            graceful: true,
+            unacked: Vec::new(),
+            releasing: Vec::new(),
+        },
+    );
+    assert_eq!(
+        h.local_connect(conn(3), "q2", false, None),
+        vec![connack(true)]
+    );
+}
+
+#[test]
+fn a_clean_start_owes_no_pubrel() {
+    let mut h = Harness::new();
+    h.local_connect(conn(1), "q2", false, None);
+    h.local(
+        conn(1),
+        LocalInput::Closed {
+            graceful: false,
+            unacked: Vec::new(),
+            releasing: vec![7],
+        },
+    );
+    assert_eq!(
+        h.local_connect(conn(2), "q2", true, None),
+        vec![connack(false)]
+    );
 }

@@ -13,6 +13,7 @@ use super::*;
 mod budget;
 mod dtls_identity;
 mod engine;
+mod linger;
 mod local;
 mod lockout;
 mod ops;

@@ -22,6 +22,7 @@ struct FakeStore {
     sessions: BTreeMap<ClientKey, SessionRecord>,
     topics: BTreeMap<(ClientKey, u16), String>,
     subscriptions: BTreeMap<(ClientKey, String), u8>,
+    inbound_qos2: std::collections::BTreeSet<(ClientKey, u16)>,
     queued: BTreeMap<u64, QueuedRecord>,
     retained: BTreeMap<String, StoredMessage>,
 }
@@ -60,6 +61,12 @@ impl FakeStore {
                 StoreOp::DelSubscription(k, filter) => {
                     self.subscriptions.remove(&(k, filter));
                 }
+                StoreOp::PutInboundQos2(k, m) => {
+                    self.inbound_qos2.insert((k, m));
+                }
+                StoreOp::DelInboundQos2(k, m) => {
+                    self.inbound_qos2.remove(&(k, m));
+                }
                 StoreOp::PutOutbox(..) => {}
             }
         }
@@ -88,6 +95,7 @@ impl FakeStore {
                 .iter()
                 .map(|(t, m)| (t.clone(), m.clone()))
                 .collect(),
+            inbound_qos2: self.inbound_qos2.iter().cloned().collect(),
             max_id: self.queued.keys().max().copied().unwrap_or(0),
         }
     }
@@ -419,5 +427,73 @@ fn without_persistence_nothing_is_produced() {
 fn the_gateways_own_sys_messages_are_never_written() {
     let mut h = durable_harness();
     h.gw.publish_internal(h.now, "$SYS/broker/uptime", b("10 seconds"), true);
+    assert!(h.gw.take_store_ops().is_empty());
+}
+
+#[test]
+fn a_qos2_retransmission_after_a_restart_is_acknowledged_not_forwarded_again() {
+    // A persistent device's QoS 2 PUBLISH, acknowledged (PUBREC), whose
+    // PUBREL has not come when the gateway stops: its MsgId is kept with the
+    // session, so the device's retransmission to the restarted gateway is
+    // recognised (exactly once across the restart).
+    let mut h = durable_harness();
+    let mut store = FakeStore::default();
+    let (a, watcher) = (peer(1), peer(2));
+    h.connect(&watcher, "watcher", true);
+    h.subscribe(&watcher, 1, "data/#", QoS::ExactlyOnce);
+    h.connect(&a, "a", false);
+    let topic = h.register(&a, 1, "data/a");
+    store.apply(h.gw.take_store_ops());
+    let out = h.send(
+        &a,
+        publish(QoS::ExactlyOnce, TopicRef::Id(topic), 9, "once"),
+    );
+    assert!(packets_to(&out, &a).contains(&Packet::PubRec { msg_id: 9 }));
+    let ops = h.gw.take_store_ops();
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, StoreOp::PutInboundQos2(k, 9) if k.client_id == "a")),
+        "{ops:?}"
+    );
+    store.apply(ops);
+
+    let mut h2 = durable_harness();
+    h2.gw.restore(h2.now, store.restored());
+    h2.gw.take_store_ops();
+    let w = peer(3);
+    h2.connect(&w, "watcher", true);
+    h2.subscribe(&w, 1, "data/#", QoS::ExactlyOnce);
+    h2.connect(&a, "a", false);
+    let topic = h2.register(&a, 2, "data/a");
+    let mut again = publish(QoS::ExactlyOnce, TopicRef::Id(topic), 9, "once");
+    if let Packet::Publish { dup, .. } = &mut again {
+        *dup = true;
+    }
+    let out = h2.send(&a, again);
+    assert_eq!(packets_to(&out, &a), vec![Packet::PubRec { msg_id: 9 }]);
+    assert!(
+        packets_to(&out, &w).is_empty(),
+        "delivered a second time: {out:?}"
+    );
+    // PUBREL releases it, on disk too.
+    let out = h2.send(&a, Packet::PubRel { msg_id: 9 });
+    assert_eq!(packets_to(&out, &a), vec![Packet::PubComp { msg_id: 9 }]);
+    let ops = h2.gw.take_store_ops();
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, StoreOp::DelInboundQos2(k, 9) if k.client_id == "a")),
+        "{ops:?}"
+    );
+}
+
+#[test]
+fn a_clean_sessions_qos2_ids_are_not_written() {
+    let mut h = durable_harness();
+    let a = peer(1);
+    h.connect(&a, "a", true);
+    let topic = h.register(&a, 1, "data/a");
+    h.gw.take_store_ops();
+    h.send(&a, publish(QoS::ExactlyOnce, TopicRef::Id(topic), 9, "v"));
+    h.send(&a, Packet::PubRel { msg_id: 9 });
     assert!(h.gw.take_store_ops().is_empty());
 }

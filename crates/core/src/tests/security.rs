@@ -601,6 +601,7 @@ fn local_clients_are_matched_by_username_and_client_id() {
         LocalInput::Closed {
             graceful: false,
             unacked: Vec::new(),
+            releasing: Vec::new(),
         },
     );
     h.drain();
