@@ -143,7 +143,7 @@ fn run(dir: &Path, workload: Workload, device: Option<&str>) -> Figures {
             for _ in 0..COMMITS * every {
                 seq += 1;
                 figures.messages += 1;
-                if seq % every != 0 {
+                if !seq.is_multiple_of(every) {
                     continue;
                 }
                 commit(&store, &[StoreOp::PutOutbox(seq, record(seq))], &settled);
