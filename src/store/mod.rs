@@ -40,7 +40,9 @@ use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
 use crate::bridge::DeadLetter;
-use crate::core::{ClientKey, ClientKind, OutboxRecord, Restored, StoreOp, StoredMessage};
+use crate::core::{
+    ClientKey, ClientKind, OutboxRecord, Restored, SessionRecord, StoreOp, StoredMessage,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +194,12 @@ impl Store {
                 warn!("skipping a session record with an unreadable key");
                 continue;
             };
-            loaded
-                .restored
-                .sessions
-                .push((key, self.decode(&value, "session")?));
+            let record = decode_session(&value).map_err(|source| StoreError::Record {
+                dir: self.dir.clone(),
+                what: "session",
+                source,
+            })?;
+            loaded.restored.sessions.push((key, record));
         }
         for (key, value) in self.scan(&self.items)? {
             match decode_item(&key, &value) {
@@ -491,6 +495,41 @@ fn kind_of(byte: u8) -> Option<ClientKind> {
         b'l' => Some(ClientKind::Local),
         _ => None,
     }
+}
+
+/// A session head as stores written before the DTLS identity binding hold
+/// it: postcard reads fields in order, so a record without the last field
+/// is an error for [`SessionRecord`], not a default.
+#[derive(serde::Deserialize)]
+struct SessionRecordBeforeIdentity {
+    clean: bool,
+    asleep: bool,
+    sleep_secs: u64,
+    keep_alive_secs: u64,
+    topics: Vec<(u16, String)>,
+    subscriptions: Vec<(String, u8)>,
+    predefined_subscriptions: Vec<u16>,
+    will: Option<crate::core::persist::StoredWill>,
+    last_msg_id: u16,
+}
+
+/// A session head: a [`SessionRecord`], or one written before it carried
+/// the identity (read as bound to none).
+pub(crate) fn decode_session(value: &[u8]) -> Result<SessionRecord, postcard::Error> {
+    postcard::from_bytes::<SessionRecord>(value).or_else(|_| {
+        postcard::from_bytes::<SessionRecordBeforeIdentity>(value).map(|r| SessionRecord {
+            clean: r.clean,
+            asleep: r.asleep,
+            sleep_secs: r.sleep_secs,
+            keep_alive_secs: r.keep_alive_secs,
+            topics: r.topics,
+            subscriptions: r.subscriptions,
+            predefined_subscriptions: r.predefined_subscriptions,
+            will: r.will,
+            last_msg_id: r.last_msg_id,
+            identity: None,
+        })
+    })
 }
 
 /// An outbox value: an [`OutboxRecord`], or a bare [`StoredMessage`] as

@@ -56,7 +56,30 @@ fn record() -> SessionRecord {
         predefined_subscriptions: vec![],
         will: None,
         last_msg_id: 7,
+        identity: None,
     }
+}
+
+#[test]
+fn a_session_head_from_before_the_identity_still_reads() -> Result<(), postcard::Error> {
+    // The same record, as a store written before the field held it: every
+    // field but the last (postcard writes `None` as one 0 byte, last).
+    let current = postcard::to_allocvec(&record())?;
+    let (none, legacy) = current
+        .split_last()
+        .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+    assert_eq!(*none, 0);
+    assert_eq!(super::decode_session(legacy)?, record());
+    let bound = SessionRecord {
+        identity: Some("dev1".into()),
+        ..record()
+    };
+    assert_eq!(
+        super::decode_session(&postcard::to_allocvec(&bound)?)?,
+        bound
+    );
+    assert!(super::decode_session(&[0xff, 0xff, 0xff]).is_err());
+    Ok(())
 }
 
 #[test]

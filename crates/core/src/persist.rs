@@ -132,6 +132,11 @@ pub struct SessionRecord {
     pub will: Option<StoredWill>,
     /// The last message id used towards a device.
     pub last_msg_id: u16,
+    /// The transport identity (DTLS PSK identity or certificate name) the
+    /// session is bound to, so a restart does not unbind it: only a peer
+    /// proving it may take the session over or wake it. `None` over plain
+    /// links, for local clients, and in records written before it existed.
+    pub identity: Option<String>,
 }
 
 /// One change for the store; the driver commits a batch of them at once.
@@ -292,6 +297,7 @@ fn device_record(s: &Session) -> SessionRecord {
         predefined_subscriptions: predefined,
         will: s.will.as_ref().map(stored_will),
         last_msg_id: s.last_msg_id,
+        identity: s.identity.as_deref().map(str::to_owned),
     }
 }
 
@@ -343,6 +349,7 @@ fn local_record(s: &LocalSession) -> SessionRecord {
         predefined_subscriptions: Vec::new(),
         will: None,
         last_msg_id: 0,
+        identity: None,
     }
 }
 
@@ -729,6 +736,7 @@ impl Gateway {
         s.predefined_subscriptions = r.predefined_subscriptions.iter().copied().collect();
         s.will = r.will.clone().map(will_of);
         s.last_msg_id = r.last_msg_id;
+        s.identity = r.identity.as_deref().map(Arc::from);
         s.expiry = if r.clean && !r.asleep {
             Some(Duration::ZERO)
         } else {

@@ -380,6 +380,7 @@ fn a_whole_record_from_an_older_store_is_read_and_migrated_when_it_changes() {
         predefined_subscriptions: Vec::new(),
         will: None,
         last_msg_id: 7,
+        identity: None,
     };
     let mut store = FakeStore::default();
     store.sessions.insert(key.clone(), legacy);
@@ -496,4 +497,57 @@ fn a_clean_sessions_qos2_ids_are_not_written() {
     h.send(&a, publish(QoS::ExactlyOnce, TopicRef::Id(topic), 9, "v"));
     h.send(&a, Packet::PubRel { msg_id: 9 });
     assert!(h.gw.take_store_ops().is_empty());
+}
+
+#[test]
+fn a_sessions_dtls_identity_survives_a_restart() {
+    // Bound before the restart, bound after it: a plain-UDP peer cannot
+    // wake the restored sleeper and collect its buffer (docs/security.md),
+    // while its own identity from a new address and DTLS session can.
+    let mut h = durable_harness();
+    let dev = Peer::udp_on(1, SocketAddr::from(([127, 0, 0, 1], 7001)));
+    h.gw.handle_peer_authenticated(dev.link.clone(), std::sync::Arc::from("dev1"));
+    h.connect(&dev, "dev1", false);
+    h.subscribe(&dev, 1, "cmd/#", QoS::AtLeastOnce);
+    h.send(
+        &dev,
+        Packet::Disconnect {
+            duration: Some(600),
+        },
+    );
+    let p = peer(1);
+    h.connect(&p, "pub", true);
+    let id = h.register(&p, 1, "cmd/x");
+    h.send(&p, publish(QoS::AtLeastOnce, TopicRef::Id(id), 1, "secret"));
+    let mut store = FakeStore::default();
+    store.apply(h.gw.take_store_ops());
+    let key = ClientKey {
+        kind: ClientKind::Device,
+        client_id: "dev1".into(),
+    };
+    assert_eq!(
+        store.sessions.get(&key).and_then(|r| r.identity.clone()),
+        Some("dev1".to_owned())
+    );
+
+    let mut h2 = durable_harness();
+    h2.gw.restore(h2.now, store.restored());
+    assert_eq!(h2.gw.queued_for("dev1"), 1);
+    let wake = Packet::PingReq {
+        client_id: Some("dev1".into()),
+    };
+    assert!(
+        h2.send(&peer(66), wake.clone()).is_empty(),
+        "plain UDP ignored"
+    );
+    assert_eq!(h2.gw.queued_for("dev1"), 1);
+    let back = Peer::udp_on(1, SocketAddr::from(([127, 0, 0, 1], 7002)));
+    h2.gw
+        .handle_peer_authenticated(back.link.clone(), std::sync::Arc::from("dev1"));
+    let out = h2.send(&back, wake);
+    // Its buffer starts to flow: the topic's REGISTER, then the message.
+    assert!(
+        matches!(packets_to(&out, &back).as_slice(), [Packet::Register { topic_name, .. }] if topic_name == "cmd/x"),
+        "{out:?}"
+    );
 }
