@@ -239,6 +239,35 @@ impl Gateway {
                     self.refuse_connected_device(sid);
                 }
             }
+            SessionStatus::TakenOver => self.device_went_elsewhere(sid, awaiting),
+        }
+    }
+
+    /// The broker gave the device's session to another client (the device
+    /// roamed to another gateway): the device is let go without its will
+    /// (it is alive, elsewhere), told DISCONNECT at its old address in
+    /// case it is still there, its state kept or dropped as its
+    /// clean-session flag says. A later CONNECT here works as ever.
+    fn device_went_elsewhere(&mut self, sid: SessionId, awaiting: bool) {
+        info!(
+            client = %self.client_label(sid),
+            "the broker handed the device's session to another client (roamed elsewhere): let go without its will"
+        );
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.upstream_open = false;
+            s.awaiting_upstream_ack = None;
+            s.will = None;
+        }
+        if awaiting {
+            self.send_to(
+                sid,
+                Packet::ConnAck {
+                    return_code: ReturnCode::Congestion,
+                },
+            );
+            self.abort_handshake(sid, "upstream session taken over");
+        } else {
+            self.refuse_connected_device(sid);
         }
     }
 
