@@ -67,6 +67,15 @@ impl TakeoverWatch {
         (times == QUICK_LOSSES || (times > QUICK_LOSSES && times.is_multiple_of(REPEAT_EVERY)))
             .then_some(Takeover::Inferred { times })
     }
+
+    /// After [`lost`](Self::lost): whether the session is taken over —
+    /// reported by the broker, or [`QUICK_LOSSES`] quick losses in a row.
+    /// A device's session stops there for good (issue 23: the device went
+    /// to another gateway; reconnecting would take it back and start a
+    /// ping-pong).
+    pub(super) fn taken_over(&self, reported: bool) -> bool {
+        reported || self.streak >= QUICK_LOSSES
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +120,23 @@ mod tests {
         assert_eq!(w.lost(at(6) + QUICK_LOSS, false), None);
         w.connected(at(100));
         assert_eq!(w.lost(at(101), false), None);
+    }
+
+    #[test]
+    fn taken_over_once_reported_or_from_the_third_quick_loss() {
+        let mut w = TakeoverWatch::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        w.connected(at(0));
+        w.lost(at(1), false);
+        assert!(!w.taken_over(false));
+        assert!(w.taken_over(true));
+        w.connected(at(2));
+        w.lost(at(3), false);
+        assert!(!w.taken_over(false));
+        w.connected(at(4));
+        w.lost(at(5), false);
+        assert!(w.taken_over(false));
     }
 
     #[test]
