@@ -36,6 +36,13 @@ pub struct UpstreamConfig {
     /// (the broker keeps subscriptions and queued QoS 1/2 messages across
     /// reconnects).
     pub clean_session: bool,
+    /// MQTT 5: the Will Delay Interval given with every will (each
+    /// device's, in per-device mode), in seconds: the broker publishes a
+    /// will only once its session has been gone this long, so a
+    /// gateway↔broker blip (or a device roaming to another gateway) publishes
+    /// none. A device really lost gets its will this much later. 0: at once
+    /// (MQTT 3.1.1 has no delay). Default: 30.
+    pub will_delay_secs: u32,
     /// First reconnect delay after losing the broker, in seconds (≥ 1,
     /// ≤ `reconnect_max_secs`). Default: 1.
     pub reconnect_min_secs: u32,
@@ -143,6 +150,7 @@ impl Default for UpstreamConfig {
             password: None,
             keep_alive_secs: 30,
             clean_session: false,
+            will_delay_secs: crate::bridge::link::WILL_DELAY_SECS,
             reconnect_min_secs: 1,
             reconnect_max_secs: 60,
             tls: None,
