@@ -269,9 +269,12 @@ pub struct BridgeRule {
     /// Highest QoS used across the bridge for this rule (0..=2). Default: 2.
     pub qos: u8,
     /// Prefix of the topic on the gateway side, stripped before
-    /// `remote_prefix` is added. Default: `""`.
+    /// `remote_prefix` is added; `{gateway}` stands for the gateway's
+    /// upstream client id. Default: `""`.
     pub local_prefix: String,
-    /// Prefix of the topic on the broker side. Default: `""`.
+    /// Prefix of the topic on the broker side; `{gateway}` stands for the
+    /// gateway's upstream client id (e.g. `"site/{gateway}/"` keeps several
+    /// gateways' topics apart on one broker). Default: `""`.
     pub remote_prefix: String,
 }
 
@@ -368,6 +371,21 @@ pub(super) fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 format!("upstream.rules[{i}].topic"),
                 "must not be empty (use \"#\" for everything)",
+            ));
+        }
+        let placeholder = crate::bridge::rules::GATEWAY_PLACEHOLDER;
+        let named = [&rule.local_prefix, &rule.remote_prefix]
+            .iter()
+            .any(|p| p.contains(placeholder));
+        if named
+            && let Some(id) = &u.client_id
+            && id.contains(['+', '#'])
+        {
+            return Err(ConfigError::invalid(
+                format!("upstream.rules[{i}]"),
+                format!(
+                    "{placeholder} stands for the client id {id:?}, which has a wildcard (+ or #)"
+                ),
             ));
         }
     }
