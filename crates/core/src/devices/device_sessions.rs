@@ -360,10 +360,17 @@ impl Gateway {
                 .map(|(_, q)| *q)
                 .max(),
         };
-        let Some(granted) = granted else {
-            debug!(client = client_id, topic = %msg.topic, "message on a device session matches none of its subscriptions");
-            self.stats.drop(DropReason::NoSubscription);
-            return;
+        let granted = match granted {
+            Some(q) => q,
+            // CleanSession off: the broker's session for the device holds
+            // subscriptions made through another gateway (the device roamed
+            // here, issue 23), and it sent this on the device's own session.
+            None if !s.clean_session => msg.qos,
+            None => {
+                debug!(client = client_id, topic = %msg.topic, "message on a device session matches none of its subscriptions");
+                self.stats.drop(DropReason::NoSubscription);
+                return;
+            }
         };
         // The broker's retained copy of what the local store holds (and
         // so gave the device when it subscribed): not a second time.

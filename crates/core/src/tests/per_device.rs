@@ -720,3 +720,36 @@ fn a_session_taken_over_lets_the_device_go_without_its_will() {
     h.drain();
     assert_eq!(h.gw.client_state("b"), None);
 }
+
+/// Issue 23: a device with CleanSession off that roamed here from another
+/// gateway has subscriptions in the broker's session this engine never saw;
+/// what the broker sends on the device's own session is delivered. With
+/// CleanSession on there is no such session, so an unmatched message is
+/// dropped as before.
+#[test]
+fn a_roamed_devices_session_delivers_what_the_broker_queued_for_it() {
+    let mut h = per_device();
+    let (a, c) = (peer(1), peer(2));
+    h.send(&a, connect_packet("roamer", false, false));
+    h.gw.handle_session_status(h.now, "roamer", SessionStatus::Up);
+    h.drain();
+    let queued = |topic: &str| UpstreamMessage {
+        topic: topic.into(),
+        payload: b("while you moved"),
+        qos: 1,
+        retain: false,
+        filter: None,
+    };
+    h.gw.handle_session_message(h.now, "roamer", queued("cmd/roamer"));
+    let to_a = packets_to(&h.drain(), &a);
+    assert!(
+        to_a.iter().any(
+            |p| matches!(p, Packet::Register { topic_name, .. } if topic_name == "cmd/roamer")
+        ),
+        "delivered (registered first): {to_a:?}"
+    );
+
+    connect_up(&mut h, &c, "clean");
+    h.gw.handle_session_message(h.now, "clean", queued("cmd/clean"));
+    assert!(packets_to(&h.drain(), &c).is_empty());
+}
