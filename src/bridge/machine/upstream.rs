@@ -238,10 +238,19 @@ impl Machine {
         };
         let was_connected = self.connected;
         if was_connected {
+            // A broker closes the connection on a message or filter it will
+            // not take, too: with one awaiting its answer, the loss is
+            // theirs (isolated below), not a takeover's.
+            let unanswered = self.outbox.in_flight() > 0 || self.subs.awaiting();
             let gone = self.name_takeover(now, taken_over);
-            if gone && !self.is_shared() {
-                self.on_taken_over(taken_over);
-                return Failure::Drop;
+            if !self.is_shared() {
+                if taken_over || (gone && !unanswered) {
+                    self.on_taken_over(taken_over);
+                    return Failure::Drop;
+                }
+                if unanswered {
+                    self.takeover.not_a_takeover();
+                }
             }
             self.isolate_suspects();
             for outcome in self.subs.isolate() {
