@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian/Ubuntu machine with Rust installed:
 # installs what the tests need when it is missing (mosquitto and its clients;
 # systemd-analyze, which checks the unit; /bin/kill, which its ExecReload
-# runs; chromium, which renders the dashboard in tests/dashboard.rs — all
+# runs; chromium, which renders the dashboard in tests/dashboard.rs;
+# iproute2 and nats-server for the scale-out tests — all
 # from the OS packages), then checks that the pure crates
 # (crates/wire, crates/core) depend on no async runtime, and runs rustfmt,
 # clippy with warnings as errors, and every test of every workspace crate
@@ -17,6 +18,12 @@ command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /bin/kill ] || missing+=(procps)
+# tests/per_device_e2e.rs resets connections with `ss -K`; tests/scale_out_nats.rs
+# puts each host in a network namespace (`ip netns`, as root) and runs a
+# NATS cluster.
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"

@@ -41,6 +41,8 @@ fn per_device(port: u16, shared_id: &str) -> UpstreamConfig {
         keep_alive_secs: 5,
         reconnect_min_secs: 1,
         reconnect_max_secs: 1,
+        // Wills are published 1 s after their connection dropped.
+        will_delay_secs: 1,
         ..UpstreamConfig::default()
     };
     u.bridge_mode = BridgeMode::PerDevice;

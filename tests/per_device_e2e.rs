@@ -2,7 +2,9 @@
 //! device's own client id, CleanSession flag and keep-alive; it publishes a
 //! silent device's will itself; its ACL file is enforced per device; it
 //! refuses a device with bad credentials and the device is refused; after a
-//! broker restart every device's session (and subscription) comes back.
+//! broker restart every device's session (and subscription) comes back; a
+//! broker-side reset of every connection (a blip) publishes no device's
+//! will, while a device really lost still gets its will (issue 23).
 //! Devices are MQTT-SN clients on real UDP sockets.
 
 mod common;
@@ -58,7 +60,13 @@ async fn the_broker_publishes_a_silent_devices_will() {
         ..MosquittoOptions::default()
     })
     .await;
-    let gw = start_gateway_with(|c| c.upstream = Some(per_device(cloud.port, "gw-will"))).await;
+    let gw = start_gateway_with(|c| {
+        let mut u = per_device(cloud.port, "gw-will");
+        // MQTT 5: the broker waits this long before publishing it.
+        u.will_delay_secs = 1;
+        c.upstream = Some(u);
+    })
+    .await;
     let watcher = subscriber(mosquitto_addr(&cloud), "status/#", &["-q", "1"]);
     let device = connect_with(
         gw.addr,
@@ -209,5 +217,100 @@ async fn after_a_broker_restart_all_200_device_sessions_come_back() {
         );
     }
     poller.abort();
+    gw.stop().await;
+}
+
+fn will(id: &str) -> Will {
+    Will {
+        topic: format!("status/{id}"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    }
+}
+
+/// Resets every TCP connection to the broker's port (`ss -K`: the kernel
+/// aborts them, the broker sees a reset), except the one from `keep_port`.
+fn reset_connections_to(port: u16, keep_port: u16) {
+    let filter = format!("dport = :{port} and not sport = :{keep_port}");
+    let out = std::process::Command::new("ss")
+        .args(["-K", "-tnH"])
+        .args(filter.split(' '))
+        .output()
+        .expect("run ss -K");
+    assert!(out.status.success(), "ss -K: {out:?}");
+}
+
+/// The local port of `mosquitto_sub`'s connection to the broker on `port`.
+async fn tool_port(port: u16) -> u16 {
+    for _ in 0..100 {
+        let out = std::process::Command::new("ss")
+            .args([
+                "-tnpH",
+                "state",
+                "established",
+                "dport",
+                "=",
+                &format!(":{port}"),
+            ])
+            .output()
+            .expect("run ss");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(line) = text.lines().find(|l| l.contains("mosquitto_sub")) {
+            let local = line.split_whitespace().nth(2).unwrap_or_default();
+            if let Some(p) = local.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                return p;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mosquitto_sub's connection not found");
+}
+
+/// Issue 23, a blip is not a death: every connection between the gateway and
+/// the broker is reset under 200 device sessions with wills. MQTT 5's Will
+/// Delay Interval (and the sessions resumed with clean start off) means the
+/// broker publishes none of them; a device really lost meanwhile still gets
+/// its will, and first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_side_reset_under_200_device_sessions_publishes_no_will() {
+    const N: usize = 200;
+    let cloud = Mosquitto::start().await;
+    let gw = start_gateway_with(|c| {
+        let mut u = per_device(cloud.port, "gw-blip");
+        u.will_delay_secs = 4;
+        c.upstream = Some(u);
+    })
+    .await;
+    let watcher = subscriber(mosquitto_addr(&cloud), "status/#", &["-q", "1"]);
+    let keep = tool_port(cloud.port).await;
+    let mut devices = Vec::with_capacity(N);
+    for i in 0..N {
+        let id = format!("b{i}");
+        // Half with CleanSession on, half off: both must survive the blip.
+        let opts = options(&id).clean_session(i % 2 == 0).will(will(&id));
+        devices.push(connect_with(gw.addr, opts).await);
+    }
+    let lost = connect_with(
+        gw.addr,
+        options("lost")
+            .keep_alive(2)
+            .auto_ping(false)
+            .will(will("lost")),
+    )
+    .await;
+    // Silent from now on: lost after 2 s + 50 %, its will 4 s after that.
+    std::mem::forget(lost);
+    reset_connections_to(cloud.port, keep);
+    assert_eq!(
+        watcher.next_message_within(Duration::from_secs(20)),
+        "status/lost 1 0 gone",
+        "the lost device's will, and no blip's before it"
+    );
+    watcher.expect_silence(Duration::from_secs(2));
+    // The devices still work: each one's session came back.
+    for (i, d) in devices.iter_mut().enumerate().step_by(40) {
+        d.ping().await.unwrap_or_else(|e| panic!("b{i}: {e}"));
+    }
     gw.stop().await;
 }

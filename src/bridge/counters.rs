@@ -61,6 +61,11 @@ pub struct BridgeStats {
     /// credentials, not authorised) or by the gateway itself (a device whose
     /// upstream client id would be the shared session's).
     pub device_session_refusals: u64,
+    /// Per-device mode: device sessions the broker gave to another client
+    /// with the same client id (DISCONNECT 0x8E, or inferred from quick
+    /// losses in a row): the device roamed to another gateway. Each stops
+    /// for good, without its will.
+    pub device_session_takeovers: u64,
     /// Per-device mode: messages a refused device session had already
     /// acknowledged to its device, handed to the shared session as the last
     /// resort (they go up under the gateway's own identity).
@@ -116,6 +121,7 @@ pub(super) struct Counters {
     pub(super) device_sessions_connected: AtomicU64,
     pub(super) device_session_connects: AtomicU64,
     pub(super) device_session_refusals: AtomicU64,
+    pub(super) device_session_takeovers: AtomicU64,
     pub(super) device_messages_to_shared: AtomicU64,
     pub(super) room: Room,
     pub(super) quarantined: AtomicU64,
@@ -162,6 +168,7 @@ impl Counters {
             device_sessions_connected: get(&self.device_sessions_connected),
             device_session_connects: get(&self.device_session_connects),
             device_session_refusals: get(&self.device_session_refusals),
+            device_session_takeovers: get(&self.device_session_takeovers),
             device_messages_to_shared: get(&self.device_messages_to_shared),
             quarantined: get(&self.quarantined),
             filters_refused: get(&self.filters_refused),

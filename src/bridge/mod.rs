@@ -518,7 +518,7 @@ pub fn spawn(cfg: &UpstreamConfig) -> Result<BridgeHandle, BridgeError> {
     let common = Arc::new(Common {
         cfg: cfg.clone(),
         endpoint: format!("{}:{}", cfg.host, cfg.port),
-        rules: Rules::new(&cfg.rules),
+        rules: Rules::for_gateway(&cfg.rules, &cfg.effective_client_id()),
         counters: Arc::clone(&counters),
         echo: (cfg.protocol_version == 4)
             .then(|| Mutex::new(EchoLog::new(ECHO_WINDOW, ECHO_CAPACITY))),

@@ -12,6 +12,11 @@
 //!   `remote_prefix + X` that matches is delivered locally as
 //!   `local_prefix + X`.
 //!
+//! A prefix may name its gateway: [`GATEWAY_PLACEHOLDER`] (`{gateway}`)
+//! stands for the gateway's upstream client id, so one rules file keeps the
+//! topics of several gateways on one broker apart (issue 23:
+//! `remote_prefix = "site/{gateway}/"`).
+//!
 //! The first matching rule wins, in file order. With no rules at all the
 //! bridge is *transparent*: every local topic goes out unchanged and the
 //! upstream subscriptions are the local subscribers' filters (see
@@ -26,11 +31,32 @@ pub struct Rules {
     rules: Vec<BridgeRule>,
 }
 
+/// In a rule's `local_prefix` or `remote_prefix`: the gateway's upstream
+/// client id.
+pub const GATEWAY_PLACEHOLDER: &str = "{gateway}";
+
 impl Rules {
-    /// Wraps the configured rules (already validated by the config loader).
+    /// Wraps the configured rules (already validated by the config loader),
+    /// as written.
     pub fn new(rules: &[BridgeRule]) -> Self {
         Self {
             rules: rules.to_vec(),
+        }
+    }
+
+    /// The rules of the gateway whose upstream client id is `gateway`: each
+    /// [`GATEWAY_PLACEHOLDER`] in a prefix becomes that id.
+    pub fn for_gateway(rules: &[BridgeRule], gateway: &str) -> Self {
+        let expand = |p: &str| p.replace(GATEWAY_PLACEHOLDER, gateway);
+        Self {
+            rules: rules
+                .iter()
+                .map(|r| BridgeRule {
+                    local_prefix: expand(&r.local_prefix),
+                    remote_prefix: expand(&r.remote_prefix),
+                    ..r.clone()
+                })
+                .collect(),
         }
     }
 
@@ -138,6 +164,32 @@ mod tests {
             local_prefix: local.to_owned(),
             remote_prefix: remote.to_owned(),
         }
+    }
+
+    #[test]
+    fn the_gateway_placeholder_names_each_gateways_topics() {
+        let rules = [
+            rule(Direction::Out, "sensors/#", 1, "", "site/{gateway}/"),
+            rule(Direction::In, "cmd/#", 1, "", "site/{gateway}/"),
+        ];
+        let a = Rules::for_gateway(&rules, "gw-a");
+        let b = Rules::for_gateway(&rules, "gw-b");
+        assert_eq!(
+            a.outbound("sensors/t", 1),
+            Some(("site/gw-a/sensors/t".into(), 1))
+        );
+        assert_eq!(
+            b.outbound("sensors/t", 1),
+            Some(("site/gw-b/sensors/t".into(), 1))
+        );
+        assert_eq!(a.subscriptions(), [("site/gw-a/cmd/#".to_owned(), 1)]);
+        assert_eq!(a.inbound("site/gw-b/cmd/x", 1), None, "b's commands");
+        assert_eq!(a.inbound("site/gw-a/cmd/x", 1), Some(("cmd/x".into(), 1)));
+        // As written without a gateway.
+        assert_eq!(
+            Rules::new(&rules).outbound("sensors/t", 1),
+            Some(("site/{gateway}/sensors/t".into(), 1))
+        );
     }
 
     #[test]

@@ -325,6 +325,16 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_placeholder_refuses_a_client_id_with_a_wildcard() {
+        let rules = "[[upstream.rules]]\nremote_prefix = \"site/{gateway}/\"\n";
+        let ok = format!("[upstream]\nhost = \"h\"\nclient_id = \"gw-a\"\n{rules}");
+        assert!(parse(&ok).is_ok());
+        let bad = format!("[upstream]\nhost = \"h\"\nclient_id = \"gw+a\"\n{rules}");
+        let msg = parse(&bad).unwrap_err().to_string();
+        assert!(msg.contains("upstream.rules[0]"), "{msg}");
+    }
+
+    #[test]
     fn empty_file_is_the_default() {
         assert_eq!(parse("").unwrap(), Config::default());
     }

@@ -36,6 +36,13 @@ pub struct UpstreamConfig {
     /// (the broker keeps subscriptions and queued QoS 1/2 messages across
     /// reconnects).
     pub clean_session: bool,
+    /// MQTT 5: the Will Delay Interval given with every will (each
+    /// device's, in per-device mode), in seconds: the broker publishes a
+    /// will only once its session has been gone this long, so a
+    /// gateway↔broker blip (or a device roaming to another gateway) publishes
+    /// none. A device really lost gets its will this much later. 0: at once
+    /// (MQTT 3.1.1 has no delay). Default: 30.
+    pub will_delay_secs: u32,
     /// First reconnect delay after losing the broker, in seconds (≥ 1,
     /// ≤ `reconnect_max_secs`). Default: 1.
     pub reconnect_min_secs: u32,
@@ -143,6 +150,7 @@ impl Default for UpstreamConfig {
             password: None,
             keep_alive_secs: 30,
             clean_session: false,
+            will_delay_secs: crate::bridge::link::WILL_DELAY_SECS,
             reconnect_min_secs: 1,
             reconnect_max_secs: 60,
             tls: None,
@@ -261,9 +269,12 @@ pub struct BridgeRule {
     /// Highest QoS used across the bridge for this rule (0..=2). Default: 2.
     pub qos: u8,
     /// Prefix of the topic on the gateway side, stripped before
-    /// `remote_prefix` is added. Default: `""`.
+    /// `remote_prefix` is added; `{gateway}` stands for the gateway's
+    /// upstream client id. Default: `""`.
     pub local_prefix: String,
-    /// Prefix of the topic on the broker side. Default: `""`.
+    /// Prefix of the topic on the broker side; `{gateway}` stands for the
+    /// gateway's upstream client id (e.g. `"site/{gateway}/"` keeps several
+    /// gateways' topics apart on one broker). Default: `""`.
     pub remote_prefix: String,
 }
 
@@ -360,6 +371,21 @@ pub(super) fn validate_upstream(u: &UpstreamConfig) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 format!("upstream.rules[{i}].topic"),
                 "must not be empty (use \"#\" for everything)",
+            ));
+        }
+        let placeholder = crate::bridge::rules::GATEWAY_PLACEHOLDER;
+        let named = [&rule.local_prefix, &rule.remote_prefix]
+            .iter()
+            .any(|p| p.contains(placeholder));
+        if named
+            && let Some(id) = &u.client_id
+            && id.contains(['+', '#'])
+        {
+            return Err(ConfigError::invalid(
+                format!("upstream.rules[{i}]"),
+                format!(
+                    "{placeholder} stands for the client id {id:?}, which has a wildcard (+ or #)"
+                ),
             ));
         }
     }

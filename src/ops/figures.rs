@@ -382,6 +382,11 @@ fn device_sessions(s: &BridgeStats, out: &mut Exposition) {
     )
     .value(s.device_session_refusals);
     out.counter(
+        "sngate_upstream_device_session_takeovers_total",
+        "Device upstream sessions the broker gave to another client with the same id (the device roamed to another gateway): stopped for good, no will.",
+    )
+    .value(s.device_session_takeovers);
+    out.counter(
         "sngate_upstream_device_messages_to_shared_total",
         "Messages a refused device session had already acknowledged to its device, handed to the shared session (the last resort).",
     )

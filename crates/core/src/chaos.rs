@@ -327,9 +327,10 @@ pub fn run(data: &[u8], start: Instant) -> usize {
                 let client = c.pick(&CLIENT_IDS);
                 match what {
                     2 => {
-                        let status = match c.u8() % 3 {
+                        let status = match c.u8() % 4 {
                             0 => SessionStatus::Up,
                             1 => SessionStatus::Unreachable,
+                            2 => SessionStatus::TakenOver,
                             _ => SessionStatus::Refused {
                                 reason: "refused".into(),
                             },

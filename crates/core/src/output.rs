@@ -239,4 +239,10 @@ pub enum SessionStatus {
         /// The broker's reason, for the log.
         reason: String,
     },
+    /// The broker handed the session to another client with the same
+    /// client id (the device roamed to another gateway): the session has
+    /// ended for good, without its will. The engine lets the device go —
+    /// no will, its state kept or dropped as its clean-session flag says —
+    /// and a later CONNECT here opens the session again.
+    TakenOver,
 }

@@ -29,6 +29,18 @@ use events::{from_v4, from_v5};
 /// the gateway (or, per device, the device) is away.
 pub const SESSION_EXPIRY_SECS: u32 = 24 * 3600;
 
+/// The default MQTT 5 Will Delay Interval (`[upstream] will_delay_secs`) of
+/// every will the gateway gives the broker (issue 23, "a blip is not a
+/// death"): when the connection breaks, the
+/// broker waits this long before publishing the will, and publishes none
+/// if the session is resumed meanwhile — a gateway↔broker blip, or the
+/// device's session taken over by another gateway. A session with a will
+/// also asks for at least this session expiry (so the session outlasts the
+/// delay) and, once accepted, reconnects with clean start off (a clean
+/// start would end the session and release the will at once). A device
+/// really lost gets its will this much later than its connection dropped.
+pub const WILL_DELAY_SECS: u32 = 30;
+
 /// Largest MQTT packet accepted from or sent to the broker, in bytes.
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 
@@ -229,6 +241,9 @@ enum ClientKind {
 pub struct LinkLoop {
     kind: LoopKind,
     tag: Tag,
+    /// MQTT 5 with a will: after the first CONNACK, reconnect with clean
+    /// start off (see [`WILL_DELAY_SECS`]).
+    resume: bool,
 }
 
 enum LoopKind {
@@ -292,6 +307,7 @@ pub fn build(cfg: &UpstreamConfig, id: &Identity) -> (LinkClient, LinkLoop) {
             LinkLoop {
                 kind: LoopKind::V4(Box::new(l)),
                 tag,
+                resume: false,
             },
         )
     } else {
@@ -304,20 +320,27 @@ pub fn build(cfg: &UpstreamConfig, id: &Identity) -> (LinkClient, LinkLoop) {
             .set_pending_throttle(Duration::ZERO);
         if !id.clean_session {
             o.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
+        } else if id.will.is_some() && cfg.will_delay_secs > 0 {
+            // The session must outlast the will's delay (see WILL_DELAY_SECS).
+            o.set_session_expiry_interval(Some(cfg.will_delay_secs));
         }
         o.set_network_options(network_options());
         if let Some((u, p)) = &id.credentials {
             o.set_credentials(u, p);
         }
         if let Some(w) = &id.will {
-            let properties = id.origin.as_ref().map(|origin| m5::LastWillProperties {
-                delay_interval: None,
+            let properties = Some(m5::LastWillProperties {
+                delay_interval: (cfg.will_delay_secs > 0).then_some(cfg.will_delay_secs),
                 payload_format_indicator: None,
                 message_expiry_interval: None,
                 content_type: None,
                 response_topic: None,
                 correlation_data: None,
-                user_properties: vec![(ORIGIN_PROPERTY.to_owned(), origin.to_string())],
+                user_properties: id
+                    .origin
+                    .as_ref()
+                    .map(|origin| vec![(ORIGIN_PROPERTY.to_owned(), origin.to_string())])
+                    .unwrap_or_default(),
             });
             o.set_last_will(m5::LastWill::new(
                 &w.topic,
@@ -340,6 +363,7 @@ pub fn build(cfg: &UpstreamConfig, id: &Identity) -> (LinkClient, LinkLoop) {
             LinkLoop {
                 kind: LoopKind::V5(Box::new(l)),
                 tag,
+                resume: id.will.is_some() && cfg.will_delay_secs > 0,
             },
         )
     }
@@ -464,21 +488,31 @@ impl LinkLoop {
                 }
                 e => LinkError::Lost(e.to_string()),
             }),
-            LoopKind::V5(l) => l.poll().await.map(from_v5).map_err(|e| match e {
-                rumqttc::v5::ConnectionError::ConnectionRefused(code) => {
-                    match refusal(RefusalCode::V5(code)) {
-                        Some(r) => LinkError::Refused(r),
-                        None => LinkError::Lost(e.to_string()),
-                    }
+            LoopKind::V5(l) => {
+                let ev = l.poll().await;
+                if self.resume
+                    && let Ok(rumqttc::v5::Event::Incoming(m5::Packet::ConnAck(_))) = &ev
+                {
+                    // From now on a reconnect resumes this session, so a
+                    // blip does not release the will (WILL_DELAY_SECS).
+                    l.options.set_clean_start(false);
                 }
-                rumqttc::v5::ConnectionError::MqttState(
-                    rumqttc::v5::StateError::ServerDisconnect {
-                        reason_code: m5::DisconnectReasonCode::SessionTakenOver,
-                        ..
-                    },
-                ) => LinkError::TakenOver,
-                e => LinkError::Lost(e.to_string()),
-            }),
+                ev.map(from_v5).map_err(|e| match e {
+                    rumqttc::v5::ConnectionError::ConnectionRefused(code) => {
+                        match refusal(RefusalCode::V5(code)) {
+                            Some(r) => LinkError::Refused(r),
+                            None => LinkError::Lost(e.to_string()),
+                        }
+                    }
+                    rumqttc::v5::ConnectionError::MqttState(
+                        rumqttc::v5::StateError::ServerDisconnect {
+                            reason_code: m5::DisconnectReasonCode::SessionTakenOver,
+                            ..
+                        },
+                    ) => LinkError::TakenOver,
+                    e => LinkError::Lost(e.to_string()),
+                })
+            }
         }
     }
 

@@ -481,7 +481,7 @@ impl Machine {
         warn!(
             session = %self.name(),
             messages = msgs.len(),
-            "a refused device session held messages already acknowledged to the device; the shared session takes them"
+            "a device session that stopped for good (refused, or taken over) held messages acknowledged to the device; the shared session takes them"
         );
         self.events.push(TaskEvent::Adopt(msgs));
     }
@@ -491,13 +491,79 @@ impl Machine {
     /// (the store forgets it); what was acknowledged to the device already
     /// goes to the shared session ([`hand_over`](Self::hand_over)).
     pub(super) fn on_refused(&mut self, reason: String) {
+        bump(&self.common.counters.device_session_refusals, 1);
+        self.stop_for_good(false);
+        let Role::Device(d) = &mut self.role else {
+            return;
+        };
+        let id = d.client_id_arc();
+        let status = SessionStatus::Refused {
+            reason: reason.clone(),
+        };
+        let mut statuses = d.answer_all(status.clone());
+        if statuses.is_empty() {
+            // Refused later, unasked: the engine disconnects the device.
+            statuses.push(status);
+        }
+        info!(session = %id, %reason, "the broker refused a device session");
+        self.push_statuses(&id, statuses);
+    }
+
+    /// The broker gave the session to another client with the same client
+    /// id (`reported`: DISCONNECT 0x8E; otherwise inferred from quick
+    /// losses in a row): the device went to another gateway. Final: no
+    /// reconnect (that would take the session back and start a ping-pong),
+    /// no will; what it held is acknowledged to the device and goes to the
+    /// shared session (a copy may reach the broker twice, as QoS 1 allows;
+    /// none is lost), and the engine
+    /// is told [`SessionStatus::TakenOver`] so it lets the device go. The
+    /// device's next OpenSession here starts afresh.
+    pub(super) fn on_taken_over(&mut self, reported: bool) {
+        bump(&self.common.counters.device_session_takeovers, 1);
+        // The broker took the session over, not the messages: they still
+        // go up, so the device (which may never resend from where it is
+        // now) loses nothing.
+        self.stop_for_good(true);
+        self.takeover = super::takeover::TakeoverWatch::default();
+        let Role::Device(d) = &mut self.role else {
+            return;
+        };
+        let id = d.client_id_arc();
+        let mut statuses = d.answer_all(SessionStatus::TakenOver);
+        if statuses.is_empty() {
+            statuses.push(SessionStatus::TakenOver);
+        }
+        let how = if reported {
+            "the broker sent DISCONNECT 0x8E"
+        } else {
+            "inferred: the broker kept closing it soon after accepting it"
+        };
+        info!(
+            session = %id,
+            how,
+            "device session taken over by another client (the device roamed to another gateway?): not reconnected, no will"
+        );
+        self.push_statuses(&id, statuses);
+    }
+
+    /// The session stops for good (refused, or taken over): no retry. What
+    /// the device still waits to hear about is refused to it (the store
+    /// forgets it) or, with `keep_owed`, acknowledged to it and kept; what
+    /// is acknowledged goes to the shared session
+    /// ([`hand_over`](Self::hand_over)).
+    fn stop_for_good(&mut self, keep_owed: bool) {
         self.link_gone();
         self.subs.clear_requests();
         self.linked = false;
-        bump(&self.common.counters.device_session_refusals, 1);
+        self.retry_at = None;
         let mut acknowledged = Vec::new();
-        for msg in self.outbox.drain_all() {
-            match msg.ticket {
+        for mut msg in self.outbox.drain_all() {
+            match msg.ticket.take() {
+                Some(ticket) if keep_owed => {
+                    let ack = self.acks.remove(&ticket);
+                    self.answer(ack, true);
+                    acknowledged.push(msg);
+                }
                 Some(ticket) => {
                     let ack = self.acks.remove(&ticket);
                     self.answer(ack, false);
@@ -516,16 +582,5 @@ impl Machine {
         d.close = None;
         d.will_on_switch = false;
         d.replays.clear();
-        let id = d.client_id_arc();
-        let status = SessionStatus::Refused {
-            reason: reason.clone(),
-        };
-        let mut statuses = d.answer_all(status.clone());
-        if statuses.is_empty() {
-            // Refused later, unasked: the engine disconnects the device.
-            statuses.push(status);
-        }
-        info!(session = %id, %reason, "the broker refused a device session");
-        self.push_statuses(&id, statuses);
     }
 }

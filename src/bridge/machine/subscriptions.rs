@@ -219,6 +219,11 @@ impl Subscriptions {
         out
     }
 
+    /// Some filter's SUBACK is still awaited.
+    pub(super) fn awaiting(&self) -> bool {
+        !self.awaiting_suback.is_empty()
+    }
+
     /// The connection is gone: requests not yet sent are dropped (the next
     /// CONNACK sends everything again).
     pub(super) fn clear_requests(&mut self) {

@@ -15,6 +15,14 @@ pub(super) const QUICK_LOSS: Duration = Duration::from_secs(10);
 /// Consecutive quick losses that make a takeover the likely cause.
 pub(super) const QUICK_LOSSES: u32 = 3;
 
+/// A device's session: losses in a row (the first after any time, the next
+/// within [`QUICK_LOSS`] of their CONNACK) that make it taken over, when
+/// the broker does not say so (MQTT 3.1.1; mosquitto 2.0 on MQTT 5 too).
+/// Two: the gateway a device left takes the session back once, is kicked
+/// again at once by the gateway the device went to, and lets go — three
+/// takeovers in all, within the reconnect backoff, instead of a ping-pong.
+pub(super) const DEVICE_LOSSES: u32 = 2;
+
 /// Within a streak, the log repeats the cause every this many losses.
 const REPEAT_EVERY: u32 = 10;
 
@@ -55,7 +63,11 @@ impl TakeoverWatch {
         let since = self.connected_at.take()?;
         let quick = now.saturating_duration_since(since) < QUICK_LOSS;
         if !(reported || quick) {
-            self.streak = 0;
+            // A connection that lasted may still have ended in a takeover:
+            // the first of a streak. So when a device roams, the gateway it
+            // left (kicked first) reaches the end of its streak first, and
+            // lets go — not the one it roamed to.
+            self.streak = 1;
             return None;
         }
         self.streak = self.streak.saturating_add(1);
@@ -66,6 +78,21 @@ impl TakeoverWatch {
         }
         (times == QUICK_LOSSES || (times > QUICK_LOSSES && times.is_multiple_of(REPEAT_EVERY)))
             .then_some(Takeover::Inferred { times })
+    }
+
+    /// The loss just counted had another likely cause (the broker closed
+    /// the connection on something it was asked): the streak starts over.
+    pub(super) fn not_a_takeover(&mut self) {
+        self.streak = 0;
+    }
+
+    /// After [`lost`](Self::lost), for a device's session: whether it is
+    /// taken over — reported by the broker, or [`DEVICE_LOSSES`] losses in
+    /// a row, each but the first within [`QUICK_LOSS`] of its CONNACK. It
+    /// stops there for good (issue 23: the device went to another gateway;
+    /// reconnecting would take the session back and start a ping-pong).
+    pub(super) fn taken_over(&self, reported: bool) -> bool {
+        reported || self.streak >= DEVICE_LOSSES
     }
 }
 
@@ -111,6 +138,33 @@ mod tests {
         assert_eq!(w.lost(at(6) + QUICK_LOSS, false), None);
         w.connected(at(100));
         assert_eq!(w.lost(at(101), false), None);
+    }
+
+    #[test]
+    fn taken_over_once_reported_or_from_the_third_quick_loss() {
+        let mut w = TakeoverWatch::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // A long connection ends: a blip, or the first takeover.
+        w.connected(at(0));
+        w.lost(at(3600), false);
+        assert!(!w.taken_over(false));
+        assert!(w.taken_over(true));
+        // Taken back, lost again at once: final.
+        w.connected(at(3601));
+        w.lost(at(3602), false);
+        assert!(w.taken_over(false));
+        // A lone quick loss after a long connection is not.
+        let mut w = TakeoverWatch::default();
+        w.connected(at(0));
+        w.lost(at(1), false);
+        w.connected(at(2));
+        w.lost(at(20), false);
+        w.connected(at(21));
+        assert!(
+            !w.taken_over(false),
+            "a connection that lasted restarts the streak"
+        );
     }
 
     #[test]

@@ -238,7 +238,20 @@ impl Machine {
         };
         let was_connected = self.connected;
         if was_connected {
-            self.name_takeover(now, taken_over);
+            // A broker closes the connection on a message or filter it will
+            // not take, too: with one awaiting its answer, the loss is
+            // theirs (isolated below), not a takeover's.
+            let unanswered = self.outbox.in_flight() > 0 || self.subs.awaiting();
+            let gone = self.name_takeover(now, taken_over);
+            if !self.is_shared() {
+                if taken_over || (gone && !unanswered) {
+                    self.on_taken_over(taken_over);
+                    return Failure::Drop;
+                }
+                if unanswered {
+                    self.takeover.not_a_takeover();
+                }
+            }
             self.isolate_suspects();
             for outcome in self.subs.isolate() {
                 self.filter_outcome(outcome);
@@ -280,20 +293,17 @@ impl Machine {
     }
 
     /// Logs, at warn, that another client with this session's client id is
-    /// the likely cause of the loss (see [`super::takeover`]).
-    fn name_takeover(&mut self, now: Instant, reported: bool) {
-        let Some(takeover) = self.takeover.lost(now, reported) else {
-            return;
+    /// the likely cause of the loss (see [`super::takeover`]); true if the
+    /// session counts as taken over.
+    fn name_takeover(&mut self, now: Instant, reported: bool) -> bool {
+        let logged = self.takeover.lost(now, reported);
+        let taken_over = self.takeover.taken_over(reported);
+        // A device session taken over is logged once, as it stops.
+        let Some(takeover) = logged.filter(|_| self.is_shared()) else {
+            return taken_over;
         };
-        let client_id = match &self.role {
-            Role::Shared => self.common.cfg.effective_client_id(),
-            Role::Device(_) => self.name().to_string(),
-        };
-        let hint = if self.is_shared() {
-            "give each gateway its own id ([upstream] client_id or --upstream-client-id)"
-        } else {
-            "the device's id is also used by another client of the broker"
-        };
+        let client_id = self.common.cfg.effective_client_id();
+        let hint = "give each gateway its own id ([upstream] client_id or --upstream-client-id)";
         match takeover {
             Takeover::Reported { times } => warn!(
                 %client_id,
@@ -309,6 +319,7 @@ impl Machine {
                 "the broker keeps closing the upstream session soon after accepting it: another client probably uses the same client id"
             ),
         }
+        taken_over
     }
 
     /// Connection bookkeeping when it ends: (replays for the next

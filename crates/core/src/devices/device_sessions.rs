@@ -239,6 +239,35 @@ impl Gateway {
                     self.refuse_connected_device(sid);
                 }
             }
+            SessionStatus::TakenOver => self.device_went_elsewhere(sid, awaiting),
+        }
+    }
+
+    /// The broker gave the device's session to another client (the device
+    /// roamed to another gateway): the device is let go without its will
+    /// (it is alive, elsewhere), told DISCONNECT at its old address in
+    /// case it is still there, its state kept or dropped as its
+    /// clean-session flag says. A later CONNECT here works as ever.
+    fn device_went_elsewhere(&mut self, sid: SessionId, awaiting: bool) {
+        info!(
+            client = %self.client_label(sid),
+            "the broker handed the device's session to another client (roamed elsewhere): let go without its will"
+        );
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.upstream_open = false;
+            s.awaiting_upstream_ack = None;
+            s.will = None;
+        }
+        if awaiting {
+            self.send_to(
+                sid,
+                Packet::ConnAck {
+                    return_code: ReturnCode::Congestion,
+                },
+            );
+            self.abort_handshake(sid, "upstream session taken over");
+        } else {
+            self.refuse_connected_device(sid);
         }
     }
 
@@ -338,10 +367,17 @@ impl Gateway {
                 .map(|(_, q)| *q)
                 .max(),
         };
-        let Some(granted) = granted else {
-            debug!(client = client_id, topic = %msg.topic, "message on a device session matches none of its subscriptions");
-            self.stats.drop(DropReason::NoSubscription);
-            return;
+        let granted = match granted {
+            Some(q) => q,
+            // CleanSession off: the broker's session for the device holds
+            // subscriptions made through another gateway (the device roamed
+            // here, issue 23), and it sent this on the device's own session.
+            None if !s.clean_session => msg.qos,
+            None => {
+                debug!(client = client_id, topic = %msg.topic, "message on a device session matches none of its subscriptions");
+                self.stats.drop(DropReason::NoSubscription);
+                return;
+            }
         };
         // The broker's retained copy of what the local store holds (and
         // so gave the device when it subscribed): not a second time.

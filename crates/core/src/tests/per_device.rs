@@ -643,3 +643,113 @@ fn a_devices_sys_subscription_never_goes_up_its_session() {
     );
     assert!(upstream(&out).is_empty(), "{out:?}");
 }
+
+/// Issue 23: the broker handed the device's session to another gateway.
+#[test]
+fn a_session_taken_over_lets_the_device_go_without_its_will() {
+    let mut h = per_device();
+    let (a, w, back) = (peer(1), peer(2), peer(3));
+    connect_up(&mut h, &w, "watcher");
+    h.send(&w, subscribe(QoS::AtMostOnce, 1, "dev/+/status"));
+    h.drain();
+    h.will_handshake(
+        &a,
+        connect_packet("a", false, true),
+        "dev/a/status",
+        QoS::AtLeastOnce,
+        false,
+        "gone",
+    );
+    h.gw.handle_session_status(h.now, "a", SessionStatus::Up);
+    h.send(&a, subscribe(QoS::AtLeastOnce, 2, "cmd/a"));
+    h.drain();
+    h.gw.handle_session_status(h.now, "a", SessionStatus::TakenOver);
+    let out = h.drain();
+    assert_eq!(
+        packets_to(&out, &a),
+        vec![Packet::Disconnect { duration: None }],
+        "told at its old address, in case it is still there"
+    );
+    assert!(
+        upstream(&out).is_empty(),
+        "the shell ended the session itself: {out:?}"
+    );
+    assert_eq!(
+        h.gw.client_state("a").map(|s| s.label()),
+        Some("disconnected"),
+        "CleanSession off: kept"
+    );
+    // Long past its keep-alive (the watcher keeps pinging): never lost, so
+    // no will, locally either.
+    for _ in 0..4 {
+        let out = h.advance(Duration::from_secs(50));
+        assert!(
+            !upstream(&out)
+                .iter()
+                .any(|c| matches!(c, UpstreamCommand::CloseSession { .. })),
+            "nothing more upstream: {out:?}"
+        );
+        assert!(
+            packets_to(&out, &w).is_empty(),
+            "no will for the watcher: {out:?}"
+        );
+        h.send(&w, Packet::PingReq { client_id: None });
+    }
+    // Back here, from a new address: the session opens again at once, with
+    // its subscription.
+    let out = h.send(&back, connect_packet("a", false, false));
+    assert_eq!(opened(&out).len(), 1, "{out:?}");
+    assert!(
+        upstream(&out).iter().any(|c| matches!(
+            c,
+            UpstreamCommand::SessionSubscribe { filter, .. } if filter == "cmd/a"
+        )),
+        "{out:?}"
+    );
+    h.gw.handle_session_status(h.now, "a", SessionStatus::Up);
+    assert_eq!(
+        packets_to(&h.drain(), &back),
+        vec![Packet::ConnAck {
+            return_code: ReturnCode::Accepted
+        }]
+    );
+
+    // CleanSession on: forgotten.
+    connect_up(&mut h, &peer(4), "b");
+    h.gw.handle_session_status(h.now, "b", SessionStatus::TakenOver);
+    h.drain();
+    assert_eq!(h.gw.client_state("b"), None);
+}
+
+/// Issue 23: a device with CleanSession off that roamed here from another
+/// gateway has subscriptions in the broker's session this engine never saw;
+/// what the broker sends on the device's own session is delivered. With
+/// CleanSession on there is no such session, so an unmatched message is
+/// dropped as before.
+#[test]
+fn a_roamed_devices_session_delivers_what_the_broker_queued_for_it() {
+    let mut h = per_device();
+    let (a, c) = (peer(1), peer(2));
+    h.send(&a, connect_packet("roamer", false, false));
+    h.gw.handle_session_status(h.now, "roamer", SessionStatus::Up);
+    h.drain();
+    let queued = |topic: &str| UpstreamMessage {
+        topic: topic.into(),
+        payload: b("while you moved"),
+        qos: 1,
+        retain: false,
+        filter: None,
+    };
+    h.gw.handle_session_message(h.now, "roamer", queued("cmd/roamer"));
+    let to_a = packets_to(&h.drain(), &a);
+    assert!(
+        to_a.iter().any(
+            |p| matches!(p, Packet::Register { topic_name, .. } if topic_name == "cmd/roamer")
+        ),
+        "delivered (registered first): {to_a:?}"
+    );
+
+    connect_up(&mut h, &c, "clean");
+    h.gw.handle_session_message(h.now, "clean", queued("cmd/clean"));
+    assert!(packets_to(&h.drain(), &c).is_empty());
+}

@@ -156,3 +156,120 @@ fn a_refused_session_refuses_owed_messages_and_hands_over_acknowledged_ones() {
     assert_eq!(h.gauge(&h.counters.rejected), 1);
     assert_eq!(h.m.pending(), 0);
 }
+
+fn fail(h: &mut Harness, error: LinkError) -> bool {
+    let f = h.m.handle_connection_failed(h.now, error);
+    h.drain();
+    matches!(f, super::super::Failure::Drop)
+}
+
+fn finished(h: &Harness) -> bool {
+    h.events
+        .iter()
+        .any(|e| matches!(e, TaskEvent::Finished { .. }))
+}
+
+/// Issue 23: the device roamed to another gateway, whose session for it
+/// took the broker's session over (MQTT 5 says so).
+#[test]
+fn a_reported_takeover_is_final_and_the_device_may_come_back() {
+    let mut h = Harness::device_up(config(), "d");
+    h.take_events();
+    assert!(fail(&mut h, LinkError::TakenOver), "no reconnect");
+    assert_eq!(statuses(&h.take_events()), [SessionStatus::TakenOver]);
+    assert_eq!(h.gauge(&h.counters.device_session_takeovers), 1);
+    assert_eq!(h.gauge(&h.counters.device_session_refusals), 0);
+    assert_eq!(h.gauge(&h.counters.device_sessions_connected), 0);
+    assert!(!h.m.backing_off());
+    // Idle: the pool may forget it; nothing is opened again by itself.
+    assert!(transition(&mut h).is_none());
+    assert!(finished(&h), "{:?}", h.events);
+    h.advance(Duration::from_secs(3600));
+    assert!(transition(&mut h).is_none(), "never reconnected on its own");
+    // The device comes back here: it opens at once.
+    assert!(matches!(open(&mut h, false), Some(Transition::Open { .. })));
+    h.connack(true);
+    assert_eq!(statuses(&h.take_events()), [SessionStatus::Up]);
+}
+
+/// With MQTT 3.1.1 (and mosquitto 2.0 on MQTT 5) the broker only closes the
+/// connection: a loss is retried (a blip, or the first takeover), and a
+/// second one soon after the CONNACK that follows is taken as the takeover.
+#[test]
+fn a_quick_second_loss_is_an_inferred_takeover() {
+    let mut h = Harness::device_up(config(), "d");
+    h.take_events();
+    // Connected for an hour, then closed: a blip as far as anyone knows.
+    h.advance(Duration::from_secs(3600));
+    assert!(!fail(&mut h, LinkError::Lost("closed".into())), "retried");
+    assert!(h.m.backing_off());
+    h.advance(Duration::from_secs(120));
+    assert!(!h.m.backing_off());
+    h.connack(true);
+    // It lasts: still a blip, the streak starts again.
+    h.advance(Duration::from_secs(60));
+    assert!(!fail(&mut h, LinkError::Lost("closed".into())), "retried");
+    h.advance(Duration::from_secs(120));
+    h.connack(true);
+    h.take_events();
+    // Closed again within seconds of its CONNACK: taken over, final.
+    h.advance(Duration::from_secs(1));
+    assert!(fail(&mut h, LinkError::Lost("closed".into())), "final");
+    assert_eq!(statuses(&h.take_events()), [SessionStatus::TakenOver]);
+    assert_eq!(h.gauge(&h.counters.device_session_takeovers), 1);
+    // Back here: a fresh start, and a lone quick loss is a blip again.
+    open(&mut h, false);
+    h.connack(true);
+    h.advance(Duration::from_secs(1));
+    assert!(!fail(&mut h, LinkError::Lost("closed".into())));
+}
+
+/// A takeover of a session that still holds messages: the broker took the
+/// session, not the messages. Each is acknowledged to the device (which may
+/// never resend it from where it is now) and goes to the shared session.
+#[test]
+fn a_taken_over_session_hands_what_it_held_to_the_shared_session() {
+    let mut h = Harness::device(config(), "d");
+    let tokens = acks("d", 1);
+    open(&mut h, false);
+    h.connack(false);
+    h.command(device_publish("d", "in flight", Some(tokens[0])));
+    h.written(&[1]);
+    h.take_events();
+    assert!(fail(&mut h, LinkError::TakenOver));
+    let adopted: usize = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            TaskEvent::Adopt(msgs) => Some(msgs.len()),
+            _ => None,
+        })
+        .sum();
+    let answered = session_acks(&h.take_events());
+    assert_eq!(adopted, 1, "to the shared session");
+    assert_eq!(answered, [(tokens[0], true)], "acknowledged to the device");
+    assert_eq!(h.gauge(&h.counters.rejected), 0);
+    assert_eq!(h.m.pending(), 0);
+}
+
+/// A broker also closes the connection on a message it will not take: a
+/// loss with a message awaiting its acknowledgement is the refusal
+/// machinery's (isolated, retried alone), never a takeover.
+#[test]
+fn quick_losses_on_an_unacknowledged_message_are_no_takeover() {
+    let mut h = Harness::device_up(config(), "d");
+    h.take_events();
+    for round in 0..4 {
+        h.command(device_publish("d", "poison", None));
+        h.written(&[1]);
+        h.advance(Duration::from_secs(1));
+        assert!(
+            !fail(&mut h, LinkError::Lost("closed".into())),
+            "round {round}: retried"
+        );
+        h.advance(Duration::from_secs(120));
+        h.connack(true);
+        h.take_events();
+    }
+    assert_eq!(h.gauge(&h.counters.device_session_takeovers), 0);
+}
