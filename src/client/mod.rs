@@ -74,7 +74,7 @@ use bytes::Bytes;
 pub use connection::Client;
 pub use discovery::{
     GatewayInfo, publish_minus_one, publish_minus_one_named, publish_minus_one_named_via,
-    publish_minus_one_via, search_gateway,
+    publish_minus_one_via, publish_without_session_via, search_gateway,
 };
 pub use endpoint::Endpoint;
 pub use serial::SERIAL_MAX_FRAME;

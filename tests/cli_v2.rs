@@ -1,0 +1,133 @@
+//! `sngate pub/sub --protocol 2` (issue 21): the real binary speaking
+//! MQTT-SN 2.0 to a gateway bridged to a real mosquitto, beside the same
+//! tools speaking 1.2 and an MQTT client on the broker. Every wait is on
+//! output or a message, with a deadline.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::checker::Checker;
+use common::mosquitto::Mosquitto;
+use common::{KillOnDrop, start_gateway_with, upstream_to};
+
+fn sngate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sngate"))
+}
+
+/// Runs `sngate pub` to completion; returns (exit code, stderr).
+fn publish(gateway: &str, args: &[&str]) -> (i32, String) {
+    let out = sngate()
+        .args(["pub", "--gateway", gateway])
+        .args(args)
+        .output()
+        .expect("sngate pub runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Starts `sngate sub`; its stdout lines arrive on the returned channel.
+fn subscribe(gateway: &str, args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
+    let mut child = sngate()
+        .args(["sub", "--gateway", gateway])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sngate sub runs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (KillOnDrop(child), rx)
+}
+
+fn next_line(rx: &mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("a line from sngate sub within 10 s")
+}
+
+/// 2.0 publications (QoS 1 by full name, QoS 2, PUBWOS) reach the MQTT
+/// client; a 2.0 subscriber then gets them, a 1.2 device's and the MQTT
+/// client's (retained, through the broker); a 1.2 subscriber gets the 2.0
+/// ones too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_and_sub_speak_2_0_beside_1_2_through_mosquitto() {
+    let broker = Mosquitto::start().await;
+    let gw =
+        start_gateway_with(|c| c.upstream = Some(upstream_to(broker.port, "sngate-cli-v2"))).await;
+    let mut mqtt = Checker::connect(broker.port, "cli-v2-watcher").await;
+    mqtt.subscribe("v2cli/#").await;
+    let addr = gw.addr.to_string();
+
+    let a = addr.clone();
+    tokio::task::spawn_blocking(move || {
+        for args in [
+            &["--protocol", "2", "-t", "v2cli/q1", "-m", "one", "-q", "1", "-r"][..],
+            &["--protocol", "2", "-t", "v2cli/q2", "-m", "two", "-q", "2", "-r"],
+            &["--protocol", "2", "-t", "v2cli/wos", "-m", "wos", "-q", "-1", "-r"],
+            &["--protocol", "1.2", "-t", "v2cli/old", "-m", "old", "-q", "1", "-r"],
+        ] {
+            let (code, stderr) = publish(&a, args);
+            assert_eq!(code, 0, "sngate pub {args:?}: {stderr}");
+        }
+    })
+    .await
+    .expect("publishers");
+    let seen: BTreeSet<_> = mqtt
+        .collect(Duration::from_secs(10), |got| got.len() >= 4)
+        .await
+        .into_iter()
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("v2cli/q1", "one"),
+        ("v2cli/q2", "two"),
+        ("v2cli/wos", "wos"),
+        ("v2cli/old", "old"),
+    ]
+    .into_iter()
+    .map(|(t, p)| (t.to_owned(), p.to_owned()))
+    .collect();
+    assert_eq!(seen, expected, "the MQTT client sees every publication");
+    mqtt.publish("v2cli/mqtt", "from mqtt", true).await;
+
+    tokio::task::spawn_blocking(move || {
+        let mut expected = expected;
+        expected.insert(("v2cli/mqtt".into(), "from mqtt".into()));
+        let (mut sub, rx) = subscribe(
+            &addr,
+            &["--protocol", "2", "-t", "v2cli/#", "-q", "1", "-C", "5", "-v"],
+        );
+        let got: BTreeSet<_> = (0..5)
+            .map(|_| {
+                let line = next_line(&rx);
+                let (t, p) = line.split_once(' ').expect("topic payload");
+                (t.to_owned(), p.to_owned())
+            })
+            .collect();
+        assert_eq!(got, expected, "the 2.0 subscriber gets every retained message");
+        assert!(sub.wait().expect("sub exits").success());
+
+        // A 1.2 subscriber sees what the 2.0 tool published.
+        let (mut old, rx) = subscribe(&addr, &["-t", "v2cli/q1", "-C", "1", "-v"]);
+        assert_eq!(next_line(&rx), "v2cli/q1 one");
+        assert!(old.wait().expect("sub exits").success());
+
+        // A usage error, not a silent 1.2 fallback.
+        let (code, stderr) = publish(&addr, &["--protocol", "3", "-t", "x", "-m", "y"]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("1.2 or 2"), "{stderr}");
+    })
+    .await
+    .expect("subscribers");
+}
