@@ -525,8 +525,12 @@ impl Client {
 
     /// Leaves cleanly: DISCONNECT, answered by DISCONNECT. The gateway drops
     /// the will, and the session too when it was connected with CleanSession.
+    /// In MQTT-SN 2.0 a DISCONNECT is never answered (§3.13): it is sent once.
     pub async fn disconnect(mut self) -> Result<(), ClientError> {
         self.link.state().ping_every = None;
+        if self.link.is_v2() {
+            return self.link.send(&Packet::Disconnect { duration: None }).await;
+        }
         self.request(
             Packet::Disconnect { duration: None },
             "DISCONNECT",
