@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::client::{self, Client, ClientError, ConnectOptions, Endpoint, Protocol, Will};
-use sngate_wire::v2::Topic as V2Topic;
 use crate::proto::{QoS, SubscribeTopic, TopicRef};
+use sngate_wire::v2::Topic as V2Topic;
 
 /// Why a tool failed.
 #[derive(Debug, thiserror::Error)]

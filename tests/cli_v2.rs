@@ -73,10 +73,50 @@ async fn pub_and_sub_speak_2_0_beside_1_2_through_mosquitto() {
     let a = addr.clone();
     tokio::task::spawn_blocking(move || {
         for args in [
-            &["--protocol", "2", "-t", "v2cli/q1", "-m", "one", "-q", "1", "-r"][..],
-            &["--protocol", "2", "-t", "v2cli/q2", "-m", "two", "-q", "2", "-r"],
-            &["--protocol", "2", "-t", "v2cli/wos", "-m", "wos", "-q", "-1", "-r"],
-            &["--protocol", "1.2", "-t", "v2cli/old", "-m", "old", "-q", "1", "-r"],
+            &[
+                "--protocol",
+                "2",
+                "-t",
+                "v2cli/q1",
+                "-m",
+                "one",
+                "-q",
+                "1",
+                "-r",
+            ][..],
+            &[
+                "--protocol",
+                "2",
+                "-t",
+                "v2cli/q2",
+                "-m",
+                "two",
+                "-q",
+                "2",
+                "-r",
+            ],
+            &[
+                "--protocol",
+                "2",
+                "-t",
+                "v2cli/wos",
+                "-m",
+                "wos",
+                "-q",
+                "-1",
+                "-r",
+            ],
+            &[
+                "--protocol",
+                "1.2",
+                "-t",
+                "v2cli/old",
+                "-m",
+                "old",
+                "-q",
+                "1",
+                "-r",
+            ],
         ] {
             let (code, stderr) = publish(&a, args);
             assert_eq!(code, 0, "sngate pub {args:?}: {stderr}");
@@ -106,7 +146,17 @@ async fn pub_and_sub_speak_2_0_beside_1_2_through_mosquitto() {
         expected.insert(("v2cli/mqtt".into(), "from mqtt".into()));
         let (mut sub, rx) = subscribe(
             &addr,
-            &["--protocol", "2", "-t", "v2cli/#", "-q", "1", "-C", "5", "-v"],
+            &[
+                "--protocol",
+                "2",
+                "-t",
+                "v2cli/#",
+                "-q",
+                "1",
+                "-C",
+                "5",
+                "-v",
+            ],
         );
         let got: BTreeSet<_> = (0..5)
             .map(|_| {
@@ -115,7 +165,10 @@ async fn pub_and_sub_speak_2_0_beside_1_2_through_mosquitto() {
                 (t.to_owned(), p.to_owned())
             })
             .collect();
-        assert_eq!(got, expected, "the 2.0 subscriber gets every retained message");
+        assert_eq!(
+            got, expected,
+            "the 2.0 subscriber gets every retained message"
+        );
         assert!(sub.wait().expect("sub exits").success());
 
         // A 1.2 subscriber sees what the 2.0 tool published.
@@ -130,4 +183,80 @@ async fn pub_and_sub_speak_2_0_beside_1_2_through_mosquitto() {
     })
     .await
     .expect("subscribers");
+}
+
+/// `sngate sim --protocol mixed`: a fleet of 1.2 and 2.0 devices on one
+/// port, subscribers of both versions; every QoS 1 and 2 message from every
+/// device reaches every subscriber exactly once, through mosquitto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_runs_a_mixed_fleet_of_1_2_and_2_0_devices() {
+    let broker = Mosquitto::start().await;
+    let gw =
+        start_gateway_with(|c| c.upstream = Some(upstream_to(broker.port, "sngate-sim-v2"))).await;
+    let addr = gw.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        sngate()
+            .env_remove("RUST_LOG")
+            .args(["sim", "--gateway", &addr, "--protocol", "mixed"])
+            .args(["-n", "8", "-c", "10", "-r", "20", "--qos", "1=50,2=50"])
+            .args([
+                "--subscribers",
+                "4",
+                "--drain",
+                "5",
+                "--retry",
+                "1",
+                "--json",
+            ])
+            .output()
+            .expect("sngate sim runs")
+    })
+    .await
+    .expect("sim");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the summary is JSON");
+    let n = |key: &str| {
+        json[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {json}"))
+    };
+    assert_eq!((n("devices"), n("subscribers")), (8, 4));
+    assert_eq!((n("sent"), n("acknowledged")), (80, 80));
+    assert_eq!(n("expected"), 4 * 80);
+    assert_eq!(
+        (n("delivered"), n("lost"), n("duplicates")),
+        (320, 0, 0),
+        "{json}"
+    );
+    assert_eq!((n("errors"), n("failed_devices")), (0, 0), "{json}");
+
+    // The same flag refuses what 2.0 devices cannot do yet, and nonsense.
+    let addr = gw.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        sngate()
+            .args([
+                "sim",
+                "--gateway",
+                &addr,
+                "--protocol",
+                "2",
+                "--sleep",
+                "1:1",
+            ])
+            .output()
+            .expect("sngate sim runs")
+    })
+    .await
+    .expect("sim");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1.2 only"));
+    assert!(
+        !sngate()
+            .args(["sim", "--protocol", "1.3"])
+            .output()
+            .expect("sngate sim runs")
+            .status
+            .success()
+    );
 }

@@ -275,7 +275,9 @@ pub fn sub_request(a: SubArgs) -> Result<sngate::tools::SubRequest, String> {
         return Err("give at least one --topic or --predefined-id".into());
     }
     if a.sleep.is_some() && a.target.protocol == sngate::client::Protocol::V2 {
-        return Err("--sleep is MQTT-SN 1.2 only for now (2.0's SLEEPREQ is not in the tool)".into());
+        return Err(
+            "--sleep is MQTT-SN 1.2 only for now (2.0's SLEEPREQ is not in the tool)".into(),
+        );
     }
     let gateway = a.target.endpoint()?;
     Ok(sngate::tools::SubRequest {
