@@ -69,6 +69,14 @@ pub struct V2Link {
     /// topic (its SUBACK carries a session alias, §3.8.4) — a filter with
     /// wildcards or a predefined alias gets none.
     pub subscribing: Option<(u16, bool)>,
+    /// Whether the CONNECT allowed server-suggested values (bit 6): a
+    /// SLEEPRESP may then carry the granted Sleep Duration [3.16.2.1-3].
+    pub allow_server_suggested: bool,
+    /// The CONNECT's Default Awake Messages: the most buffered messages one
+    /// wake hands over (0 or absent: the gateway decides, §3.1.8).
+    pub default_awake_messages: u8,
+    /// The last SLEEPREQ's packet id, echoed by the SLEEPRESP.
+    pub sleep_id: u16,
 }
 
 /// Prefix of the client ids the gateway assigns (at most 36 characters in
@@ -256,7 +264,14 @@ impl Gateway {
                 if let Some(link) = self.v2_link_mut(&peer) {
                     link.ping_id = packet_id;
                 }
-                self.handle_packet(now, peer, Packet::PingReq { client_id: None });
+                // Asleep (or awake and retrying): the PINGREQ wakes the
+                // device to collect what was buffered, as a 1.2 PINGREQ with
+                // its client id does (§4.14.2; the 2.0 device is known by
+                // its address, trap T-11).
+                match self.sleeping_client_id(&peer) {
+                    Some(client_id) => self.on_wake(now, peer, client_id),
+                    None => self.handle_packet(now, peer, Packet::PingReq { client_id: None }),
+                }
             }
             // Normal disconnection: the will is discarded. Any other reason
             // (0x04 "with will message", an error) ends the virtual
@@ -320,14 +335,11 @@ impl Gateway {
                     }),
                 ),
             },
-            P::SleepReq { packet_id, .. } => self.transmit_v2(
-                peer,
-                v2::Packet::SleepResp {
-                    packet_id,
-                    duration: None,
-                    reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
-                },
-            ),
+            P::SleepReq {
+                packet_id,
+                duration,
+                ..
+            } => self.v2_sleep(now, peer, packet_id, duration),
             // Without an authentication method in CONNECT an AUTH is a
             // protocol error [MQTT-SN-4.11.1-7].
             P::Auth(_) => self.disconnect_v2(peer, ReasonCode::PROTOCOL_ERROR),
@@ -420,6 +432,9 @@ impl Gateway {
                 max_packet_size: c.max_packet_size,
                 ping_id: 0,
                 subscribing: None,
+                allow_server_suggested: c.allow_server_suggested,
+                default_awake_messages: c.default_awake_messages.unwrap_or(0),
+                sleep_id: 0,
                 connack_session_expiry: (c.allow_server_suggested && granted != asked)
                     .then_some(granted),
             },
@@ -460,6 +475,59 @@ impl Gateway {
             s.clean_session = asked == 0;
             s.expiry = expiry;
         }
+    }
+
+    /// SLEEPREQ (§3.15): the engine's 1.2 sleep (DISCONNECT with a
+    /// duration), answered with SLEEPRESP instead of its DISCONNECT. Also
+    /// while asleep: the sleep timer restarts [3.15.5-7]. Sleep Duration 0
+    /// is a protocol error (§3.15.4). The engine counts a sleep in 16-bit
+    /// seconds: a longer one is granted as 65535 s, which the SLEEPRESP says
+    /// when the device allowed server-suggested values [3.16.2.1-3].
+    fn v2_sleep(&mut self, now: Instant, peer: Peer, packet_id: u16, duration: u32) {
+        let answer = |duration, reason| v2::Packet::SleepResp {
+            packet_id,
+            duration,
+            reason: Some(reason),
+        };
+        if duration == 0 {
+            debug!(%peer, "SLEEPREQ with a Sleep Duration of 0");
+            self.stats.drop(DropReason::OutOfState);
+            return self.transmit_v2(peer, answer(None, ReasonCode::PROTOCOL_ERROR));
+        }
+        let granted = u16::try_from(duration).unwrap_or(u16::MAX);
+        let Some(link) = self.v2_link_mut(&peer) else {
+            return;
+        };
+        link.sleep_id = packet_id;
+        let suggest = link.allow_server_suggested && u32::from(granted) != duration;
+        let answers = self.capture_engine(
+            now,
+            &peer,
+            Packet::Disconnect {
+                duration: Some(granted),
+            },
+        );
+        let asleep = answers
+            .iter()
+            .any(|p| matches!(p, Packet::Disconnect { duration: None }))
+            && self.sleeping_client_id(&peer).is_some();
+        let packet = if asleep {
+            answer(suggest.then_some(u32::from(granted)), ReasonCode::SUCCESS)
+        } else {
+            answer(None, ReasonCode::PROTOCOL_ERROR)
+        };
+        self.transmit_v2(peer, packet);
+    }
+
+    /// The client id of the 2.0 device at `peer` when it is asleep or awake
+    /// collecting its buffered messages.
+    fn sleeping_client_id(&self, peer: &Peer) -> Option<String> {
+        let s = self.sessions.get(self.by_peer.get(peer)?)?;
+        matches!(
+            s.state,
+            crate::session::ClientState::Asleep | crate::session::ClientState::Awake
+        )
+        .then(|| s.client_id.to_string())
     }
 
     /// PUBLISH: an alias is the engine's topic id; a full name is first
@@ -754,9 +822,16 @@ impl Gateway {
                 packet_id: msg_id,
                 reason: None,
             }),
+            // The end of a wake (the device is asleep again): how many
+            // buffered messages are left for the next one (§3.12.3: 1–254, or
+            // 0xFF for more).
             Packet::PingResp => v2::Packet::PingResp {
                 packet_id: link.ping_id,
-                messages_remaining: None,
+                messages_remaining: self.by_peer.get(&to).and_then(|sid| {
+                    let s = self.sessions.get(sid)?;
+                    (s.state == crate::session::ClientState::Asleep)
+                        .then(|| u8::try_from(s.queue.len().min(255)).unwrap_or(u8::MAX))
+                }),
             },
             Packet::Disconnect { .. } => v2::Packet::Disconnect(v2::Disconnect {
                 packet_id: None,

@@ -556,27 +556,191 @@ fn a_1_2_device_publishes_to_a_2_0_device_and_back() {
     );
 }
 
+fn sleep_req(packet_id: u16, duration: u32) -> v2::Packet {
+    v2::Packet::SleepReq {
+        retain_aliases: true,
+        packet_id,
+        duration,
+    }
+}
+
+fn sleep_resp(packet_id: u16, duration: Option<u32>, reason: ReasonCode) -> v2::Packet {
+    v2::Packet::SleepResp {
+        packet_id,
+        duration,
+        reason: Some(reason),
+    }
+}
+
+fn ping_resp(packet_id: u16, remaining: Option<u8>) -> v2::Packet {
+    v2::Packet::PingResp {
+        packet_id,
+        messages_remaining: remaining,
+    }
+}
+
 #[test]
-fn sleepreq_is_answered_with_0x83_in_this_slice() {
+fn sleepreq_puts_the_device_to_sleep_under_the_sleep_timer() {
     let mut h = Harness::new();
     let dev = peer(21_009);
-    h.connect_v2(&dev, "sleep2");
-    let out = h.send_v2(
-        &dev,
-        v2::Packet::SleepReq {
-            retain_aliases: true,
-            packet_id: 6,
-            duration: 600,
-        },
-    );
+    // A kept session, so its end is visible after the device is lost.
+    let connect = connect_expiring("sleep2", Some(3600), false);
+    assert_eq!(v2_to(&h.send_v2(&dev, connect), &dev).len(), 1);
+    let out = h.send_v2(&dev, sleep_req(6, 600));
     assert_eq!(
         v2_to(&out, &dev),
-        vec![v2::Packet::SleepResp {
-            packet_id: 6,
-            duration: None,
-            reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR)
-        }]
+        vec![sleep_resp(6, None, ReasonCode::SUCCESS)]
     );
+    assert!(
+        packets_to(&out, &dev).is_empty(),
+        "no 1.2 DISCONNECT: {out:?}"
+    );
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Asleep));
+    // The 60 s keep-alive no longer applies; 1.5 × the sleep duration does.
+    h.advance(Duration::from_secs(600));
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Asleep));
+    // A SLEEPREQ while asleep restarts the timer [3.15.5-7].
+    let out = h.send_v2(&dev, sleep_req(7, 600));
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![sleep_resp(7, None, ReasonCode::SUCCESS)]
+    );
+    h.advance(Duration::from_secs(899));
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Asleep));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Lost));
+}
+
+#[test]
+fn a_sleep_of_0_is_a_protocol_error_and_a_long_one_is_granted_as_65535_s() {
+    let mut h = Harness::new();
+    let dev = peer(21_010);
+    h.connect_v2(&dev, "nap2");
+    let out = h.send_v2(&dev, sleep_req(2, 0));
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![sleep_resp(2, None, ReasonCode::PROTOCOL_ERROR)]
+    );
+    assert_eq!(h.gw.client_state("nap2"), Some(&ClientState::Active));
+
+    // Server-suggested values allowed: the SLEEPRESP says what was granted.
+    let other = peer(21_011);
+    let mut connect = connect_expiring("long2", None, true);
+    if let v2::Packet::Connect(c) = &mut connect {
+        c.packet_id = 7;
+    }
+    let out = h.send_v2(&other, connect);
+    assert_eq!(v2_to(&out, &other).len(), 1);
+    let out = h.send_v2(&other, sleep_req(3, 100_000));
+    assert_eq!(
+        v2_to(&out, &other),
+        vec![sleep_resp(3, Some(65_535), ReasonCode::SUCCESS)]
+    );
+    // Not allowed: granted the same, silently [3.16.2.1-3].
+    let out = h.send_v2(&dev, sleep_req(4, 100_000));
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![sleep_resp(4, None, ReasonCode::SUCCESS)]
+    );
+}
+
+/// The PUBLISH to `dev` in `out`: (packet id, alias, payload).
+fn delivered(out: &[Output], dev: &Peer) -> Vec<(u16, u16, Bytes)> {
+    v2_to(out, dev)
+        .into_iter()
+        .filter_map(|p| match p {
+            v2::Packet::Publish(Publish {
+                delivery: Delivery::AtLeastOnce { packet_id },
+                topic: Topic::SessionAlias(alias),
+                payload,
+                ..
+            }) => Some((packet_id, alias, payload)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pingreq_wakes_a_sleeper_for_its_default_awake_messages_then_pingresp_says_what_remains() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_012);
+    let mut connect = v2_connect(7, "dam2", false);
+    if let v2::Packet::Connect(c) = &mut connect {
+        c.default_awake_messages = Some(2);
+    }
+    assert_eq!(v2_to(&h.send_v2(&dev, connect), &dev).len(), 1);
+    let out = h.send_v2(
+        &dev,
+        v2_subscribe(2, Topic::Name("z/t".into()), v2::QoS::AtLeastOnce),
+    );
+    let alias = match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::SubAck(v2::SubAck { alias: Some(a), .. })] => *a,
+        other => panic!("SUBACK with an alias expected, got {other:?}"),
+    };
+    // Nothing buffered: the wake ends at once, nothing remains [4.14.2-7].
+    h.send_v2(&dev, sleep_req(3, 300));
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x40 });
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(0x40, Some(0))]);
+
+    // Three messages while asleep: buffered, nothing sent (not even WAKEUP).
+    for m in ["m1", "m2", "m3"] {
+        let out = from_broker(&mut h, "z/t", m, 1);
+        assert!(v2_to(&out, &dev).is_empty(), "{out:?}");
+    }
+    assert_eq!(h.gw.client_state("dam2"), Some(&ClientState::Asleep));
+
+    // Wake: at most two (its Default Awake Messages), one at a time, each
+    // acknowledged, then PINGRESP echoing the PINGREQ with one remaining.
+    let mut out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x41 });
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let [(packet_id, a, ref payload)] = delivered(&out, &dev)[..] else {
+            panic!("one PUBLISH at a time expected, got {out:?}");
+        };
+        assert_eq!(a, alias);
+        got.push(payload.clone());
+        out = h.send_v2(
+            &dev,
+            v2::Packet::PubAck(Ack {
+                packet_id,
+                reason: None,
+            }),
+        );
+    }
+    assert_eq!(got, vec![b("m1"), b("m2")]);
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(0x41, Some(1))]);
+    assert_eq!(h.gw.client_state("dam2"), Some(&ClientState::Asleep));
+
+    // The next wake collects the last one.
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x42 });
+    let [(packet_id, _, ref payload)] = delivered(&out, &dev)[..] else {
+        panic!("the third message expected, got {out:?}");
+    };
+    assert_eq!(payload, &b("m3"));
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::PubAck(Ack {
+            packet_id,
+            reason: None,
+        }),
+    );
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(0x42, Some(0))]);
+
+    // CONNECT makes it active again: messages go straight out.
+    assert_eq!(
+        v2_to(&h.send_v2(&dev, v2_connect(8, "dam2", false)), &dev).len(),
+        1
+    );
+    assert_eq!(h.gw.client_state("dam2"), Some(&ClientState::Active));
+}
+
+#[test]
+fn an_awake_pingreq_while_active_is_a_plain_ping() {
+    let mut h = Harness::new();
+    let dev = peer(21_013);
+    h.connect_v2(&dev, "act2");
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 9 });
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(9, None)]);
 }
 
 #[test]
