@@ -231,26 +231,7 @@ async fn sim_runs_a_mixed_fleet_of_1_2_and_2_0_devices() {
     );
     assert_eq!((n("errors"), n("failed_devices")), (0, 0), "{json}");
 
-    // The same flag refuses what 2.0 devices cannot do yet, and nonsense.
-    let addr = gw.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        sngate()
-            .args([
-                "sim",
-                "--gateway",
-                &addr,
-                "--protocol",
-                "2",
-                "--sleep",
-                "1:1",
-            ])
-            .output()
-            .expect("sngate sim runs")
-    })
-    .await
-    .expect("sim");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1.2 only"));
+    // A version the flag does not know is a usage error.
     assert!(
         !sngate()
             .args(["sim", "--protocol", "1.3"])
@@ -258,5 +239,61 @@ async fn sim_runs_a_mixed_fleet_of_1_2_and_2_0_devices() {
             .expect("sngate sim runs")
             .status
             .success()
+    );
+}
+
+/// `sngate sim --protocol mixed --sleep`: sleeping devices of both versions
+/// (2.0: SLEEPREQ, woken by PINGREQ) still get every QoS 1 message, held
+/// in the gateway while they slept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_2_0_subscribers_still_get_everything_at_qos_1() {
+    let broker = Mosquitto::start().await;
+    let gw =
+        start_gateway_with(|c| c.upstream = Some(upstream_to(broker.port, "sngate-sim-sleep")))
+            .await;
+    let addr = gw.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        sngate()
+            .env_remove("RUST_LOG")
+            .args(["sim", "--gateway", &addr, "--protocol", "mixed"])
+            .args([
+                "-n",
+                "6",
+                "-c",
+                "10",
+                "-r",
+                "10",
+                "--qos",
+                "1",
+                "--sub-qos",
+                "1",
+            ])
+            .args(["--subscribers", "4", "--sleep", "0.5:1", "--sleepers", "4"])
+            .args(["--drain", "5", "--retry", "1", "--json"])
+            .output()
+            .expect("sngate sim runs")
+    })
+    .await
+    .expect("sim");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the summary is JSON");
+    let n = |key: &str| {
+        json[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {json}"))
+    };
+    assert_eq!((n("sleepers"), n("sent"), n("acknowledged")), (4, 60, 60));
+    assert_eq!(n("expected"), 4 * 60);
+    assert_eq!(
+        (n("delivered"), n("lost"), n("duplicates")),
+        (240, 0, 0),
+        "{json}"
+    );
+    assert_eq!((n("errors"), n("failed_devices")), (0, 0), "{json}");
+    let max_us = json["latency"]["max_us"].as_u64().expect("latency");
+    assert!(
+        max_us >= 500_000,
+        "nothing was held over a sleep: {max_us} µs"
     );
 }

@@ -12,14 +12,15 @@
 //!   predefined alias, a 1.2 short name a full topic name of two characters;
 //!   a 2.0 PUBLISH by full name (which 1.2 cannot carry) keeps its name beside
 //!   the translated packet;
+//! - sleeping is SLEEPREQ (its granted SLEEPRESP read as 1.2's DISCONNECT
+//!   answer), waking a PINGREQ, which 2.0 gives a packet id and no client id;
 //! - the client's REGACK carries no alias [3.5.4-1]; PINGREQ carries a packet
 //!   id [2.2-1]; acks carry reason codes, read back as 1.2 return codes
 //!   (below 0x80 accepted, 0x89/0x97 congestion, 0x8F/0x90 invalid topic,
 //!   any other failure kept as its byte). sngate never sends PINGREQ to
 //!   a 2.0 device, so one is ignored.
 //!
-//! Packets 1.2 has and 2.0 does not (the will-update packets, QoS −1 PUBLISH
-//! by short name…) are refused with [`ClientError::InvalidArgument`].
+//! Packets 1.2 has and 2.0 does not (the will-update packets, a 1.2 SEARCHGW…) are refused with [`ClientError::InvalidArgument`].
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -157,6 +158,13 @@ impl V2State {
             Packet::PingReq { .. } => v2::Packet::PingReq {
                 packet_id: self.ping_id(),
             },
+            Packet::Disconnect {
+                duration: Some(secs),
+            } => v2::Packet::SleepReq {
+                retain_aliases: true,
+                packet_id: self.ping_id(),
+                duration: u32::from(*secs),
+            },
             Packet::Disconnect { duration: None } => v2::Packet::Disconnect(v2::Disconnect {
                 packet_id: None,
                 reason: None,
@@ -238,6 +246,11 @@ pub(super) fn from_v2(packet: v2::Packet) -> Option<(Packet, Option<String>)> {
         },
         v2::Packet::PingResp { .. } => Packet::PingResp,
         v2::Packet::Disconnect(_) => Packet::Disconnect { duration: None },
+        // A granted sleep is what 1.2's DISCONNECT answer to a sleep was; a
+        // refused one is ignored (the client's sleep then times out).
+        v2::Packet::SleepResp { reason, .. } if reason.is_none_or(|r| r.0 < 0x80) => {
+            Packet::Disconnect { duration: None }
+        }
         _ => return None,
     };
     Some((packet, None))

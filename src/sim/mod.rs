@@ -373,9 +373,6 @@ impl SimConfig {
         {
             return bad("a sleep cycle needs an awake time above 0 and at least 1 s asleep".into());
         }
-        if self.sleep.is_some() && self.protocol != SimProtocol::V1_2 {
-            return bad("sleeping devices speak MQTT-SN 1.2 only for now (--protocol 1.2)".into());
-        }
         if self.retry_interval.is_zero() {
             return bad("the retry interval must be above 0".into());
         }
