@@ -861,11 +861,13 @@ impl Gateway {
                     // Scoped: only subscribers of that filter, at its QoS.
                     let granted = match scope {
                         None => sub_qos,
-                        Some(filter) => match self
-                            .sessions
-                            .get(&sid)
-                            .and_then(|s| s.subscriptions.get(filter))
-                        {
+                        Some(filter) => match self.sessions.get(&sid).and_then(|s| {
+                            // A 2.0 device's Retain Handling may refuse the
+                            // broker's retained answer to its subscription.
+                            let withheld = retain
+                                && s.v2.as_ref().is_some_and(|l| l.withholds_retained(filter));
+                            s.subscriptions.get(filter).filter(|_| !withheld)
+                        }) {
                             Some(&q) => q,
                             None => continue,
                         },

@@ -77,6 +77,18 @@ pub struct V2Link {
     pub default_awake_messages: u8,
     /// The last SLEEPREQ's packet id, echoed by the SLEEPRESP.
     pub sleep_id: u16,
+    /// Filters whose latest SUBSCRIBE asked for no retained messages: Retain
+    /// Handling 2, or 1 on a subscription that already existed (§3.7.2.3).
+    /// Usually empty.
+    pub no_retained: Vec<std::sync::Arc<str>>,
+}
+
+impl V2Link {
+    /// Whether retained messages for a new subscription to `filter` are
+    /// withheld by its Retain Handling.
+    pub fn withholds_retained(&self, filter: &str) -> bool {
+        self.no_retained.iter().any(|f| &**f == filter)
+    }
 }
 
 /// Prefix of the client ids the gateway assigns (at most 36 characters in
@@ -304,8 +316,28 @@ impl Gateway {
                 };
                 let one_topic = matches!(&topic, proto::SubscribeTopic::Name(f)
                     if !f.contains(['+', '#']));
+                // Retain Handling (§3.7.2.3): 0 sends retained messages at
+                // every SUBSCRIBE, 1 only when the subscription is new, 2 never.
+                let filter = self.subscription_filter(&topic).ok();
+                let existed = filter.as_ref().is_some_and(|f| {
+                    self.by_peer
+                        .get(&peer)
+                        .and_then(|sid| self.sessions.get(sid))
+                        .is_some_and(|s| s.subscriptions.contains_key(&**f))
+                });
+                let withhold = match s.options.retain_handling {
+                    v2::RetainHandling::SendAtSubscribe => false,
+                    v2::RetainHandling::SendIfNew => existed,
+                    v2::RetainHandling::DoNotSend => true,
+                };
                 if let Some(link) = self.v2_link_mut(&peer) {
                     link.subscribing = Some((s.packet_id, one_topic));
+                    if let Some(filter) = filter {
+                        link.no_retained.retain(|f| *f != filter);
+                        if withhold {
+                            link.no_retained.push(filter);
+                        }
+                    }
                 }
                 self.handle_packet(
                     now,
@@ -435,6 +467,7 @@ impl Gateway {
                 allow_server_suggested: c.allow_server_suggested,
                 default_awake_messages: c.default_awake_messages.unwrap_or(0),
                 sleep_id: 0,
+                no_retained: Vec::new(),
                 connack_session_expiry: (c.allow_server_suggested && granted != asked)
                     .then_some(granted),
             },

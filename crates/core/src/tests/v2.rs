@@ -1092,3 +1092,86 @@ fn the_operators_view_names_each_devices_protocol_version() {
     assert_eq!(version("view2"), Some("2.0"));
     assert_eq!(version("view12"), Some("1.2"));
 }
+
+fn subscribe_with(packet_id: u16, filter: &str, rh: v2::RetainHandling) -> v2::Packet {
+    v2::Packet::Subscribe(v2::Subscribe {
+        options: v2::SubscribeOptions {
+            no_local: false,
+            max_qos: v2::QoS::AtMostOnce,
+            retain_as_published: false,
+            retain_handling: rh,
+        },
+        packet_id,
+        topic: Topic::Name(filter.into()),
+    })
+}
+
+/// The retained messages (payloads) among the packets sent to `dev`,
+/// after its SUBACK.
+fn retained_after_suback(out: &[Output], dev: &Peer) -> Vec<Bytes> {
+    let packets = v2_to(out, dev);
+    assert!(
+        matches!(packets.first(), Some(v2::Packet::SubAck(a)) if a.reason.is_some_and(|r| r.0 < 0x80)),
+        "a SUBACK first: {packets:?}"
+    );
+    packets
+        .into_iter()
+        .filter_map(|p| match p {
+            v2::Packet::Publish(Publish {
+                retain: true,
+                payload,
+                ..
+            }) => Some(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn retain_handling_sends_retained_messages_always_only_when_new_or_never() {
+    use v2::RetainHandling::{DoNotSend, SendAtSubscribe, SendIfNew};
+    let mut h = Harness::new();
+    let publisher = peer(21_030);
+    h.connect_v2(&publisher, "rpub2");
+    h.send_v2(
+        &publisher,
+        v2::Packet::Publish(Publish {
+            delivery: Delivery::AtMostOnce,
+            retain: true,
+            topic: Topic::Name("r/t".into()),
+            payload: b("kept"),
+        }),
+    );
+    let dev = peer(21_031);
+    h.connect_v2(&dev, "rsub2");
+    // 2: never, even for a new subscription.
+    let out = h.send_v2(&dev, subscribe_with(1, "r/#", DoNotSend));
+    assert!(retained_after_suback(&out, &dev).is_empty(), "{out:?}");
+    // 1: for a new subscription only.
+    let out = h.send_v2(&dev, subscribe_with(2, "r/t", SendIfNew));
+    assert_eq!(retained_after_suback(&out, &dev), vec![b("kept")]);
+    let out = h.send_v2(&dev, subscribe_with(3, "r/t", SendIfNew));
+    assert!(retained_after_suback(&out, &dev).is_empty(), "{out:?}");
+    // 0: at every SUBSCRIBE, the existing one included.
+    let out = h.send_v2(&dev, subscribe_with(4, "r/#", SendAtSubscribe));
+    assert_eq!(retained_after_suback(&out, &dev), vec![b("kept")]);
+    // A 1.2 device is unchanged: retained messages at every SUBSCRIBE.
+    let old = peer(21_032);
+    h.connect(&old, "rold12", true);
+    for msg_id in [1, 2] {
+        let out = h.send(
+            &old,
+            Packet::Subscribe {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                msg_id,
+                topic: SubscribeTopic::Name("r/t".into()),
+            },
+        );
+        let retained = packets_to(&out, &old)
+            .into_iter()
+            .filter(|p| matches!(p, Packet::Publish { retain: true, .. }))
+            .count();
+        assert_eq!(retained, 1, "{out:?}");
+    }
+}
