@@ -29,10 +29,15 @@
 //! One request at a time: a second request while the gateway still owes an
 //! answer to the first gets DISCONNECT 0x93 (§4.9).
 //!
-//! Not in this slice (answered with reason code 0x83, or refused at
-//! CONNECT): authentication, the subscription options (No Local, Retain As Published, Retain
-//! Handling are accepted and not yet honoured), SLEEPREQ, the envelopes,
-//! devices behind a forwarder.
+//! Sleep is the engine's 1.2 sleep entered with SLEEPREQ (answered with
+//! SLEEPRESP) and woken with PINGREQ; a wake hands over at most the
+//! CONNECT's Default Awake Messages and its PINGRESP says how many remain.
+//! Retain Handling decides whether a new subscription gets retained
+//! messages ([`V2Link::no_retained`]).
+//!
+//! Not in this slice: authentication (refused at CONNECT), No Local and Retain As Published (accepted,
+//! not yet honoured), WAKEUP (never sent), the envelopes, devices behind a
+//! forwarder.
 
 use std::time::{Duration, Instant};
 
@@ -513,7 +518,7 @@ impl Gateway {
     /// SLEEPREQ (§3.15): the engine's 1.2 sleep (DISCONNECT with a
     /// duration), answered with SLEEPRESP instead of its DISCONNECT. Also
     /// while asleep: the sleep timer restarts [3.15.5-7]. Sleep Duration 0
-    /// is a protocol error (§3.15.4). The engine counts a sleep in 16-bit
+    /// is a protocol error (§3.15). The engine counts a sleep in 16-bit
     /// seconds: a longer one is granted as 65535 s, which the SLEEPRESP says
     /// when the device allowed server-suggested values [3.16.2.1-3].
     fn v2_sleep(&mut self, now: Instant, peer: Peer, packet_id: u16, duration: u32) {
