@@ -190,6 +190,9 @@ pub struct Gateway {
     pub(super) v2_capture: Option<(Peer, Vec<Packet>)>,
     /// Numbers the client ids assigned to 2.0 devices that sent none.
     pub(super) v2_next_assigned: u64,
+    /// While a 2.0 device's PUBLISH is routed: its session, whose own
+    /// subscriptions with No Local do not get it back (`devices/v2.rs`).
+    pub(super) v2_publisher: Option<SessionId>,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
@@ -242,6 +245,7 @@ impl Gateway {
             suback_wait: Default::default(),
             v2_connecting: None,
             v2_capture: None,
+            v2_publisher: None,
             v2_next_assigned: 0,
         };
         gateway.persist.enabled = gateway.cfg.persist;
@@ -857,6 +861,10 @@ impl Gateway {
                 continue;
             }
             match sub {
+                Subscriber::Device(sid)
+                    if origin == Origin::Device
+                        && self.v2_publisher == Some(sid)
+                        && self.no_local_for(sid, topic) => {}
                 Subscriber::Device(sid) => {
                     // Scoped: only subscribers of that filter, at its QoS.
                     let granted = match scope {

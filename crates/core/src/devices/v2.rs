@@ -33,9 +33,10 @@
 //! SLEEPRESP) and woken with PINGREQ; a wake hands over at most the
 //! CONNECT's Default Awake Messages and its PINGRESP says how many remain.
 //! Retain Handling decides whether a new subscription gets retained
-//! messages ([`V2Link::no_retained`]).
+//! messages ([`V2Link::no_retained`]); No Local keeps a device's own
+//! publications from its No Local subscriptions ([`V2Link::no_local`]).
 //!
-//! Not in this slice: authentication (refused at CONNECT), No Local and Retain As Published (accepted,
+//! Not in this slice: authentication (refused at CONNECT), Retain As Published (accepted,
 //! not yet honoured), WAKEUP (never sent), the envelopes, devices behind a
 //! forwarder.
 
@@ -86,6 +87,10 @@ pub struct V2Link {
     /// Handling 2, or 1 on a subscription that already existed (§3.7.2.3).
     /// Usually empty.
     pub no_retained: Vec<std::sync::Arc<str>>,
+    /// Filters subscribed with No Local (§3.7.2.1): the device's own
+    /// publications matching only these are not sent back to it. Usually
+    /// empty.
+    pub no_local: Vec<std::sync::Arc<str>>,
 }
 
 impl V2Link {
@@ -339,6 +344,10 @@ impl Gateway {
                     link.subscribing = Some((s.packet_id, one_topic));
                     if let Some(filter) = filter {
                         link.no_retained.retain(|f| *f != filter);
+                        link.no_local.retain(|f| *f != filter);
+                        if s.options.no_local {
+                            link.no_local.push(filter.clone());
+                        }
                         if withhold {
                             link.no_retained.push(filter);
                         }
@@ -473,6 +482,7 @@ impl Gateway {
                 default_awake_messages: c.default_awake_messages.unwrap_or(0),
                 sleep_id: 0,
                 no_retained: Vec::new(),
+                no_local: Vec::new(),
                 connack_session_expiry: (c.allow_server_suggested && granted != asked)
                     .then_some(granted),
             },
@@ -619,6 +629,9 @@ impl Gateway {
                 }
             }
         };
+        // Routed now (unless parked for upstream room): the router skips
+        // this device's own No Local subscriptions.
+        self.v2_publisher = self.by_peer.get(&peer).copied();
         self.handle_packet(
             now,
             peer,
@@ -631,6 +644,22 @@ impl Gateway {
                 payload: p.payload,
             },
         );
+        self.v2_publisher = None;
+    }
+
+    /// Whether every subscription of `sid` that `topic` matches has No
+    /// Local: then its own publication on `topic` is not delivered to it.
+    pub(crate) fn no_local_for(&self, sid: crate::session::SessionId, topic: &str) -> bool {
+        let Some(s) = self.sessions.get(&sid) else {
+            return false;
+        };
+        let Some(link) = s.v2.as_ref().filter(|l| !l.no_local.is_empty()) else {
+            return false;
+        };
+        s.subscriptions
+            .keys()
+            .filter(|f| crate::topic::matches(f, topic))
+            .all(|f| link.no_local.iter().any(|n| **n == **f))
     }
 
     /// One step of the engine's will handshake for a 2.0 CONNECT: hands it

@@ -1175,3 +1175,66 @@ fn retain_handling_sends_retained_messages_always_only_when_new_or_never() {
         assert_eq!(retained, 1, "{out:?}");
     }
 }
+
+fn subscribe_no_local(packet_id: u16, filter: &str, no_local: bool) -> v2::Packet {
+    v2::Packet::Subscribe(v2::Subscribe {
+        options: v2::SubscribeOptions {
+            no_local,
+            max_qos: v2::QoS::AtMostOnce,
+            retain_as_published: false,
+            retain_handling: v2::RetainHandling::SendAtSubscribe,
+        },
+        packet_id,
+        topic: Topic::Name(filter.into()),
+    })
+}
+
+/// The payloads of the PUBLISHes sent to `dev`.
+fn payloads_to(out: &[Output], dev: &Peer) -> Vec<Bytes> {
+    v2_to(out, dev)
+        .into_iter()
+        .filter_map(|p| match p {
+            v2::Packet::Publish(Publish { payload, .. }) => Some(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn no_local_keeps_a_devices_own_publications_from_it_and_only_from_it() {
+    let mut h = Harness::new();
+    let (me, other) = (peer(21_040), peer(21_041));
+    h.connect_v2(&me, "nl2");
+    h.connect_v2(&other, "nlother2");
+    h.send_v2(&me, subscribe_no_local(1, "n/#", true));
+    h.send_v2(&other, subscribe_no_local(1, "n/#", false));
+    let publish =
+        |payload: &str| v2_publish(Delivery::AtMostOnce, Topic::Name("n/a".into()), payload);
+    // Wildcard matches deliver after a REGISTER; count what arrives.
+    let out = h.send_v2(&me, publish("one"));
+    assert!(payloads_to(&out, &me).is_empty(), "No Local: {out:?}");
+    assert!(
+        v2_to(&out, &other)
+            .iter()
+            .any(|p| matches!(p, v2::Packet::Register(r) if r.topic_name == "n/a")),
+        "the other subscriber still gets it: {out:?}"
+    );
+    // A second subscription of its own without No Local matches too: the
+    // device gets its publication again (one copy).
+    let out = h.send_v2(&me, subscribe_no_local(2, "n/a", false));
+    assert!(
+        matches!(v2_to(&out, &me).as_slice(), [v2::Packet::SubAck(_)]),
+        "{out:?}"
+    );
+    let out = h.send_v2(&me, publish("two"));
+    assert_eq!(payloads_to(&out, &me), vec![b("two")]);
+    // A publication from someone else reaches a No Local subscriber.
+    let out = h.send_v2(&me, subscribe_no_local(3, "n/a", true));
+    assert!(
+        matches!(v2_to(&out, &me).as_slice(), [v2::Packet::SubAck(_)]),
+        "{out:?}"
+    );
+    assert!(payloads_to(&h.send_v2(&me, publish("three")), &me).is_empty());
+    let out = h.send_v2(&other, publish("four"));
+    assert_eq!(payloads_to(&out, &me), vec![b("four")]);
+}
