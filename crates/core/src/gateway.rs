@@ -880,11 +880,20 @@ impl Gateway {
                             None => continue,
                         },
                     };
+                    // A live message published retained: a 2.0 device's
+                    // Retain As Published decides its flag. Otherwise (the
+                    // retained answer to a subscription, or not retained)
+                    // the 1.2 rule.
+                    let retain = if retain && scope.is_none() {
+                        self.live_retain_flag(sid, topic, retain, delivered_retain)
+                    } else {
+                        delivered_retain
+                    };
                     let delivery = Delivery {
                         topic: topic.clone(),
                         payload: payload.clone(),
                         qos: qos.min(granted),
-                        retain: delivered_retain,
+                        retain,
                         reregistered: false,
                         sent_as: None,
                         store_id: None,

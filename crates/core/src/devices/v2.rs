@@ -34,11 +34,12 @@
 //! CONNECT's Default Awake Messages and its PINGRESP says how many remain.
 //! Retain Handling decides whether a new subscription gets retained
 //! messages ([`V2Link::no_retained`]); No Local keeps a device's own
-//! publications from its No Local subscriptions ([`V2Link::no_local`]).
+//! publications from its No Local subscriptions ([`V2Link::no_local`]);
+//! Retain As Published keeps a live message's RETAIN flag
+//! (`Gateway::live_retain_flag`).
 //!
-//! Not in this slice: authentication (refused at CONNECT), Retain As Published (accepted,
-//! not yet honoured), WAKEUP (never sent), the envelopes, devices behind a
-//! forwarder.
+//! Not in this slice: authentication (refused at CONNECT), WAKEUP (never
+//! sent), the envelopes, devices behind a forwarder.
 
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,9 @@ pub struct V2Link {
     /// publications matching only these are not sent back to it. Usually
     /// empty.
     pub no_local: Vec<std::sync::Arc<str>>,
+    /// Filters subscribed with Retain As Published (§3.7.2.4). Usually
+    /// empty.
+    pub retain_as_published: Vec<std::sync::Arc<str>>,
 }
 
 impl V2Link {
@@ -345,8 +349,12 @@ impl Gateway {
                     if let Some(filter) = filter {
                         link.no_retained.retain(|f| *f != filter);
                         link.no_local.retain(|f| *f != filter);
+                        link.retain_as_published.retain(|f| *f != filter);
                         if s.options.no_local {
                             link.no_local.push(filter.clone());
+                        }
+                        if s.options.retain_as_published {
+                            link.retain_as_published.push(filter.clone());
                         }
                         if withhold {
                             link.no_retained.push(filter);
@@ -483,6 +491,7 @@ impl Gateway {
                 sleep_id: 0,
                 no_retained: Vec::new(),
                 no_local: Vec::new(),
+                retain_as_published: Vec::new(),
                 connack_session_expiry: (c.allow_server_suggested && granted != asked)
                     .then_some(granted),
             },
@@ -645,6 +654,31 @@ impl Gateway {
             },
         );
         self.v2_publisher = None;
+    }
+
+    /// The RETAIN flag of a live message (not the retained answer to a new
+    /// subscription) for device `sid`: for a 2.0 device, the flag it was
+    /// published with when one of its subscriptions matching `topic` has
+    /// Retain As Published, else 0 (§3.7.2.4, MQTT 5's rule); for a 1.2
+    /// device, `default` (the engine's 1.2 rule).
+    pub(crate) fn live_retain_flag(
+        &self,
+        sid: crate::session::SessionId,
+        topic: &str,
+        published_retained: bool,
+        default: bool,
+    ) -> bool {
+        let Some(s) = self.sessions.get(&sid) else {
+            return default;
+        };
+        let Some(link) = s.v2.as_ref() else {
+            return default;
+        };
+        published_retained
+            && s.subscriptions.keys().any(|f| {
+                crate::topic::matches(f, topic)
+                    && link.retain_as_published.iter().any(|r| **r == **f)
+            })
     }
 
     /// Whether every subscription of `sid` that `topic` matches has No

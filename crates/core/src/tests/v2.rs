@@ -1238,3 +1238,79 @@ fn no_local_keeps_a_devices_own_publications_from_it_and_only_from_it() {
     let out = h.send_v2(&other, publish("four"));
     assert_eq!(payloads_to(&out, &me), vec![b("four")]);
 }
+
+#[test]
+fn retain_as_published_keeps_the_flag_of_a_live_retained_message() {
+    let mut h = Harness::with(upstream_cfg());
+    let (publisher, rap, plain) = (peer(21_050), peer(21_051), peer(21_052));
+    h.connect_v2(&publisher, "rappub2");
+    for (dev, id, on) in [(&rap, "rap2", true), (&plain, "norap2", false)] {
+        h.connect_v2(dev, id);
+        let out = h.send_v2(
+            dev,
+            v2::Packet::Subscribe(v2::Subscribe {
+                options: v2::SubscribeOptions {
+                    no_local: false,
+                    max_qos: v2::QoS::AtMostOnce,
+                    retain_as_published: on,
+                    retain_handling: v2::RetainHandling::SendAtSubscribe,
+                },
+                packet_id: 1,
+                topic: Topic::Name("ra/t".into()),
+            }),
+        );
+        assert!(
+            matches!(v2_to(&out, dev).as_slice(), [v2::Packet::SubAck(_)]),
+            "{out:?}"
+        );
+    }
+    let flags = |out: &[Output], dev: &Peer| -> Vec<bool> {
+        v2_to(out, dev)
+            .into_iter()
+            .filter_map(|p| match p {
+                v2::Packet::Publish(Publish { retain, .. }) => Some(retain),
+                _ => None,
+            })
+            .collect()
+    };
+    // From a device, published retained.
+    let out = h.send_v2(
+        &publisher,
+        v2::Packet::Publish(Publish {
+            delivery: Delivery::AtMostOnce,
+            retain: true,
+            topic: Topic::Name("ra/t".into()),
+            payload: b("dev"),
+        }),
+    );
+    assert_eq!(
+        (flags(&out, &rap), flags(&out, &plain)),
+        (vec![true], vec![false])
+    );
+    // From the broker, live and published retained (the bridge subscribes
+    // with Retain As Published upstream).
+    h.gw.handle_upstream(
+        h.now,
+        UpstreamMessage {
+            topic: "ra/t".into(),
+            payload: b("up"),
+            qos: 0,
+            retain: true,
+            filter: None,
+        },
+    );
+    let out = h.drain();
+    assert_eq!(
+        (flags(&out, &rap), flags(&out, &plain)),
+        (vec![true], vec![false])
+    );
+    // Not published retained: never flagged.
+    let out = h.send_v2(
+        &publisher,
+        v2_publish(Delivery::AtMostOnce, Topic::Name("ra/t".into()), "x"),
+    );
+    assert_eq!(
+        (flags(&out, &rap), flags(&out, &plain)),
+        (vec![false], vec![false])
+    );
+}
