@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::client::{self, Client, ClientError, ConnectOptions, Endpoint, Will};
+use crate::client::{self, Client, ClientError, ConnectOptions, Endpoint, Protocol, Will};
 use crate::proto::{QoS, SubscribeTopic, TopicRef};
+use sngate_wire::v2::Topic as V2Topic;
 
 /// Why a tool failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +56,23 @@ pub struct PubRequest {
     pub keep_alive_secs: u16,
     /// A will, if any.
     pub will: Option<Will>,
+    /// The MQTT-SN version to speak (QoS −1 is PUBWOS in 2.0).
+    pub protocol: Protocol,
 }
 
 /// Publishes one message. QoS −1 needs no connection; otherwise the tool
 /// connects, publishes (waiting for the acknowledgement at QoS 1/2) and
 /// disconnects.
 pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
+    if req.qos == QoS::MinusOne && req.protocol == Protocol::V2 {
+        let topic = match &req.topic {
+            TopicArg::Name(name) => V2Topic::Name(name.clone()),
+            TopicArg::Predefined(id) => V2Topic::PredefinedAlias(*id),
+            TopicArg::Short(s) => V2Topic::Name(String::from_utf8_lossy(s).into_owned()),
+        };
+        client::publish_without_session_via(&req.gateway, topic, req.payload, req.retain).await?;
+        return Ok(());
+    }
     if req.qos == QoS::MinusOne {
         match &req.topic {
             TopicArg::Name(name) => {
@@ -78,7 +90,9 @@ pub async fn publish(req: PubRequest) -> Result<(), ToolError> {
         }
         return Ok(());
     }
-    let mut options = ConnectOptions::new(req.client_id).keep_alive(req.keep_alive_secs);
+    let mut options = ConnectOptions::new(req.client_id)
+        .keep_alive(req.keep_alive_secs)
+        .protocol(req.protocol);
     if let Some(will) = req.will {
         options = options.will(will);
     }
@@ -123,6 +137,8 @@ pub struct SubRequest {
     /// Sleep cycle: sleep for this many seconds (DISCONNECT with Duration)
     /// and wake with PINGREQ to collect what was buffered, again and again.
     pub sleep_secs: Option<u16>,
+    /// The MQTT-SN version to speak.
+    pub protocol: Protocol,
 }
 
 /// Subscribes and writes each message to `out` (`payload`, or `topic payload`
@@ -133,7 +149,8 @@ pub async fn subscribe(req: SubRequest, out: &mut impl Write) -> Result<(), Tool
     }
     let options = ConnectOptions::new(req.client_id)
         .keep_alive(req.keep_alive_secs)
-        .clean_session(req.clean_session);
+        .clean_session(req.clean_session)
+        .protocol(req.protocol);
     let mut c = Client::connect_via(req.gateway, options).await?;
     for topic in &req.topics {
         let topic = match topic {

@@ -135,6 +135,10 @@ pub struct SimArgs {
     /// Retransmissions before a request fails (N_RETRY).
     #[arg(long, value_name = "N", default_value_t = 3)]
     retries: u32,
+    /// The MQTT-SN version the devices speak: 1.2, 2 (OASIS 2.0 CSD01) or
+    /// mixed (even-numbered devices 1.2, odd-numbered 2.0).
+    #[arg(long, value_name = "1.2|2|mixed", default_value = "1.2", value_parser = parse_sim_protocol)]
+    protocol: sngate::sim::SimProtocol,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -185,7 +189,23 @@ fn sim_config(a: &SimArgs) -> Result<sngate::sim::SimConfig, String> {
     cfg.keep_alive_secs = a.keep_alive;
     cfg.retry_interval = a.retry;
     cfg.max_retries = a.retries;
+    cfg.protocol = a.protocol;
     Ok(cfg)
+}
+
+/// A `--protocol` value for the simulator: `1.2`, `2` or `mixed`.
+fn parse_sim_protocol(s: &str) -> Result<sngate::sim::SimProtocol, String> {
+    use sngate::client::Protocol;
+    use sngate::sim::SimProtocol;
+    if s == "mixed" {
+        return Ok(SimProtocol::Mixed);
+    }
+    Ok(
+        match super::tools::parse_protocol(s).map_err(|_| "the protocol is 1.2, 2 or mixed")? {
+            Protocol::V1_2 => SimProtocol::V1_2,
+            Protocol::V2 => SimProtocol::V2,
+        },
+    )
 }
 
 /// `sngate sim`: progress on stderr, the summary on stdout.

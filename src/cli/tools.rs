@@ -54,6 +54,19 @@ pub struct ToolTarget {
     /// Keep-alive in seconds.
     #[arg(short = 'k', long, value_name = "SECS", default_value_t = 60)]
     keep_alive: u16,
+    /// The MQTT-SN version to speak: 1.2 or 2 (OASIS 2.0 CSD01).
+    #[arg(long, value_name = "1.2|2", default_value = "1.2", value_parser = parse_protocol)]
+    protocol: sngate::client::Protocol,
+}
+
+/// A `--protocol` value: `1.2` or `2` (also `2.0`).
+pub(super) fn parse_protocol(s: &str) -> Result<sngate::client::Protocol, String> {
+    use sngate::client::Protocol;
+    match s {
+        "1.2" => Ok(Protocol::V1_2),
+        "2" | "2.0" => Ok(Protocol::V2),
+        _ => Err("the protocol is 1.2 or 2".into()),
+    }
 }
 
 /// `sngate pub`.
@@ -247,6 +260,7 @@ pub fn pub_request(a: PubArgs) -> Result<sngate::tools::PubRequest, String> {
         retain: a.retain,
         keep_alive_secs: a.target.keep_alive,
         will,
+        protocol: a.target.protocol,
     })
 }
 
@@ -260,6 +274,11 @@ pub fn sub_request(a: SubArgs) -> Result<sngate::tools::SubRequest, String> {
     if topics.is_empty() {
         return Err("give at least one --topic or --predefined-id".into());
     }
+    if a.sleep.is_some() && a.target.protocol == sngate::client::Protocol::V2 {
+        return Err(
+            "--sleep is MQTT-SN 1.2 only for now (2.0's SLEEPREQ is not in the tool)".into(),
+        );
+    }
     let gateway = a.target.endpoint()?;
     Ok(sngate::tools::SubRequest {
         client_id: a.target.client_id("sub", &gateway),
@@ -271,6 +290,7 @@ pub fn sub_request(a: SubArgs) -> Result<sngate::tools::SubRequest, String> {
         count: a.count,
         verbose: a.verbose,
         sleep_secs: a.sleep,
+        protocol: a.target.protocol,
     })
 }
 

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::link::{self, Link};
+use super::v2::V2State;
 use super::{ClientError, ConnectOptions, Endpoint, Message, Subscribed, task};
 use crate::proto::{
     MsgType, PROTOCOL_ID_V1_2, Packet, QoS, ReturnCode, SubscribeTopic, TopicRef, WillTopic,
@@ -70,7 +71,8 @@ impl Client {
         opts: ConnectOptions,
     ) -> Result<Self, ClientError> {
         let (wire, wire_rx) = link::open(&endpoint).await?;
-        let link = Link::new(wire, opts.predefined_topics.clone());
+        let v2 = (opts.protocol == super::Protocol::V2).then(|| V2State::new(opts.will.clone()));
+        let link = Link::new(wire, opts.predefined_topics.clone(), v2);
         let (responses_tx, responses) = mpsc::channel(RESPONSE_QUEUE);
         let (messages_tx, messages) = mpsc::channel(opts.message_buffer.max(1));
         let task = tokio::spawn(task::run(link.clone(), wire_rx, responses_tx, messages_tx));
@@ -523,8 +525,12 @@ impl Client {
 
     /// Leaves cleanly: DISCONNECT, answered by DISCONNECT. The gateway drops
     /// the will, and the session too when it was connected with CleanSession.
+    /// In MQTT-SN 2.0 a DISCONNECT is never answered (§3.13): it is sent once.
     pub async fn disconnect(mut self) -> Result<(), ClientError> {
         self.link.state().ping_every = None;
+        if self.link.is_v2() {
+            return self.link.send(&Packet::Disconnect { duration: None }).await;
+        }
         self.request(
             Packet::Disconnect { duration: None },
             "DISCONNECT",

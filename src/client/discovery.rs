@@ -134,21 +134,45 @@ pub async fn publish_minus_one_named_via(
     .await
 }
 
+/// MQTT-SN 2.0's PUBWOS (publish without session, §3.6, the successor of
+/// 1.2's QoS −1): one datagram to `topic` — a full name or a predefined
+/// alias — with no connection and no answer.
+pub async fn publish_without_session_via(
+    gateway: &Endpoint,
+    topic: sngate_wire::v2::Topic,
+    payload: impl Into<Bytes>,
+    retain: bool,
+) -> Result<(), ClientError> {
+    let packet = sngate_wire::v2::Packet::PubWos(sngate_wire::v2::PubWos {
+        retain,
+        topic,
+        payload: payload.into(),
+    });
+    let mut buf = BytesMut::new();
+    sngate_wire::v2::encode(&packet, &mut buf)
+        .map_err(|_| ClientError::InvalidArgument("the PUBWOS cannot be encoded"))?;
+    send_bytes(gateway, &buf).await
+}
+
 async fn send_once(gateway: &Endpoint, packet: &Packet) -> Result<(), ClientError> {
     let mut buf = BytesMut::new();
     proto::encode(packet, &mut buf)?;
+    send_bytes(gateway, &buf).await
+}
+
+async fn send_bytes(gateway: &Endpoint, buf: &[u8]) -> Result<(), ClientError> {
     match gateway {
         Endpoint::Udp(addr) => {
             let socket = ephemeral_socket(*addr).await?;
-            socket.send_to(&buf, addr).await?;
+            socket.send_to(buf, addr).await?;
             Ok(())
         }
-        Endpoint::Serial(port) => serial::send_once(port, &buf).await,
+        Endpoint::Serial(port) => serial::send_once(port, buf).await,
         Endpoint::Dtls { gateway, psk } => {
-            super::dtls::send_once(*gateway, super::dtls::Creds::Psk(psk), &buf).await
+            super::dtls::send_once(*gateway, super::dtls::Creds::Psk(psk), buf).await
         }
         Endpoint::DtlsCert { gateway, cert } => {
-            super::dtls::send_once(*gateway, super::dtls::Creds::Cert(cert), &buf).await
+            super::dtls::send_once(*gateway, super::dtls::Creds::Cert(cert), buf).await
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::serial::{self, SerialRx, SerialTx};
+use super::v2::V2State;
 use super::{ClientError, Endpoint};
 use crate::proto::{self, MsgType, Packet};
 
@@ -117,12 +118,15 @@ pub(super) struct Shared {
 pub(super) struct Link {
     wire: Arc<Wire>,
     shared: Arc<Mutex<Shared>>,
+    /// The MQTT-SN 2.0 mapping when the client speaks 2.0; `None` for 1.2.
+    v2: Option<Arc<V2State>>,
 }
 
 impl Link {
-    pub fn new(wire: Wire, predefined: HashMap<u16, String>) -> Self {
+    pub fn new(wire: Wire, predefined: HashMap<u16, String>, v2: Option<V2State>) -> Self {
         let now = Instant::now();
         Link {
+            v2: v2.map(Arc::new),
             wire: Arc::new(wire),
             shared: Arc::new(Mutex::new(Shared {
                 topics: HashMap::new(),
@@ -154,10 +158,19 @@ impl Link {
         }
     }
 
-    /// Encodes and sends one packet to the gateway.
+    /// Whether the client speaks MQTT-SN 2.0 on this link.
+    pub fn is_v2(&self) -> bool {
+        self.v2.is_some()
+    }
+
+    /// Encodes (in 2.0 form on a 2.0 link) and sends one packet to the gateway.
     pub async fn send(&self, packet: &Packet) -> Result<(), ClientError> {
         let mut buf = BytesMut::with_capacity(64);
-        proto::encode(packet, &mut buf)?;
+        match &self.v2 {
+            None => proto::encode(packet, &mut buf)?,
+            Some(v2) => sngate_wire::v2::encode(&v2.to_v2(packet)?, &mut buf)
+                .map_err(|_| ClientError::InvalidArgument("the packet cannot be encoded in 2.0"))?,
+        }
         match &*self.wire {
             Wire::Udp(socket) => {
                 socket.send(&buf).await?;

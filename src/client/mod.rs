@@ -64,6 +64,7 @@ mod serial;
 mod task;
 #[cfg(test)]
 mod tests;
+mod v2;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -73,7 +74,7 @@ use bytes::Bytes;
 pub use connection::Client;
 pub use discovery::{
     GatewayInfo, publish_minus_one, publish_minus_one_named, publish_minus_one_named_via,
-    publish_minus_one_via, search_gateway,
+    publish_minus_one_via, publish_without_session_via, search_gateway,
 };
 pub use endpoint::Endpoint;
 pub use serial::SERIAL_MAX_FRAME;
@@ -181,6 +182,23 @@ pub struct ConnectOptions {
     /// acknowledging (QoS 1/2; the gateway then retransmits) or drops (QoS 0).
     /// Default: 4096.
     pub message_buffer: usize,
+    /// The MQTT-SN version the client speaks. Default: 1.2.
+    pub protocol: Protocol,
+}
+
+/// The MQTT-SN version a [`Client`] speaks.
+///
+/// In 2.0 the client keeps its 1.2 API: the will travels inside CONNECT, a
+/// persistent session (`clean_session = false`) is one that never expires,
+/// topic ids are session aliases, and a message that arrives by full topic
+/// name has [`Message::topic_ref`] `TopicRef::Id(0)` (see `src/client/v2.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// MQTT-SN 1.2.
+    #[default]
+    V1_2,
+    /// MQTT-SN 2.0 (OASIS CSD01).
+    V2,
 }
 
 impl ConnectOptions {
@@ -196,6 +214,7 @@ impl ConnectOptions {
             auto_ping: true,
             predefined_topics: HashMap::new(),
             message_buffer: 4096,
+            protocol: Protocol::V1_2,
         }
     }
 
@@ -227,6 +246,12 @@ impl ConnectOptions {
     /// Adds a pre-defined topic id.
     pub fn predefined(mut self, id: u16, topic: impl Into<String>) -> Self {
         self.predefined_topics.insert(id, topic.into());
+        self
+    }
+
+    /// Sets the MQTT-SN version the client speaks.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 

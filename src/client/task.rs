@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::Message;
 use super::link::{Link, WireRx};
+use super::v2;
 use crate::proto::{self, MsgType, Packet, QoS, ReturnCode, TopicRef};
 
 /// How often the task looks at the keep-alive when pings are off.
@@ -41,9 +42,21 @@ pub(super) async fn run(
                         s.refused = false;
                     }
                     let Some(bytes) = buf.get(..n) else { continue };
-                    match proto::decode(bytes) {
-                        Ok(packet) => handle(&link, &responses, &messages, packet, now).await,
-                        Err(e) => debug!(error = %e, "client: dropping a malformed datagram"),
+                    if link.is_v2() {
+                        match sngate_wire::v2::decode(bytes) {
+                            Ok(packet) => match v2::from_v2(packet) {
+                                Some((packet, name)) => {
+                                    handle(&link, &responses, &messages, packet, name, now).await;
+                                }
+                                None => debug!("client: ignoring a 2.0 packet it has no use for"),
+                            },
+                            Err(e) => debug!(error = %e, "client: dropping a malformed 2.0 datagram"),
+                        }
+                    } else {
+                        match proto::decode(bytes) {
+                            Ok(packet) => handle(&link, &responses, &messages, packet, None, now).await,
+                            Err(e) => debug!(error = %e, "client: dropping a malformed datagram"),
+                        }
                     }
                 }
                 // ICMP "port unreachable" from an earlier send: the gateway is
@@ -73,6 +86,7 @@ async fn handle(
     responses: &mpsc::Sender<Packet>,
     messages: &mpsc::Sender<Message>,
     packet: Packet,
+    full_name: Option<String>,
     received_at: Instant,
 ) {
     let reply = match packet {
@@ -101,7 +115,7 @@ async fn handle(
             msg_id,
             payload,
         } => {
-            let name = {
+            let name = full_name.or_else(|| {
                 let s = link.state();
                 match topic {
                     TopicRef::Id(id) => s.topics.get(&id).cloned(),
@@ -110,7 +124,7 @@ async fn handle(
                     }
                     TopicRef::Short(b) => Some(String::from_utf8_lossy(&b).into_owned()),
                 }
-            };
+            });
             let Some(name) = name else {
                 // An id this client never registered: the gateway is to
                 // register it again (fact sheet §7.4, trap T-3).

@@ -54,7 +54,7 @@ use tokio::time::Instant;
 
 pub use report::{LatencyReport, Progress, QosReport, SimReport};
 
-use crate::client::{Client, ClientError, ConnectOptions};
+use crate::client::{Client, ClientError, ConnectOptions, Protocol};
 use crate::proto::{QoS, SubscribeTopic};
 use device::{Device, DeviceOutcome};
 
@@ -226,6 +226,33 @@ pub struct SimConfig {
     pub max_retries: u32,
     /// Devices connecting at the same time. Default: 100.
     pub connect_concurrency: usize,
+    /// The MQTT-SN version the devices speak. Default: all 1.2.
+    pub protocol: SimProtocol,
+}
+
+/// Which MQTT-SN version the simulated devices speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimProtocol {
+    /// Every device speaks 1.2.
+    #[default]
+    V1_2,
+    /// Every device speaks 2.0.
+    V2,
+    /// A fleet half and half: even-numbered devices speak 1.2, odd-numbered
+    /// ones 2.0, so publishers and subscribers of both versions meet.
+    Mixed,
+}
+
+impl SimProtocol {
+    /// The version device `index` speaks.
+    pub fn of(self, index: usize) -> Protocol {
+        match self {
+            SimProtocol::V1_2 => Protocol::V1_2,
+            SimProtocol::V2 => Protocol::V2,
+            SimProtocol::Mixed if index % 2 == 1 => Protocol::V2,
+            SimProtocol::Mixed => Protocol::V1_2,
+        }
+    }
 }
 
 impl SimConfig {
@@ -251,6 +278,7 @@ impl SimConfig {
             max_retries: 3,
             connect_concurrency: 100,
             dtls: None,
+            protocol: SimProtocol::V1_2,
         }
     }
 
@@ -595,6 +623,7 @@ async fn connect_device(cfg: Arc<SimConfig>, run: u32, index: usize) -> Result<C
     let mut options = ConnectOptions::new(client_id.clone())
         .keep_alive(cfg.keep_alive_secs)
         .retry(cfg.retry_interval, cfg.max_retries)
+        .protocol(cfg.protocol.of(index))
         // A sleeping subscriber connects again after every sleep: its
         // subscriptions must survive that.
         .clean_session(!(subscriber && sleeper));

@@ -192,6 +192,9 @@ pub struct Gateway {
     pub(super) v2_capture: Option<(Peer, Vec<Packet>)>,
     /// Numbers the client ids assigned to 2.0 devices that sent none.
     pub(super) v2_next_assigned: u64,
+    /// While a 2.0 device's PUBLISH is routed: its session, whose own
+    /// subscriptions with No Local do not get it back (`devices/v2.rs`).
+    pub(super) v2_publisher: Option<SessionId>,
 }
 
 /// Most sources the rate limiter remembers at once (about 1 MiB at most);
@@ -245,6 +248,7 @@ impl Gateway {
             suback_wait: Default::default(),
             v2_connecting: None,
             v2_capture: None,
+            v2_publisher: None,
             v2_next_assigned: 0,
         };
         gateway.persist.enabled = gateway.cfg.persist;
@@ -888,24 +892,39 @@ impl Gateway {
                 continue;
             }
             match sub {
+                Subscriber::Device(sid)
+                    if origin == Origin::Device
+                        && self.v2_publisher == Some(sid)
+                        && self.no_local_for(sid, topic) => {}
                 Subscriber::Device(sid) => {
                     // Scoped: only subscribers of that filter, at its QoS.
                     let granted = match scope {
                         None => sub_qos,
-                        Some(filter) => match self
-                            .sessions
-                            .get(&sid)
-                            .and_then(|s| s.subscriptions.get(filter))
-                        {
+                        Some(filter) => match self.sessions.get(&sid).and_then(|s| {
+                            // A 2.0 device's Retain Handling may refuse the
+                            // broker's retained answer to its subscription.
+                            let withheld = retain
+                                && s.v2.as_ref().is_some_and(|l| l.withholds_retained(filter));
+                            s.subscriptions.get(filter).filter(|_| !withheld)
+                        }) {
                             Some(&q) => q,
                             None => continue,
                         },
+                    };
+                    // A live message published retained: a 2.0 device's
+                    // Retain As Published decides its flag. Otherwise (the
+                    // retained answer to a subscription, or not retained)
+                    // the 1.2 rule.
+                    let retain = if retain && scope.is_none() {
+                        self.live_retain_flag(sid, topic, retain, delivered_retain)
+                    } else {
+                        delivered_retain
                     };
                     let delivery = Delivery {
                         topic: topic.clone(),
                         payload: payload.clone(),
                         qos: qos.min(granted),
-                        retain: delivered_retain,
+                        retain,
                         reregistered: false,
                         sent_as: None,
                         store_id: None,

@@ -369,6 +369,15 @@ impl Gateway {
         filter: &str,
         granted: u8,
     ) {
+        // A 2.0 device's Retain Handling may ask for none (devices/v2.rs).
+        if self
+            .sessions
+            .get(&sid)
+            .and_then(|s| s.v2.as_ref())
+            .is_some_and(|l| l.withholds_retained(filter))
+        {
+            return;
+        }
         let retained: Vec<Delivery> = self
             .retained
             .matching(filter)

@@ -99,7 +99,17 @@ impl Gateway {
             if !s.is_reachable() || s.inflight.is_some() {
                 return;
             }
-            let cap = self.cfg.max_messages_per_wake;
+            // A 2.0 device's Default Awake Messages caps its wakes too (§3.1.8).
+            let cap = match s.v2.as_ref().map(|l| usize::from(l.default_awake_messages)) {
+                Some(dam)
+                    if dam > 0
+                        && (self.cfg.max_messages_per_wake == 0
+                            || dam < self.cfg.max_messages_per_wake) =>
+                {
+                    dam
+                }
+                _ => self.cfg.max_messages_per_wake,
+            };
             let wake_over = s.state == ClientState::Awake
                 && (s.queue.is_empty() || (cap > 0 && s.delivered_this_wake >= cap));
             if wake_over {

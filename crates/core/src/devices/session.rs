@@ -299,13 +299,18 @@ impl Session {
     /// The supervision deadline in the current state, if supervised.
     pub fn supervision_deadline(&self) -> Option<Instant> {
         use crate::engine_config::EngineConfig;
+        // MQTT-SN 2.0 fixes the grace at 1.5 × the period, keep-alive and
+        // sleep alike [MQTT-SN-3.1.6-2, 4.14.2-1]; 1.2 leaves it open.
+        let grace = |period: Duration| {
+            if self.v2.is_some() {
+                period + period / 2
+            } else {
+                EngineConfig::with_tolerance(period)
+            }
+        };
         match self.state {
-            ClientState::Active => {
-                Some(self.last_seen + EngineConfig::with_tolerance(self.keep_alive))
-            }
-            ClientState::Asleep => {
-                Some(self.last_seen + EngineConfig::with_tolerance(self.sleep_duration))
-            }
+            ClientState::Active => Some(self.last_seen + grace(self.keep_alive)),
+            ClientState::Asleep => Some(self.last_seen + grace(self.sleep_duration)),
             ClientState::Connecting(_) => self.handshake_deadline,
             ClientState::Disconnected | ClientState::Lost => {
                 self.expiry.map(|e| self.last_seen + e)

@@ -140,7 +140,10 @@ impl Gateway {
     }
 
     /// The MQTT filter a SUBSCRIBE/UNSUBSCRIBE names, or the return code refusing it.
-    fn subscription_filter(&self, topic: &SubscribeTopic) -> Result<Arc<str>, ReturnCode> {
+    pub(crate) fn subscription_filter(
+        &self,
+        topic: &SubscribeTopic,
+    ) -> Result<Arc<str>, ReturnCode> {
         match topic {
             SubscribeTopic::Name(name) => crate::topic::validate_filter(name)
                 .map(|()| Arc::from(name.as_str()))

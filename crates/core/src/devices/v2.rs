@@ -29,10 +29,17 @@
 //! One request at a time: a second request while the gateway still owes an
 //! answer to the first gets DISCONNECT 0x93 (§4.9).
 //!
-//! Not in this slice (answered with reason code 0x83, or refused at
-//! CONNECT): authentication, the subscription options (No Local, Retain As Published, Retain
-//! Handling are accepted and not yet honoured), SLEEPREQ, the envelopes,
-//! devices behind a forwarder.
+//! Sleep is the engine's 1.2 sleep entered with SLEEPREQ (answered with
+//! SLEEPRESP) and woken with PINGREQ; a wake hands over at most the
+//! CONNECT's Default Awake Messages and its PINGRESP says how many remain.
+//! Retain Handling decides whether a new subscription gets retained
+//! messages ([`V2Link::no_retained`]); No Local keeps a device's own
+//! publications from its No Local subscriptions ([`V2Link::no_local`]);
+//! Retain As Published keeps a live message's RETAIN flag
+//! (`Gateway::live_retain_flag`).
+//!
+//! Not in this slice: authentication (refused at CONNECT), WAKEUP (never
+//! sent), the envelopes, devices behind a forwarder.
 
 use std::time::{Duration, Instant};
 
@@ -69,6 +76,33 @@ pub struct V2Link {
     /// topic (its SUBACK carries a session alias, §3.8.4) — a filter with
     /// wildcards or a predefined alias gets none.
     pub subscribing: Option<(u16, bool)>,
+    /// Whether the CONNECT allowed server-suggested values (bit 6): a
+    /// SLEEPRESP may then carry the granted Sleep Duration [3.16.2.1-3].
+    pub allow_server_suggested: bool,
+    /// The CONNECT's Default Awake Messages: the most buffered messages one
+    /// wake hands over (0 or absent: the gateway decides, §3.1.8).
+    pub default_awake_messages: u8,
+    /// The last SLEEPREQ's packet id, echoed by the SLEEPRESP.
+    pub sleep_id: u16,
+    /// Filters whose latest SUBSCRIBE asked for no retained messages: Retain
+    /// Handling 2, or 1 on a subscription that already existed (§3.7.2.3).
+    /// Usually empty.
+    pub no_retained: Vec<std::sync::Arc<str>>,
+    /// Filters subscribed with No Local (§3.7.2.1): the device's own
+    /// publications matching only these are not sent back to it. Usually
+    /// empty.
+    pub no_local: Vec<std::sync::Arc<str>>,
+    /// Filters subscribed with Retain As Published (§3.7.2.4). Usually
+    /// empty.
+    pub retain_as_published: Vec<std::sync::Arc<str>>,
+}
+
+impl V2Link {
+    /// Whether retained messages for a new subscription to `filter` are
+    /// withheld by its Retain Handling.
+    pub fn withholds_retained(&self, filter: &str) -> bool {
+        self.no_retained.iter().any(|f| &**f == filter)
+    }
 }
 
 /// Prefix of the client ids the gateway assigns (at most 36 characters in
@@ -256,7 +290,14 @@ impl Gateway {
                 if let Some(link) = self.v2_link_mut(&peer) {
                     link.ping_id = packet_id;
                 }
-                self.handle_packet(now, peer, Packet::PingReq { client_id: None });
+                // Asleep (or awake and retrying): the PINGREQ wakes the
+                // device to collect what was buffered, as a 1.2 PINGREQ with
+                // its client id does (§4.14.2; the 2.0 device is known by
+                // its address, trap T-11).
+                match self.sleeping_client_id(&peer) {
+                    Some(client_id) => self.on_wake(now, peer, client_id),
+                    None => self.handle_packet(now, peer, Packet::PingReq { client_id: None }),
+                }
             }
             // Normal disconnection: the will is discarded. Any other reason
             // (0x04 "with will message", an error) ends the virtual
@@ -289,8 +330,36 @@ impl Gateway {
                 };
                 let one_topic = matches!(&topic, proto::SubscribeTopic::Name(f)
                     if !f.contains(['+', '#']));
+                // Retain Handling (§3.7.2.3): 0 sends retained messages at
+                // every SUBSCRIBE, 1 only when the subscription is new, 2 never.
+                let filter = self.subscription_filter(&topic).ok();
+                let existed = filter.as_ref().is_some_and(|f| {
+                    self.by_peer
+                        .get(&peer)
+                        .and_then(|sid| self.sessions.get(sid))
+                        .is_some_and(|s| s.subscriptions.contains_key(&**f))
+                });
+                let withhold = match s.options.retain_handling {
+                    v2::RetainHandling::SendAtSubscribe => false,
+                    v2::RetainHandling::SendIfNew => existed,
+                    v2::RetainHandling::DoNotSend => true,
+                };
                 if let Some(link) = self.v2_link_mut(&peer) {
                     link.subscribing = Some((s.packet_id, one_topic));
+                    if let Some(filter) = filter {
+                        link.no_retained.retain(|f| *f != filter);
+                        link.no_local.retain(|f| *f != filter);
+                        link.retain_as_published.retain(|f| *f != filter);
+                        if s.options.no_local {
+                            link.no_local.push(filter.clone());
+                        }
+                        if s.options.retain_as_published {
+                            link.retain_as_published.push(filter.clone());
+                        }
+                        if withhold {
+                            link.no_retained.push(filter);
+                        }
+                    }
                 }
                 self.handle_packet(
                     now,
@@ -320,14 +389,11 @@ impl Gateway {
                     }),
                 ),
             },
-            P::SleepReq { packet_id, .. } => self.transmit_v2(
-                peer,
-                v2::Packet::SleepResp {
-                    packet_id,
-                    duration: None,
-                    reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
-                },
-            ),
+            P::SleepReq {
+                packet_id,
+                duration,
+                ..
+            } => self.v2_sleep(now, peer, packet_id, duration),
             // Without an authentication method in CONNECT an AUTH is a
             // protocol error [MQTT-SN-4.11.1-7].
             P::Auth(_) => self.disconnect_v2(peer, ReasonCode::PROTOCOL_ERROR),
@@ -420,6 +486,12 @@ impl Gateway {
                 max_packet_size: c.max_packet_size,
                 ping_id: 0,
                 subscribing: None,
+                allow_server_suggested: c.allow_server_suggested,
+                default_awake_messages: c.default_awake_messages.unwrap_or(0),
+                sleep_id: 0,
+                no_retained: Vec::new(),
+                no_local: Vec::new(),
+                retain_as_published: Vec::new(),
                 connack_session_expiry: (c.allow_server_suggested && granted != asked)
                     .then_some(granted),
             },
@@ -460,6 +532,59 @@ impl Gateway {
             s.clean_session = asked == 0;
             s.expiry = expiry;
         }
+    }
+
+    /// SLEEPREQ (§3.15): the engine's 1.2 sleep (DISCONNECT with a
+    /// duration), answered with SLEEPRESP instead of its DISCONNECT. Also
+    /// while asleep: the sleep timer restarts [3.15.5-7]. Sleep Duration 0
+    /// is a protocol error (§3.15). The engine counts a sleep in 16-bit
+    /// seconds: a longer one is granted as 65535 s, which the SLEEPRESP says
+    /// when the device allowed server-suggested values [3.16.2.1-3].
+    fn v2_sleep(&mut self, now: Instant, peer: Peer, packet_id: u16, duration: u32) {
+        let answer = |duration, reason| v2::Packet::SleepResp {
+            packet_id,
+            duration,
+            reason: Some(reason),
+        };
+        if duration == 0 {
+            debug!(%peer, "SLEEPREQ with a Sleep Duration of 0");
+            self.stats.drop(DropReason::OutOfState);
+            return self.transmit_v2(peer, answer(None, ReasonCode::PROTOCOL_ERROR));
+        }
+        let granted = u16::try_from(duration).unwrap_or(u16::MAX);
+        let Some(link) = self.v2_link_mut(&peer) else {
+            return;
+        };
+        link.sleep_id = packet_id;
+        let suggest = link.allow_server_suggested && u32::from(granted) != duration;
+        let answers = self.capture_engine(
+            now,
+            &peer,
+            Packet::Disconnect {
+                duration: Some(granted),
+            },
+        );
+        let asleep = answers
+            .iter()
+            .any(|p| matches!(p, Packet::Disconnect { duration: None }))
+            && self.sleeping_client_id(&peer).is_some();
+        let packet = if asleep {
+            answer(suggest.then_some(u32::from(granted)), ReasonCode::SUCCESS)
+        } else {
+            answer(None, ReasonCode::PROTOCOL_ERROR)
+        };
+        self.transmit_v2(peer, packet);
+    }
+
+    /// The client id of the 2.0 device at `peer` when it is asleep or awake
+    /// collecting its buffered messages.
+    fn sleeping_client_id(&self, peer: &Peer) -> Option<String> {
+        let s = self.sessions.get(self.by_peer.get(peer)?)?;
+        matches!(
+            s.state,
+            crate::session::ClientState::Asleep | crate::session::ClientState::Awake
+        )
+        .then(|| s.client_id.to_string())
     }
 
     /// PUBLISH: an alias is the engine's topic id; a full name is first
@@ -513,6 +638,9 @@ impl Gateway {
                 }
             }
         };
+        // Routed now (unless parked for upstream room): the router skips
+        // this device's own No Local subscriptions.
+        self.v2_publisher = self.by_peer.get(&peer).copied();
         self.handle_packet(
             now,
             peer,
@@ -525,6 +653,47 @@ impl Gateway {
                 payload: p.payload,
             },
         );
+        self.v2_publisher = None;
+    }
+
+    /// The RETAIN flag of a live message (not the retained answer to a new
+    /// subscription) for device `sid`: for a 2.0 device, the flag it was
+    /// published with when one of its subscriptions matching `topic` has
+    /// Retain As Published, else 0 (§3.7.2.4, MQTT 5's rule); for a 1.2
+    /// device, `default` (the engine's 1.2 rule).
+    pub(crate) fn live_retain_flag(
+        &self,
+        sid: crate::session::SessionId,
+        topic: &str,
+        published_retained: bool,
+        default: bool,
+    ) -> bool {
+        let Some(s) = self.sessions.get(&sid) else {
+            return default;
+        };
+        let Some(link) = s.v2.as_ref() else {
+            return default;
+        };
+        published_retained
+            && s.subscriptions.keys().any(|f| {
+                crate::topic::matches(f, topic)
+                    && link.retain_as_published.iter().any(|r| **r == **f)
+            })
+    }
+
+    /// Whether every subscription of `sid` that `topic` matches has No
+    /// Local: then its own publication on `topic` is not delivered to it.
+    pub(crate) fn no_local_for(&self, sid: crate::session::SessionId, topic: &str) -> bool {
+        let Some(s) = self.sessions.get(&sid) else {
+            return false;
+        };
+        let Some(link) = s.v2.as_ref().filter(|l| !l.no_local.is_empty()) else {
+            return false;
+        };
+        s.subscriptions
+            .keys()
+            .filter(|f| crate::topic::matches(f, topic))
+            .all(|f| link.no_local.iter().any(|n| **n == **f))
     }
 
     /// One step of the engine's will handshake for a 2.0 CONNECT: hands it
@@ -754,9 +923,16 @@ impl Gateway {
                 packet_id: msg_id,
                 reason: None,
             }),
+            // The end of a wake (the device is asleep again): how many
+            // buffered messages are left for the next one (§3.12.3: 1–254, or
+            // 0xFF for more).
             Packet::PingResp => v2::Packet::PingResp {
                 packet_id: link.ping_id,
-                messages_remaining: None,
+                messages_remaining: self.by_peer.get(&to).and_then(|sid| {
+                    let s = self.sessions.get(sid)?;
+                    (s.state == crate::session::ClientState::Asleep)
+                        .then(|| u8::try_from(s.queue.len().min(255)).unwrap_or(u8::MAX))
+                }),
             },
             Packet::Disconnect { .. } => v2::Packet::Disconnect(v2::Disconnect {
                 packet_id: None,

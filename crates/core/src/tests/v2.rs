@@ -556,27 +556,191 @@ fn a_1_2_device_publishes_to_a_2_0_device_and_back() {
     );
 }
 
+fn sleep_req(packet_id: u16, duration: u32) -> v2::Packet {
+    v2::Packet::SleepReq {
+        retain_aliases: true,
+        packet_id,
+        duration,
+    }
+}
+
+fn sleep_resp(packet_id: u16, duration: Option<u32>, reason: ReasonCode) -> v2::Packet {
+    v2::Packet::SleepResp {
+        packet_id,
+        duration,
+        reason: Some(reason),
+    }
+}
+
+fn ping_resp(packet_id: u16, remaining: Option<u8>) -> v2::Packet {
+    v2::Packet::PingResp {
+        packet_id,
+        messages_remaining: remaining,
+    }
+}
+
 #[test]
-fn sleepreq_is_answered_with_0x83_in_this_slice() {
+fn sleepreq_puts_the_device_to_sleep_under_the_sleep_timer() {
     let mut h = Harness::new();
     let dev = peer(21_009);
-    h.connect_v2(&dev, "sleep2");
-    let out = h.send_v2(
-        &dev,
-        v2::Packet::SleepReq {
-            retain_aliases: true,
-            packet_id: 6,
-            duration: 600,
-        },
-    );
+    // A kept session, so its end is visible after the device is lost.
+    let connect = connect_expiring("sleep2", Some(3600), false);
+    assert_eq!(v2_to(&h.send_v2(&dev, connect), &dev).len(), 1);
+    let out = h.send_v2(&dev, sleep_req(6, 600));
     assert_eq!(
         v2_to(&out, &dev),
-        vec![v2::Packet::SleepResp {
-            packet_id: 6,
-            duration: None,
-            reason: Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR)
-        }]
+        vec![sleep_resp(6, None, ReasonCode::SUCCESS)]
     );
+    assert!(
+        packets_to(&out, &dev).is_empty(),
+        "no 1.2 DISCONNECT: {out:?}"
+    );
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Asleep));
+    // The 60 s keep-alive no longer applies; 1.5 × the sleep duration does.
+    h.advance(Duration::from_secs(600));
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Asleep));
+    // A SLEEPREQ while asleep restarts the timer [3.15.5-7].
+    let out = h.send_v2(&dev, sleep_req(7, 600));
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![sleep_resp(7, None, ReasonCode::SUCCESS)]
+    );
+    h.advance(Duration::from_secs(899));
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Asleep));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.gw.client_state("sleep2"), Some(&ClientState::Lost));
+}
+
+#[test]
+fn a_sleep_of_0_is_a_protocol_error_and_a_long_one_is_granted_as_65535_s() {
+    let mut h = Harness::new();
+    let dev = peer(21_010);
+    h.connect_v2(&dev, "nap2");
+    let out = h.send_v2(&dev, sleep_req(2, 0));
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![sleep_resp(2, None, ReasonCode::PROTOCOL_ERROR)]
+    );
+    assert_eq!(h.gw.client_state("nap2"), Some(&ClientState::Active));
+
+    // Server-suggested values allowed: the SLEEPRESP says what was granted.
+    let other = peer(21_011);
+    let mut connect = connect_expiring("long2", None, true);
+    if let v2::Packet::Connect(c) = &mut connect {
+        c.packet_id = 7;
+    }
+    let out = h.send_v2(&other, connect);
+    assert_eq!(v2_to(&out, &other).len(), 1);
+    let out = h.send_v2(&other, sleep_req(3, 100_000));
+    assert_eq!(
+        v2_to(&out, &other),
+        vec![sleep_resp(3, Some(65_535), ReasonCode::SUCCESS)]
+    );
+    // Not allowed: granted the same, silently [3.16.2.1-3].
+    let out = h.send_v2(&dev, sleep_req(4, 100_000));
+    assert_eq!(
+        v2_to(&out, &dev),
+        vec![sleep_resp(4, None, ReasonCode::SUCCESS)]
+    );
+}
+
+/// The PUBLISH to `dev` in `out`: (packet id, alias, payload).
+fn delivered(out: &[Output], dev: &Peer) -> Vec<(u16, u16, Bytes)> {
+    v2_to(out, dev)
+        .into_iter()
+        .filter_map(|p| match p {
+            v2::Packet::Publish(Publish {
+                delivery: Delivery::AtLeastOnce { packet_id },
+                topic: Topic::SessionAlias(alias),
+                payload,
+                ..
+            }) => Some((packet_id, alias, payload)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pingreq_wakes_a_sleeper_for_its_default_awake_messages_then_pingresp_says_what_remains() {
+    let mut h = Harness::with(upstream_cfg());
+    let dev = peer(21_012);
+    let mut connect = v2_connect(7, "dam2", false);
+    if let v2::Packet::Connect(c) = &mut connect {
+        c.default_awake_messages = Some(2);
+    }
+    assert_eq!(v2_to(&h.send_v2(&dev, connect), &dev).len(), 1);
+    let out = h.send_v2(
+        &dev,
+        v2_subscribe(2, Topic::Name("z/t".into()), v2::QoS::AtLeastOnce),
+    );
+    let alias = match v2_to(&out, &dev).as_slice() {
+        [v2::Packet::SubAck(v2::SubAck { alias: Some(a), .. })] => *a,
+        other => panic!("SUBACK with an alias expected, got {other:?}"),
+    };
+    // Nothing buffered: the wake ends at once, nothing remains [4.14.2-7].
+    h.send_v2(&dev, sleep_req(3, 300));
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x40 });
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(0x40, Some(0))]);
+
+    // Three messages while asleep: buffered, nothing sent (not even WAKEUP).
+    for m in ["m1", "m2", "m3"] {
+        let out = from_broker(&mut h, "z/t", m, 1);
+        assert!(v2_to(&out, &dev).is_empty(), "{out:?}");
+    }
+    assert_eq!(h.gw.client_state("dam2"), Some(&ClientState::Asleep));
+
+    // Wake: at most two (its Default Awake Messages), one at a time, each
+    // acknowledged, then PINGRESP echoing the PINGREQ with one remaining.
+    let mut out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x41 });
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let [(packet_id, a, ref payload)] = delivered(&out, &dev)[..] else {
+            panic!("one PUBLISH at a time expected, got {out:?}");
+        };
+        assert_eq!(a, alias);
+        got.push(payload.clone());
+        out = h.send_v2(
+            &dev,
+            v2::Packet::PubAck(Ack {
+                packet_id,
+                reason: None,
+            }),
+        );
+    }
+    assert_eq!(got, vec![b("m1"), b("m2")]);
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(0x41, Some(1))]);
+    assert_eq!(h.gw.client_state("dam2"), Some(&ClientState::Asleep));
+
+    // The next wake collects the last one.
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 0x42 });
+    let [(packet_id, _, ref payload)] = delivered(&out, &dev)[..] else {
+        panic!("the third message expected, got {out:?}");
+    };
+    assert_eq!(payload, &b("m3"));
+    let out = h.send_v2(
+        &dev,
+        v2::Packet::PubAck(Ack {
+            packet_id,
+            reason: None,
+        }),
+    );
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(0x42, Some(0))]);
+
+    // CONNECT makes it active again: messages go straight out.
+    assert_eq!(
+        v2_to(&h.send_v2(&dev, v2_connect(8, "dam2", false)), &dev).len(),
+        1
+    );
+    assert_eq!(h.gw.client_state("dam2"), Some(&ClientState::Active));
+}
+
+#[test]
+fn an_awake_pingreq_while_active_is_a_plain_ping() {
+    let mut h = Harness::new();
+    let dev = peer(21_013);
+    h.connect_v2(&dev, "act2");
+    let out = h.send_v2(&dev, v2::Packet::PingReq { packet_id: 9 });
+    assert_eq!(v2_to(&out, &dev), vec![ping_resp(9, None)]);
 }
 
 #[test]
@@ -927,4 +1091,226 @@ fn the_operators_view_names_each_devices_protocol_version() {
     let version = |id: &str| h.gw.device(id, h.now).map(|d| d.protocol_version);
     assert_eq!(version("view2"), Some("2.0"));
     assert_eq!(version("view12"), Some("1.2"));
+}
+
+fn subscribe_with(packet_id: u16, filter: &str, rh: v2::RetainHandling) -> v2::Packet {
+    v2::Packet::Subscribe(v2::Subscribe {
+        options: v2::SubscribeOptions {
+            no_local: false,
+            max_qos: v2::QoS::AtMostOnce,
+            retain_as_published: false,
+            retain_handling: rh,
+        },
+        packet_id,
+        topic: Topic::Name(filter.into()),
+    })
+}
+
+/// The retained messages (payloads) among the packets sent to `dev`,
+/// after its SUBACK.
+fn retained_after_suback(out: &[Output], dev: &Peer) -> Vec<Bytes> {
+    let packets = v2_to(out, dev);
+    assert!(
+        matches!(packets.first(), Some(v2::Packet::SubAck(a)) if a.reason.is_some_and(|r| r.0 < 0x80)),
+        "a SUBACK first: {packets:?}"
+    );
+    packets
+        .into_iter()
+        .filter_map(|p| match p {
+            v2::Packet::Publish(Publish {
+                retain: true,
+                payload,
+                ..
+            }) => Some(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn retain_handling_sends_retained_messages_always_only_when_new_or_never() {
+    use v2::RetainHandling::{DoNotSend, SendAtSubscribe, SendIfNew};
+    let mut h = Harness::new();
+    let publisher = peer(21_030);
+    h.connect_v2(&publisher, "rpub2");
+    h.send_v2(
+        &publisher,
+        v2::Packet::Publish(Publish {
+            delivery: Delivery::AtMostOnce,
+            retain: true,
+            topic: Topic::Name("r/t".into()),
+            payload: b("kept"),
+        }),
+    );
+    let dev = peer(21_031);
+    h.connect_v2(&dev, "rsub2");
+    // 2: never, even for a new subscription.
+    let out = h.send_v2(&dev, subscribe_with(1, "r/#", DoNotSend));
+    assert!(retained_after_suback(&out, &dev).is_empty(), "{out:?}");
+    // 1: for a new subscription only.
+    let out = h.send_v2(&dev, subscribe_with(2, "r/t", SendIfNew));
+    assert_eq!(retained_after_suback(&out, &dev), vec![b("kept")]);
+    let out = h.send_v2(&dev, subscribe_with(3, "r/t", SendIfNew));
+    assert!(retained_after_suback(&out, &dev).is_empty(), "{out:?}");
+    // 0: at every SUBSCRIBE, the existing one included.
+    let out = h.send_v2(&dev, subscribe_with(4, "r/#", SendAtSubscribe));
+    assert_eq!(retained_after_suback(&out, &dev), vec![b("kept")]);
+    // A 1.2 device is unchanged: retained messages at every SUBSCRIBE.
+    let old = peer(21_032);
+    h.connect(&old, "rold12", true);
+    for msg_id in [1, 2] {
+        let out = h.send(
+            &old,
+            Packet::Subscribe {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                msg_id,
+                topic: SubscribeTopic::Name("r/t".into()),
+            },
+        );
+        let retained = packets_to(&out, &old)
+            .into_iter()
+            .filter(|p| matches!(p, Packet::Publish { retain: true, .. }))
+            .count();
+        assert_eq!(retained, 1, "{out:?}");
+    }
+}
+
+fn subscribe_no_local(packet_id: u16, filter: &str, no_local: bool) -> v2::Packet {
+    v2::Packet::Subscribe(v2::Subscribe {
+        options: v2::SubscribeOptions {
+            no_local,
+            max_qos: v2::QoS::AtMostOnce,
+            retain_as_published: false,
+            retain_handling: v2::RetainHandling::SendAtSubscribe,
+        },
+        packet_id,
+        topic: Topic::Name(filter.into()),
+    })
+}
+
+/// The payloads of the PUBLISHes sent to `dev`.
+fn payloads_to(out: &[Output], dev: &Peer) -> Vec<Bytes> {
+    v2_to(out, dev)
+        .into_iter()
+        .filter_map(|p| match p {
+            v2::Packet::Publish(Publish { payload, .. }) => Some(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn no_local_keeps_a_devices_own_publications_from_it_and_only_from_it() {
+    let mut h = Harness::new();
+    let (me, other) = (peer(21_040), peer(21_041));
+    h.connect_v2(&me, "nl2");
+    h.connect_v2(&other, "nlother2");
+    h.send_v2(&me, subscribe_no_local(1, "n/#", true));
+    h.send_v2(&other, subscribe_no_local(1, "n/#", false));
+    let publish =
+        |payload: &str| v2_publish(Delivery::AtMostOnce, Topic::Name("n/a".into()), payload);
+    // Wildcard matches deliver after a REGISTER; count what arrives.
+    let out = h.send_v2(&me, publish("one"));
+    assert!(payloads_to(&out, &me).is_empty(), "No Local: {out:?}");
+    assert!(
+        v2_to(&out, &other)
+            .iter()
+            .any(|p| matches!(p, v2::Packet::Register(r) if r.topic_name == "n/a")),
+        "the other subscriber still gets it: {out:?}"
+    );
+    // A second subscription of its own without No Local matches too: the
+    // device gets its publication again (one copy).
+    let out = h.send_v2(&me, subscribe_no_local(2, "n/a", false));
+    assert!(
+        matches!(v2_to(&out, &me).as_slice(), [v2::Packet::SubAck(_)]),
+        "{out:?}"
+    );
+    let out = h.send_v2(&me, publish("two"));
+    assert_eq!(payloads_to(&out, &me), vec![b("two")]);
+    // A publication from someone else reaches a No Local subscriber.
+    let out = h.send_v2(&me, subscribe_no_local(3, "n/a", true));
+    assert!(
+        matches!(v2_to(&out, &me).as_slice(), [v2::Packet::SubAck(_)]),
+        "{out:?}"
+    );
+    assert!(payloads_to(&h.send_v2(&me, publish("three")), &me).is_empty());
+    let out = h.send_v2(&other, publish("four"));
+    assert_eq!(payloads_to(&out, &me), vec![b("four")]);
+}
+
+#[test]
+fn retain_as_published_keeps_the_flag_of_a_live_retained_message() {
+    let mut h = Harness::with(upstream_cfg());
+    let (publisher, rap, plain) = (peer(21_050), peer(21_051), peer(21_052));
+    h.connect_v2(&publisher, "rappub2");
+    for (dev, id, on) in [(&rap, "rap2", true), (&plain, "norap2", false)] {
+        h.connect_v2(dev, id);
+        let out = h.send_v2(
+            dev,
+            v2::Packet::Subscribe(v2::Subscribe {
+                options: v2::SubscribeOptions {
+                    no_local: false,
+                    max_qos: v2::QoS::AtMostOnce,
+                    retain_as_published: on,
+                    retain_handling: v2::RetainHandling::SendAtSubscribe,
+                },
+                packet_id: 1,
+                topic: Topic::Name("ra/t".into()),
+            }),
+        );
+        assert!(
+            matches!(v2_to(&out, dev).as_slice(), [v2::Packet::SubAck(_)]),
+            "{out:?}"
+        );
+    }
+    let flags = |out: &[Output], dev: &Peer| -> Vec<bool> {
+        v2_to(out, dev)
+            .into_iter()
+            .filter_map(|p| match p {
+                v2::Packet::Publish(Publish { retain, .. }) => Some(retain),
+                _ => None,
+            })
+            .collect()
+    };
+    // From a device, published retained.
+    let out = h.send_v2(
+        &publisher,
+        v2::Packet::Publish(Publish {
+            delivery: Delivery::AtMostOnce,
+            retain: true,
+            topic: Topic::Name("ra/t".into()),
+            payload: b("dev"),
+        }),
+    );
+    assert_eq!(
+        (flags(&out, &rap), flags(&out, &plain)),
+        (vec![true], vec![false])
+    );
+    // From the broker, live and published retained (the bridge subscribes
+    // with Retain As Published upstream).
+    h.gw.handle_upstream(
+        h.now,
+        UpstreamMessage {
+            topic: "ra/t".into(),
+            payload: b("up"),
+            qos: 0,
+            retain: true,
+            filter: None,
+        },
+    );
+    let out = h.drain();
+    assert_eq!(
+        (flags(&out, &rap), flags(&out, &plain)),
+        (vec![true], vec![false])
+    );
+    // Not published retained: never flagged.
+    let out = h.send_v2(
+        &publisher,
+        v2_publish(Delivery::AtMostOnce, Topic::Name("ra/t".into()), "x"),
+    );
+    assert_eq!(
+        (flags(&out, &rap), flags(&out, &plain)),
+        (vec![false], vec![false])
+    );
 }
