@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -85,32 +84,11 @@ async fn the_dashboard_renders_devices_rates_and_the_upstream_in_chromium() {
         return;
     };
     let broker = Mosquitto::start().await;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
-    cmd.args([
-        "run",
-        "--udp",
-        "127.0.0.1:0",
-        "--broker",
-        "off",
-        "--state-dir",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--log-format",
-        "text",
-        "--upstream",
-        &broker.addr(),
-    ])
-    .env_remove("RUST_LOG")
-    .env_remove("SNGATE_CONFIG")
-    .stdout(std::process::Stdio::null());
+    let upstream = broker.addr();
+    let cmd = common::binary_gateway_command(&["--http", "127.0.0.1:0", "--upstream", &upstream]);
     let (_gw, lines): (KillOnDrop, _) = spawn_logged(cmd);
     let udp = common::logged_addr(&lines, "listening on UDP");
-    let http: SocketAddr = wait_for_line(&lines, "HTTP endpoint listening")
-        .rsplit("addr=")
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .expect("the HTTP address");
+    let http = common::logged_addr(&lines, "HTTP endpoint listening");
     wait_for_line(&lines, "upstream connected");
 
     // Devices: one active and subscribed, publishing to itself; one asleep.

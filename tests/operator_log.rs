@@ -17,24 +17,7 @@ use sngate::proto::{Packet, QoS, ReturnCode, SubscribeTopic, TopicRef};
 /// The real `sngate run` at the default level, tracing the packets of
 /// `dev-1` only; its UDP address and its log lines.
 fn gateway() -> (KillOnDrop, std::net::SocketAddr, Receiver<String>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
-    cmd.args([
-        "run",
-        "--udp",
-        "127.0.0.1:0",
-        "--broker",
-        "off",
-        "--state-dir",
-        "off",
-        "--log-format",
-        "text",
-        "--trace-client",
-        "dev-1",
-    ])
-    .env_remove("RUST_LOG")
-    .env_remove("SNGATE_CONFIG")
-    .stdout(std::process::Stdio::null());
-    let (child, lines) = spawn_logged(cmd);
+    let (child, lines) = spawn_logged(common::binary_gateway_command(&["--trace-client", "dev-1"]));
     let addr = logged_addr(&lines, "listening on UDP");
     (child, addr, lines)
 }

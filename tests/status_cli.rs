@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use common::{RawDevice, connect, spawn_logged, wait_for_line};
@@ -12,30 +11,9 @@ use sngate::proto::{Packet, QoS, TopicRef};
 
 #[tokio::test]
 async fn status_summarises_a_running_gateway() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
-    cmd.args([
-        "run",
-        "--udp",
-        "127.0.0.1:0",
-        "--broker",
-        "off",
-        "--state-dir",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--log-format",
-        "text",
-    ])
-    .env_remove("RUST_LOG")
-    .env_remove("SNGATE_CONFIG")
-    .stdout(std::process::Stdio::null());
-    let (_gw, lines) = spawn_logged(cmd);
+    let (_gw, lines) = spawn_logged(common::binary_gateway_command(&["--http", "127.0.0.1:0"]));
     let udp = common::logged_addr(&lines, "listening on UDP");
-    let http: SocketAddr = wait_for_line(&lines, "HTTP endpoint listening")
-        .rsplit("addr=")
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .expect("the HTTP address");
+    let http = common::logged_addr(&lines, "HTTP endpoint listening");
 
     let _active = connect(udp, "meter-1").await;
     let mut sleepy = connect(udp, "meter-2").await;

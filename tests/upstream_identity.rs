@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
@@ -19,24 +18,9 @@ const QUIET_WINDOW: Duration = Duration::from_secs(3);
 /// The real `sngate run` with the defaults but for an ephemeral UDP port,
 /// no embedded broker, no store, bridging to `broker`, plus `extra` flags.
 fn gateway(broker: &Mosquitto, extra: &[&str]) -> (KillOnDrop, Receiver<String>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sngate"));
-    cmd.args([
-        "run",
-        "--udp",
-        "127.0.0.1:0",
-        "--broker",
-        "off",
-        "--state-dir",
-        "off",
-        "--log-format",
-        "text",
-        "--upstream",
-        &broker.addr(),
-    ])
-    .args(extra)
-    .env_remove("RUST_LOG")
-    .env_remove("SNGATE_CONFIG")
-    .stdout(std::process::Stdio::null());
+    let upstream = broker.addr();
+    let mut cmd = common::binary_gateway_command(&["--upstream", &upstream]);
+    cmd.args(extra);
     spawn_logged(cmd)
 }
 

@@ -294,10 +294,11 @@ pub fn logged_addr(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> S
         .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
 
-/// The real `sngate run` with the default configuration but for an
-/// ephemeral 127.0.0.1 UDP port, no embedded broker and no store, and the
-/// address it bound (from its log).
-pub fn run_binary_gateway() -> (KillOnDrop, String) {
+/// `sngate run` (the real binary) with the default configuration but for an
+/// ephemeral 127.0.0.1 UDP port, no embedded broker, no store and text
+/// logs, the environment's `RUST_LOG`/`SNGATE_CONFIG` ignored, plus `extra`
+/// flags: for [`spawn_logged`].
+pub fn binary_gateway_command(extra: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sngate"));
     cmd.args([
         "run",
@@ -310,10 +311,18 @@ pub fn run_binary_gateway() -> (KillOnDrop, String) {
         "--log-format",
         "text",
     ])
+    .args(extra)
     .env_remove("RUST_LOG")
     .env_remove("SNGATE_CONFIG")
     .stdout(std::process::Stdio::null());
-    let (child, lines) = spawn_logged(cmd);
+    cmd
+}
+
+/// The real `sngate run` with the default configuration but for an
+/// ephemeral 127.0.0.1 UDP port, no embedded broker and no store, and the
+/// address it bound (from its log).
+pub fn run_binary_gateway() -> (KillOnDrop, String) {
+    let (child, lines) = spawn_logged(binary_gateway_command(&[]));
     let addr = logged_addr(&lines, "listening on UDP").to_string();
     (child, addr)
 }
