@@ -345,9 +345,9 @@ async fn a_device_subscription_brings_messages_down_its_own_session() {
     assert_eq!(status_of(&mut h, "dev-s").await, SessionStatus::Up);
     let down = |want: &'static str| {
         move |ev: &BridgeEvent| match ev {
-            BridgeEvent::SessionMessage { client_id, message }
-                if &message.payload[..] == want.as_bytes() =>
-            {
+            BridgeEvent::SessionMessage {
+                client_id, message, ..
+            } if &message.payload[..] == want.as_bytes() => {
                 Some((client_id.to_string(), message.topic.clone(), message.retain))
             }
             BridgeEvent::Message(m) => panic!("a device's message on the shared session: {m:?}"),
@@ -389,11 +389,9 @@ async fn own_publishes_are_not_echoed(protocol_version: u8) {
     while !(shared_ready && b_ready) {
         match until(&mut h, "the barriers", |ev| match ev {
             BridgeEvent::Message(m) if m.topic == "room/barrier" => Some(true),
-            BridgeEvent::SessionMessage { client_id, message }
-                if &**client_id == "dev-b" && message.topic == "room/barrier" =>
-            {
-                Some(false)
-            }
+            BridgeEvent::SessionMessage {
+                client_id, message, ..
+            } if &**client_id == "dev-b" && message.topic == "room/barrier" => Some(false),
             _ => None,
         })
         .await
@@ -418,7 +416,9 @@ async fn own_publishes_are_not_echoed(protocol_version: u8) {
                     assert_eq!(m.topic, "room/end", "echo on the shared session");
                     Some(true)
                 }
-                BridgeEvent::SessionMessage { client_id, message } => {
+                BridgeEvent::SessionMessage {
+                    client_id, message, ..
+                } => {
                     assert_eq!(
                         (&**client_id, message.topic.as_str()),
                         ("dev-b", "room/end"),
@@ -558,9 +558,9 @@ impl Engine {
                 ack,
                 accepted,
             } => self.gw.handle_session_ack(now, &client_id, ack, accepted),
-            BridgeEvent::SessionMessage { client_id, message } => {
-                self.gw.handle_session_message(now, &client_id, message)
-            }
+            BridgeEvent::SessionMessage {
+                client_id, message, ..
+            } => self.gw.handle_session_message(now, &client_id, message),
             BridgeEvent::Message(m) => self.gw.handle_upstream(now, m),
             _ => {}
         }

@@ -253,3 +253,59 @@ async fn a_roaming_device_keeps_its_session_and_the_old_gateway_lets_go() {
     gw_a.stop().await;
     gw_b.stop().await;
 }
+
+/// Issue 23's gap, closed: a per-device session acknowledges a QoS 1
+/// downlink to the broker only once the device has it. The device (CleanSession
+/// off, subscribed at QoS 1) goes away without a word; the message
+/// published meanwhile reaches its session, and the broker gets no PUBACK
+/// for it until the device, back on a new socket, has acknowledged it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downlink_is_acknowledged_upstream_only_once_the_device_has_it() {
+    let cloud = Mosquitto::start_with(MosquittoOptions {
+        extra: vec!["log_type all".into()],
+        ..MosquittoOptions::default()
+    })
+    .await;
+    let broker = SocketAddr::from(([127, 0, 0, 1], cloud.port));
+    let port = cloud.port;
+    let gw = start_gateway_with(move |c| {
+        let mut u = upstream_to(port, "gw-acks");
+        u.bridge_mode = BridgeMode::PerDevice;
+        c.upstream = Some(u);
+    })
+    .await;
+    let opts = || options("keeper").clean_session(false);
+    let mut first = connect_with(gw.addr, opts()).await;
+    first
+        .subscribe(SubscribeTopic::Name("cmd/keeper".into()), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    drop(first);
+    let (ok, text) = publish(broker, &["-t", "cmd/keeper", "-q", "1", "-m", "while-away"]);
+    assert!(ok, "{text}");
+    cloud.wait_for_log("Sending PUBLISH to keeper").await;
+    let acked = || cloud.log_text().contains("Received PUBACK from keeper");
+    // Before this change the session acknowledged on receipt, within
+    // milliseconds; now nothing comes while the device is away.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < deadline {
+        assert!(
+            !acked(),
+            "acknowledged before the device had it:\n{}",
+            cloud.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut back = connect_with(gw.addr, opts()).await;
+    let got = back
+        .recv_message(Duration::from_secs(5))
+        .await
+        .expect("what was published while it was away");
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("cmd/keeper", &b"while-away"[..])
+    );
+    // Its PUBACK reached the gateway: now the broker gets one.
+    cloud.wait_for_log("Received PUBACK from keeper").await;
+    gw.stop().await;
+}

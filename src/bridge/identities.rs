@@ -125,6 +125,7 @@ impl DeviceIdentities {
             tls,
             origin: self.origin.clone(),
             window: Window::DEVICE,
+            manual_acks: true,
         }
     }
 }

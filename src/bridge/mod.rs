@@ -186,6 +186,10 @@ pub enum BridgeEvent {
         client_id: Arc<str>,
         /// The message.
         message: UpstreamMessage,
+        /// A QoS 1/2 message not yet acknowledged to the broker: the token
+        /// the engine hands back in [`UpstreamCommand::AckDownlink`] once
+        /// the device has it. `None` at QoS 0.
+        token: Option<u64>,
     },
 }
 

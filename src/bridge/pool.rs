@@ -80,7 +80,8 @@ impl Pool {
             UpstreamCommand::OpenSession(p) => Arc::clone(&p.client_id),
             UpstreamCommand::CloseSession { client_id, .. }
             | UpstreamCommand::SessionSubscribe { client_id, .. }
-            | UpstreamCommand::SessionUnsubscribe { client_id, .. } => Arc::clone(client_id),
+            | UpstreamCommand::SessionUnsubscribe { client_id, .. }
+            | UpstreamCommand::AckDownlink { client_id, .. } => Arc::clone(client_id),
             UpstreamCommand::Publish { from: None, .. }
             | UpstreamCommand::Subscribe { .. }
             | UpstreamCommand::Unsubscribe { .. } => return Some(cmd),

@@ -233,6 +233,7 @@ impl Session {
                     };
                     let taken = match &req {
                         Request::Publish(msg) => client.try_publish(msg),
+                        Request::Ack(qos, pkid) => client.try_ack(*qos, *pkid),
                         Request::Subscribe(filter, qos, id) => {
                             client.try_subscribe(filter, *qos, *id)
                         }

@@ -155,10 +155,18 @@ impl Driver {
                 self.gateway
                     .handle_session_ack(now, &client_id, ack, accepted);
             }
-            BridgeEvent::SessionMessage { client_id, message } => {
-                self.gateway
-                    .handle_session_message(now, &client_id, message);
-            }
+            BridgeEvent::SessionMessage {
+                client_id,
+                message,
+                token,
+            } => match token {
+                Some(token) => self
+                    .gateway
+                    .handle_session_message_with_token(now, &client_id, message, token),
+                None => self
+                    .gateway
+                    .handle_session_message(now, &client_id, message),
+            },
             BridgeEvent::Connected => {
                 info!("upstream broker connected");
                 self.gateway.handle_upstream_connected(now, true);

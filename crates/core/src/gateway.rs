@@ -928,6 +928,7 @@ impl Gateway {
                         reregistered: false,
                         sent_as: None,
                         store_id: None,
+                        downlink: None,
                     };
                     self.enqueue(now, sid, delivery);
                 }

@@ -159,6 +159,18 @@ pub enum UpstreamCommand {
         /// The local topic filter.
         filter: String,
     },
+    /// Per-device mode: acknowledge to the broker the QoS 1/2 message that
+    /// came down the device's own session with `token`
+    /// ([`Gateway::handle_session_message_with_token`](super::Gateway::handle_session_message_with_token)):
+    /// the device acknowledged it (PUBACK at QoS 1, PUBREC at QoS 2), or
+    /// the engine keeps it durably for a device asleep here, or it can never
+    /// be for this device (no subscription, not allowed, refused by it).
+    AckDownlink {
+        /// The device's client id.
+        client_id: Arc<str>,
+        /// The bridge's token, unchanged.
+        token: u64,
+    },
 }
 
 /// Who publishes a message upstream in per-device mode, and what to tell the

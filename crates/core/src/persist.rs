@@ -696,6 +696,7 @@ impl Gateway {
                             reregistered: false,
                             sent_as: rec.sent_as,
                             store_id: Some(id),
+                            downlink: None,
                         });
                     }
                 }

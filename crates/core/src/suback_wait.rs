@@ -389,6 +389,7 @@ impl Gateway {
                 reregistered: false,
                 sent_as: None,
                 store_id: None,
+                downlink: None,
             })
             .collect();
         for delivery in retained {

@@ -15,6 +15,7 @@ pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
             limits: BrokerLimits::default(),
         },
         Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish {
+            pkid: p.pkid,
             topic: Some(p.topic),
             payload: p.payload,
             qos: p.qos as u8,
@@ -70,6 +71,7 @@ pub(super) fn from_v5(ev: rumqttc::v5::Event) -> LinkEvent {
                 None => (Vec::new(), None),
             };
             LinkEvent::Publish {
+                pkid: p.pkid,
                 topic: String::from_utf8(p.topic.to_vec()).ok(),
                 payload: p.payload,
                 qos: p.qos as u8,

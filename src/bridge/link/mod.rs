@@ -112,6 +112,10 @@ pub struct Identity {
     pub origin: Option<Arc<str>>,
     /// rumqttc's channel and in-flight window.
     pub window: Window,
+    /// Acknowledge incoming QoS 1/2 messages only when told
+    /// ([`LinkClient::try_ack`]), not on receipt: a device's own session,
+    /// so the broker keeps what the device has not got (issue 23).
+    pub manual_acks: bool,
 }
 
 impl std::fmt::Debug for Identity {
@@ -147,6 +151,7 @@ impl Identity {
             tls,
             origin,
             window: Window::SHARED,
+            manual_acks: false,
         }
     }
 }
@@ -281,6 +286,7 @@ pub fn build(cfg: &UpstreamConfig, id: &Identity) -> (LinkClient, LinkLoop) {
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_inflight(id.window.inflight)
             .set_request_channel_capacity(cap)
+            .set_manual_acks(id.manual_acks)
             .set_pending_throttle(Duration::ZERO);
         if let Some((u, p)) = &id.credentials {
             o.set_credentials(u, p);
@@ -317,6 +323,7 @@ pub fn build(cfg: &UpstreamConfig, id: &Identity) -> (LinkClient, LinkLoop) {
             .set_max_packet_size(Some(MAX_PACKET_BYTES as u32))
             .set_outgoing_inflight_upper_limit(id.window.inflight)
             .set_request_channel_capacity(cap)
+            .set_manual_acks(id.manual_acks)
             .set_pending_throttle(Duration::ZERO);
         if !id.clean_session {
             o.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
@@ -460,6 +467,24 @@ impl LinkClient {
         match &self.kind {
             ClientKind::V4(c) => c.try_unsubscribe(filter).is_ok(),
             ClientKind::V5(c) => c.try_unsubscribe(filter).is_ok(),
+        }
+    }
+
+    /// Queues the acknowledgement of the incoming QoS 1/2 PUBLISH `pkid`
+    /// (PUBACK at QoS 1, PUBREC at QoS 2; manual acknowledgements); false
+    /// if the channel refused it.
+    pub fn try_ack(&self, qos: u8, pkid: u16) -> bool {
+        match &self.kind {
+            ClientKind::V4(c) => {
+                let mut p = rumqttc::Publish::new("", qos4(qos), Vec::new());
+                p.pkid = pkid;
+                c.try_ack(&p).is_ok()
+            }
+            ClientKind::V5(c) => {
+                let mut p = m5::Publish::new("", qos5(qos), Vec::new(), None);
+                p.pkid = pkid;
+                c.try_ack(&p).is_ok()
+            }
         }
     }
 

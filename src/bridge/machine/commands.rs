@@ -111,6 +111,9 @@ impl Machine {
                     self.subs.unsubscribe(&remote, connected);
                 }
             }
+            UpstreamCommand::AckDownlink { token, .. } if !self.is_shared() => {
+                self.ack_downlink(token)
+            }
             UpstreamCommand::OpenSession(params) => self.open(params),
             UpstreamCommand::CloseSession { publish_will, .. } => self.close(publish_will),
             other => {

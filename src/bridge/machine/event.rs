@@ -19,6 +19,8 @@ pub enum LinkEvent {
     },
     /// A message from the broker.
     Publish {
+        /// Packet id (0 at QoS 0): what a manual acknowledgement names.
+        pkid: u16,
         /// Remote topic (invalid UTF-8 is reported as `None`).
         topic: Option<String>,
         /// Payload.

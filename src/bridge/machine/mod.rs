@@ -60,6 +60,9 @@ pub(super) enum Request {
     Unsubscribe(String),
     /// The next message of the outbox, in order.
     Publish(OutMessage),
+    /// Acknowledge an incoming QoS 1/2 PUBLISH (a device's session, manual
+    /// acknowledgements): QoS, packet id.
+    Ack(u8, u16),
 }
 
 /// What the session task must do.
@@ -88,6 +91,7 @@ enum Offer {
     Subscribe(String),
     Unsubscribe,
     Publish,
+    Ack(u8, u16),
 }
 
 /// One session's state. See the module documentation.
@@ -130,6 +134,15 @@ pub(super) struct Machine {
     /// Acknowledgements owed, by ticket: (device, token).
     acks: HashMap<u64, (Arc<str>, UpstreamAck)>,
     next_ticket: u64,
+    /// Connections so far (bumped at each CONNACK): a downlink token names
+    /// the connection its packet id belongs to.
+    epoch: u32,
+    /// Acknowledgements of incoming messages due (a device's session):
+    /// (QoS, packet id) on the current connection.
+    acks_due: VecDeque<(u8, u16)>,
+    /// rumqttc's channel refused an acknowledgement: try again after the
+    /// next input.
+    acks_stalled: bool,
     /// Events for the driver, handed out at the next flush (in order).
     events: Vec<TaskEvent>,
     /// Outputs ready to be polled.
@@ -194,6 +207,9 @@ impl Machine {
             events: Vec::new(),
             out: VecDeque::new(),
             offered: None,
+            epoch: 0,
+            acks_due: VecDeque::new(),
+            acks_stalled: false,
             dirty: false,
             now,
             given_back: false,
@@ -317,6 +333,7 @@ impl Machine {
 
     fn input(&mut self, now: Instant) {
         self.settle_offer();
+        self.acks_stalled = false;
         self.now = now;
         self.dirty = true;
     }
@@ -359,6 +376,13 @@ impl Machine {
         // then publish the will).
         if self.in_channel + 1 >= self.window.request_channel {
             return None;
+        }
+        // Acknowledgements first: the broker holds its window for them.
+        if !self.acks_stalled
+            && let Some((qos, pkid)) = self.acks_due.pop_front()
+        {
+            self.offered = Some(Offer::Ack(qos, pkid));
+            return Some(Request::Ack(qos, pkid));
         }
         while let Some(req) = self.subs.next_request() {
             if let Request::Subscribe(filter, ..) = &req
@@ -421,6 +445,13 @@ impl Machine {
                 self.in_channel += 1;
             }
             Offer::Unsubscribe => self.in_channel += 1,
+            // rumqttc takes an acknowledgement from its channel without
+            // an event: not counted there.
+            Offer::Ack(..) if taken => {}
+            Offer::Ack(qos, pkid) => {
+                self.acks_due.push_front((qos, pkid));
+                self.acks_stalled = true;
+            }
             Offer::Publish if taken => {
                 if let Some(msg) = self.outbox.peek_queued()
                     && let Some(log) = &self.common.echo

@@ -53,13 +53,23 @@ impl Machine {
                 self.on_connack(session_present);
             }
             LinkEvent::Publish {
+                pkid,
                 topic,
                 payload,
                 qos,
                 retain,
                 subscription_ids,
                 origin,
-            } => self.on_publish(topic, payload, qos, retain, &subscription_ids, origin),
+            } => {
+                let token = self.downlink_token(qos, pkid);
+                match self.on_publish(topic, payload, qos, retain, &subscription_ids, origin) {
+                    Some(message) => self.forward(message, token),
+                    // Not for the device at all (not bridged, an echo, a
+                    // duplicate): the broker may forget it.
+                    None if token.is_some() => self.acks_due.push_back((qos, pkid)),
+                    None => {}
+                }
+            }
             LinkEvent::PubAck { pkid, code } => {
                 let ack = self.outbox.on_puback(pkid, code);
                 self.count_ack(ack);
@@ -101,6 +111,10 @@ impl Machine {
 
     fn on_connack(&mut self, session_present: bool) {
         self.connected = true;
+        // Packet ids of the earlier connection mean nothing now: the broker
+        // redelivers what was not acknowledged.
+        self.epoch = self.epoch.wrapping_add(1);
+        self.acks_due.clear();
         self.takeover.connected(self.now);
         self.in_channel = 0;
         self.backoff.reset();
@@ -151,11 +165,11 @@ impl Machine {
         retain: bool,
         subscription_ids: &[usize],
         origin: Option<String>,
-    ) {
+    ) -> Option<UpstreamMessage> {
         let c = Arc::clone(&self.common.counters);
         let Some(topic) = topic else {
             bump(&c.not_bridged_in, 1);
-            return;
+            return None;
         };
         // Per-device mode on MQTT 5: the broker's copy of what one of our
         // sessions published (or a device's will) — the engine routed the
@@ -164,7 +178,7 @@ impl Machine {
             && **ours == **theirs
         {
             bump(&c.echoes_suppressed, 1);
-            return;
+            return None;
         }
         let transparent = self.common.rules.is_transparent();
         let scope = match self
@@ -174,7 +188,7 @@ impl Machine {
             Some(scope) => scope,
             None => {
                 bump(&c.duplicates_suppressed, 1);
-                return;
+                return None;
             }
         };
         if let (Some(log), Some(seen)) = (&self.common.echo, &mut self.echo_seen)
@@ -182,28 +196,58 @@ impl Machine {
             && log.is_echo(self.now, &topic, &payload, seen)
         {
             bump(&c.echoes_suppressed, 1);
-            return;
+            return None;
         }
         let Some((local, qos)) = self.common.rules.inbound(&topic, qos) else {
             bump(&c.not_bridged_in, 1);
-            return;
+            return None;
         };
         bump(&c.received, 1);
-        let message = UpstreamMessage {
+        Some(UpstreamMessage {
             topic: local,
             payload,
             qos,
             retain,
             filter: scope,
-        };
+        })
+    }
+
+    /// A message for the driver: the shared session's, or a device's with
+    /// its downlink token.
+    fn forward(&mut self, message: UpstreamMessage, token: Option<u64>) {
         let ev = match &self.role {
             Role::Shared => BridgeEvent::Message(message),
             Role::Device(d) => BridgeEvent::SessionMessage {
                 client_id: d.client_id_arc(),
                 message,
+                token,
             },
         };
         self.events.push(TaskEvent::Public(ev));
+    }
+
+    /// A device's session acknowledges a QoS 1/2 message only when the
+    /// engine says the device has it: the token it carries there names the
+    /// connection, the QoS and the packet id. `None`: acknowledged by
+    /// rumqttc on receipt (the shared session, QoS 0).
+    fn downlink_token(&self, qos: u8, pkid: u16) -> Option<u64> {
+        (matches!(self.role, Role::Device(_)) && qos > 0)
+            .then(|| (u64::from(self.epoch) << 24) | (u64::from(qos) << 16) | u64::from(pkid))
+    }
+
+    /// The engine's [`AckDownlink`](crate::core::UpstreamCommand::AckDownlink):
+    /// due now if its connection is still this one; otherwise the broker
+    /// redelivers the message on the new connection, and this token is
+    /// stale.
+    pub(super) fn ack_downlink(&mut self, token: u64) {
+        let epoch = (token >> 24) as u32;
+        let qos = ((token >> 16) & 0xff) as u8;
+        let pkid = (token & 0xffff) as u16;
+        if epoch == self.epoch && self.connected && (1..=2).contains(&qos) {
+            self.acks_due.push_back((qos, pkid));
+        } else {
+            debug!(session = %self.name(), token, "downlink acknowledgement for an earlier connection; dropped");
+        }
     }
 
     fn count_ack(&self, ack: Ack) {

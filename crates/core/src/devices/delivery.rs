@@ -5,6 +5,7 @@
 //! N_RETRY, and the acknowledgements: REGACK, PUBACK (with the one-time
 //! re-REGISTER on "invalid topic id", trap T-3), PUBREC, PUBCOMP.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::debug;
@@ -362,8 +363,9 @@ impl Gateway {
         else {
             return;
         };
+        let client = Arc::clone(&s.client_id);
         match return_code {
-            ReturnCode::Accepted => {}
+            ReturnCode::Accepted => self.ack_downlink(&client, delivery.downlink),
             ReturnCode::InvalidTopicId
                 if !delivery.reregistered && matches!(topic, TopicRef::Id(_)) =>
             {
@@ -383,6 +385,9 @@ impl Gateway {
                     s.topics.unconfirm(id);
                 }
                 self.stats.drop(DropReason::RefusedByDevice);
+                // The device's answer: the broker redelivering it would
+                // not change it.
+                self.ack_downlink(&client, delivery.downlink);
             }
         }
         self.pump(now, sid);
@@ -402,6 +407,12 @@ impl Gateway {
             Some(Inflight {
                 kind, msg_id: m, ..
             }) if *m == msg_id && qos2(kind) => {
+                // The device holds the QoS 2 message from its PUBREC on.
+                let downlink = match kind {
+                    InflightKind::Publish { delivery, .. } => delivery.downlink,
+                    _ => None,
+                };
+                let client = Arc::clone(&s.client_id);
                 let packet = Packet::PubRel { msg_id };
                 s.inflight = Some(Inflight {
                     kind: InflightKind::PubRel,
@@ -414,6 +425,7 @@ impl Gateway {
                 if s.is_reachable() {
                     self.send_to(sid, packet);
                 }
+                self.ack_downlink(&client, downlink);
             }
             _ => {
                 self.stats.drop(DropReason::UnmatchedAck);

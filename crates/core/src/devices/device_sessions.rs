@@ -350,6 +350,49 @@ impl Gateway {
     /// (or of exactly `msg.filter` for a retained answer to a new
     /// subscription).
     pub fn handle_session_message(&mut self, now: Instant, client_id: &str, msg: UpstreamMessage) {
+        self.session_message(now, client_id, msg, None);
+    }
+
+    /// [`handle_session_message`](Self::handle_session_message) for a QoS
+    /// 1/2 message the session has not acknowledged to the broker yet
+    /// (manual acknowledgements): the engine answers
+    /// [`UpstreamCommand::AckDownlink`] with `token` once the device
+    /// acknowledged it (PUBACK at QoS 1, PUBREC at QoS 2), or at once when
+    /// it can never be for this device (no matching subscription, not
+    /// allowed, a retained copy it has, or a QoS 0 delivery). A message the
+    /// engine cannot deliver nor keep (no such session, queue full, dropped
+    /// after all retries) is never acknowledged: the broker redelivers it to
+    /// the session's next holder — this gateway's session after a
+    /// reconnect, or another gateway's when the device roamed (issue 23).
+    pub fn handle_session_message_with_token(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+        msg: UpstreamMessage,
+        token: u64,
+    ) {
+        let token = (msg.qos > 0).then_some(token);
+        self.session_message(now, client_id, msg, token);
+    }
+
+    /// The broker may forget a downlink: see
+    /// [`handle_session_message_with_token`](Self::handle_session_message_with_token).
+    pub(crate) fn ack_downlink(&mut self, client_id: &Arc<str>, token: Option<u64>) {
+        if let Some(token) = token {
+            self.upstream(UpstreamCommand::AckDownlink {
+                client_id: Arc::clone(client_id),
+                token,
+            });
+        }
+    }
+
+    fn session_message(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+        msg: UpstreamMessage,
+        token: Option<u64>,
+    ) {
         let Some(&sid) = self.by_client.get(client_id) else {
             self.stats.drop(DropReason::SessionGone);
             return;
@@ -376,9 +419,12 @@ impl Gateway {
             None => {
                 debug!(client = client_id, topic = %msg.topic, "message on a device session matches none of its subscriptions");
                 self.stats.drop(DropReason::NoSubscription);
+                let client = Arc::clone(&s.client_id);
+                self.ack_downlink(&client, token);
                 return;
             }
         };
+        let client = Arc::clone(&s.client_id);
         // The broker's retained copy of what the local store holds (and
         // so gave the device when it subscribed): not a second time.
         if msg.retain
@@ -387,20 +433,32 @@ impl Gateway {
                 .get(&msg.topic)
                 .is_some_and(|m| m.payload == msg.payload)
         {
+            self.ack_downlink(&client, token);
             return;
         }
         if !self.acl_may_read(Subscriber::Device(sid), &msg.topic) {
+            self.ack_downlink(&client, token);
             return;
         }
         self.stats.session_messages_in += 1;
+        let qos = msg.qos.min(granted);
+        // At QoS 0 the device never acknowledges: its subscription asked
+        // for at most once.
+        let downlink = if qos == 0 {
+            self.ack_downlink(&client, token);
+            None
+        } else {
+            token
+        };
         let delivery = Delivery {
             topic: Arc::from(msg.topic.as_str()),
             payload: msg.payload,
-            qos: msg.qos.min(granted),
+            qos,
             retain: msg.retain,
             reregistered: false,
             sent_as: None,
             store_id: None,
+            downlink,
         };
         self.enqueue(now, sid, delivery);
     }

@@ -102,6 +102,14 @@ pub struct Delivery {
     pub sent_as: Option<u16>,
     /// Its durable id, once it has one (QoS 1/2 with persistence on).
     pub store_id: Option<u64>,
+    /// Per-device mode: the bridge's token for a QoS 1/2 message that came
+    /// down the device's own session and is not yet acknowledged to the
+    /// broker; handed back in [`UpstreamCommand::AckDownlink`] once the
+    /// device has it (`device_sessions.rs`). Never stored: after a restart
+    /// the broker redelivers what was not acknowledged.
+    ///
+    /// [`UpstreamCommand::AckDownlink`]: crate::output::UpstreamCommand::AckDownlink
+    pub downlink: Option<u64>,
 }
 
 /// A device's QoS 1/2 PUBLISH held unacknowledged until the upstream bridge

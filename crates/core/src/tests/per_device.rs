@@ -753,3 +753,141 @@ fn a_roamed_devices_session_delivers_what_the_broker_queued_for_it() {
     h.gw.handle_session_message(h.now, "clean", queued("cmd/clean"));
     assert!(packets_to(&h.drain(), &c).is_empty());
 }
+
+fn downlink_acks(out: &[Output]) -> Vec<(Arc<str>, u64)> {
+    upstream(out)
+        .into_iter()
+        .filter_map(|c| match c {
+            UpstreamCommand::AckDownlink { client_id, token } => Some((client_id, token)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn the_publish(packets: &[Packet]) -> (u16, u16) {
+    packets
+        .iter()
+        .find_map(|p| match p {
+            Packet::Publish { topic, msg_id, .. } => Some((topic.raw(), *msg_id)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a PUBLISH: {packets:?}"))
+}
+
+/// Issue 23's gap: a QoS 1/2 downlink with a token is acknowledged to the
+/// broker only when the device acknowledged it (PUBACK at QoS 1, PUBREC at
+/// QoS 2). A device that went away without a word leaves it
+/// unacknowledged (the broker redelivers it to the session's next holder);
+/// what can never be for the device is acknowledged at once; a session
+/// the engine does not hold acknowledges nothing.
+#[test]
+fn a_downlink_is_acknowledged_upstream_only_once_the_device_has_it() {
+    let mut h = per_device();
+    let a = peer(1);
+    h.send(&a, connect_packet("a", false, false));
+    h.gw.handle_session_status(h.now, "a", SessionStatus::Up);
+    h.drain();
+    h.send(&a, subscribe(QoS::ExactlyOnce, 1, "cmd/#"));
+    let msg = |qos: u8, topic: &str| UpstreamMessage {
+        topic: topic.into(),
+        payload: b("go"),
+        qos,
+        retain: false,
+        filter: None,
+    };
+
+    // QoS 1: REGISTER, PUBLISH, and the token only with the device's PUBACK.
+    h.gw.handle_session_message_with_token(h.now, "a", msg(1, "cmd/x"), 7);
+    let out = h.drain();
+    assert!(
+        downlink_acks(&out).is_empty(),
+        "not before the device: {out:?}"
+    );
+    let Some(Packet::Register {
+        topic_id, msg_id, ..
+    }) = packets_to(&out, &a).first().cloned()
+    else {
+        panic!("REGISTER first: {out:?}");
+    };
+    let out = h.send(
+        &a,
+        Packet::RegAck {
+            topic_id,
+            msg_id,
+            return_code: ReturnCode::Accepted,
+        },
+    );
+    assert!(downlink_acks(&out).is_empty(), "not on the REGACK: {out:?}");
+    let (topic_field, msg_id) = the_publish(&packets_to(&out, &a));
+    let puback = |msg_id| Packet::PubAck {
+        topic_id: topic_field,
+        msg_id,
+        return_code: ReturnCode::Accepted,
+    };
+    let out = h.send(&a, puback(msg_id));
+    assert_eq!(downlink_acks(&out), vec![(Arc::from("a"), 7)]);
+
+    // QoS 2: the device's PUBREC.
+    h.gw.handle_session_message_with_token(h.now, "a", msg(2, "cmd/x"), 8);
+    let out = h.drain();
+    assert!(downlink_acks(&out).is_empty(), "{out:?}");
+    let (_, msg_id) = the_publish(&packets_to(&out, &a));
+    let out = h.send(&a, Packet::PubRec { msg_id });
+    assert_eq!(downlink_acks(&out), vec![(Arc::from("a"), 8)]);
+    h.send(&a, Packet::PubComp { msg_id });
+
+    // The device goes away without a word: all retries spent, lost, and
+    // the message stays unacknowledged upstream.
+    h.gw.handle_session_message_with_token(h.now, "a", msg(1, "cmd/x"), 9);
+    let mut out = h.drain();
+    for _ in 0..10 {
+        out.extend(h.advance(Duration::from_secs(10)));
+    }
+    assert!(downlink_acks(&out).is_empty(), "{out:?}");
+    assert_eq!(h.gw.client_state("a").map(|s| s.label()), Some("lost"));
+    // It comes back here: the message again, acknowledged with its PUBACK.
+    let back = peer(2);
+    h.send(&back, connect_packet("a", false, false));
+    h.gw.handle_session_status(h.now, "a", SessionStatus::Up);
+    let out = h.drain();
+    assert!(downlink_acks(&out).is_empty(), "{out:?}");
+    let to_back = packets_to(&out, &back);
+    let out = match to_back.iter().find_map(|p| match p {
+        Packet::Register {
+            topic_id, msg_id, ..
+        } => Some((*topic_id, *msg_id)),
+        _ => None,
+    }) {
+        Some((topic_id, msg_id)) => h.send(
+            &back,
+            Packet::RegAck {
+                topic_id,
+                msg_id,
+                return_code: ReturnCode::Accepted,
+            },
+        ),
+        None => out,
+    };
+    let (topic_field, msg_id) = the_publish(&packets_to(&out, &back));
+    let out = h.send(
+        &back,
+        Packet::PubAck {
+            topic_id: topic_field,
+            msg_id,
+            return_code: ReturnCode::Accepted,
+        },
+    );
+    assert_eq!(downlink_acks(&out), vec![(Arc::from("a"), 9)]);
+
+    // Never for this device (CleanSession on, no matching subscription):
+    // at once.
+    connect_up(&mut h, &peer(3), "c");
+    h.gw.handle_session_message_with_token(h.now, "c", msg(1, "other"), 10);
+    assert_eq!(downlink_acks(&h.drain()), vec![(Arc::from("c"), 10)]);
+    // No such session here: nothing (the broker redelivers elsewhere).
+    h.gw.handle_session_message_with_token(h.now, "nobody", msg(1, "cmd/x"), 11);
+    assert!(downlink_acks(&h.drain()).is_empty());
+    // QoS 0 carries no token to give back.
+    h.gw.handle_session_message_with_token(h.now, "a", msg(0, "cmd/x"), 12);
+    assert!(downlink_acks(&h.drain()).is_empty());
+}

@@ -273,3 +273,73 @@ fn quick_losses_on_an_unacknowledged_message_are_no_takeover() {
     }
     assert_eq!(h.gauge(&h.counters.device_session_takeovers), 0);
 }
+
+fn down(pkid: u16, qos: u8, payload: &str, origin: Option<&str>) -> LinkEvent {
+    LinkEvent::Publish {
+        pkid,
+        topic: Some("t".into()),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain: false,
+        subscription_ids: Vec::new(),
+        origin: origin.map(Into::into),
+    }
+}
+
+fn acks_sent(h: &mut Harness) -> Vec<(u8, u16)> {
+    h.take_sent()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::Ack(qos, pkid) => Some((qos, pkid)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn the_token(h: &mut Harness) -> Option<u64> {
+    match h.take_events().as_slice() {
+        [BridgeEvent::SessionMessage { token, .. }] => *token,
+        other => panic!("one message for the device: {other:?}"),
+    }
+}
+
+/// Issue 23: a device's session acknowledges a QoS 1/2 message to the broker
+/// only when the engine hands its token back (the device has it); what is
+/// not for the device goes at once; a token from an earlier connection
+/// acknowledges nothing (the broker redelivers on the new one).
+#[test]
+fn a_device_session_acknowledges_a_downlink_only_when_the_engine_says() {
+    let mut h = Harness::device_up(config(), "d");
+    h.event(down(5, 1, "one", None));
+    let token = the_token(&mut h).expect("a QoS 1 message carries a token");
+    assert!(acks_sent(&mut h).is_empty(), "not on receipt");
+    let ack = |token| UpstreamCommand::AckDownlink {
+        client_id: Arc::from("d"),
+        token,
+    };
+    h.command(ack(token));
+    assert_eq!(acks_sent(&mut h), vec![(1, 5)]);
+
+    // QoS 2 the same way (rumqttc sends PUBREC); QoS 0 carries no token.
+    h.event(down(6, 2, "two", None));
+    let token2 = the_token(&mut h).expect("QoS 2: a token");
+    h.command(ack(token2));
+    assert_eq!(acks_sent(&mut h), vec![(2, 6)]);
+    h.event(down(0, 0, "zero", None));
+    assert_eq!(the_token(&mut h), None);
+
+    // An echo of our own (never for the device): acknowledged at once.
+    h.event(down(7, 1, "echo", Some("gw")));
+    assert!(h.take_events().is_empty());
+    assert_eq!(acks_sent(&mut h), vec![(1, 7)]);
+
+    // Unacknowledged when the connection is lost: its token is stale on
+    // the next one.
+    h.event(down(8, 1, "lost", None));
+    let stale = the_token(&mut h).expect("token");
+    h.lose();
+    h.connack(true);
+    h.take_events();
+    h.command(ack(stale));
+    assert!(acks_sent(&mut h).is_empty());
+}

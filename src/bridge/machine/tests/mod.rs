@@ -268,6 +268,7 @@ fn params(client_id: &str, clean_session: bool) -> SessionParams {
 /// A message coming down on `topic`.
 fn incoming(topic: &str, payload: &str, ids: &[usize]) -> LinkEvent {
     LinkEvent::Publish {
+        pkid: 1,
         topic: Some(topic.into()),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos: 0,

@@ -157,6 +157,7 @@ fn a_retained_copy_with_one_identifier_goes_to_that_filters_subscribers() {
     h.connack(false);
     let ids: Vec<usize> = subscribes(h.take_sent()).into_iter().map(|s| s.2).collect();
     h.event(LinkEvent::Publish {
+        pkid: 1,
         topic: Some("a/b".into()),
         payload: Bytes::from_static(b"r"),
         qos: 0,
@@ -204,6 +205,7 @@ fn mqtt311_swallows_one_echo_per_publication_within_the_window() {
 fn mqtt5_per_device_copies_tagged_with_our_origin_are_echoes() {
     let mut h = Harness::device_up(config(), "d");
     h.event(LinkEvent::Publish {
+        pkid: 1,
         topic: Some("t".into()),
         payload: Bytes::from_static(b"1"),
         qos: 0,
